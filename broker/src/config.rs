@@ -1,0 +1,368 @@
+//! Broker configuration: a TOML file, with defaults per platform class.
+//!
+//! Keys left out of the file take the defaults below; keys marked "class
+//! default" take the value recommended for the detected (or configured)
+//! platform class (see `platform::ClassDefaults`). Unknown keys and bad values
+//! are errors that name the file, the key and what to do.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::platform::{ClassDefaults, PlatformClass, RuntimeFlavor};
+
+/// MQTT's largest encodable packet: 1 type byte, 4 length bytes, 268,435,455 body bytes.
+pub const MQTT_MAX_PACKET_SIZE: usize = 268_435_460;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub mqtt: MqttConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Platform class; `None` = detect from the machine.
+    pub class: Option<PlatformClass>,
+    /// Tokio runtime flavour; `None` = the class default.
+    pub runtime: Option<RuntimeFlavor>,
+    /// Worker threads for the multi-threaded runtime; `None` = the class default.
+    pub worker_threads: Option<usize>,
+    /// Connection limit over all protocols; `None` = the class default.
+    pub max_connections: Option<usize>,
+    /// Seconds between stats lines on stderr; 0 turns them off.
+    pub stats_interval_secs: u64,
+    /// Where on-disk storage lives (used by the Kafka and durable AMQP stores).
+    pub data_dir: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            class: None,
+            runtime: None,
+            worker_threads: None,
+            max_connections: None,
+            stats_interval_secs: 30,
+            data_dir: PathBuf::from("./data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// MQTT over TCP.
+    pub bind: SocketAddr,
+    /// Serve MQTT over WebSocket as well.
+    pub websocket: bool,
+    pub ws_bind: SocketAddr,
+    /// HTTP path of the WebSocket endpoint.
+    pub ws_path: String,
+    /// Largest packet accepted (and announced to 5.0 clients); class default.
+    pub max_packet_size: Option<usize>,
+    /// QoS 1/2 messages in flight per client, both ways (5.0 Receive Maximum); class default.
+    pub max_inflight: Option<u16>,
+    /// Messages queued per session beyond the in-flight window; class default.
+    pub max_queued_messages: Option<usize>,
+    /// Topic aliases a 5.0 client may use towards the broker (0 = none).
+    pub topic_alias_maximum: u16,
+    /// Topic aliases the broker uses towards a 5.0 client, at most what the client allows.
+    pub outgoing_topic_aliases: u16,
+    /// Highest QoS granted and accepted (0, 1 or 2).
+    pub max_qos: u8,
+    pub retain_available: bool,
+    /// Accept clients without a user name (only sensible on loopback or behind a gateway).
+    pub allow_anonymous: bool,
+    /// User name → password; when non-empty, a user name must match.
+    pub users: BTreeMap<String, String>,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Longest session expiry (seconds) granted to 5.0 clients; u32::MAX = no limit.
+    pub max_session_expiry_secs: u32,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            websocket: true,
+            ws_bind: SocketAddr::from(([127, 0, 0, 1], 8083)),
+            ws_path: "/mqtt".to_string(),
+            max_packet_size: None,
+            max_inflight: None,
+            max_queued_messages: None,
+            topic_alias_maximum: 10,
+            outgoing_topic_aliases: 10,
+            max_qos: 2,
+            retain_available: true,
+            allow_anonymous: true,
+            users: BTreeMap::new(),
+            connect_timeout_secs: 10,
+            max_session_expiry_secs: u32::MAX,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve Prometheus metrics at http://<bind>/metrics.
+    pub enabled: bool,
+    pub bind: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// A configuration problem, phrased for the person who wrote the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or "command line" / "configuration".
+    pub source: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.source, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates a TOML config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source: source.clone(),
+            message: format!("cannot read config file: {e}"),
+        })?;
+        let config = Self::parse(&text).map_err(|message| ConfigError {
+            source: source.clone(),
+            message,
+        })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError { source, message })?;
+        Ok(config)
+    }
+
+    /// Parses TOML text into a config; the error is one line naming the key.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| describe_toml_error(text, &e))
+    }
+
+    /// A config for tests and embedding: every listener on 127.0.0.1 port 0
+    /// (the OS picks free ports), no stats line.
+    pub fn ephemeral() -> Config {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config = Config::default();
+        config.mqtt.bind = any;
+        config.mqtt.ws_bind = any;
+        config.metrics.bind = any;
+        config.server.stats_interval_secs = 0;
+        config
+    }
+
+    /// Checks values that the types alone cannot; each message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let m = &self.mqtt;
+        if m.max_qos > 2 {
+            return Err(format!("mqtt.max_qos = {}: must be 0, 1 or 2", m.max_qos));
+        }
+        if let Some(size) = m.max_packet_size {
+            if !(64..=MQTT_MAX_PACKET_SIZE).contains(&size) {
+                return Err(format!(
+                    "mqtt.max_packet_size = {size}: must be between 64 and {MQTT_MAX_PACKET_SIZE} bytes"
+                ));
+            }
+        }
+        if m.max_inflight == Some(0) {
+            return Err("mqtt.max_inflight = 0: must be at least 1 (try 20)".into());
+        }
+        if m.max_queued_messages == Some(0) {
+            return Err("mqtt.max_queued_messages = 0: must be at least 1 (try 1000)".into());
+        }
+        if !m.ws_path.starts_with('/') {
+            return Err(format!(
+                "mqtt.ws_path = {:?}: must start with '/' (e.g. \"/mqtt\")",
+                m.ws_path
+            ));
+        }
+        if m.connect_timeout_secs == 0 {
+            return Err("mqtt.connect_timeout_secs = 0: must be at least 1 (try 10)".into());
+        }
+        if self.server.max_connections == Some(0) {
+            return Err("server.max_connections = 0: must be at least 1".into());
+        }
+        if self.server.worker_threads == Some(0) {
+            return Err(
+                "server.worker_threads = 0: must be at least 1 (leave it out for one per core)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The limits in force once class defaults fill what the file left out.
+    pub fn limits(&self, class: PlatformClass) -> Limits {
+        let d: ClassDefaults = class.defaults();
+        Limits {
+            max_connections: self.server.max_connections.unwrap_or(d.max_connections),
+            max_packet_size: self.mqtt.max_packet_size.unwrap_or(d.max_packet_size),
+            max_inflight: self.mqtt.max_inflight.unwrap_or(d.max_inflight),
+            max_queued_messages: self
+                .mqtt
+                .max_queued_messages
+                .unwrap_or(d.max_queued_messages),
+            read_buffer_size: d.read_buffer_size,
+        }
+    }
+}
+
+/// Resolved limits (config over class defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_packet_size: usize,
+    pub max_inflight: u16,
+    pub max_queued_messages: usize,
+    pub read_buffer_size: usize,
+}
+
+/// Turns a toml error into one line: line number, the offending line's key,
+/// and serde's complaint (which lists the expected keys for unknown ones).
+fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim().replace('\n', " ");
+    let Some(span) = err.span() else {
+        return message;
+    };
+    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    let section = text[..span.start.min(text.len())]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(['[', ']']).to_string());
+    let key = line.split('=').next().unwrap_or("").trim();
+    let key = match (&section, key.is_empty() || line.starts_with('[')) {
+        (_, true) => String::new(),
+        (Some(s), false) => format!(" key `{s}.{key}`"),
+        (None, false) => format!(" key `{key}`"),
+    };
+    format!("line {line_no}{key}: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.mqtt.bind.port(), 1883);
+        assert_eq!(c.mqtt.ws_bind.port(), 8083);
+        assert_eq!(c.metrics.bind.port(), 9090);
+        assert!(c.mqtt.bind.ip().is_loopback());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::parse(
+            r#"
+            [server]
+            class = "embedded"
+            runtime = "multi_thread"
+            max_connections = 500
+            [mqtt]
+            bind = "0.0.0.0:1884"
+            max_packet_size = 4096
+            users = { alice = "secret" }
+            [metrics]
+            enabled = false
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.server.class, Some(PlatformClass::Embedded));
+        assert_eq!(c.server.runtime, Some(RuntimeFlavor::MultiThread));
+        assert_eq!(c.mqtt.bind.port(), 1884);
+        assert_eq!(c.mqtt.users["alice"], "secret");
+        c.validate().unwrap();
+        let limits = c.limits(PlatformClass::Embedded);
+        assert_eq!(limits.max_connections, 500);
+        assert_eq!(limits.max_packet_size, 4096);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_line() {
+        let err = Config::parse("[mqtt]\nmax_conections = 5\n").unwrap_err();
+        assert!(err.starts_with("line 2 key `mqtt.max_conections`"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+        assert!(err.contains("max_packet_size"), "lists valid keys: {err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = Config::parse("[server]\nmax_connections = \"many\"\n").unwrap_err();
+        assert!(err.contains("server.max_connections"), "{err}");
+        let err = Config::parse("[server]\nclass = \"huge\"\n").unwrap_err();
+        assert!(
+            err.contains("server.class") && err.contains("embedded"),
+            "{err}"
+        );
+        let err = Config::parse("[mqtt]\nbind = \"localhost\"\n").unwrap_err();
+        assert!(err.contains("mqtt.bind"), "{err}");
+    }
+
+    #[test]
+    fn semantic_checks_name_the_key() {
+        let mut c = Config::default();
+        c.mqtt.max_qos = 3;
+        assert!(c.validate().unwrap_err().starts_with("mqtt.max_qos"));
+        let mut c = Config::default();
+        c.mqtt.max_packet_size = Some(10);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("mqtt.max_packet_size"));
+        let mut c = Config::default();
+        c.mqtt.ws_path = "mqtt".into();
+        assert!(c.validate().unwrap_err().starts_with("mqtt.ws_path"));
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.toml");
+        std::fs::write(&path, "[mqtt]\nmax_qos = 7\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("broker.toml") && err.contains("mqtt.max_qos"),
+            "{err}"
+        );
+        let err = Config::load(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing.toml") && err.contains("cannot read"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! A multi-protocol message broker: MQTT 3.1.1 and 5.0 (TCP and WebSocket) today,
+//! with room for the Kafka wire protocol and AMQP 0.9.1 beside it.
+
+pub mod config;
+pub mod core;
+pub mod metrics;
+pub mod mqtt;
+pub mod platform;
+pub mod server;
+
+pub use config::Config;
+pub use server::{start, RunningBroker, ServerError};

@@ -1,0 +1,328 @@
+//! Prometheus metrics (served at `/metrics`) and the periodic stats line.
+//!
+//! Counters are labelled by protocol so Kafka and AMQP listeners share them.
+//! Hot paths take a [`ProtocolCounters`] handle once per connection instead of
+//! looking labels up per message.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::platform::Platform;
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Protocol {
+    Mqtt,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Mqtt => "mqtt",
+        }
+    }
+}
+
+impl EncodeLabelValue for Protocol {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: Protocol,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    protocol: Protocol,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlatformLabels {
+    arch: String,
+    os: String,
+    libc: String,
+    class: String,
+    cpu_features: String,
+    io_uring: String,
+    cores: String,
+}
+
+/// Every metric the broker exports.
+pub struct Metrics {
+    registry: Registry,
+    connections_total: Family<ProtocolLabels, Counter>,
+    connections_current: Family<ProtocolLabels, Gauge>,
+    connections_refused: Family<KindLabels, Counter>,
+    messages_received: Family<ProtocolLabels, Counter>,
+    messages_sent: Family<ProtocolLabels, Counter>,
+    bytes_received: Family<ProtocolLabels, Counter>,
+    bytes_sent: Family<ProtocolLabels, Counter>,
+    protocol_errors: Family<KindLabels, Counter>,
+    messages_dropped: Family<KindLabels, Counter>,
+    pub max_connections: Gauge,
+    pub sessions: Gauge,
+    pub subscriptions: Gauge,
+    pub retained_messages: Gauge,
+}
+
+/// Per-connection handles on the hot counters of one protocol.
+#[derive(Clone)]
+pub struct ProtocolCounters {
+    pub messages_received: Counter,
+    pub messages_sent: Counter,
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+}
+
+impl Metrics {
+    pub fn new(platform: &Platform, max_connections: usize) -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("broker");
+        let m = Metrics {
+            connections_total: Family::default(),
+            connections_current: Family::default(),
+            connections_refused: Family::default(),
+            messages_received: Family::default(),
+            messages_sent: Family::default(),
+            bytes_received: Family::default(),
+            bytes_sent: Family::default(),
+            protocol_errors: Family::default(),
+            messages_dropped: Family::default(),
+            max_connections: Gauge::default(),
+            sessions: Gauge::default(),
+            subscriptions: Gauge::default(),
+            retained_messages: Gauge::default(),
+            registry: Registry::default(),
+        };
+        m.max_connections
+            .set(i64::try_from(max_connections).unwrap_or(i64::MAX));
+        registry.register(
+            "connections",
+            "Client connections accepted (after the protocol handshake)",
+            m.connections_total.clone(),
+        );
+        registry.register(
+            "connections_current",
+            "Client connections open now",
+            m.connections_current.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused, by reason",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "messages_received",
+            "Messages published to the broker",
+            m.messages_received.clone(),
+        );
+        registry.register(
+            "messages_sent",
+            "Messages delivered to clients",
+            m.messages_sent.clone(),
+        );
+        registry.register(
+            "bytes_received",
+            "Bytes read from clients",
+            m.bytes_received.clone(),
+        );
+        registry.register(
+            "bytes_sent",
+            "Bytes written to clients",
+            m.bytes_sent.clone(),
+        );
+        registry.register(
+            "protocol_errors",
+            "Malformed or forbidden input from clients, by kind",
+            m.protocol_errors.clone(),
+        );
+        registry.register(
+            "messages_dropped",
+            "Messages not delivered, by reason (queue full, expired, too large)",
+            m.messages_dropped.clone(),
+        );
+        registry.register(
+            "max_connections",
+            "Configured connection limit",
+            m.max_connections.clone(),
+        );
+        registry.register("sessions", "Client sessions held", m.sessions.clone());
+        registry.register(
+            "subscriptions",
+            "Subscriptions held",
+            m.subscriptions.clone(),
+        );
+        registry.register(
+            "retained_messages",
+            "Retained messages held",
+            m.retained_messages.clone(),
+        );
+        registry.register(
+            "platform",
+            "Platform the broker detected at start-up",
+            Info::new(PlatformLabels {
+                arch: platform.arch.to_string(),
+                os: platform.os.to_string(),
+                libc: platform.libc.to_string(),
+                class: platform.class.as_str().to_string(),
+                cpu_features: platform.cpu_features.join(","),
+                io_uring: platform.io_uring.to_string(),
+                cores: platform.cores.to_string(),
+            }),
+        );
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    pub fn counters(&self, protocol: Protocol) -> ProtocolCounters {
+        let l = ProtocolLabels { protocol };
+        ProtocolCounters {
+            messages_received: self.messages_received.get_or_create(&l).clone(),
+            messages_sent: self.messages_sent.get_or_create(&l).clone(),
+            bytes_received: self.bytes_received.get_or_create(&l).clone(),
+            bytes_sent: self.bytes_sent.get_or_create(&l).clone(),
+        }
+    }
+
+    pub fn connection_opened(&self, protocol: Protocol) {
+        let l = ProtocolLabels { protocol };
+        self.connections_total.get_or_create(&l).inc();
+        self.connections_current.get_or_create(&l).inc();
+    }
+
+    pub fn connection_closed(&self, protocol: Protocol) {
+        self.connections_current
+            .get_or_create(&ProtocolLabels { protocol })
+            .dec();
+    }
+
+    pub fn connection_refused(&self, protocol: Protocol, kind: &'static str) {
+        self.connections_refused
+            .get_or_create(&KindLabels { protocol, kind })
+            .inc();
+    }
+
+    pub fn protocol_error(&self, protocol: Protocol, kind: &'static str) {
+        self.protocol_errors
+            .get_or_create(&KindLabels { protocol, kind })
+            .inc();
+    }
+
+    pub fn message_dropped(&self, protocol: Protocol, kind: &'static str) {
+        self.messages_dropped
+            .get_or_create(&KindLabels { protocol, kind })
+            .inc();
+    }
+
+    /// Open connections over all protocols.
+    pub fn open_connections(&self) -> i64 {
+        self.connections_current
+            .get_or_create(&ProtocolLabels {
+                protocol: Protocol::Mqtt,
+            })
+            .get()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The one-line summary logged every `stats_interval_secs`.
+    pub fn stats_line(&self) -> String {
+        let c = self.counters(Protocol::Mqtt);
+        let mut line = String::new();
+        let _ = write!(
+            line,
+            "stats: connections {}/{} | messages in {} out {} | subscriptions {} | retained {} | sessions {}",
+            self.open_connections(),
+            self.max_connections.get(),
+            c.messages_received.get(),
+            c.messages_sent.get(),
+            self.subscriptions.get(),
+            self.retained_messages.get(),
+            self.sessions.get(),
+        );
+        line
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown` completes. Deliberately tiny: one
+/// request per connection, no keep-alive, request head capped at 8 KiB.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let metrics = metrics.clone();
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &metrics)).await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("metrics listener: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || head.len() + n > 8192 {
+            return Ok(());
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let request_line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = request_line.split(|&b| b == b' ');
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    let (status, content_type, body) = match (method, path) {
+        (b"GET", b"/metrics") => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        (b"GET", _) => ("404 Not Found", "text/plain", "try /metrics\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET is served\n".to_string(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}

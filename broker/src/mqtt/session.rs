@@ -1,0 +1,250 @@
+//! MQTT session state: what outlives a network connection (subscriptions,
+//! queued and in-flight messages, QoS 2 receive state, the pending will).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{oneshot, Notify};
+
+use super::packet::{LastWill, ProtocolVersion, QoS, SubscriptionOptions};
+use crate::core::{ClientId, Message};
+
+/// Session expiry value meaning "never expires" (MQTT 5.0 0xFFFFFFFF; 3.1.1 clean session = 0).
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// A subscription as stored in the trie: which session, with what options.
+#[derive(Debug, Clone)]
+pub struct SubscriptionEntry {
+    pub session: Arc<Session>,
+    pub options: SubscriptionOptions,
+    /// MQTT 5.0 Subscription Identifier, echoed in matching PUBLISHes.
+    pub identifier: Option<u32>,
+}
+
+/// A message on its way to one session, with the QoS and flags it gets there.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub subscription_ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutState {
+    /// QoS 1 sent, waiting for PUBACK.
+    AwaitPubAck,
+    /// QoS 2 sent, waiting for PUBREC.
+    AwaitPubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitPubComp,
+}
+
+/// A QoS 1/2 message sent to the client and not yet fully acknowledged.
+#[derive(Debug, Clone)]
+pub struct OutFlight {
+    pub packet_id: u16,
+    pub delivery: Delivery,
+    pub state: OutState,
+}
+
+/// Sent to a live connection whose client id is being taken over.
+#[derive(Debug)]
+pub struct Kick {
+    /// The new connection resumes this session (clean start = 0).
+    pub resumed: bool,
+    /// Dropped or signalled once the old connection has finished with the session.
+    pub done: oneshot::Sender<()>,
+}
+
+#[derive(Debug)]
+pub struct ConnectionLink {
+    pub id: u64,
+    pub kick: oneshot::Sender<Kick>,
+}
+
+/// Why an enqueue did not take the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// QoS 0 for a client that is not connected (not queued, as in mosquitto).
+    OfflineQos0,
+    /// The session queue is at `max_queued_messages`: the new message is dropped.
+    QueueFull,
+}
+
+impl Dropped {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dropped::OfflineQos0 => "offline_qos0",
+            Dropped::QueueFull => "queue_full",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct SessionState {
+    pub protocol: ProtocolVersion,
+    /// Raw filter (including any `$share/group/` prefix) → options.
+    pub subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
+    /// Messages not yet sent (waiting for the client or for in-flight room).
+    pub queue: VecDeque<Delivery>,
+    /// QoS 1/2 messages sent and not yet acknowledged, oldest first.
+    pub inflight: VecDeque<OutFlight>,
+    /// Packet ids of QoS 2 messages received, PUBREC sent, PUBREL not yet seen.
+    pub incoming_qos2: HashSet<u16>,
+    next_packet_id: u16,
+    pub link: Option<ConnectionLink>,
+    /// Seconds the session outlives its connection ([`NEVER_EXPIRES`] = forever).
+    pub expiry_secs: u32,
+    /// Bumped at every (re)connection so expiry and will timers can tell
+    /// whether the client came back in the meantime.
+    pub generation: u64,
+    /// A will waiting for its delay to pass (MQTT 5.0 Will Delay Interval).
+    pub pending_will: Option<LastWill>,
+    pub max_queued: usize,
+}
+
+impl SessionState {
+    /// Next free packet id (1..=65535, skipping ids still in flight).
+    pub fn alloc_packet_id(&mut self) -> u16 {
+        loop {
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            let id = self.next_packet_id;
+            if !self.inflight.iter().any(|f| f.packet_id == id) {
+                return id;
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: ClientId,
+    state: Mutex<SessionState>,
+    /// Wakes the connection task when something was queued.
+    pub notify: Notify,
+    connected: AtomicBool,
+}
+
+impl Session {
+    pub fn new(
+        client_id: ClientId,
+        protocol: ProtocolVersion,
+        expiry_secs: u32,
+        max_queued: usize,
+    ) -> Session {
+        Session {
+            client_id,
+            state: Mutex::new(SessionState {
+                protocol,
+                subscriptions: HashMap::new(),
+                queue: VecDeque::new(),
+                inflight: VecDeque::new(),
+                incoming_qos2: HashSet::new(),
+                next_packet_id: 0,
+                link: None,
+                expiry_secs,
+                generation: 0,
+                pending_will: None,
+                max_queued,
+            }),
+            notify: Notify::new(),
+            connected: AtomicBool::new(false),
+        }
+    }
+
+    /// The state lock. A panic while holding it cannot leave the state torn in a
+    /// way worse than losing that one connection, so poisoning is ignored.
+    pub fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Release);
+    }
+
+    /// Queues a delivery and wakes the connection. QoS 0 is not kept for
+    /// offline clients; the queue is bounded and drops the newest message when full.
+    pub fn enqueue(&self, delivery: Delivery) -> Result<(), Dropped> {
+        {
+            let mut st = self.lock();
+            if delivery.qos == QoS::AtMostOnce && !self.is_connected() {
+                return Err(Dropped::OfflineQos0);
+            }
+            if st.queue.len() >= st.max_queued {
+                return Err(Dropped::QueueFull);
+            }
+            st.queue.push_back(delivery);
+        }
+        self.notify.notify_one();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::MessageProperties;
+    use bytes::Bytes;
+
+    fn delivery(qos: QoS) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: "t".into(),
+                payload: Bytes::from_static(b"x"),
+                qos,
+                retain: false,
+                properties: MessageProperties::default(),
+                publisher: None,
+                expires_at: None,
+            }),
+            qos,
+            retain: false,
+            subscription_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn offline_qos0_is_dropped_and_queue_is_bounded() {
+        let s = Session::new("c".into(), ProtocolVersion::V5, NEVER_EXPIRES, 2);
+        assert_eq!(
+            s.enqueue(delivery(QoS::AtMostOnce)),
+            Err(Dropped::OfflineQos0)
+        );
+        assert!(s.enqueue(delivery(QoS::AtLeastOnce)).is_ok());
+        assert!(s.enqueue(delivery(QoS::ExactlyOnce)).is_ok());
+        assert_eq!(
+            s.enqueue(delivery(QoS::AtLeastOnce)),
+            Err(Dropped::QueueFull)
+        );
+        s.set_connected(true);
+        assert_eq!(
+            s.enqueue(delivery(QoS::AtMostOnce)),
+            Err(Dropped::QueueFull)
+        );
+        assert_eq!(s.lock().queue.len(), 2);
+    }
+
+    #[test]
+    fn packet_ids_skip_inflight_and_wrap() {
+        let s = Session::new("c".into(), ProtocolVersion::V5, 0, 10);
+        let mut st = s.lock();
+        st.next_packet_id = 65534;
+        st.inflight.push_back(OutFlight {
+            packet_id: 65535,
+            delivery: delivery(QoS::AtLeastOnce),
+            state: OutState::AwaitPubAck,
+        });
+        st.inflight.push_back(OutFlight {
+            packet_id: 1,
+            delivery: delivery(QoS::AtLeastOnce),
+            state: OutState::AwaitPubAck,
+        });
+        assert_eq!(st.alloc_packet_id(), 2);
+    }
+}

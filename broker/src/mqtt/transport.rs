@@ -1,0 +1,119 @@
+//! Byte transports an MQTT connection runs over: plain TCP and WebSocket
+//! (binary frames, subprotocol `mqtt`, as MQTT 5.0 section 6 requires).
+
+use std::future::Future;
+use std::io;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::WebSocketStream;
+
+/// A duplex byte stream; `read_into` must be cancel-safe (it is raced in `select!`).
+pub trait Transport: Send {
+    /// Appends what arrived to `buf`; `Ok(0)` means the peer closed.
+    fn read_into(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send;
+    fn write_all(&mut self, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Best-effort orderly close.
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+impl Transport for TcpStream {
+    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        self.read_buf(buf).await
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        AsyncWriteExt::write_all(self, data).await
+    }
+
+    async fn close(&mut self) {
+        let _ = self.shutdown().await;
+    }
+}
+
+/// MQTT over WebSocket: each binary message carries a slice of the MQTT byte stream.
+pub struct WsTransport {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl WsTransport {
+    /// Runs the HTTP upgrade: only `path` is served, and the `mqtt`
+    /// subprotocol is selected when the client offers it.
+    pub async fn accept(
+        stream: TcpStream,
+        path: &str,
+        max_message_size: usize,
+    ) -> io::Result<WsTransport> {
+        let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+            if req.uri().path() != path {
+                let mut err =
+                    ErrorResponse::new(Some(format!("MQTT over WebSocket is served at {path}\n")));
+                *err.status_mut() = StatusCode::NOT_FOUND;
+                return Err(err);
+            }
+            let offers_mqtt = req
+                .headers()
+                .get_all("Sec-WebSocket-Protocol")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|p| p.trim().eq_ignore_ascii_case("mqtt"));
+            if offers_mqtt {
+                resp.headers_mut()
+                    .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+            }
+            Ok(resp)
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(max_message_size))
+            .max_frame_size(Some(max_message_size));
+        let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config))
+            .await
+            .map_err(io::Error::other)?;
+        Ok(WsTransport { ws })
+    }
+}
+
+impl Transport for WsTransport {
+    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            match self.ws.next().await {
+                None => return Ok(0),
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                Some(Ok(WsMessage::Binary(data))) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    buf.extend_from_slice(&data);
+                    return Ok(data.len());
+                }
+                Some(Ok(WsMessage::Close(_))) => return Ok(0),
+                // tungstenite answers pings itself; pongs and raw frames carry no MQTT data.
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+                Some(Ok(WsMessage::Text(_))) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "MQTT over WebSocket must use binary frames",
+                    ))
+                }
+            }
+        }
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.ws
+            .send(WsMessage::binary(data.to_vec()))
+            .await
+            .map_err(io::Error::other)
+    }
+
+    async fn close(&mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}

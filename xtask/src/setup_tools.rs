@@ -1,0 +1,343 @@
+//! Making sure the external tools a command needs are present, installing the
+//! missing ones when allowed (apt packages as root, rustup components).
+//!
+//! Commands describe what they need as a list of [`Tool`]s; probing is kept
+//! apart from planning so the planning can be unit-tested without a machine.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+/// One thing a command needs from the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tool {
+    /// What to call it in messages.
+    pub name: &'static str,
+    pub probe: Probe,
+    pub install: Install,
+}
+
+/// How to tell whether a tool is present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// An executable of this name on `PATH`.
+    Executable(&'static str),
+    /// `$CARGO <subcommand> --version` succeeds.
+    CargoSubcommand(&'static str),
+}
+
+/// Where a missing tool comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// A Debian/Ubuntu package (needs root).
+    Apt(&'static str),
+    /// `rustup component add <component>`.
+    RustupComponent(&'static str),
+}
+
+/// What `cargo xtask ci` needs.
+pub fn ci_tools() -> Vec<Tool> {
+    vec![
+        Tool {
+            name: "mosquitto_pub",
+            probe: Probe::Executable("mosquitto_pub"),
+            install: Install::Apt("mosquitto-clients"),
+        },
+        Tool {
+            name: "mosquitto_sub",
+            probe: Probe::Executable("mosquitto_sub"),
+            install: Install::Apt("mosquitto-clients"),
+        },
+        Tool {
+            name: "rustfmt",
+            probe: Probe::CargoSubcommand("fmt"),
+            install: Install::RustupComponent("rustfmt"),
+        },
+        Tool {
+            name: "clippy",
+            probe: Probe::CargoSubcommand("clippy"),
+            install: Install::RustupComponent("clippy"),
+        },
+    ]
+}
+
+/// Whether to install missing tools or only say what is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Install,
+    ReportOnly,
+}
+
+/// What would have to be installed, deduplicated, in first-seen order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub missing: Vec<&'static str>,
+    pub apt_packages: Vec<&'static str>,
+    pub rustup_components: Vec<&'static str>,
+}
+
+impl Plan {
+    /// Plan for the tools for which `present` says no.
+    pub fn new(tools: &[Tool], mut present: impl FnMut(&Tool) -> bool) -> Plan {
+        let mut plan = Plan::default();
+        for tool in tools {
+            if present(tool) {
+                continue;
+            }
+            push_unique(&mut plan.missing, tool.name);
+            match tool.install {
+                Install::Apt(package) => push_unique(&mut plan.apt_packages, package),
+                Install::RustupComponent(c) => push_unique(&mut plan.rustup_components, c),
+            }
+        }
+        plan
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty()
+    }
+
+    /// The shell commands that would install everything, for people to copy.
+    /// `root` decides whether apt commands get a `sudo` prefix.
+    pub fn commands(&self, root: bool) -> Vec<String> {
+        let mut commands = Vec::new();
+        if !self.rustup_components.is_empty() {
+            commands.push(format!(
+                "rustup component add {}",
+                self.rustup_components.join(" ")
+            ));
+        }
+        if !self.apt_packages.is_empty() {
+            commands.push(apt_command(&self.apt_packages, root));
+        }
+        commands
+    }
+}
+
+fn push_unique(list: &mut Vec<&'static str>, item: &'static str) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+fn apt_command(packages: &[&str], root: bool) -> String {
+    let sudo = if root { "" } else { "sudo " };
+    format!(
+        "{sudo}apt-get update && {sudo}DEBIAN_FRONTEND=noninteractive apt-get install -y {}",
+        packages.join(" ")
+    )
+}
+
+/// Make sure every tool is present. With [`Mode::Install`], installs what is
+/// missing (apt only as root; `apt-get update` at most once) and checks again;
+/// with [`Mode::ReportOnly`], prints what is missing and returns `Ok`.
+pub fn ensure(sh: &Shell, tools: &[Tool], mode: Mode) -> Result<()> {
+    let plan = Plan::new(tools, |tool| is_present(sh, tool));
+    if plan.is_empty() {
+        let names: Vec<_> = tools.iter().map(|t| t.name).collect();
+        println!("    all present: {}", names.join(", "));
+        return Ok(());
+    }
+    let root = is_root(sh);
+    if mode == Mode::ReportOnly {
+        println!(
+            "    missing (not installing, --no-install): {}",
+            plan.missing.join(", ")
+        );
+        for command in plan.commands(root) {
+            println!("    to install: {command}");
+        }
+        return Ok(());
+    }
+
+    println!("    missing: {}; installing", plan.missing.join(", "));
+    if !plan.rustup_components.is_empty() {
+        let components = &plan.rustup_components;
+        cmd!(sh, "rustup component add {components...}")
+            .run()
+            .with_context(|| {
+                format!(
+                    "installing rustup components {} (is rustup on PATH?)",
+                    components.join(", ")
+                )
+            })?;
+    }
+    if !plan.apt_packages.is_empty() {
+        install_apt(sh, &plan.apt_packages, root)?;
+    }
+
+    let still = Plan::new(tools, |tool| is_present(sh, tool));
+    if !still.is_empty() {
+        bail!(
+            "still missing after installing: {}",
+            still.missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn install_apt(sh: &Shell, packages: &[&str], root: bool) -> Result<()> {
+    if !root {
+        bail!(
+            "missing packages {} and not running as root; run:\n    {}",
+            packages.join(", "),
+            apt_command(packages, false)
+        );
+    }
+    if find_on_path("apt-get", sh.var_os("PATH").as_deref()).is_none() {
+        bail!(
+            "missing packages {} and apt-get is not available; install them with this \
+             system's package manager",
+            packages.join(", ")
+        );
+    }
+    cmd!(sh, "apt-get update")
+        .run()
+        .context("running apt-get update")?;
+    cmd!(sh, "apt-get install -y {packages...}")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()
+        .with_context(|| format!("installing {} with apt-get", packages.join(" ")))?;
+    Ok(())
+}
+
+fn is_present(sh: &Shell, tool: &Tool) -> bool {
+    match tool.probe {
+        Probe::Executable(name) => find_on_path(name, sh.var_os("PATH").as_deref()).is_some(),
+        Probe::CargoSubcommand(sub) => {
+            let cargo = crate::cargo();
+            cmd!(sh, "{cargo} {sub} --version")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()
+                .is_ok()
+        }
+    }
+}
+
+/// The first executable file called `name` in the directories of `path_var`.
+pub fn find_on_path(name: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
+    std::env::split_paths(path_var?)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(not(unix))]
+fn is_executable(path: &Path) -> bool {
+    path.is_file() || path.with_extension("exe").is_file()
+}
+
+fn is_root(sh: &Shell) -> bool {
+    if let Some(uid) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| effective_uid(&status))
+    {
+        return uid == 0;
+    }
+    cmd!(sh, "id -u")
+        .quiet()
+        .read()
+        .map(|out| out.trim() == "0")
+        .unwrap_or(false)
+}
+
+/// The effective uid from `/proc/self/status` (`Uid: real effective saved fs`).
+fn effective_uid(status: &str) -> Option<u32> {
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line["Uid:".len()..].split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_to_do_when_everything_is_present() {
+        let plan = Plan::new(&ci_tools(), |_| true);
+        assert!(plan.is_empty());
+        assert!(plan.commands(true).is_empty());
+    }
+
+    #[test]
+    fn both_mosquitto_clients_missing_means_one_apt_package() {
+        let plan = Plan::new(&ci_tools(), |t| !t.name.starts_with("mosquitto"));
+        assert_eq!(plan.missing, ["mosquitto_pub", "mosquitto_sub"]);
+        assert_eq!(plan.apt_packages, ["mosquitto-clients"]);
+        assert!(plan.rustup_components.is_empty());
+        assert_eq!(
+            plan.commands(true),
+            ["apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto-clients"]
+        );
+    }
+
+    #[test]
+    fn one_client_missing_still_installs_the_package() {
+        let plan = Plan::new(&ci_tools(), |t| t.name != "mosquitto_sub");
+        assert_eq!(plan.missing, ["mosquitto_sub"]);
+        assert_eq!(plan.apt_packages, ["mosquitto-clients"]);
+    }
+
+    #[test]
+    fn rustup_components_need_no_apt_and_no_sudo() {
+        let plan = Plan::new(&ci_tools(), |t| matches!(t.probe, Probe::Executable(_)));
+        assert_eq!(plan.rustup_components, ["rustfmt", "clippy"]);
+        assert!(plan.apt_packages.is_empty());
+        assert_eq!(
+            plan.commands(false),
+            ["rustup component add rustfmt clippy"]
+        );
+    }
+
+    #[test]
+    fn non_root_gets_sudo_commands() {
+        let plan = Plan::new(&ci_tools(), |_| false);
+        assert_eq!(
+            plan.commands(false),
+            [
+                "rustup component add rustfmt clippy",
+                "sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y \
+                 mosquitto-clients",
+            ]
+        );
+    }
+
+    #[test]
+    fn effective_uid_is_the_second_field() {
+        let status = "Name:\tcat\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(effective_uid(status), Some(0));
+        assert_eq!(effective_uid("Uid:\t1000\t1000\t1000\t1000\n"), Some(1000));
+        assert_eq!(effective_uid("Name:\tcat\n"), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn find_on_path_needs_an_executable_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xtask-path-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("some-tool");
+        let plain = dir.join("not-a-tool");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        std::fs::write(&plain, "").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = std::env::join_paths(["/nonexistent-dir", dir.to_str().unwrap()]).unwrap();
+
+        assert_eq!(find_on_path("some-tool", Some(&path)), Some(exe));
+        assert_eq!(find_on_path("not-a-tool", Some(&path)), None);
+        assert_eq!(find_on_path("absent", Some(&path)), None);
+        assert_eq!(find_on_path("some-tool", None), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
