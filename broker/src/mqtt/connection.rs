@@ -226,7 +226,7 @@ async fn read_connect<T: Transport>(
 ) -> Result<Connect, FirstPacketError> {
     loop {
         match codec::decode(buf, ProtocolVersion::V311, max_packet_size) {
-            Ok(Some(Packet::Connect(c))) => return Ok(c),
+            Ok(Some(Packet::Connect(c))) => return Ok(*c),
             Ok(Some(_)) => return Err(FirstPacketError::NotConnect),
             Ok(None) => {}
             Err(e) => return Err(FirstPacketError::Decode(e)),
@@ -522,8 +522,19 @@ impl Connection {
             }
             None => p.topic.as_str().into(),
         };
+        if topic.is_empty() {
+            // 5.0 3.3.2.1: a zero-length topic without an alias is a protocol error.
+            return Err(fail(reason::PROTOCOL_ERROR, "topic_name_empty"));
+        }
         if !valid_topic_name(&topic) {
             return Err(fail(reason::TOPIC_NAME_INVALID, "topic_name_invalid"));
+        }
+        if !p.properties.subscription_identifiers.is_empty() {
+            // 5.0 3.3.4: only the server puts subscription identifiers in a PUBLISH.
+            return Err(fail(
+                reason::PROTOCOL_ERROR,
+                "subscription_identifier_from_client",
+            ));
         }
         if !self.hub.qos_allowed(p.qos) {
             return Err(fail(reason::QOS_NOT_SUPPORTED, "qos_not_supported"));

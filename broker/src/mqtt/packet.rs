@@ -216,7 +216,8 @@ pub struct Auth {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
-    Connect(Connect),
+    /// Boxed: CONNECT carries two property sets and is rare, so it should not size every packet.
+    Connect(Box<Connect>),
     ConnAck(ConnAck),
     Publish(Publish),
     PubAck(PubResponse),

@@ -50,6 +50,8 @@ impl WsTransport {
         path: &str,
         max_message_size: usize,
     ) -> io::Result<WsTransport> {
+        // The Result type is fixed by tungstenite's handshake `Callback` trait.
+        #[allow(clippy::result_large_err)]
         let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
             if req.uri().path() != path {
                 let mut err =

@@ -293,7 +293,7 @@ mod tests {
             0x00, 0x3C, // keep alive 60
             0x00, 0x02, b'c', b'1', // client id "c1"
         ];
-        golden(&Packet::Connect(minimal(V311)), V311, wire);
+        golden(&Packet::Connect(Box::new(minimal(V311))), V311, wire);
     }
 
     #[test]
@@ -306,7 +306,7 @@ mod tests {
             0x00, 0x3C, // keep alive 60
             0x00, 0x02, b'c', b'1', // client id "c1"
         ];
-        golden(&Packet::Connect(minimal(V31)), V31, wire);
+        golden(&Packet::Connect(Box::new(minimal(V31))), V31, wire);
     }
 
     #[test]
@@ -339,7 +339,7 @@ mod tests {
             password: Some(Bytes::from_static(b"secret")),
             properties: Properties::default(),
         };
-        golden(&Packet::Connect(connect), V311, wire);
+        golden(&Packet::Connect(Box::new(connect)), V311, wire);
     }
 
     #[test]
@@ -384,13 +384,16 @@ mod tests {
                 ..Properties::default()
             },
         };
-        golden(&Packet::Connect(connect), V5, wire);
+        golden(&Packet::Connect(Box::new(connect)), V5, wire);
     }
 
     #[test]
     fn connect_carries_its_own_level_whatever_the_connection_level() {
-        let wire = encode_vec(&Packet::Connect(minimal(V5)), V5);
-        assert_eq!(decode_exact(&wire, V311), Ok(Packet::Connect(minimal(V5))));
+        let wire = encode_vec(&Packet::Connect(Box::new(minimal(V5))), V5);
+        assert_eq!(
+            decode_exact(&wire, V311),
+            Ok(Packet::Connect(Box::new(minimal(V5))))
+        );
     }
 
     #[test]
@@ -498,7 +501,7 @@ mod tests {
             password: Some(Bytes::from_static(b"p")),
             ..minimal(V5)
         };
-        round_trip(&Packet::Connect(connect), V5);
+        round_trip(&Packet::Connect(Box::new(connect)), V5);
     }
 
     #[test]
@@ -635,8 +638,8 @@ mod tests {
     #[test]
     fn round_trips() {
         for version in [V31, V311, V5] {
-            round_trip(&Packet::Connect(minimal(version)), version);
-            round_trip(&Packet::Connect(full(version)), version);
+            round_trip(&Packet::Connect(Box::new(minimal(version))), version);
+            round_trip(&Packet::Connect(Box::new(full(version))), version);
         }
         for version in [V311, V5] {
             round_trip(

@@ -131,9 +131,7 @@ fn nonzero_u32(r: &mut Reader) -> Result<u32, DecodeError> {
 /// Reads a property length and the block it announces.
 pub(super) fn decode(r: &mut Reader, ctx: Context) -> Result<Properties, DecodeError> {
     use id::*;
-    let len = r.vbi()?;
-    let len =
-        usize::try_from(len).map_err(|_| DecodeError::Malformed("property length too large"))?;
+    let len = r.vbi()? as usize;
     // A block running past the packet is malformed, not incomplete: the whole
     // frame is already in hand.
     let mut r = Reader::new(r.take(len)?);
@@ -361,20 +359,19 @@ pub(super) fn put(p: &Properties, out: &mut BytesMut) {
     });
 }
 
-/// Decodes a complete properties block (prefix included) that must fill `bytes`.
-#[cfg(test)]
-pub(super) fn decode_block(bytes: &[u8], ctx: Context) -> Result<Properties, DecodeError> {
-    let mut r = Reader::new(bytes::Bytes::copy_from_slice(bytes));
-    let p = decode(&mut r, ctx)?;
-    r.finish()?;
-    Ok(p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
     use Context::*;
+
+    /// Decodes a complete properties block (prefix included) that must fill `bytes`.
+    fn decode_block(bytes: &[u8], ctx: Context) -> Result<Properties, DecodeError> {
+        let mut r = Reader::new(Bytes::copy_from_slice(bytes));
+        let p = decode(&mut r, ctx)?;
+        r.finish()?;
+        Ok(p)
+    }
 
     const ALL: [Context; 9] = [
         Connect,

@@ -1,0 +1,6 @@
+//! Integration tests: the broker in-process on ephemeral ports, driven by real
+//! clients (rumqttc, mosquitto_pub/sub) and by raw bytes for malformed input.
+//! One test binary keeps link time down on small CI machines.
+
+mod common;
+mod malformed;
