@@ -136,6 +136,7 @@ fn main() -> ExitCode {
     tracing::info!("{}", platform.summary());
     tracing::info!("class {class}, {flavor} runtime ({workers} workers)");
     runtime.block_on(async move {
+        let signalled = shutdown_signal();
         let running = match broker::start(config, &platform).await {
             Ok(r) => r,
             Err(e) => {
@@ -151,7 +152,7 @@ fn main() -> ExitCode {
                 .metrics_addr
                 .map_or("off".to_string(), |a| format!("http://{a}/metrics")),
         );
-        wait_for_signal().await;
+        signalled.await;
         tracing::info!("shutting down");
         running.shutdown().await;
         ExitCode::SUCCESS
@@ -209,24 +210,33 @@ fn build_config(cli: &Cli) -> Result<Config, broker::config::ConfigError> {
     Ok(config)
 }
 
-async fn wait_for_signal() {
+/// Installs the SIGINT/SIGTERM handlers now (before the broker announces it is
+/// listening, so an early signal is not fatal) and returns a future that
+/// completes on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -1,0 +1,351 @@
+//! The `broker` binary as a user runs it: flags, config errors, exit codes,
+//! signals, and interop with the mosquitto command-line clients.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test: the release build when `cargo xtask ci` provides it
+/// (`BROKER_RELEASE_BIN`), otherwise the one cargo built for this test run.
+fn broker_bin() -> PathBuf {
+    match std::env::var_os("BROKER_RELEASE_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            eprintln!("note: BROKER_RELEASE_BIN not set; testing the debug binary");
+            PathBuf::from(env!("CARGO_BIN_EXE_broker"))
+        }
+    }
+}
+
+fn run_broker(args: &[&str]) -> Output {
+    Command::new(broker_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("broker binary runs")
+}
+
+/// A broker process on an ephemeral MQTT port; killed on drop.
+struct BrokerProcess {
+    child: Child,
+    mqtt: SocketAddr,
+}
+
+impl BrokerProcess {
+    fn start(extra: &[&str]) -> BrokerProcess {
+        let mut child = Command::new(broker_bin())
+            .args([
+                "--mqtt-bind",
+                "127.0.0.1:0",
+                "--no-websocket",
+                "--no-metrics",
+                "--stats-interval",
+                "0",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("broker binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening: mqtt ").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("broker logs its listening address");
+        BrokerProcess {
+            child,
+            mqtt: addr.parse().expect("listening address parses"),
+        }
+    }
+
+    fn port(&self) -> String {
+        self.mqtt.port().to_string()
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn one_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr).trim().to_string();
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "exactly one line on stderr, got:\n{text}"
+    );
+    text
+}
+
+#[test]
+fn bad_config_file_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broker.toml");
+    std::fs::write(&path, "[mqtt]\nmax_conections = 10\n").unwrap();
+    let out = run_broker(&["--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let line = one_line(&out.stderr);
+    assert!(line.contains("broker.toml"), "names the file: {line}");
+    assert!(
+        line.contains("mqtt.max_conections"),
+        "names the key: {line}"
+    );
+    assert!(line.contains("max_packet_size"), "lists valid keys: {line}");
+
+    std::fs::write(&path, "[mqtt]\nmax_qos = 3\n").unwrap();
+    let out = run_broker(&["--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let line = one_line(&out.stderr);
+    assert!(
+        line.contains("mqtt.max_qos") && line.contains("0, 1 or 2"),
+        "{line}"
+    );
+}
+
+#[test]
+fn bad_flag_is_one_line_and_exit_2() {
+    for args in [
+        &["--max-connections", "lots"][..],
+        &["--no-such-flag"][..],
+        &["--class", "mainframe"][..],
+        &["--mqtt-bind", "localhost"][..],
+    ] {
+        let out = run_broker(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let line = one_line(&out.stderr);
+        assert!(line.starts_with("error: "), "{line}");
+        assert!(
+            line.contains(args[0]) || line.contains(args[args.len() - 1]),
+            "names the flag or value: {line}"
+        );
+    }
+}
+
+#[test]
+fn bind_failure_names_the_address_and_exits_nonzero() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run_broker(&["--mqtt-bind", &addr, "--no-websocket", "--no-metrics"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .expect("an error line");
+    assert!(line.contains(&addr) && line.contains("MQTT"), "{line}");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let mut broker = BrokerProcess::start(&[]);
+    let pid = i32::try_from(broker.child.id()).unwrap();
+    // SAFETY: sending a signal to a child process we own.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = broker.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+/// mosquitto_pub/mosquitto_sub are what a user tries first. They come from the
+/// Debian package mosquitto-clients, which `cargo xtask ci` installs.
+fn mosquitto(tool: &str) -> Command {
+    let found = Command::new(tool)
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "{tool} not found: install the Debian package mosquitto-clients (`cargo xtask ci` does it for you)"
+    );
+    Command::new(tool)
+}
+
+/// A running `mosquitto_sub` and what it printed so far.
+struct Subscriber {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+/// Starts `mosquitto_sub` for `count` messages on `filter`, after publishing a
+/// retained probe on `ready_topic` (inside the filter): the probe arriving is
+/// the proof that the subscription is in place, so nothing published later is missed.
+fn subscriber(
+    port: &str,
+    version: &str,
+    qos: &str,
+    filter: &str,
+    ready_topic: &str,
+    count: usize,
+) -> Subscriber {
+    publish(port, version, "1", ready_topic, "ready", true);
+    let mut child = mosquitto("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-V",
+            version,
+            "-q",
+            qos,
+            "-t",
+            filter,
+        ])
+        .args(["-C", &(count + 1).to_string(), "-W", "20", "-v"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let first = lines.next().and_then(Result::ok);
+    assert_eq!(
+        first,
+        Some(format!("{ready_topic} ready")),
+        "mosquitto_sub -V {version} got the retained probe"
+    );
+    Subscriber { child, lines }
+}
+
+impl Subscriber {
+    fn finish(mut self) -> Vec<String> {
+        let lines: Vec<String> = self.lines.by_ref().map_while(Result::ok).collect();
+        let status = self.child.wait().expect("mosquitto_sub finishes");
+        assert!(status.success(), "mosquitto_sub exited with {status}");
+        lines
+    }
+}
+
+fn publish(port: &str, version: &str, qos: &str, topic: &str, message: &str, retain: bool) {
+    let mut cmd = mosquitto("mosquitto_pub");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-V",
+        version,
+        "-q",
+        qos,
+        "-t",
+        topic,
+        "-m",
+        message,
+    ]);
+    if retain {
+        cmd.arg("-r");
+    }
+    let out = cmd.output().expect("mosquitto_pub runs");
+    assert!(
+        out.status.success(),
+        "mosquitto_pub -V {version} -q {qos} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn mosquitto_clients_interoperate() {
+    let broker = BrokerProcess::start(&[]);
+    let port = broker.port();
+    for version in ["mqttv311", "mqttv5"] {
+        for qos in ["0", "1", "2"] {
+            let topic = format!("interop/{version}/q{qos}");
+            let sub = subscriber(
+                &port,
+                version,
+                qos,
+                &format!("{topic}/#"),
+                &format!("{topic}/ready"),
+                3,
+            );
+            publish(&port, version, qos, &format!("{topic}/x"), "one", false);
+            publish(&port, version, qos, &format!("{topic}/x"), "two", false);
+            publish(&port, version, qos, &format!("{topic}/y"), "three", false);
+            assert_eq!(
+                sub.finish(),
+                [
+                    format!("{topic}/x one"),
+                    format!("{topic}/x two"),
+                    format!("{topic}/y three")
+                ],
+                "-V {version} -q {qos}"
+            );
+        }
+        // Retained: set, replace, and a new subscriber sees only the newest; clearing removes it.
+        let topic = format!("interop/{version}/retained");
+        publish(&port, version, "1", &topic, "old", true);
+        publish(&port, version, "1", &topic, "new", true);
+        let out = mosquitto("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                version,
+                "-t",
+                &topic,
+                "-C",
+                "1",
+                "-W",
+                "10",
+                "-v",
+            ])
+            .output()
+            .expect("mosquitto_sub runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("{topic} new")
+        );
+        publish(&port, version, "1", &topic, "", true);
+        let out = mosquitto("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                version,
+                "-t",
+                &topic,
+                "-W",
+                "1",
+                "-v",
+            ])
+            .output()
+            .expect("mosquitto_sub runs");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+            "cleared retained message is gone"
+        );
+    }
+}
