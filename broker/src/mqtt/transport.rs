@@ -6,7 +6,7 @@ use std::io;
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -16,16 +16,31 @@ use tokio_tungstenite::WebSocketStream;
 
 /// A duplex byte stream; `read_into` must be cancel-safe (it is raced in `select!`).
 pub trait Transport: Send {
-    /// Appends what arrived to `buf`; `Ok(0)` means the peer closed.
-    fn read_into(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send;
+    /// Appends what arrived to `buf`, making room for at least `chunk` bytes
+    /// only once data is there (an idle connection holds no read buffer);
+    /// `Ok(0)` means the peer closed.
+    fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        chunk: usize,
+    ) -> impl Future<Output = io::Result<usize>> + Send;
     fn write_all(&mut self, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
     /// Best-effort orderly close.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
 }
 
 impl Transport for TcpStream {
-    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        self.read_buf(buf).await
+    async fn read_into(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        loop {
+            self.readable().await?;
+            if buf.capacity() - buf.len() < chunk / 2 {
+                buf.reserve(chunk);
+            }
+            match self.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
     }
 
     async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
@@ -83,7 +98,7 @@ impl WsTransport {
 }
 
 impl Transport for WsTransport {
-    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    async fn read_into(&mut self, buf: &mut BytesMut, _chunk: usize) -> io::Result<usize> {
         loop {
             match self.ws.next().await {
                 None => return Ok(0),

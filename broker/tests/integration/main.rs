@@ -5,3 +5,5 @@
 mod common;
 mod malformed;
 mod process;
+mod rumqttc_v311;
+mod rumqttc_v5;
