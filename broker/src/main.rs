@@ -135,6 +135,14 @@ fn main() -> ExitCode {
     };
     tracing::info!("{}", platform.summary());
     tracing::info!("class {class}, {flavor} runtime ({workers} workers)");
+    if let Some(files) = raise_open_files_limit() {
+        let wanted = config.limits(class).max_connections;
+        if (files as usize) < wanted {
+            tracing::warn!(
+                "open files limit is {files} but max_connections is {wanted}: connections beyond the limit will fail to be accepted (raise `ulimit -n` or LimitNOFILE)"
+            );
+        }
+    }
     runtime.block_on(async move {
         let signalled = shutdown_signal();
         let running = match broker::start(config, &platform).await {
@@ -208,6 +216,37 @@ fn build_config(cli: &Cli) -> Result<Config, broker::config::ConfigError> {
             message,
         })?;
     Ok(config)
+}
+
+/// Raises the soft open-files limit to the hard limit (each connection is a
+/// file descriptor); returns the limit now in force.
+#[cfg(unix)]
+fn raise_open_files_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    Some(lim.rlim_cur as u64)
+}
+
+#[cfg(not(unix))]
+fn raise_open_files_limit() -> Option<u64> {
+    None
 }
 
 /// Installs the SIGINT/SIGTERM handlers now (before the broker announces it is
