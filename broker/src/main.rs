@@ -137,7 +137,7 @@ fn main() -> ExitCode {
     tracing::info!("class {class}, {flavor} runtime ({workers} workers)");
     if let Some(files) = raise_open_files_limit() {
         let wanted = config.limits(class).max_connections;
-        if (files as usize) < wanted {
+        if usize::try_from(files).is_ok_and(|f| f < wanted) {
             tracing::warn!(
                 "open files limit is {files} but max_connections is {wanted}: connections beyond the limit will fail to be accepted (raise `ulimit -n` or LimitNOFILE)"
             );
@@ -241,7 +241,7 @@ fn raise_open_files_limit() -> Option<u64> {
             }
         }
     }
-    Some(lim.rlim_cur as u64)
+    Some(u64::from(lim.rlim_cur))
 }
 
 #[cfg(not(unix))]

@@ -250,13 +250,15 @@ async fn expect_no_publish(el: &mut EventLoop, window: Duration) {
     }
 }
 
-/// Sends DISCONNECT and waits until it is on the wire.
+/// Sends DISCONNECT and waits until the broker has closed the connection,
+/// i.e. has detached the session (so later messages are queued, not sent).
 async fn disconnect(c: AsyncClient, mut el: EventLoop) {
     c.disconnect().await.unwrap();
     wait_for(&mut el, "outgoing DISCONNECT", |ev| {
         matches!(ev, Event::Outgoing(Outgoing::Disconnect)).then_some(())
     })
     .await;
+    expect_connection_closed(&mut el).await;
 }
 
 /// Polls until the connection fails (the broker closed it).

@@ -35,10 +35,9 @@ pub(super) fn encode_disconnect(d: &Disconnect, version: ProtocolVersion, out: &
     let props_len = properties::content_len(&d.properties);
     if !version.is_v5() || (d.reason == 0 && props_len == 0) {
         put_fixed_header(out, DISCONNECT << 4, 0);
-    } else if props_len == 0 {
-        put_fixed_header(out, DISCONNECT << 4, 1);
-        out.put_u8(d.reason);
     } else {
+        // Always with a property length, even when it is 0: the one-byte form
+        // (3.14.2.2.1) is legal, but some clients (rumqttc 0.25) cannot parse it.
         put_fixed_header(
             out,
             DISCONNECT << 4,
@@ -130,16 +129,29 @@ mod tests {
             V5,
             &[0xE0, 0x00],
         );
-        // Remaining length 1: reason code only.
+        // Remaining length 1 (reason code only) is accepted on input...
+        let taken_over = Packet::Disconnect(Disconnect {
+            reason: 0x8E,
+            properties: Properties::default(),
+        });
+        assert_eq!(
+            decode_exact(
+                &[
+                    0xE0, 0x01, // DISCONNECT, remaining length 1
+                    0x8E, // session taken over
+                ],
+                V5
+            ),
+            Ok(taken_over.clone())
+        );
+        // ...but written with an explicit empty property block, which every client parses.
         golden(
-            &Packet::Disconnect(Disconnect {
-                reason: 0x8E,
-                properties: Properties::default(),
-            }),
+            &taken_over,
             V5,
             &[
-                0xE0, 0x01, // DISCONNECT, remaining length 1
+                0xE0, 0x02, // DISCONNECT, remaining length 2
                 0x8E, // session taken over
+                0x00, // property length 0
             ],
         );
         // Reason code and properties.
