@@ -221,6 +221,8 @@ fn build_config(cli: &Cli) -> Result<Config, broker::config::ConfigError> {
 /// Raises the soft open-files limit to the hard limit (each connection is a
 /// file descriptor); returns the limit now in force.
 #[cfg(unix)]
+// rlim_t is u64 here but u32 on 32-bit glibc targets, hence the conversion.
+#[allow(clippy::useless_conversion)]
 fn raise_open_files_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
