@@ -427,6 +427,10 @@ impl Connection {
                             Ok(Some(exit)) => return exit,
                             Err(fail) => return self.fail(io, fail).await,
                         }
+                        // Each packet costs a unit of tokio's cooperative budget: a client
+                        // flooding the broker must not keep the subscribers' tasks from
+                        // running (readiness-based reads alone never yield while data is there).
+                        tokio::task::coop::consume_budget().await;
                     }
                     if buf.is_empty() {
                         // Give the read buffer back while the client is quiet: idle

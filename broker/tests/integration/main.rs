@@ -3,6 +3,7 @@
 //! One test binary keeps link time down on small CI machines.
 
 mod common;
+mod fairness;
 mod malformed;
 mod process;
 mod rumqttc_v311;

@@ -1,0 +1,71 @@
+//! One client flooding the broker must not starve the delivery to others:
+//! connection tasks yield to the scheduler while they have input to chew on.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::common::{self, WAIT};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_publisher_does_not_starve_subscribers() {
+    let broker = common::start_broker().await;
+    let (host, port) = common::host_port(broker.mqtt_addr);
+    let (sub, mut events) = AsyncClient::new(MqttOptions::new("fair-sub", host, port), 64);
+    sub.subscribe("flood", QoS::AtMostOnce).await.unwrap();
+    timeout(WAIT, async {
+        while !matches!(
+            events.poll().await.unwrap(),
+            Event::Incoming(Incoming::SubAck(_))
+        ) {}
+    })
+    .await
+    .expect("subscribed");
+
+    // A raw 3.1.1 publisher writing 100,000 QoS 0 PUBLISHes (6.9 MB) as fast as the socket takes them.
+    let mut publisher = TcpStream::connect(broker.mqtt_addr).await.unwrap();
+    publisher
+        .write_all(&[
+            0x10, 0x0d, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 1, b'p',
+        ])
+        .await
+        .unwrap();
+    let mut connack = [0u8; 4];
+    publisher.read_exact(&mut connack).await.unwrap();
+    let mut one = vec![0x30, 69, 0, 5, b'f', b'l', b'o', b'o', b'd'];
+    one.resize(71, b'x');
+    let chunk: Vec<u8> = one.repeat(1000);
+    let total = chunk.len() * 100;
+    let written = Arc::new(AtomicUsize::new(0));
+    let flood = tokio::spawn({
+        let written = written.clone();
+        async move {
+            for _ in 0..100 {
+                publisher.write_all(&chunk).await.unwrap();
+                written.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+            publisher
+        }
+    });
+
+    timeout(WAIT, async {
+        while !matches!(
+            events.poll().await.unwrap(),
+            Event::Incoming(Incoming::Publish(_))
+        ) {}
+    })
+    .await
+    .expect("the subscriber receives during the flood");
+    let at_first_delivery = written.load(Ordering::Relaxed);
+    assert!(
+        at_first_delivery < total,
+        "first delivery only after the whole flood was written ({at_first_delivery} of {total} bytes): \
+         the publisher's connection task starved the subscriber's"
+    );
+    drop(flood.await.unwrap());
+    broker.shutdown().await;
+}
