@@ -54,7 +54,7 @@ pub async fn serve<T: Transport>(
         r = timeout(connect_timeout, read_connect(&mut io, &mut buf, limits)) => r,
         _ = shutdown.changed() => return,
     };
-    let connect = match first {
+    let mut connect = match first {
         Ok(Ok(connect)) => connect,
         Ok(Err(e)) => {
             tracing::debug!("closing before CONNECT: {e:?}");
@@ -169,7 +169,7 @@ pub async fn serve<T: Transport>(
             .topic_alias_maximum
             .unwrap_or(0)
             .min(hub.config.outgoing_topic_aliases),
-        will: connect.will.clone(),
+        will: connect.will.take(),
         connect_expiry: expiry,
     };
     conn.send(Packet::ConnAck(ConnAck {
@@ -184,6 +184,12 @@ pub async fn serve<T: Transport>(
 
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    // Not needed past the handshake; dropping it keeps it out of the
+    // long-lived connection future (memory per idle connection).
+    drop(connect);
+    if buf.is_empty() {
+        buf = BytesMut::new();
+    }
     let exit = conn
         .run(&mut io, buf, keep_alive, attached.kicked, &mut shutdown)
         .await;
@@ -232,7 +238,9 @@ async fn read_connect<T: Transport>(
             Ok(None) => {}
             Err(e) => return Err(FirstPacketError::Decode(e)),
         }
-        match io.read_into(buf, limits.read_buffer_size).await {
+        // CONNECT is small: a small first read keeps the per-connection
+        // allocations of idle clients small (and the heap less fragmented).
+        match io.read_into(buf, 512.min(limits.read_buffer_size)).await {
             Ok(0) | Err(_) => return Err(FirstPacketError::Closed),
             Ok(_) => {}
         }

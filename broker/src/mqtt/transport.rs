@@ -37,7 +37,12 @@ impl Transport for TcpStream {
                 buf.reserve(chunk);
             }
             match self.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Readiness was stale: don't sit on a buffer while waiting.
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                }
                 result => return result,
             }
         }
