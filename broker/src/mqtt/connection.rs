@@ -728,7 +728,9 @@ impl Connection {
             .filters
             .iter()
             .map(|f| {
-                if self.hub.unsubscribe(&self.session, f) {
+                if parse_filter(f).is_none() {
+                    reason::TOPIC_FILTER_INVALID
+                } else if self.hub.unsubscribe(&self.session, f) {
                     reason::SUCCESS
                 } else {
                     reason::NO_SUBSCRIPTION_EXISTED
@@ -786,12 +788,17 @@ impl Connection {
                 };
                 (delivery, packet_id)
             };
+            let aliases_before = self.outgoing_aliases.len();
             let packet = self.publish_packet(&delivery, packet_id, false, now);
             let start = self.out.len();
             let size = self.send(packet);
             if size > self.client_max_packet {
                 // 5.0 3.1.2.25: discard what the client said it cannot take, as if sent.
                 self.out.truncate(start);
+                if self.outgoing_aliases.len() > aliases_before {
+                    // The client never saw this alias being set: forget it.
+                    self.outgoing_aliases.remove(&delivery.message.topic);
+                }
                 self.hub
                     .metrics
                     .message_dropped(Protocol::Mqtt, "too_large_for_client");

@@ -1229,6 +1229,42 @@ async fn rumqttc_v5_client_maximum_packet_size_is_respected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rumqttc_v5_dropped_oversized_message_does_not_set_a_topic_alias() {
+    let b = common::start_broker().await;
+    let mut o = options(b.mqtt_addr, "v5-mps-alias");
+    o.set_max_packet_size(Some(200));
+    o.set_topic_alias_max(Some(10));
+    let (sc, mut sel, _) = start(o).await;
+    subscribe(&sc, &mut sel, "mps/alias", QoS::AtLeastOnce).await;
+    let (pc, mut pel) = connect(&b, "v5-mps-alias-pub").await;
+    publish(
+        &pc,
+        &mut pel,
+        "mps/alias",
+        QoS::AtLeastOnce,
+        false,
+        vec![b'L'; 1000],
+    )
+    .await;
+    publish(
+        &pc,
+        &mut pel,
+        "mps/alias",
+        QoS::AtLeastOnce,
+        false,
+        vec![b's'; 50],
+    )
+    .await;
+    // The dropped message must not have used up the alias: the first message the
+    // client sees on the topic carries the topic name along with the alias.
+    let p = next_publish(&mut sel).await;
+    assert_eq!(topic(&p), "mps/alias");
+    assert_eq!(p.properties.as_ref().and_then(|pr| pr.topic_alias), Some(1));
+    assert_eq!(p.payload.as_ref(), &[b's'; 50][..]);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rumqttc_v5_packet_above_broker_maximum_is_0x95() {
     let b = common::start_broker_with(|cfg| cfg.mqtt.max_packet_size = Some(1024)).await;
     let (oc, mut oel, ack) = start(options(b.mqtt_addr, "v5-mps-bystander")).await;
