@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 
 use crate::common::{self, WAIT};
+use crate::raw;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooding_publisher_does_not_starve_subscribers() {
@@ -26,18 +26,13 @@ async fn flooding_publisher_does_not_starve_subscribers() {
     .await
     .expect("subscribed");
 
-    // A raw 3.1.1 publisher writing 100,000 QoS 0 PUBLISHes (6.9 MB) as fast as the socket takes them.
-    let mut publisher = TcpStream::connect(broker.mqtt_addr).await.unwrap();
-    publisher
-        .write_all(&[
-            0x10, 0x0d, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 1, b'p',
-        ])
-        .await
-        .unwrap();
-    let mut connack = [0u8; 4];
-    publisher.read_exact(&mut connack).await.unwrap();
-    let mut one = vec![0x30, 69, 0, 5, b'f', b'l', b'o', b'o', b'd'];
-    one.resize(71, b'x');
+    // A raw 3.1.1 publisher writing 100,000 QoS 0 PUBLISHes (7.3 MB) as fast as the socket takes them.
+    let mut publisher = raw::tcp(broker.mqtt_addr).await;
+    raw::send(&mut publisher, &raw::connect(4, "fair-pub", true, 0)).await;
+    raw::expect_packet(&mut publisher, 2).await;
+    let mut body = raw::str("flood");
+    body.resize(body.len() + 64, b'x');
+    let one = raw::packet(0x30, &body);
     let chunk: Vec<u8> = one.repeat(1000);
     let total = chunk.len() * 100;
     let written = Arc::new(AtomicUsize::new(0));

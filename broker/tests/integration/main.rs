@@ -6,5 +6,6 @@ mod common;
 mod fairness;
 mod malformed;
 mod process;
+mod raw;
 mod rumqttc_v311;
 mod rumqttc_v5;

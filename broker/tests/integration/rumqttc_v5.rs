@@ -17,7 +17,8 @@ use rumqttc::{Outgoing, Transport};
 use tokio::time::timeout;
 
 use crate::common::{self, WAIT};
-use crate::rumqttc_v311::{raw, wait_for_free_permits};
+use crate::raw;
+use crate::rumqttc_v311::wait_for_free_permits;
 
 fn options(addr: SocketAddr, id: &str) -> MqttOptions {
     let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());

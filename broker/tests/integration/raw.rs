@@ -1,0 +1,105 @@
+//! Raw MQTT bytes over TCP, for what a well-behaved client library will not send.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::common::WAIT;
+
+pub async fn tcp(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).await.expect("TCP connect");
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// A length-prefixed UTF-8 string.
+pub fn str(s: &str) -> Vec<u8> {
+    let mut v = (s.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+/// Fixed header (with the remaining length as a variable byte integer) + body.
+pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut len = body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// CONNECT for protocol level 4 (3.1.1) or 5, no will, no credentials,
+/// no properties.
+pub fn connect(level: u8, client_id: &str, clean: bool, keep_alive: u16) -> Vec<u8> {
+    let mut body = str("MQTT");
+    body.push(level);
+    body.push(if clean { 0x02 } else { 0x00 });
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    if level == 5 {
+        body.push(0); // property length
+    }
+    body.extend_from_slice(&str(client_id));
+    packet(0x10, &body)
+}
+
+pub async fn send(s: &mut TcpStream, bytes: &[u8]) {
+    s.write_all(bytes).await.expect("raw write");
+}
+
+/// Reads one whole packet: (first byte, body). `None` when the peer closed
+/// the connection (EOF or reset). Panics after `limit`.
+pub async fn read_packet_within(s: &mut TcpStream, limit: Duration) -> Option<(u8, Vec<u8>)> {
+    timeout(limit, async {
+        let mut first = [0u8; 1];
+        match s.read(&mut first).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        let mut len = 0usize;
+        for shift in [0, 7, 14, 21] {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.ok()?;
+            len |= usize::from(b[0] & 0x7F) << shift;
+            if b[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.ok()?;
+        Some((first[0], body))
+    })
+    .await
+    .expect("the broker answers (or closes) in time")
+}
+
+pub async fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    read_packet_within(s, WAIT).await
+}
+
+/// Reads the next packet and checks its type (high nibble of the first byte).
+pub async fn expect_packet(s: &mut TcpStream, packet_type: u8) -> Vec<u8> {
+    match read_packet(s).await {
+        Some((first, body)) if first >> 4 == packet_type => body,
+        other => panic!("expected packet type {packet_type}, got {other:x?}"),
+    }
+}
+
+/// Asserts the broker closes the connection (after any packets it still sends).
+pub async fn expect_closed(s: &mut TcpStream) {
+    if let Some(p) = read_packet(s).await {
+        panic!("expected the connection to be closed, got packet {p:x?}");
+    }
+}
