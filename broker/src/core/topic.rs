@@ -9,15 +9,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::message::ClientId;
 
-/// A topic name a message may be published to: non-empty, no wildcards.
+/// Deepest topic name or filter accepted, in levels (as mosquitto's limit):
+/// each filter level is a trie node, so depth is memory and recursion a client controls.
+pub const MAX_TOPIC_LEVELS: usize = 200;
+
+fn within_depth(topic: &str) -> bool {
+    topic.bytes().filter(|&b| b == b'/').count() < MAX_TOPIC_LEVELS
+}
+
+/// A topic name a message may be published to: non-empty, no wildcards, at
+/// most [`MAX_TOPIC_LEVELS`] levels.
 pub fn valid_topic_name(topic: &str) -> bool {
-    !topic.is_empty() && !topic.contains(['+', '#']) && !topic.contains('\0')
+    !topic.is_empty() && !topic.contains(['+', '#']) && !topic.contains('\0') && within_depth(topic)
 }
 
 /// A subscription filter: non-empty; `#` only as the whole last level; `+`
-/// only as a whole level.
+/// only as a whole level; at most [`MAX_TOPIC_LEVELS`] levels.
 pub fn valid_topic_filter(filter: &str) -> bool {
-    if filter.is_empty() || filter.contains('\0') {
+    if filter.is_empty() || filter.contains('\0') || !within_depth(filter) {
         return false;
     }
     let mut levels = filter.split('/').peekable();
@@ -195,6 +204,7 @@ impl<V> SubscriptionTree<V> {
         removed
     }
 
+    /// Recursive, but only as deep as a validated filter: [`MAX_TOPIC_LEVELS`].
     fn remove_at(node: &mut Node<V>, levels: &[&str], group: Option<&str>, client: &str) -> bool {
         let Some((first, rest)) = levels.split_first() else {
             return match group {
@@ -295,6 +305,11 @@ mod tests {
         for bad in ["", "a#", "a/#/b", "a+", "a/b+/c", "#/a", "a/\0"] {
             assert!(!valid_topic_filter(bad), "{bad}");
         }
+        let deepest = vec!["l"; MAX_TOPIC_LEVELS].join("/");
+        let too_deep = vec!["l"; MAX_TOPIC_LEVELS + 1].join("/");
+        assert!(valid_topic_filter(&deepest) && valid_topic_name(&deepest));
+        assert!(!valid_topic_filter(&too_deep) && !valid_topic_name(&too_deep));
+        assert!(parse_filter(&format!("$share/g/{too_deep}")).is_none());
         assert!(valid_topic_name("a/b"));
         assert!(!valid_topic_name("a/+"));
         assert!(!valid_topic_name("a/#"));

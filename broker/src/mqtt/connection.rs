@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::timeout;
 
 use super::codec::{self, DecodeError};
-use super::hub::MqttHub;
+use super::hub::{Departure, MqttHub};
 use super::packet::{
     reason, ConnAck, Connect, Disconnect, LastWill, Packet, Properties, ProtocolVersion,
     PubResponse, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -129,7 +129,12 @@ pub async fn serve<T: Transport>(
     } else {
         NEVER_EXPIRES
     };
-    let expiry = requested_expiry.min(hub.config.max_session_expiry_secs);
+    // The cap is a 5.0 notion (announced in CONNACK); 3.1.1 persistent sessions never expire.
+    let expiry = if version.is_v5() {
+        requested_expiry.min(hub.config.max_session_expiry_secs)
+    } else {
+        requested_expiry
+    };
     let attached = hub
         .attach(&client_id, version, connect.clean_start, expiry)
         .await;
@@ -179,7 +184,6 @@ pub async fn serve<T: Transport>(
     }));
     hub.metrics.connection_opened(Protocol::Mqtt);
     tracing::debug!(client = %conn.client_id, ?version, "connected");
-    conn.resend_inflight();
     conn.drain_queue();
 
     let keep_alive = (connect.keep_alive > 0)
@@ -194,12 +198,19 @@ pub async fn serve<T: Transport>(
         .run(&mut io, buf, keep_alive, attached.kicked, &mut shutdown)
         .await;
 
-    let (will, kick) = match exit {
-        Exit::Normal => (None, None),
-        Exit::WithWill | Exit::Shutdown => (conn.will.take(), None),
-        Exit::TakenOver(kick) => (conn.will.take(), Some(kick)),
+    let (will, departure, kick) = match exit {
+        Exit::Normal => (None, Departure::Normal, None),
+        Exit::WithWill => (conn.will.take(), Departure::Abnormal, None),
+        Exit::Shutdown => (conn.will.take(), Departure::Shutdown, None),
+        Exit::TakenOver(kick) => (
+            conn.will.take(),
+            Departure::TakenOver {
+                resumed: kick.resumed,
+            },
+            Some(kick),
+        ),
     };
-    hub.detach(&conn.session, conn.connection_id, will, kick.is_some());
+    hub.detach(&conn.session, conn.connection_id, will, departure);
     if let Some(kick) = kick {
         let _ = kick.done.send(());
     }
@@ -575,7 +586,11 @@ impl Connection {
                 self.send(Packet::PubRec(PubResponse::new(p.packet_id)));
                 return Ok(());
             }
-            if st.incoming_qos2.len() >= usize::from(self.hub.limits.max_inflight) {
+            // Only 5.0 clients were told a Receive Maximum; for 3.1.1 the 16-bit
+            // packet id space bounds this set.
+            if self.version.is_v5()
+                && st.incoming_qos2.len() >= usize::from(self.hub.limits.max_inflight)
+            {
                 return Err(fail(
                     reason::RECEIVE_MAXIMUM_EXCEEDED,
                     "receive_maximum_exceeded",
@@ -745,25 +760,42 @@ impl Connection {
     }
 
     /// After a session is resumed: unacknowledged messages go out again with
-    /// DUP set, and PUBRELs awaiting PUBCOMP are repeated (MQTT 4.4).
+    /// DUP set and PUBRELs awaiting PUBCOMP are repeated, with their original
+    /// packet ids (MQTT 4.4), oldest first and no more at a time than the
+    /// client's new Receive Maximum allows.
     fn resend_inflight(&mut self) {
-        let inflight: Vec<OutFlight> = self.session.lock().inflight.iter().cloned().collect();
         let now = Instant::now();
-        for f in inflight {
-            match f.state {
+        loop {
+            let next = {
+                let mut st = self.session.lock();
+                let on_wire = st.inflight.iter().filter(|f| f.on_wire).count();
+                if on_wire >= self.send_window {
+                    return;
+                }
+                let Some(f) = st.inflight.iter_mut().find(|f| !f.on_wire) else {
+                    return;
+                };
+                f.on_wire = true;
+                f.clone()
+            };
+            match next.state {
                 OutState::AwaitPubComp => {
-                    self.send(Packet::PubRel(PubResponse::new(f.packet_id)));
+                    self.send(Packet::PubRel(PubResponse::new(next.packet_id)));
                 }
                 OutState::AwaitPubAck | OutState::AwaitPubRec => {
-                    let packet = self.publish_packet(&f.delivery, f.packet_id, true, now);
-                    self.send(packet);
+                    if !self.send_publish(&next.delivery, next.packet_id, true, now) {
+                        let mut st = self.session.lock();
+                        st.inflight.retain(|f| f.packet_id != next.packet_id);
+                    }
                 }
             }
         }
     }
 
-    /// Moves queued deliveries to the wire while the in-flight window allows.
+    /// Moves queued deliveries to the wire while the in-flight window allows
+    /// (messages waiting for a resend after a resume go first).
     fn drain_queue(&mut self) {
+        self.resend_inflight();
         let now = Instant::now();
         loop {
             let (delivery, packet_id) = {
@@ -788,20 +820,7 @@ impl Connection {
                 };
                 (delivery, packet_id)
             };
-            let aliases_before = self.outgoing_aliases.len();
-            let packet = self.publish_packet(&delivery, packet_id, false, now);
-            let start = self.out.len();
-            let size = self.send(packet);
-            if size > self.client_max_packet {
-                // 5.0 3.1.2.25: discard what the client said it cannot take, as if sent.
-                self.out.truncate(start);
-                if self.outgoing_aliases.len() > aliases_before {
-                    // The client never saw this alias being set: forget it.
-                    self.outgoing_aliases.remove(&delivery.message.topic);
-                }
-                self.hub
-                    .metrics
-                    .message_dropped(Protocol::Mqtt, "too_large_for_client");
+            if !self.send_publish(&delivery, packet_id, false, now) {
                 continue;
             }
             self.counters.messages_sent.inc();
@@ -815,9 +834,38 @@ impl Connection {
                     packet_id,
                     delivery,
                     state,
+                    on_wire: true,
                 });
             }
         }
+    }
+
+    /// Encodes a PUBLISH for the client; false (and nothing written) when it
+    /// exceeds the client's Maximum Packet Size: 5.0 3.1.2.25 says to discard
+    /// such a message as if it had been sent.
+    fn send_publish(
+        &mut self,
+        delivery: &Delivery,
+        packet_id: u16,
+        dup: bool,
+        now: Instant,
+    ) -> bool {
+        let aliases_before = self.outgoing_aliases.len();
+        let packet = self.publish_packet(delivery, packet_id, dup, now);
+        let start = self.out.len();
+        let size = self.send(packet);
+        if size <= self.client_max_packet {
+            return true;
+        }
+        self.out.truncate(start);
+        if self.outgoing_aliases.len() > aliases_before {
+            // The client never saw this alias being set: forget it.
+            self.outgoing_aliases.remove(&delivery.message.topic);
+        }
+        self.hub
+            .metrics
+            .message_dropped(Protocol::Mqtt, "too_large_for_client");
+        false
     }
 
     fn publish_packet(&mut self, d: &Delivery, packet_id: u16, dup: bool, now: Instant) -> Packet {

@@ -22,6 +22,19 @@ use crate::metrics::{Metrics, Protocol};
 /// How long a new connection waits for the one it takes over to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
+/// How a connection ended, as far as its session and will are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// DISCONNECT with reason 0 (the connection passes no will).
+    Normal,
+    /// Network or protocol error, keep-alive timeout, 5.0 DISCONNECT 0x04.
+    Abnormal,
+    /// Another connection took the client id over.
+    TakenOver { resumed: bool },
+    /// The broker is shutting down.
+    Shutdown,
+}
+
 /// What [`MqttHub::attach`] hands the new connection.
 pub struct Attached {
     pub session: Arc<Session>,
@@ -70,7 +83,8 @@ impl MqttHub {
     }
 
     /// Binds a new connection to the session of `client_id`, taking the
-    /// session over from a live connection if there is one.
+    /// session over from a live connection if there is one. CONNECTs with the
+    /// same client id are handled one at a time (the session's attach gate).
     pub async fn attach(
         &self,
         client_id: &str,
@@ -78,9 +92,31 @@ impl MqttHub {
         clean_start: bool,
         expiry_secs: u32,
     ) -> Attached {
-        let existing = lock(&self.sessions).get(client_id).cloned();
-        if let Some(old) = &existing {
-            let link = old.lock().link.take();
+        let new_session = || {
+            Arc::new(Session::new(
+                ClientId::from(client_id),
+                protocol,
+                expiry_secs,
+                self.limits.max_queued_messages,
+            ))
+        };
+        loop {
+            let session = {
+                let mut sessions = lock(&self.sessions);
+                let s = sessions.get(client_id).cloned();
+                s.unwrap_or_else(|| {
+                    // A placeholder (generation 0) holds the gate for a client id seen for the first time.
+                    let s = new_session();
+                    sessions.insert(s.client_id.clone(), s.clone());
+                    s
+                })
+            };
+            let gate = session.attach_gate.clone().lock_owned().await;
+            if !self.is_current(&session) {
+                // Replaced (clean start) or ended while we waited: start over.
+                continue;
+            }
+            let link = session.lock().link.take();
             if let Some(link) = link {
                 let (done, released) = oneshot::channel();
                 if link
@@ -95,86 +131,129 @@ impl MqttHub {
                     let _ = tokio::time::timeout(TAKEOVER_WAIT, released).await;
                 }
             }
-        }
-
-        let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
-        let (kick, kicked) = oneshot::channel();
-        let mut sessions = lock(&self.sessions);
-        let current = sessions.get(client_id).cloned();
-        let (session, session_present) = match current {
-            Some(s) if !clean_start => (s, true),
-            other => {
-                if let Some(old) = other {
-                    sessions.remove(client_id);
-                    drop(sessions);
-                    self.drop_subscriptions(&old);
-                    sessions = lock(&self.sessions);
+            let had_state = session.lock().generation > 0;
+            let (session, session_present, _gate) = if clean_start && had_state {
+                // Clean start ends the old session here, and with it any will still waiting.
+                let will = {
+                    let mut st = session.lock();
+                    st.generation += 1;
+                    st.abort_timers();
+                    st.pending_will.take()
+                };
+                if let Some(will) = will {
+                    self.publish_will(will);
                 }
-                let s = Arc::new(Session::new(
-                    ClientId::from(client_id),
-                    protocol,
-                    expiry_secs,
-                    self.limits.max_queued_messages,
-                ));
-                sessions.insert(s.client_id.clone(), s.clone());
-                (s, false)
+                let fresh = new_session();
+                let fresh_gate = fresh
+                    .attach_gate
+                    .clone()
+                    .try_lock_owned()
+                    .expect("nobody else knows the new session yet");
+                lock(&self.sessions).insert(fresh.client_id.clone(), fresh.clone());
+                self.drop_subscriptions(&session);
+                drop(gate);
+                (fresh, false, fresh_gate)
+            } else {
+                (session, !clean_start && had_state, gate)
+            };
+            let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+            let (kick, kicked) = oneshot::channel();
+            {
+                // Re-checked under the table lock: an expiry may have ended the
+                // session while the old connection was being let go.
+                let sessions = lock(&self.sessions);
+                if !sessions
+                    .get(client_id)
+                    .is_some_and(|s| Arc::ptr_eq(s, &session))
+                {
+                    continue;
+                }
+                let mut st = session.lock();
+                st.protocol = protocol;
+                st.expiry_secs = expiry_secs;
+                st.generation += 1;
+                st.abort_timers();
+                // A will waiting for its delay is cancelled by the client's return.
+                st.pending_will = None;
+                st.link = Some(ConnectionLink {
+                    id: connection_id,
+                    kick,
+                });
+                for f in st.inflight.iter_mut() {
+                    f.on_wire = false;
+                }
             }
-        };
-        self.metrics.sessions.set(sessions.len() as i64);
-        drop(sessions);
-        {
-            let mut st = session.lock();
-            st.protocol = protocol;
-            st.expiry_secs = expiry_secs;
-            st.generation += 1;
-            // A will waiting for its delay is cancelled by the client's return.
-            st.pending_will = None;
-            st.link = Some(ConnectionLink {
-                id: connection_id,
-                kick,
-            });
-        }
-        session.set_connected(true);
-        Attached {
-            session,
-            session_present,
-            connection_id,
-            kicked,
+            session.set_connected(true);
+            self.metrics.sessions.set(self.session_count() as i64);
+            return Attached {
+                session,
+                session_present,
+                connection_id,
+                kicked,
+            };
         }
     }
 
-    /// Called by a connection when it ends. `will` is the will to publish
-    /// (already decided by the connection: `None` after a normal DISCONNECT).
-    /// `taken_over` means another connection already owns the session.
+    fn is_current(&self, session: &Arc<Session>) -> bool {
+        lock(&self.sessions)
+            .get(&session.client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+    }
+
+    /// Called by a connection when it ends, with the will to publish (`None`
+    /// after a normal DISCONNECT) and how it ended.
     pub fn detach(
         self: &Arc<Self>,
         session: &Arc<Session>,
         connection_id: u64,
         will: Option<LastWill>,
-        taken_over: bool,
+        departure: Departure,
     ) {
-        let (expiry, generation) = {
+        let (owns, expiry, generation) = {
             let mut st = session.lock();
-            if !taken_over && st.link.as_ref().is_some_and(|l| l.id == connection_id) {
+            let owns = st.link.as_ref().is_some_and(|l| l.id == connection_id);
+            if owns {
                 st.link = None;
                 session.set_connected(false);
             }
-            (st.expiry_secs, st.generation)
+            (owns, st.expiry_secs, st.generation)
         };
+        // An expiry of 0 ends the session now (after the will below).
+        let will_delay = will
+            .as_ref()
+            .map_or(0, |w| w.properties.will_delay_interval.unwrap_or(0));
+        if !owns || matches!(departure, Departure::TakenOver { .. }) {
+            // Another connection owns the session now: no timers, no expiry.
+            // A resumed session cancels a delayed will (5.0 3.1.2.5); otherwise
+            // the old session ended and its will is due now.
+            let resumed = match departure {
+                Departure::TakenOver { resumed } => resumed,
+                _ => true,
+            };
+            if let Some(will) = will.filter(|_| !(resumed && will_delay > 0)) {
+                self.publish_will(will);
+            }
+            return;
+        }
+        if departure == Departure::Shutdown {
+            // Sessions live in memory and end with the process: every will is due.
+            if let Some(will) = will {
+                self.publish_will(will);
+            }
+            return;
+        }
         if let Some(will) = will {
-            let delay = will.properties.will_delay_interval.unwrap_or(0);
             // The will goes out at the earlier of its delay and the session's end.
-            let delay = if taken_over { delay } else { delay.min(expiry) };
+            let delay = will_delay.min(expiry);
             if delay == 0 {
                 self.publish_will(will);
             } else {
                 session.lock().pending_will = Some(will);
-                let hub = self.clone();
-                let session = session.clone();
-                tokio::spawn(async move {
+                let (hub, s) = (self.clone(), session.clone());
+                let timer = tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
                     let will = {
-                        let mut st = session.lock();
+                        let mut st = s.lock();
                         if st.generation != generation {
                             return;
                         }
@@ -184,37 +263,31 @@ impl MqttHub {
                         hub.publish_will(will);
                     }
                 });
+                session.lock().timers.push(timer.abort_handle());
             }
         }
-        if taken_over {
-            return;
-        }
         if expiry == 0 {
-            self.end_session(session);
+            self.expire(session, generation);
         } else if expiry != NEVER_EXPIRES {
-            let hub = self.clone();
-            let session = session.clone();
-            tokio::spawn(async move {
+            let (hub, s) = (self.clone(), session.clone());
+            let timer = tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
-                let expired = {
-                    let st = session.lock();
-                    st.generation == generation && st.link.is_none()
-                };
-                if expired {
-                    let will = session.lock().pending_will.take();
-                    if let Some(will) = will {
-                        hub.publish_will(will);
-                    }
-                    hub.end_session(&session);
-                }
+                hub.expire(&s, generation);
             });
+            session.lock().timers.push(timer.abort_handle());
         }
     }
 
-    /// Removes a session and its subscriptions (clean start, or expiry).
-    fn end_session(&self, session: &Arc<Session>) {
-        {
+    /// Ends a session whose expiry interval has passed, unless its client came
+    /// back meanwhile. Check and removal happen under the session table lock,
+    /// so a reconnect cannot slip in between.
+    fn expire(&self, session: &Arc<Session>, generation: u64) {
+        let will = {
             let mut sessions = lock(&self.sessions);
+            let mut st = session.lock();
+            if st.generation != generation || st.link.is_some() {
+                return;
+            }
             if sessions
                 .get(&session.client_id)
                 .is_some_and(|s| Arc::ptr_eq(s, session))
@@ -222,6 +295,10 @@ impl MqttHub {
                 sessions.remove(&session.client_id);
             }
             self.metrics.sessions.set(sessions.len() as i64);
+            st.pending_will.take()
+        };
+        if let Some(will) = will {
+            self.publish_will(will);
         }
         self.drop_subscriptions(session);
     }
@@ -382,9 +459,11 @@ impl MqttHub {
                 Matched::Shared(group) => {
                     let n = group.members.len();
                     let start = group.next_start();
-                    let pick = (0..n)
-                        .map(|i| &group.members[(start + i) % n])
+                    // Next in turn that is online; else next in turn whose queue has room.
+                    let in_turn = || (0..n).map(|i| &group.members[(start + i) % n]);
+                    let pick = in_turn()
                         .find(|(_, e)| e.session.is_connected())
+                        .or_else(|| in_turn().find(|(_, e)| e.session.has_room()))
                         .unwrap_or(&group.members[start]);
                     let entry = &pick.1;
                     targets.push((

@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, Mutex as AsyncMutex, Notify};
+use tokio::task::AbortHandle;
 
 use super::packet::{LastWill, ProtocolVersion, QoS, SubscriptionOptions};
 use crate::core::{ClientId, Message};
@@ -47,6 +48,9 @@ pub struct OutFlight {
     pub packet_id: u16,
     pub delivery: Delivery,
     pub state: OutState,
+    /// Sent on the current connection. After a resume, entries are re-sent
+    /// (DUP) only as fast as the client's new Receive Maximum allows.
+    pub on_wire: bool,
 }
 
 /// Sent to a live connection whose client id is being taken over.
@@ -102,10 +106,19 @@ pub struct SessionState {
     pub generation: u64,
     /// A will waiting for its delay to pass (MQTT 5.0 Will Delay Interval).
     pub pending_will: Option<LastWill>,
+    /// Will-delay and expiry timers running for this session; aborted when a
+    /// client attaches, so no sleeping task outlives its purpose.
+    pub timers: Vec<AbortHandle>,
     pub max_queued: usize,
 }
 
 impl SessionState {
+    pub fn abort_timers(&mut self) {
+        for timer in self.timers.drain(..) {
+            timer.abort();
+        }
+    }
+
     /// Next free packet id (1..=65535, skipping ids still in flight).
     pub fn alloc_packet_id(&mut self) -> u16 {
         loop {
@@ -121,6 +134,9 @@ impl SessionState {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: ClientId,
+    /// Held by the connection attaching to this session, so two CONNECTs
+    /// with one client id are handled one after the other.
+    pub attach_gate: Arc<AsyncMutex<()>>,
     state: Mutex<SessionState>,
     /// Wakes the connection task when something was queued.
     pub notify: Notify,
@@ -136,6 +152,7 @@ impl Session {
     ) -> Session {
         Session {
             client_id,
+            attach_gate: Arc::new(AsyncMutex::new(())),
             state: Mutex::new(SessionState {
                 protocol,
                 subscriptions: HashMap::new(),
@@ -147,6 +164,7 @@ impl Session {
                 expiry_secs,
                 generation: 0,
                 pending_will: None,
+                timers: Vec::new(),
                 max_queued,
             }),
             notify: Notify::new(),
@@ -166,6 +184,12 @@ impl Session {
 
     pub fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Release);
+    }
+
+    /// Whether the queue can take another message.
+    pub fn has_room(&self) -> bool {
+        let st = self.lock();
+        st.queue.len() < st.max_queued
     }
 
     /// Queues a delivery and wakes the connection. QoS 0 is not kept for
@@ -239,11 +263,13 @@ mod tests {
             packet_id: 65535,
             delivery: delivery(QoS::AtLeastOnce),
             state: OutState::AwaitPubAck,
+            on_wire: true,
         });
         st.inflight.push_back(OutFlight {
             packet_id: 1,
             delivery: delivery(QoS::AtLeastOnce),
             state: OutState::AwaitPubAck,
+            on_wire: true,
         });
         assert_eq!(st.alloc_packet_id(), 2);
     }
