@@ -9,3 +9,4 @@ mod process;
 mod raw;
 mod rumqttc_v311;
 mod rumqttc_v5;
+mod sessions;
