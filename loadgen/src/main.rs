@@ -1,0 +1,2 @@
+//! `loadgen`: runs one workload against a broker and writes the result JSON.
+fn main() {}

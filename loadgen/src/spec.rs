@@ -1,0 +1,385 @@
+//! Workload specs: what load to generate, read from `bench/workloads/*.toml`.
+//!
+//! One schema for every protocol: the common keys describe clients, rates
+//! and timing; `[mqtt]`, `[kafka]` and `[amqp]` hold what only one protocol
+//! has. Unknown keys and bad values are errors that name the file and key.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Mqtt,
+    Kafka,
+    Amqp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Mqtt => "mqtt",
+            Protocol::Kafka => "kafka",
+            Protocol::Amqp => "amqp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a workload measures; decides which thresholds it can exercise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// Many publishers, one or a few subscribers, as fast as allowed.
+    FanIn,
+    /// One (or few) publishers, many subscribers.
+    FanOut,
+    /// N connections at a given rate; time until all are established.
+    ConnectionStorm,
+    /// Acknowledged delivery (MQTT QoS 1, Kafka acks, AMQP confirms).
+    Acknowledged,
+    /// End-to-end latency at a fixed rate below saturation.
+    Latency,
+}
+
+impl Scenario {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scenario::FanIn => "fan_in",
+            Scenario::FanOut => "fan_out",
+            Scenario::ConnectionStorm => "connection_storm",
+            Scenario::Acknowledged => "acknowledged",
+            Scenario::Latency => "latency",
+        }
+    }
+}
+
+/// One workload. Field docs are the TOML keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Short name used in reports (defaults to the file stem).
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub protocol: Protocol,
+    pub scenario: Scenario,
+    /// Publishing clients.
+    #[serde(default)]
+    pub publishers: u32,
+    /// Consuming clients.
+    #[serde(default)]
+    pub subscribers: u32,
+    /// Extra clients that only connect and stay idle (connection storm).
+    #[serde(default)]
+    pub idle_connections: u32,
+    /// Topic (Kafka topic, AMQP routing key) publishers send to; `{publisher}`
+    /// is replaced by the publisher index and `{n}` by `index % topics`.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// What subscribers subscribe to; `{subscriber}` is replaced by the subscriber index.
+    #[serde(default = "default_subscribe")]
+    pub subscribe: String,
+    /// Distinct topics `{n}` ranges over (Kafka partitions, AMQP queues).
+    #[serde(default = "one")]
+    pub topics: u32,
+    /// Delivery guarantee: MQTT QoS 0/1/2; Kafka acks 0/1/-1 mapped from 0/1/2; AMQP 0 = no confirms, 1 = confirms.
+    #[serde(default)]
+    pub qos: u8,
+    /// Payload size in bytes (at least 24: the sequence header lives in the payload).
+    #[serde(default = "default_payload")]
+    pub payload_bytes: usize,
+    /// Messages per second over all publishers; 0 = as fast as possible.
+    #[serde(default)]
+    pub rate: u64,
+    /// Messages per second per publisher (alternative to `rate`); 0 = unset.
+    #[serde(default)]
+    pub rate_per_publisher: u64,
+    /// New connections per second while connecting; 0 = as fast as possible.
+    #[serde(default)]
+    pub connect_rate: u64,
+    /// Seconds of load before measuring starts (excluded from results).
+    #[serde(default = "one_f64")]
+    pub warmup_secs: f64,
+    /// Seconds of measured load.
+    #[serde(default = "default_duration")]
+    pub duration_secs: f64,
+    /// Stop after this many messages per publisher (0 = no limit).
+    #[serde(default)]
+    pub max_messages: u64,
+    /// Seconds to wait for in-flight messages after publishing stops.
+    #[serde(default = "default_drain")]
+    pub drain_secs: f64,
+    #[serde(default)]
+    pub mqtt: MqttOptions,
+}
+
+/// `[mqtt]` keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttOptions {
+    /// "3.1.1" or "5".
+    pub version: String,
+    pub keep_alive_secs: u16,
+    pub clean_session: bool,
+    /// Client ids are `{prefix}-{role}-{index}`.
+    pub client_id_prefix: String,
+    /// Messages rumqttc may have in flight per client (QoS 1/2).
+    pub inflight: u16,
+}
+
+impl Default for MqttOptions {
+    fn default() -> Self {
+        MqttOptions {
+            version: "3.1.1".into(),
+            keep_alive_secs: 30,
+            clean_session: true,
+            client_id_prefix: "lg".into(),
+            inflight: 100,
+        }
+    }
+}
+
+fn default_topic() -> String {
+    "bench/{n}".into()
+}
+fn default_subscribe() -> String {
+    "bench/#".into()
+}
+fn one() -> u32 {
+    1
+}
+fn one_f64() -> f64 {
+    1.0
+}
+fn default_payload() -> usize {
+    64
+}
+fn default_duration() -> f64 {
+    10.0
+}
+fn default_drain() -> f64 {
+    2.0
+}
+
+/// Smallest payload: the header carries a magic, publisher id, sequence number and send time.
+pub const MIN_PAYLOAD_BYTES: usize = 24;
+
+/// A workload file problem, phrased for the person who wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct SpecError {
+    pub file: String,
+    pub message: String,
+}
+
+impl Workload {
+    /// Reads, parses and validates a workload file; the name defaults to the file stem.
+    pub fn load(path: &Path) -> Result<Workload, SpecError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+            file: file.clone(),
+            message: format!("cannot read workload file: {e}"),
+        })?;
+        let mut w = Workload::parse(&text).map_err(|message| SpecError {
+            file: file.clone(),
+            message,
+        })?;
+        if w.name.is_empty() {
+            w.name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        Ok(w)
+    }
+
+    /// Parses and validates TOML text; errors are one line naming the key.
+    pub fn parse(text: &str) -> Result<Workload, String> {
+        let w: Workload = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        w.validate()?;
+        Ok(w)
+    }
+
+    /// Checks what the types cannot; each message names the key and a fix.
+    pub fn validate(&self) -> Result<(), String> {
+        let max_qos = match self.protocol {
+            Protocol::Mqtt => 2,
+            Protocol::Kafka => 2,
+            Protocol::Amqp => 1,
+        };
+        if self.qos > max_qos {
+            return Err(format!(
+                "qos = {}: must be 0..={max_qos} for {}",
+                self.qos, self.protocol
+            ));
+        }
+        if self.payload_bytes < MIN_PAYLOAD_BYTES {
+            return Err(format!(
+                "payload_bytes = {}: must be at least {MIN_PAYLOAD_BYTES} (the sequence header lives in the payload)",
+                self.payload_bytes
+            ));
+        }
+        if self.duration_secs <= 0.0 || !self.duration_secs.is_finite() {
+            return Err(format!(
+                "duration_secs = {}: must be a positive number of seconds",
+                self.duration_secs
+            ));
+        }
+        if self.warmup_secs < 0.0 || !self.warmup_secs.is_finite() {
+            return Err(format!(
+                "warmup_secs = {}: must be 0 or more",
+                self.warmup_secs
+            ));
+        }
+        if self.drain_secs < 0.0 || !self.drain_secs.is_finite() {
+            return Err(format!(
+                "drain_secs = {}: must be 0 or more",
+                self.drain_secs
+            ));
+        }
+        if self.rate > 0 && self.rate_per_publisher > 0 {
+            return Err("rate and rate_per_publisher are both set: keep one".into());
+        }
+        if self.topics == 0 {
+            return Err("topics = 0: must be at least 1".into());
+        }
+        let clients = u64::from(self.publishers)
+            + u64::from(self.subscribers)
+            + u64::from(self.idle_connections);
+        if clients == 0 {
+            return Err("no clients: set publishers, subscribers or idle_connections".into());
+        }
+        if self.scenario == Scenario::ConnectionStorm && self.idle_connections == 0 {
+            return Err("scenario = \"connection_storm\" needs idle_connections > 0".into());
+        }
+        if self.protocol == Protocol::Mqtt && !matches!(self.mqtt.version.as_str(), "3.1.1" | "5") {
+            return Err(format!(
+                "mqtt.version = {:?}: must be \"3.1.1\" or \"5\"",
+                self.mqtt.version
+            ));
+        }
+        Ok(())
+    }
+
+    /// Total target rate in messages per second (0 = as fast as possible).
+    pub fn total_rate(&self) -> u64 {
+        if self.rate_per_publisher > 0 {
+            self.rate_per_publisher * u64::from(self.publishers)
+        } else {
+            self.rate
+        }
+    }
+
+    /// The topic publisher `index` sends to.
+    pub fn publisher_topic(&self, index: u32) -> String {
+        self.topic
+            .replace("{publisher}", &index.to_string())
+            .replace("{n}", &(index % self.topics).to_string())
+    }
+
+    /// What subscriber `index` subscribes to.
+    pub fn subscriber_filter(&self, index: u32) -> String {
+        self.subscribe
+            .replace("{subscriber}", &index.to_string())
+            .replace("{n}", &(index % self.topics).to_string())
+    }
+}
+
+/// One line: line number, the key on that line, and serde's complaint.
+fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim().replace('\n', " ");
+    let Some(span) = err.span() else {
+        return message;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    let section = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(['[', ']']).to_string());
+    let key = line.split('=').next().unwrap_or("").trim();
+    let key = match (&section, key.is_empty() || line.starts_with('[')) {
+        (_, true) => String::new(),
+        (Some(s), false) => format!(" key `{s}.{key}`"),
+        (None, false) => format!(" key `{key}`"),
+    };
+    format!("line {line_no}{key}: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "protocol = \"mqtt\"\nscenario = \"fan_in\"\npublishers = 2\nsubscribers = 1\n";
+
+    #[test]
+    fn minimal_workload_takes_defaults() {
+        let w = Workload::parse(MINIMAL).unwrap();
+        assert_eq!(w.protocol, Protocol::Mqtt);
+        assert_eq!(w.payload_bytes, 64);
+        assert_eq!(w.duration_secs, 10.0);
+        assert_eq!(w.mqtt.version, "3.1.1");
+        assert_eq!(w.publisher_topic(3), "bench/0");
+        assert_eq!(w.subscriber_filter(0), "bench/#");
+    }
+
+    #[test]
+    fn placeholders_and_rates() {
+        let w = Workload::parse(&format!(
+            "{MINIMAL}topic = \"t/{{publisher}}/{{n}}\"\ntopics = 2\nrate_per_publisher = 100\n"
+        ))
+        .unwrap();
+        assert_eq!(w.publisher_topic(3), "t/3/1");
+        assert_eq!(w.total_rate(), 200);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = Workload::parse(&format!("{MINIMAL}[mqtt]\nversoin = \"5\"\n")).unwrap_err();
+        assert!(err.starts_with("line 6 key `mqtt.versoin`"), "{err}");
+        assert!(err.contains("version"), "lists the valid keys: {err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Workload::parse(&format!("{MINIMAL}qos = 3\n")).unwrap_err();
+        assert!(err.starts_with("qos = 3"), "{err}");
+        let err = Workload::parse(&format!("{MINIMAL}payload_bytes = 8\n")).unwrap_err();
+        assert!(err.starts_with("payload_bytes = 8"), "{err}");
+        let err = Workload::parse("protocol = \"mqtt\"\nscenario = \"fanin\"\npublishers = 1\n")
+            .unwrap_err();
+        assert!(
+            err.contains("key `scenario`") && err.contains("fan_in"),
+            "{err}"
+        );
+        let err = Workload::parse(&format!("{MINIMAL}publishers = \"two\"\n")).unwrap_err();
+        assert!(err.contains("publishers"), "{err}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, format!("{MINIMAL}duration_secs = 0\n")).unwrap();
+        let err = Workload::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.toml") && err.contains("duration_secs"),
+            "{err}"
+        );
+        std::fs::write(&path, MINIMAL).unwrap();
+        assert_eq!(Workload::load(&path).unwrap().name, "bad");
+    }
+}
