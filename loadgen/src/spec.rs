@@ -382,4 +382,19 @@ mod tests {
         std::fs::write(&path, MINIMAL).unwrap();
         assert_eq!(Workload::load(&path).unwrap().name, "bad");
     }
+
+    #[test]
+    fn shipped_workloads_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/workloads");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let w = Workload::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                assert!(!w.description.is_empty(), "{} has a description", w.name);
+                seen += 1;
+            }
+        }
+        assert!(seen >= 5, "the default suite's workloads are there ({seen})");
+    }
 }
