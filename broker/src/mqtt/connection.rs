@@ -179,6 +179,7 @@ pub async fn serve<T: Transport>(
             .min(hub.config.outgoing_topic_aliases),
         will: connect.will.take(),
         connect_expiry: expiry,
+        paused_on: Vec::new(),
     };
     conn.send(Packet::ConnAck(ConnAck {
         session_present: attached.session_present,
@@ -221,6 +222,14 @@ pub async fn serve<T: Transport>(
     hub.metrics.connection_closed(Protocol::Mqtt);
     drop(permit);
     tracing::debug!(client = %conn.client_id, "disconnected");
+}
+
+/// Resolves when `session` signals room in its queue, or after a short
+/// interval: `notify_waiters` keeps no permit, so the caller re-checks.
+async fn wait_for_space(session: Option<Arc<Session>>) {
+    if let Some(session) = session {
+        let _ = timeout(Duration::from_millis(50), session.space.notified()).await;
+    }
 }
 
 #[derive(Debug)]
@@ -371,6 +380,9 @@ struct Connection {
     will: Option<LastWill>,
     /// Session expiry granted at CONNECT (5.0 forbids raising it from 0 at DISCONNECT).
     connect_expiry: u32,
+    /// Live sessions whose queue this client's messages filled: reading from
+    /// this client pauses until they have room again (flow control).
+    paused_on: Vec<Arc<Session>>,
 }
 
 /// Ends the connection after telling a 5.0 client why.
@@ -409,6 +421,7 @@ impl Connection {
                     self.out.clear();
                 }
             }
+            let paused_on = self.paused_on.first().cloned();
             tokio::select! {
                 _ = shutdown.changed() => {
                     self.disconnect_v5(reason::SERVER_SHUTTING_DOWN);
@@ -429,36 +442,27 @@ impl Connection {
                     let _ = timeout(Duration::from_secs(1), io.write_all(&self.out)).await;
                     return Exit::WithWill;
                 }
-                read = io.read_into(&mut buf, self.hub.limits.read_buffer_size) => {
+                _ = wait_for_space(paused_on.clone()), if paused_on.is_some() => {
+                    self.paused_on.retain(|s| s.is_connected() && s.is_full());
+                    // Not reading is our doing, not the client's silence.
+                    keep_alive_timer.as_mut().reset(deadline(Instant::now()).into());
+                    if self.paused_on.is_empty() {
+                        // Packets already read while paused are handled before reading more.
+                        if let Some(exit) = self.process_buffered(io, &mut buf, &mut handled).await {
+                            return exit;
+                        }
+                        self.drain_queue();
+                    }
+                }
+                read = io.read_into(&mut buf, self.hub.limits.read_buffer_size), if paused_on.is_none() => {
                     let n = match read {
                         Ok(0) | Err(_) => return Exit::WithWill,
                         Ok(n) => n,
                     };
                     self.counters.bytes_received.inc_by(n as u64);
                     keep_alive_timer.as_mut().reset(deadline(Instant::now()).into());
-                    loop {
-                        let packet = match codec::decode(&mut buf, self.version, self.hub.limits.max_packet_size) {
-                            Ok(Some(p)) => p,
-                            Ok(None) => break,
-                            Err(e) => {
-                                tracing::debug!(client = %self.client_id, "bad packet: {e}");
-                                return self.fail(io, Fail { reason: e.reason_code(), kind: decode_error_kind(&e) }).await;
-                            }
-                        };
-                        match self.handle(packet) {
-                            Ok(None) => {}
-                            Ok(Some(exit)) => return exit,
-                            Err(fail) => return self.fail(io, fail).await,
-                        }
-                        // A client flooding the broker must not keep the subscribers'
-                        // tasks from running: readiness-based reads never yield while data
-                        // is there. Yield every few packets (not via the coop budget: tasks
-                        // this one woke run from the same worker's LIFO slot on the
-                        // *remaining* budget, and were starved for seconds when it was spent).
-                        handled = handled.wrapping_add(1);
-                        if handled % YIELD_EVERY_PACKETS == 0 {
-                            tokio::task::yield_now().await;
-                        }
+                    if let Some(exit) = self.process_buffered(io, &mut buf, &mut handled).await {
+                        return exit;
                     }
                     if buf.is_empty() {
                         // Give the read buffer back while the client is quiet: idle
@@ -470,6 +474,50 @@ impl Connection {
                 _ = self.session.notify.notified() => self.drain_queue(),
             }
         }
+    }
+
+    /// Decodes and handles the whole packets in `buf`, stopping early when a
+    /// subscriber's full queue pauses this publisher (the rest stays buffered).
+    async fn process_buffered<T: Transport>(
+        &mut self,
+        io: &mut T,
+        buf: &mut BytesMut,
+        handled: &mut u32,
+    ) -> Option<Exit> {
+        while self.paused_on.is_empty() {
+            let packet = match codec::decode(buf, self.version, self.hub.limits.max_packet_size) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(client = %self.client_id, "bad packet: {e}");
+                    return Some(
+                        self.fail(
+                            io,
+                            Fail {
+                                reason: e.reason_code(),
+                                kind: decode_error_kind(&e),
+                            },
+                        )
+                        .await,
+                    );
+                }
+            };
+            match self.handle(packet) {
+                Ok(None) => {}
+                Ok(Some(exit)) => return Some(exit),
+                Err(fail) => return Some(self.fail(io, fail).await),
+            }
+            // A client flooding the broker must not keep the subscribers'
+            // tasks from running: readiness-based reads never yield while data
+            // is there. Yield every few packets (not via the coop budget: tasks
+            // this one woke run from the same worker's LIFO slot on the
+            // *remaining* budget, and were starved for seconds when it was spent).
+            *handled = handled.wrapping_add(1);
+            if *handled % YIELD_EVERY_PACKETS == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        None
     }
 
     async fn fail<T: Transport>(&mut self, io: &mut T, fail: Fail) -> Exit {
@@ -629,7 +677,7 @@ impl Connection {
         }
         self.counters.messages_received.inc();
         let now = Instant::now();
-        self.hub.publish(Message {
+        let full = self.hub.publish(Message {
             topic,
             payload: p.payload,
             qos: p.qos,
@@ -644,6 +692,14 @@ impl Connection {
             publisher: Some(self.client_id.clone()),
             expires_at: Message::expiry_from_interval(now, props.message_expiry_interval),
         });
+        for session in full {
+            // Pausing on our own queue would only wait for ourselves.
+            let known = Arc::ptr_eq(&session, &self.session)
+                || self.paused_on.iter().any(|s| Arc::ptr_eq(s, &session));
+            if !known {
+                self.paused_on.push(session);
+            }
+        }
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
@@ -802,8 +858,16 @@ impl Connection {
     }
 
     /// Moves queued deliveries to the wire while the in-flight window allows
-    /// (messages waiting for a resend after a resume go first).
+    /// (messages waiting for a resend after a resume go first), then wakes
+    /// publishers paused on this session if there is room again.
     fn drain_queue(&mut self) {
+        self.drain_queue_inner();
+        if !self.session.is_full() {
+            self.session.space.notify_waiters();
+        }
+    }
+
+    fn drain_queue_inner(&mut self) {
         self.resend_inflight();
         let now = Instant::now();
         loop {

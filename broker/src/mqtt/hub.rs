@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Semaphore};
 
 use super::packet::{LastWill, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
-use super::session::{ConnectionLink, Delivery, Kick, Session, SubscriptionEntry, NEVER_EXPIRES};
+use super::session::{
+    ConnectionLink, Delivery, Kick, Queued, Session, SubscriptionEntry, NEVER_EXPIRES,
+};
 use crate::config::{Limits, MqttConfig};
 use crate::core::retained::RetainedStore;
 use crate::core::topic::{parse_filter, Matched, SubscriptionTree};
@@ -422,8 +424,9 @@ impl MqttHub {
     }
 
     /// Stores (if retained) and routes a message to every matching subscription.
-    /// Returns the number of sessions it was queued for.
-    pub fn publish(&self, message: Message) -> usize {
+    /// Returns the live sessions whose queue is now full: the publisher should
+    /// pause until they make room (see [`Session::enqueue`]).
+    pub fn publish(&self, message: Message) -> Vec<Arc<Session>> {
         let message = Arc::new(message);
         if message.retain && self.config.retain_available {
             let mut retained = lock(&self.retained);
@@ -483,16 +486,17 @@ impl MqttHub {
                 targets.push((session, delivery));
             }
         }
-        let mut queued = 0;
+        let mut full = Vec::new();
         for (session, delivery) in targets {
             match session.enqueue(delivery) {
-                Ok(()) => queued += 1,
+                Ok(Queued::Ok) => {}
+                Ok(Queued::Full) => full.push(session),
                 Err(dropped) => self
                     .metrics
                     .message_dropped(Protocol::Mqtt, dropped.as_str()),
             }
         }
-        queued
+        full
     }
 
     /// Whether a QoS level is accepted by this broker.

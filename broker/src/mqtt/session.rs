@@ -68,6 +68,14 @@ pub struct ConnectionLink {
     pub kick: oneshot::Sender<Kick>,
 }
 
+/// An accepted enqueue: whether the queue has reached its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    Ok,
+    /// At or over `max_queued`: the publisher should pause (flow control).
+    Full,
+}
+
 /// Why an enqueue did not take the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dropped {
@@ -140,6 +148,8 @@ pub struct Session {
     state: Mutex<SessionState>,
     /// Wakes the connection task when something was queued.
     pub notify: Notify,
+    /// Wakes publishers paused on this session once its queue is below the limit.
+    pub space: Notify,
     connected: AtomicBool,
 }
 
@@ -168,6 +178,7 @@ impl Session {
                 max_queued,
             }),
             notify: Notify::new(),
+            space: Notify::new(),
             connected: AtomicBool::new(false),
         }
     }
@@ -192,21 +203,41 @@ impl Session {
         st.queue.len() < st.max_queued
     }
 
-    /// Queues a delivery and wakes the connection. QoS 0 is not kept for
-    /// offline clients; the queue is bounded and drops the newest message when full.
-    pub fn enqueue(&self, delivery: Delivery) -> Result<(), Dropped> {
-        {
+    /// Queues a delivery and wakes the connection.
+    ///
+    /// QoS 0 is not kept for offline clients. The queue holds `max_queued`
+    /// messages; beyond that the newest message is dropped, except QoS 1/2 for
+    /// a connected client: those are queued (up to twice the limit) and the
+    /// answer is [`Queued::Full`], telling the publisher to pause until
+    /// [`Session::space`] fires, so a slow but live subscriber slows its
+    /// publishers down instead of losing acknowledged messages.
+    pub fn enqueue(&self, delivery: Delivery) -> Result<Queued, Dropped> {
+        let full = {
             let mut st = self.lock();
-            if delivery.qos == QoS::AtMostOnce && !self.is_connected() {
+            let connected = self.is_connected();
+            if delivery.qos == QoS::AtMostOnce && !connected {
                 return Err(Dropped::OfflineQos0);
             }
-            if st.queue.len() >= st.max_queued {
+            let flow_controlled = connected && delivery.qos != QoS::AtMostOnce;
+            let hard_limit = if flow_controlled {
+                st.max_queued.saturating_mul(2)
+            } else {
+                st.max_queued
+            };
+            if st.queue.len() >= hard_limit {
                 return Err(Dropped::QueueFull);
             }
             st.queue.push_back(delivery);
-        }
+            flow_controlled && st.queue.len() >= st.max_queued
+        };
         self.notify.notify_one();
-        Ok(())
+        Ok(if full { Queued::Full } else { Queued::Ok })
+    }
+
+    /// Whether the queue is at or over its limit (publishers should wait).
+    pub fn is_full(&self) -> bool {
+        let st = self.lock();
+        st.queue.len() >= st.max_queued
     }
 }
 
@@ -240,8 +271,9 @@ mod tests {
             s.enqueue(delivery(QoS::AtMostOnce)),
             Err(Dropped::OfflineQos0)
         );
-        assert!(s.enqueue(delivery(QoS::AtLeastOnce)).is_ok());
-        assert!(s.enqueue(delivery(QoS::ExactlyOnce)).is_ok());
+        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce)), Ok(Queued::Ok));
+        assert_eq!(s.enqueue(delivery(QoS::ExactlyOnce)), Ok(Queued::Ok));
+        // Offline: no flow control, the newest message is dropped.
         assert_eq!(
             s.enqueue(delivery(QoS::AtLeastOnce)),
             Err(Dropped::QueueFull)
@@ -252,6 +284,25 @@ mod tests {
             Err(Dropped::QueueFull)
         );
         assert_eq!(s.lock().queue.len(), 2);
+    }
+
+    #[test]
+    fn live_qos1_gets_flow_control_up_to_twice_the_limit() {
+        let s = Session::new("c".into(), ProtocolVersion::V5, NEVER_EXPIRES, 2);
+        s.set_connected(true);
+        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce)), Ok(Queued::Ok));
+        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce)), Ok(Queued::Full));
+        assert_eq!(s.enqueue(delivery(QoS::ExactlyOnce)), Ok(Queued::Full));
+        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce)), Ok(Queued::Full));
+        assert!(s.is_full());
+        assert_eq!(
+            s.enqueue(delivery(QoS::AtLeastOnce)),
+            Err(Dropped::QueueFull)
+        );
+        assert_eq!(
+            s.enqueue(delivery(QoS::AtMostOnce)),
+            Err(Dropped::QueueFull)
+        );
     }
 
     #[test]

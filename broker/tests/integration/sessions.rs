@@ -326,3 +326,61 @@ async fn absurdly_deep_filters_are_refused_and_the_broker_lives() {
     assert!(alive(&mut s).await);
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_live_subscriber_slows_qos1_publishers_instead_of_losing_messages() {
+    use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+    let b = common::start_broker_with(|c| {
+        c.mqtt.max_queued_messages = Some(10);
+        c.mqtt.max_inflight = Some(1);
+    })
+    .await;
+    let (host, port) = common::host_port(b.mqtt_addr);
+    let (sub, mut events) = AsyncClient::new(MqttOptions::new("slow-sub", host, port), 64);
+    sub.subscribe("flow/t", QoS::AtLeastOnce).await.unwrap();
+    timeout(common::WAIT, async {
+        while !matches!(
+            events.poll().await.unwrap(),
+            Event::Incoming(Incoming::SubAck(_))
+        ) {}
+    })
+    .await
+    .expect("subscribed");
+
+    // 500 QoS 1 messages in one burst, 50 times the subscriber's queue limit.
+    let mut publisher = raw::tcp(b.mqtt_addr).await;
+    raw::send(&mut publisher, &raw::connect(4, "burst-pub", true, 60)).await;
+    raw::expect_packet(&mut publisher, 2).await;
+    let burst: Vec<u8> = (1..=500u16)
+        .flat_map(|id| publish(1, "flow/t", id, &id.to_be_bytes(), false))
+        .collect();
+    let acks = tokio::spawn(async move {
+        raw::send(&mut publisher, &burst).await;
+        for _ in 0..500 {
+            raw::expect_packet(&mut publisher, 4).await;
+        }
+        publisher
+    });
+    let mut got = Vec::new();
+    timeout(Duration::from_secs(30), async {
+        while got.len() < 500 {
+            if let Event::Incoming(Incoming::Publish(p)) = events.poll().await.unwrap() {
+                got.push(u16::from_be_bytes([p.payload[0], p.payload[1]]));
+            }
+        }
+    })
+    .await
+    .expect("all 500 delivered");
+    assert_eq!(
+        got,
+        (1..=500).collect::<Vec<u16>>(),
+        "every message, in order"
+    );
+    drop(acks.await.unwrap());
+    let metrics = b.metrics.encode();
+    assert!(
+        !metrics.contains("kind=\"queue_full\""),
+        "nothing dropped: {metrics}"
+    );
+    b.shutdown().await;
+}
