@@ -7,5 +7,25 @@
 pub mod result;
 pub mod spec;
 
+#[cfg(feature = "drivers")]
+pub mod driver;
+#[cfg(feature = "drivers")]
+pub mod histogram;
+#[cfg(feature = "drivers")]
+pub mod limits;
+#[cfg(feature = "drivers")]
+pub mod mqtt;
+#[cfg(feature = "drivers")]
+pub mod payload;
+#[cfg(feature = "drivers")]
+pub mod progress;
+#[cfg(feature = "drivers")]
+pub mod runner;
+#[cfg(feature = "drivers")]
+pub mod seq;
+
 pub use result::{LoadResult, Outcome, RESULT_SCHEMA_VERSION};
 pub use spec::{Protocol, Scenario, SpecError, Workload};
+
+#[cfg(feature = "drivers")]
+pub use runner::{run, RunError, RunOptions};

@@ -395,6 +395,9 @@ mod tests {
                 seen += 1;
             }
         }
-        assert!(seen >= 5, "the default suite's workloads are there ({seen})");
+        assert!(
+            seen >= 5,
+            "the default suite's workloads are there ({seen})"
+        );
     }
 }
