@@ -1,17 +1,18 @@
 //! `cargo xtask ci`: the test command CI runs; green here means green in CI.
 //!
-//! Steps: tools, rustfmt check, clippy with warnings denied, release build of
-//! the broker, workspace tests against that release binary with the interop
-//! tests required rather than skipped.
+//! Steps: tools, rustfmt check, workload and suite files, clippy with
+//! warnings denied, release build of the broker, workspace tests against that
+//! release binary with the interop tests required rather than skipped, and
+//! the quick bench suite gated by the `ci` threshold profile.
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use xshell::{cmd, Shell};
 
+use crate::bench::{self, BrokerChoice};
 use crate::setup_tools::{self, Mode};
+use crate::suite;
 
 pub struct Options {
     /// Install missing tools (as opposed to only reporting them).
@@ -23,11 +24,7 @@ pub fn run(options: &Options) -> Result<()> {
     let root = crate::project_root();
     sh.change_dir(&root);
     let cargo = crate::cargo();
-    let release_bin = release_binary(
-        &root,
-        std::env::var_os("CARGO_TARGET_DIR"),
-        std::env::var("CARGO_BUILD_TARGET").ok(),
-    );
+    let release_bin = crate::release_binary("broker");
 
     let mut steps = Steps::default();
     let result = (|| -> Result<()> {
@@ -43,6 +40,7 @@ pub fn run(options: &Options) -> Result<()> {
             "fmt",
             || Ok(cmd!(sh, "{cargo} fmt --all -- --check").run()?),
         )?;
+        steps.run("workloads", || suite::validate_all(&root))?;
         steps.run("clippy", || {
             Ok(cmd!(
                 sh,
@@ -58,29 +56,34 @@ pub fn run(options: &Options) -> Result<()> {
             println!("    BROKER_RELEASE_BIN={}", release_bin.display());
             Ok(cmd!(sh, "{cargo} test --workspace").run()?)
         })?;
+        // Out of the source tree, so CI runs never touch reports/.
+        let bench_dir = crate::target_dir().join("ci-bench");
+        steps.run("bench (quick suite, ci profile)", || {
+            let result = bench::run(&bench_options(bench_dir.clone()));
+            println!(
+                "    bench report: {}",
+                bench_dir.join("report.md").display()
+            );
+            result
+        })?;
         Ok(())
     })();
     println!("{}", steps.summary(result.is_ok()));
     result
 }
 
-/// Where `cargo build --release -p broker` puts the binary: `$CARGO_TARGET_DIR`
-/// (relative to the workspace root, where we run cargo) or `<root>/target`,
-/// plus the triple directory when `$CARGO_BUILD_TARGET` is set.
-fn release_binary(
-    root: &Path,
-    cargo_target_dir: Option<OsString>,
-    build_target: Option<String>,
-) -> PathBuf {
-    let mut dir = match cargo_target_dir {
-        Some(dir) if !dir.is_empty() => root.join(dir),
-        _ => root.join("target"),
-    };
-    if let Some(triple) = build_target.filter(|t| !t.is_empty()) {
-        dir.push(triple);
+/// `cargo xtask bench --suite quick --profile ci --out <dir>`.
+fn bench_options(out: std::path::PathBuf) -> bench::Options {
+    bench::Options {
+        suite: "quick".into(),
+        workloads: Vec::new(),
+        duration: None,
+        repeat: 1,
+        broker: BrokerChoice::Built,
+        profile: Some("ci".into()),
+        gate_exit: true,
+        out: Some(out),
     }
-    dir.join("release")
-        .join(format!("broker{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// The steps run so far and how long each took.
@@ -155,40 +158,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn release_binary_defaults_to_workspace_target() {
-        let bin = release_binary(Path::new("/ws"), None, None);
-        assert_eq!(
-            bin,
-            Path::new("/ws/target/release").join(format!("broker{}", std::env::consts::EXE_SUFFIX))
-        );
-    }
-
-    #[test]
-    fn release_binary_honours_cargo_target_dir() {
-        let abs = release_binary(Path::new("/ws"), Some("/tmp/t".into()), None);
-        assert!(abs.starts_with("/tmp/t/release"), "{}", abs.display());
-        let rel = release_binary(Path::new("/ws"), Some("out".into()), None);
-        assert!(rel.starts_with("/ws/out/release"), "{}", rel.display());
-        let empty = release_binary(Path::new("/ws"), Some("".into()), None);
-        assert!(
-            empty.starts_with("/ws/target/release"),
-            "{}",
-            empty.display()
-        );
-    }
-
-    #[test]
-    fn release_binary_includes_build_target_triple() {
-        let bin = release_binary(
-            Path::new("/ws"),
-            None,
-            Some("aarch64-unknown-linux-gnu".into()),
-        );
-        assert!(
-            bin.starts_with("/ws/target/aarch64-unknown-linux-gnu/release"),
-            "{}",
-            bin.display()
-        );
+    fn bench_step_is_the_quick_suite_gated_by_ci() {
+        let o = bench_options("/t/ci-bench".into());
+        assert_eq!(o.suite, "quick");
+        assert_eq!(o.profile.as_deref(), Some("ci"));
+        assert!(o.gate_exit && o.workloads.is_empty() && o.duration.is_none());
+        assert_eq!(o.broker, BrokerChoice::Built);
+        assert_eq!(o.out.as_deref(), Some(std::path::Path::new("/t/ci-bench")));
     }
 
     #[test]

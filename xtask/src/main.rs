@@ -1,13 +1,20 @@
 //! `cargo xtask`: the project's orchestrator. This file only parses flags and
 //! dispatches; each command lives in its own module with a `run` function.
 
+mod bench;
 mod ci;
+mod environment;
+mod gate;
+mod launcher;
+mod report;
+mod sampler;
 mod setup_tools;
+mod suite;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -22,13 +29,108 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// What CI runs: install missing tools, rustfmt check, clippy, release
-    /// build of the broker, workspace tests (interop tests required)
+    /// What CI runs: install missing tools, rustfmt check, workload files,
+    /// clippy, release build of the broker, workspace tests (interop tests
+    /// required), quick bench suite gated by the `ci` profile
     Ci {
         /// Install nothing; report missing tools and carry on
         #[arg(long)]
         no_install: bool,
     },
+    /// Build broker and loadgen (release), run a workload suite against the
+    /// broker, write reports/runs/<id>/report.{json,md}, and gate the result
+    Bench(BenchArgs),
+    /// Judge a bench report against a threshold profile; exit 1 if a threshold fails
+    Gate {
+        /// A run directory (e.g. reports/latest) or its report.json
+        report: PathBuf,
+        /// Threshold profile in targets/profiles/ [default: the one the run used]
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Suite from bench/suites.toml: quick, default or full
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    suite: String,
+    /// Run this workload file instead of the suite (repeatable)
+    #[arg(long, value_name = "FILE")]
+    workload: Vec<PathBuf>,
+    /// Override every workload's measured duration
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    duration: Option<f64>,
+    /// Run each workload N times; the report gives min/median/max
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// Broker under test
+    #[arg(long, value_enum, default_value_t = BrokerArg::Built)]
+    broker: BrokerArg,
+    /// MQTT address of the external broker (with --broker external)
+    #[arg(long, value_name = "HOST:PORT", required_if_eq("broker", "external"))]
+    mqtt: Option<String>,
+    /// Pid of the external broker, to sample its memory and CPU
+    #[arg(long, value_name = "PID", requires = "mqtt")]
+    broker_pid: Option<u32>,
+    /// Threshold profile in targets/profiles/ [default: the host's platform
+    /// class: high_perf on x86_64/aarch64, embedded on 32-bit ARM/RISC-V]
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// Report gate verdicts without failing the command on them
+    #[arg(long)]
+    no_gate_exit: bool,
+    /// Run directory [default: reports/runs/<UTC timestamp>-<host triple>/, linked as reports/latest]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BrokerArg {
+    /// This workspace's broker, built in release mode and started on a free port
+    Built,
+    /// A running broker at --mqtt (sampled if --broker-pid is given)
+    External,
+    /// The system mosquitto (Debian package `mosquitto`) with a generated config
+    Mosquitto,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
+    }
+}
+
+impl BenchArgs {
+    fn options(self) -> anyhow::Result<bench::Options> {
+        let broker = match (self.broker, self.mqtt) {
+            (BrokerArg::Built, None) => bench::BrokerChoice::Built,
+            (BrokerArg::Mosquitto, None) => bench::BrokerChoice::Mosquitto,
+            (BrokerArg::External, Some(mqtt)) => bench::BrokerChoice::External {
+                mqtt,
+                pid: self.broker_pid,
+            },
+            (BrokerArg::External, None) => {
+                anyhow::bail!("--broker external needs --mqtt HOST:PORT")
+            }
+            (_, Some(_)) => {
+                anyhow::bail!(
+                    "--mqtt is for --broker external; the other brokers are started by bench"
+                )
+            }
+        };
+        Ok(bench::Options {
+            suite: self.suite,
+            workloads: self.workload,
+            duration: self.duration,
+            repeat: self.repeat,
+            broker,
+            profile: self.profile,
+            gate_exit: !self.no_gate_exit,
+            out: self.out,
+        })
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +143,8 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Ci { no_install }) => ci::run(&ci::Options {
             install: !no_install,
         }),
+        Some(Command::Bench(args)) => bench::run(&args.options()?),
+        Some(Command::Gate { report, profile }) => gate::run(&report, profile.as_deref()),
     }
 }
 
@@ -55,6 +159,38 @@ pub(crate) fn project_root() -> PathBuf {
 /// The cargo that invoked us (`$CARGO`), so the same toolchain runs every step.
 pub(crate) fn cargo() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace
+/// root, where we run cargo) or `<root>/target`.
+pub(crate) fn target_dir() -> PathBuf {
+    target_dir_from(&project_root(), std::env::var_os("CARGO_TARGET_DIR"))
+}
+
+fn target_dir_from(root: &Path, cargo_target_dir: Option<OsString>) -> PathBuf {
+    match cargo_target_dir {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
+/// Where `cargo build --release -p <package>` puts binary `name`, including
+/// the triple directory when `$CARGO_BUILD_TARGET` is set.
+pub(crate) fn release_binary(name: &str) -> PathBuf {
+    release_binary_in(
+        &target_dir(),
+        std::env::var("CARGO_BUILD_TARGET").ok(),
+        name,
+    )
+}
+
+fn release_binary_in(target_dir: &Path, build_target: Option<String>, name: &str) -> PathBuf {
+    let mut dir = target_dir.to_path_buf();
+    if let Some(triple) = build_target.filter(|t| !t.is_empty()) {
+        dir.push(triple);
+    }
+    dir.join("release")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
 #[cfg(test)]
@@ -76,6 +212,132 @@ mod tests {
         let cli = Cli::try_parse_from(["xtask"]).unwrap();
         assert!(cli.command.is_none());
         assert!(Cli::try_parse_from(["xtask", "ci", "--bogus"]).is_err());
+    }
+
+    #[test]
+    fn bench_flags_parse() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["xtask", "bench"];
+            argv.extend_from_slice(args);
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Some(Command::Bench(b))) => b.options().map_err(|e| e.to_string()),
+                Ok(_) => unreachable!(),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let o = parse(&[]).unwrap();
+        assert_eq!(o.suite, "default");
+        assert_eq!(o.repeat, 1);
+        assert_eq!(o.broker, bench::BrokerChoice::Built);
+        assert!(o.gate_exit && o.profile.is_none() && o.out.is_none());
+
+        let o = parse(&[
+            "--suite",
+            "quick",
+            "--profile",
+            "ci",
+            "--out",
+            "/tmp/x",
+            "--repeat",
+            "3",
+            "--duration",
+            "1.5",
+            "--no-gate-exit",
+            "--workload",
+            "a.toml",
+            "--workload",
+            "b.toml",
+        ])
+        .unwrap();
+        assert_eq!(
+            (o.suite.as_str(), o.repeat, o.duration),
+            ("quick", 3, Some(1.5))
+        );
+        assert_eq!(
+            o.workloads,
+            [PathBuf::from("a.toml"), PathBuf::from("b.toml")]
+        );
+        assert!(!o.gate_exit);
+
+        let o = parse(&[
+            "--broker",
+            "external",
+            "--mqtt",
+            "10.0.0.2:1883",
+            "--broker-pid",
+            "42",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.broker,
+            bench::BrokerChoice::External {
+                mqtt: "10.0.0.2:1883".into(),
+                pid: Some(42)
+            }
+        );
+        assert_eq!(
+            parse(&["--broker", "mosquitto"]).unwrap().broker,
+            bench::BrokerChoice::Mosquitto
+        );
+        assert!(parse(&["--broker", "external"])
+            .unwrap_err()
+            .contains("--mqtt"));
+        assert!(parse(&["--mqtt", "x:1"]).is_err());
+        assert!(parse(&["--repeat", "0"]).is_err());
+        assert!(parse(&["--duration", "0"])
+            .unwrap_err()
+            .contains("positive"));
+        assert!(parse(&["--broker", "kafka"]).is_err());
+    }
+
+    #[test]
+    fn gate_flags_parse() {
+        let cli = Cli::try_parse_from(["xtask", "gate", "reports/latest", "--profile", "embedded"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Gate { report, profile: Some(p) }) if report == Path::new("reports/latest") && p == "embedded"
+        ));
+        assert!(Cli::try_parse_from(["xtask", "gate"]).is_err());
+    }
+
+    #[test]
+    fn release_binary_defaults_to_workspace_target() {
+        let dir = target_dir_from(Path::new("/ws"), None);
+        assert_eq!(
+            release_binary_in(&dir, None, "broker"),
+            Path::new("/ws/target/release").join(format!("broker{}", std::env::consts::EXE_SUFFIX))
+        );
+    }
+
+    #[test]
+    fn target_dir_honours_cargo_target_dir() {
+        assert_eq!(
+            target_dir_from(Path::new("/ws"), Some("/tmp/t".into())),
+            Path::new("/tmp/t")
+        );
+        assert_eq!(
+            target_dir_from(Path::new("/ws"), Some("out".into())),
+            Path::new("/ws/out")
+        );
+        assert_eq!(
+            target_dir_from(Path::new("/ws"), Some("".into())),
+            Path::new("/ws/target")
+        );
+    }
+
+    #[test]
+    fn release_binary_includes_build_target_triple() {
+        let bin = release_binary_in(
+            Path::new("/ws/target"),
+            Some("aarch64-unknown-linux-gnu".into()),
+            "loadgen",
+        );
+        assert!(
+            bin.starts_with("/ws/target/aarch64-unknown-linux-gnu/release"),
+            "{}",
+            bin.display()
+        );
     }
 
     #[test]

@@ -1,0 +1,1008 @@
+//! Threshold profiles (`targets/profiles/*.toml`) and the gate: verdicts of a
+//! bench report against a profile, and `cargo xtask gate <run> --profile NAME`.
+//!
+//! Each threshold is pass, fail or *not measured*. Not measured (the run did
+//! not exercise it at its scale) never counts as a pass, and never fails the
+//! gate either; a workload that failed makes the thresholds it would have
+//! exercised fail.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use loadgen::{LoadResult, Scenario};
+use serde::{Deserialize, Serialize};
+
+use crate::launcher::BrokerKind;
+use crate::report::{self, Report, WorkloadReport};
+
+/// What a threshold is about; each has a fixed comparison (DESIGN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThresholdKind {
+    /// Established connections ≥ limit.
+    Connections,
+    /// Received messages per second > limit.
+    Throughput,
+    /// End-to-end p99 latency < limit (microseconds).
+    P99Latency,
+    /// Broker peak RSS < limit (bytes).
+    BrokerMemory,
+    /// Broker CPU, % of the machine, < limit.
+    Cpu,
+    /// Broker binary size < limit (bytes).
+    BinarySize,
+}
+
+impl ThresholdKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ThresholdKind::Connections => "connections",
+            ThresholdKind::Throughput => "throughput",
+            ThresholdKind::P99Latency => "p99 latency",
+            ThresholdKind::BrokerMemory => "broker memory",
+            ThresholdKind::Cpu => "CPU",
+            ThresholdKind::BinarySize => "binary size",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    pub kind: ThresholdKind,
+    /// In the unit the kind compares in (count, msg/s, µs, bytes, %).
+    pub limit: f64,
+    /// `≥ 1,000,000`, `< 15 ms`: as the profile file says it.
+    pub limit_text: String,
+    /// Where the number comes from.
+    pub from: String,
+}
+
+/// A named set of thresholds: one platform class (or the CI box).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub name: String,
+    pub file: PathBuf,
+    pub description: String,
+    pub thresholds: Vec<Threshold>,
+}
+
+// The file format. Every table is optional: a threshold a class does not
+// have (CPU for embedded, binary size for high_perf) is simply absent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileFile {
+    #[serde(default)]
+    description: String,
+    connections: Option<AtLeast>,
+    throughput: Option<Above>,
+    p99_latency: Option<BelowMs>,
+    broker_memory: Option<BelowSize>,
+    cpu: Option<BelowPercent>,
+    binary_size: Option<BelowSize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AtLeast {
+    at_least: u64,
+    from: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Above {
+    above_msg_per_sec: f64,
+    from: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BelowMs {
+    below_ms: f64,
+    from: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BelowSize {
+    below: String,
+    from: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BelowPercent {
+    below_percent: f64,
+    from: String,
+}
+
+pub fn profiles_dir(root: &Path) -> PathBuf {
+    root.join("targets/profiles")
+}
+
+/// Profile names available in `dir` (file stems), sorted.
+pub fn available(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+impl Profile {
+    /// `targets/profiles/<name>.toml`; an unknown name lists the available ones.
+    pub fn load(root: &Path, name: &str) -> Result<Profile> {
+        let dir = profiles_dir(root);
+        let file = dir.join(format!("{name}.toml"));
+        if name.contains(['/', '\\']) || !file.is_file() {
+            bail!(
+                "unknown threshold profile `{name}`; available: {} (files in {})",
+                available(&dir).join(", "),
+                dir.display()
+            );
+        }
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        Profile::parse(&file, &text)
+    }
+
+    /// Parses a profile file; any problem is one line naming the file and key.
+    pub fn parse(file: &Path, text: &str) -> Result<Profile> {
+        let f = file.display();
+        let parsed: ProfileFile = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{f}: {}", crate::suite::describe_toml_error(text, &e)))?;
+        let positive = |key: &str, v: f64| -> Result<f64> {
+            if v.is_finite() && v > 0.0 {
+                Ok(v)
+            } else {
+                bail!("{f}: key `{key}` = {v}: must be a positive number")
+            }
+        };
+        let mut thresholds = Vec::new();
+        if let Some(t) = parsed.connections {
+            let v = positive("connections.at_least", t.at_least as f64)?;
+            thresholds.push(Threshold {
+                kind: ThresholdKind::Connections,
+                limit: v,
+                limit_text: format!("≥ {}", report::thousands(t.at_least)),
+                from: t.from,
+            });
+        }
+        if let Some(t) = parsed.throughput {
+            let v = positive("throughput.above_msg_per_sec", t.above_msg_per_sec)?;
+            thresholds.push(Threshold {
+                kind: ThresholdKind::Throughput,
+                limit: v,
+                limit_text: format!("> {} msg/s", report::thousands(v as u64)),
+                from: t.from,
+            });
+        }
+        if let Some(t) = parsed.p99_latency {
+            let v = positive("p99_latency.below_ms", t.below_ms)?;
+            thresholds.push(Threshold {
+                kind: ThresholdKind::P99Latency,
+                limit: v * 1_000.0,
+                limit_text: format!("< {v} ms"),
+                from: t.from,
+            });
+        }
+        if let Some(t) = parsed.broker_memory {
+            let v = parse_size(&t.below).map_err(|e| {
+                anyhow::anyhow!("{f}: key `broker_memory.below` = {:?}: {e}", t.below)
+            })?;
+            thresholds.push(Threshold {
+                kind: ThresholdKind::BrokerMemory,
+                limit: v,
+                limit_text: format!("< {}", t.below.trim()),
+                from: t.from,
+            });
+        }
+        if let Some(t) = parsed.cpu {
+            let v = positive("cpu.below_percent", t.below_percent)?;
+            thresholds.push(Threshold {
+                kind: ThresholdKind::Cpu,
+                limit: v,
+                limit_text: format!("< {v} % of machine"),
+                from: t.from,
+            });
+        }
+        if let Some(t) = parsed.binary_size {
+            let v = parse_size(&t.below).map_err(|e| {
+                anyhow::anyhow!("{f}: key `binary_size.below` = {:?}: {e}", t.below)
+            })?;
+            thresholds.push(Threshold {
+                kind: ThresholdKind::BinarySize,
+                limit: v,
+                limit_text: format!("< {}", t.below.trim()),
+                from: t.from,
+            });
+        }
+        Ok(Profile {
+            name: file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            file: file.to_path_buf(),
+            description: parsed.description,
+            thresholds,
+        })
+    }
+}
+
+/// `"1.5 GB"` → bytes. kB/MB/GB/TB are decimal (10^3...), KiB/MiB/GiB binary.
+pub fn parse_size(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .replace('_', "")
+        .parse()
+        .map_err(|_| "not a size: write e.g. \"512 MB\" or \"1.5 GB\"".to_string())?;
+    let factor = match unit.trim() {
+        "B" | "" => 1.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?}: use B, kB, MB, GB, TB (decimal) or KiB, MiB, GiB"
+            ))
+        }
+    };
+    if number <= 0.0 {
+        return Err("must be positive".into());
+    }
+    Ok(number * factor)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    Pass,
+    Fail,
+    NotMeasured,
+}
+
+impl VerdictKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Pass => "pass",
+            VerdictKind::Fail => "FAIL",
+            VerdictKind::NotMeasured => "not measured",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub threshold: String,
+    pub limit: String,
+    /// What was measured, or why nothing was.
+    pub measured: String,
+    /// The measured number in the threshold's unit (count, msg/s, µs, bytes, %).
+    pub value: Option<f64>,
+    pub verdict: VerdictKind,
+    pub from: String,
+}
+
+/// `pass`: every threshold passed; `incomplete`: none failed but some were
+/// not measured; `fail`: at least one failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateResult {
+    Pass,
+    Incomplete,
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateReport {
+    pub profile: String,
+    pub profile_file: String,
+    pub result: GateResult,
+    pub verdicts: Vec<Verdict>,
+}
+
+impl GateReport {
+    pub fn failed(&self) -> bool {
+        self.result == GateResult::Fail
+    }
+
+    fn count(&self, kind: VerdictKind) -> usize {
+        self.verdicts.iter().filter(|v| v.verdict == kind).count()
+    }
+}
+
+/// The verdict of every threshold of `profile` on `report`.
+pub fn evaluate(report: &Report, profile: &Profile) -> GateReport {
+    let verdicts: Vec<Verdict> = profile
+        .thresholds
+        .iter()
+        .map(|t| {
+            let (verdict, measured, value) = judge(report, t);
+            Verdict {
+                threshold: t.kind.name().to_string(),
+                limit: t.limit_text.clone(),
+                measured,
+                value,
+                verdict,
+                from: t.from.clone(),
+            }
+        })
+        .collect();
+    let result = if verdicts.iter().any(|v| v.verdict == VerdictKind::Fail) {
+        GateResult::Fail
+    } else if !verdicts.is_empty() && verdicts.iter().all(|v| v.verdict == VerdictKind::Pass) {
+        GateResult::Pass
+    } else {
+        GateResult::Incomplete
+    };
+    GateReport {
+        profile: profile.name.clone(),
+        profile_file: profile.file.display().to_string(),
+        result,
+        verdicts,
+    }
+}
+
+type Judgement = (VerdictKind, String, Option<f64>);
+
+fn judge(report: &Report, t: &Threshold) -> Judgement {
+    use VerdictKind::*;
+    let limit = t.limit;
+    let by = |pass: bool| if pass { Pass } else { Fail };
+    match t.kind {
+        ThresholdKind::Connections => {
+            let storms = of_scenario(report, Scenario::ConnectionStorm);
+            if let Some(j) = none_or_failed(&storms, Scenario::ConnectionStorm) {
+                return j;
+            }
+            let results = results(&storms);
+            let attempted = results
+                .iter()
+                .map(|(_, r)| r.connections.attempted)
+                .max()
+                .unwrap_or(0);
+            let established = results
+                .iter()
+                .map(|(_, r)| r.connections.established)
+                .max()
+                .unwrap_or(0);
+            let measured = format!(
+                "{} established of {} attempted",
+                report::thousands(established),
+                report::thousands(attempted)
+            );
+            if (attempted as f64) < limit {
+                return (
+                    NotMeasured,
+                    format!(
+                        "attempted {} < {}",
+                        report::thousands(attempted),
+                        report::thousands(limit as u64)
+                    ),
+                    Some(established as f64),
+                );
+            }
+            (
+                by(established as f64 >= limit),
+                measured,
+                Some(established as f64),
+            )
+        }
+        ThresholdKind::Throughput => {
+            let fan_in = of_scenario(report, Scenario::FanIn);
+            if let Some(j) = none_or_failed(&fan_in, Scenario::FanIn) {
+                return j;
+            }
+            let Some((name, best)) = results(&fan_in)
+                .into_iter()
+                .map(|(w, r)| (w, r.rates.received_per_sec))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+            else {
+                return (Fail, "fan_in workloads produced no result".into(), None);
+            };
+            (
+                by(best > limit),
+                format!("{} msg/s ({name})", report::thousands(best.round() as u64)),
+                Some(best),
+            )
+        }
+        ThresholdKind::P99Latency => {
+            let latency = of_scenario(report, Scenario::Latency);
+            if let Some(j) = none_or_failed(&latency, Scenario::Latency) {
+                return j;
+            }
+            let mut worst: Option<(&str, f64)> = None;
+            for (name, r) in results(&latency) {
+                let Some(e2e) = &r.latency.end_to_end else {
+                    return (
+                        Fail,
+                        format!("{name}: no end-to-end latency (nothing received)"),
+                        None,
+                    );
+                };
+                let p99 = e2e.p99_us as f64;
+                if worst.is_none_or(|(_, w)| p99 > w) {
+                    worst = Some((name, p99));
+                }
+            }
+            match worst {
+                None => (Fail, "latency workloads produced no result".into(), None),
+                Some((name, p99)) => (
+                    by(p99 < limit),
+                    format!("{} ({name})", report::micros(p99)),
+                    Some(p99),
+                ),
+            }
+        }
+        ThresholdKind::BrokerMemory => {
+            if let Some(exit) = &report.broker_exit {
+                return (Fail, format!("broker {exit} during the run"), None);
+            }
+            let all: Vec<&WorkloadReport> = report.workloads.iter().collect();
+            if let Some(reason) = first_failure(&all) {
+                return (Fail, reason, None);
+            }
+            match report.broker_usage {
+                Some(u) if u.samples > 0 => {
+                    let peak = u.peak_rss_bytes as f64;
+                    (
+                        by(peak < limit),
+                        format!("{} peak RSS", report::bytes(peak)),
+                        Some(peak),
+                    )
+                }
+                _ => (
+                    NotMeasured,
+                    "no broker samples (external broker without --broker-pid?)".into(),
+                    None,
+                ),
+            }
+        }
+        ThresholdKind::Cpu => {
+            let latency = of_scenario(report, Scenario::Latency);
+            if let Some(j) = none_or_failed(&latency, Scenario::Latency) {
+                return j;
+            }
+            let worst = latency
+                .iter()
+                .flat_map(|w| w.repeats.iter().map(move |r| (w.name.as_str(), r)))
+                .filter_map(|(name, r)| r.broker_usage.map(|u| (name, u.avg_cpu_machine_percent)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            match worst {
+                None => (
+                    NotMeasured,
+                    "no broker samples during latency workloads".into(),
+                    None,
+                ),
+                Some((name, cpu)) => (
+                    by(cpu < limit),
+                    format!("{} avg ({name})", report::percent(cpu)),
+                    Some(cpu),
+                ),
+            }
+        }
+        ThresholdKind::BinarySize => match (report.broker.kind, report.broker.binary_size_bytes) {
+            (BrokerKind::Built, Some(size)) => {
+                let size = size as f64;
+                (by(size < limit), report::bytes(size), Some(size))
+            }
+            (BrokerKind::Built, None) => (NotMeasured, "binary size unknown".into(), None),
+            (kind, _) => (
+                NotMeasured,
+                format!("{} broker: not our build", kind.as_str()),
+                None,
+            ),
+        },
+    }
+}
+
+fn of_scenario(report: &Report, scenario: Scenario) -> Vec<&WorkloadReport> {
+    report
+        .workloads
+        .iter()
+        .filter(|w| w.workload.scenario == scenario)
+        .collect()
+}
+
+/// Not measured when no workload of the scenario was planned; fail when one
+/// of them failed or did not run.
+fn none_or_failed(workloads: &[&WorkloadReport], scenario: Scenario) -> Option<Judgement> {
+    if workloads.is_empty() {
+        return Some((
+            VerdictKind::NotMeasured,
+            format!("no {} workload in this run", scenario.as_str()),
+            None,
+        ));
+    }
+    first_failure(workloads).map(|reason| (VerdictKind::Fail, reason, None))
+}
+
+fn first_failure(workloads: &[&WorkloadReport]) -> Option<String> {
+    workloads
+        .iter()
+        .find(|w| !w.status.is_ok())
+        .map(|w| format!("{} {}", w.name, w.status.describe()))
+}
+
+fn results<'a>(workloads: &[&'a WorkloadReport]) -> Vec<(&'a str, &'a LoadResult)> {
+    workloads
+        .iter()
+        .flat_map(|w| {
+            w.repeats
+                .iter()
+                .filter_map(move |r| r.result.as_ref().map(|res| (w.name.as_str(), res)))
+        })
+        .collect()
+}
+
+/// `threshold | limit | measured | verdict | from` as a Markdown table.
+pub fn markdown_table(gate: &GateReport) -> String {
+    let mut out =
+        String::from("| threshold | limit | measured | verdict | from |\n|---|---|---|---|---|\n");
+    for v in &gate.verdicts {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            v.threshold,
+            v.limit,
+            v.measured.replace('|', "\\|"),
+            match v.verdict {
+                VerdictKind::Fail => "**FAIL**",
+                other => other.as_str(),
+            },
+            v.from.replace('|', "\\|")
+        );
+    }
+    out.trim_end().to_string()
+}
+
+/// The same table aligned for a terminal.
+pub fn text_table(gate: &GateReport) -> String {
+    let header = ["threshold", "limit", "measured", "verdict", "from"];
+    let rows: Vec<[String; 5]> = gate
+        .verdicts
+        .iter()
+        .map(|v| {
+            [
+                v.threshold.clone(),
+                v.limit.clone(),
+                v.measured.clone(),
+                v.verdict.as_str().to_string(),
+                v.from.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i == 4 {
+                s.push_str(cell);
+            } else {
+                let pad = w - cell.chars().count();
+                let _ = write!(s, "{cell}{}  ", " ".repeat(pad));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(header);
+    for row in &rows {
+        out.push('\n');
+        out.push_str(&line([&row[0], &row[1], &row[2], &row[3], &row[4]]));
+    }
+    out
+}
+
+/// One line: the gate's outcome and the counts behind it.
+pub fn verdict_line(gate: &GateReport) -> String {
+    let (pass, fail, nm) = (
+        gate.count(VerdictKind::Pass),
+        gate.count(VerdictKind::Fail),
+        gate.count(VerdictKind::NotMeasured),
+    );
+    match gate.result {
+        GateResult::Fail => format!(
+            "gate `{}`: FAIL ({fail} failed, {pass} passed, {nm} not measured)",
+            gate.profile
+        ),
+        GateResult::Pass => format!("gate `{}`: pass (all {pass} thresholds passed)", gate.profile),
+        GateResult::Incomplete => format!(
+            "gate `{}`: no threshold failed, but {nm} of {} not measured at this scale ({pass} passed); not measured is not a pass",
+            gate.profile,
+            gate.verdicts.len()
+        ),
+    }
+}
+
+/// `cargo xtask gate <run dir | report.json> [--profile NAME]`: re-evaluates
+/// a report (default: against the profile it was run with); fails on any
+/// failed threshold.
+pub fn run(path: &Path, profile: Option<&str>) -> Result<()> {
+    let report = Report::load(path)?;
+    let root = crate::project_root();
+    let name = profile.unwrap_or(&report.profile);
+    let profile = Profile::load(&root, name)?;
+    let gate = evaluate(&report, &profile);
+    if report.environment.emulated {
+        println!(
+            "EMULATED: the broker ran under {}; numbers are not comparable with native runs",
+            report.environment.runner
+        );
+    }
+    println!(
+        "run {} ({} suite, {}, {})",
+        report.run_id, report.suite, report.environment.host_triple, report.environment.runner
+    );
+    println!("{}", text_table(&gate));
+    println!("{}", verdict_line(&gate));
+    if gate.failed() {
+        bail!("gate `{}` failed", gate.profile);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::{repeat, report, result, workload, workload_report};
+    use crate::report::Status;
+
+    fn profile(text: &str) -> Profile {
+        Profile::parse(Path::new("targets/profiles/test.toml"), text).unwrap()
+    }
+
+    const ALL: &str = r#"
+description = "test"
+[connections]
+at_least = 1_000_000
+from = "origin"
+[throughput]
+above_msg_per_sec = 20_000
+from = "ci"
+[p99_latency]
+below_ms = 15
+from = "origin"
+[broker_memory]
+below = "512 MB"
+from = "ci"
+[cpu]
+below_percent = 80
+from = "origin"
+[binary_size]
+below = "5 MB"
+from = "origin"
+"#;
+
+    fn verdict<'a>(gate: &'a GateReport, name: &str) -> &'a Verdict {
+        gate.verdicts.iter().find(|v| v.threshold == name).unwrap()
+    }
+
+    fn quick_run(fanin_rate: f64, p99_us: u64) -> Report {
+        let fanin = workload("fanin", "fan_in");
+        let lat = workload("lat", "latency");
+        let storm = workload("storm", "connection_storm");
+        let mut storm_result = result(&storm, 0.0, 1);
+        storm_result.connections.attempted = 1_000;
+        storm_result.connections.established = 1_000;
+        storm_result.latency.end_to_end = None;
+        report(vec![
+            workload_report(
+                fanin.clone(),
+                vec![repeat(
+                    1,
+                    Some(result(&fanin, fanin_rate, 9_000)),
+                    40_000_000,
+                    90.0,
+                )],
+                Status::Ok,
+            ),
+            workload_report(
+                lat.clone(),
+                vec![repeat(
+                    1,
+                    Some(result(&lat, 1_000.0, p99_us)),
+                    30_000_000,
+                    5.0,
+                )],
+                Status::Ok,
+            ),
+            workload_report(
+                storm.clone(),
+                vec![repeat(1, Some(storm_result), 45_000_000, 20.0)],
+                Status::Ok,
+            ),
+        ])
+    }
+
+    #[test]
+    fn pass_fail_and_not_measured() {
+        let gate = evaluate(&quick_run(25_000.0, 3_000), &profile(ALL));
+        let conn = verdict(&gate, "connections");
+        assert_eq!(conn.verdict, VerdictKind::NotMeasured);
+        assert_eq!(conn.measured, "attempted 1,000 < 1,000,000");
+        assert_eq!(verdict(&gate, "throughput").verdict, VerdictKind::Pass);
+        assert_eq!(
+            verdict(&gate, "throughput").measured,
+            "25,000 msg/s (fanin)"
+        );
+        assert_eq!(verdict(&gate, "p99 latency").verdict, VerdictKind::Pass);
+        let mem = verdict(&gate, "broker memory");
+        assert_eq!(mem.verdict, VerdictKind::Pass);
+        assert_eq!(mem.value, Some(50_000_000.0));
+        // CPU is judged on the latency workload (5 %), not the saturating fan-in (90 %).
+        assert_eq!(verdict(&gate, "CPU").value, Some(5.0));
+        assert_eq!(verdict(&gate, "binary size").verdict, VerdictKind::Pass);
+        assert_eq!(gate.result, GateResult::Incomplete);
+        assert!(!gate.failed());
+        assert!(verdict_line(&gate).contains("not measured is not a pass"));
+
+        let gate = evaluate(&quick_run(25_000.0, 20_000), &profile(ALL));
+        let p99 = verdict(&gate, "p99 latency");
+        assert_eq!(p99.verdict, VerdictKind::Fail);
+        assert_eq!(p99.measured, "20.00 ms (lat)");
+        assert!(gate.failed());
+        assert!(verdict_line(&gate).contains("FAIL (1 failed"));
+    }
+
+    #[test]
+    fn connections_measured_when_storm_reaches_the_limit() {
+        let p = profile("[connections]\nat_least = 1000\nfrom = \"ci\"\n");
+        let gate = evaluate(&quick_run(1.0, 1), &p);
+        assert_eq!(gate.verdicts[0].verdict, VerdictKind::Pass);
+        assert_eq!(gate.result, GateResult::Pass);
+
+        let mut r = quick_run(1.0, 1);
+        let storm = r.workloads[2].repeats[0].result.as_mut().unwrap();
+        storm.connections.established = 990;
+        storm.connections.failed = 10;
+        let gate = evaluate(&r, &p);
+        assert_eq!(gate.verdicts[0].verdict, VerdictKind::Fail);
+        assert_eq!(
+            gate.verdicts[0].measured,
+            "990 established of 1,000 attempted"
+        );
+    }
+
+    #[test]
+    fn failed_workload_fails_its_thresholds_never_passes() {
+        let mut r = quick_run(25_000.0, 3_000);
+        let lat = &mut r.workloads[1];
+        lat.status = Status::Failed {
+            reason: "loadgen aborted: broker closed the connection".into(),
+        };
+        lat.repeats[0].result.as_mut().unwrap().outcome = loadgen::Outcome::Aborted;
+        let gate = evaluate(&r, &profile(ALL));
+        for name in ["p99 latency", "CPU", "broker memory"] {
+            let v = verdict(&gate, name);
+            assert_eq!(v.verdict, VerdictKind::Fail, "{name}");
+            assert!(
+                v.measured.contains("lat failed: loadgen aborted"),
+                "{}",
+                v.measured
+            );
+        }
+        assert_eq!(verdict(&gate, "throughput").verdict, VerdictKind::Pass);
+        assert!(gate.failed());
+
+        let mut r = quick_run(25_000.0, 3_000);
+        r.broker_exit = Some("killed by signal 9".into());
+        r.workloads[2].status = Status::NotRun {
+            reason: "broker exited during lat".into(),
+        };
+        r.workloads[2].repeats.clear();
+        let gate = evaluate(&r, &profile(ALL));
+        assert_eq!(verdict(&gate, "connections").verdict, VerdictKind::Fail);
+        assert!(verdict(&gate, "broker memory")
+            .measured
+            .contains("signal 9"));
+    }
+
+    #[test]
+    fn missing_workloads_and_external_brokers_are_not_measured() {
+        let mut r = quick_run(25_000.0, 3_000);
+        r.workloads.retain(|w| w.name == "storm");
+        r.broker.kind = BrokerKind::External;
+        r.broker.binary_size_bytes = None;
+        r.broker_usage = None;
+        let gate = evaluate(&r, &profile(ALL));
+        for name in [
+            "throughput",
+            "p99 latency",
+            "CPU",
+            "broker memory",
+            "binary size",
+        ] {
+            assert_eq!(
+                verdict(&gate, name).verdict,
+                VerdictKind::NotMeasured,
+                "{name}"
+            );
+        }
+        assert_eq!(gate.result, GateResult::Incomplete);
+    }
+
+    #[test]
+    fn tables_have_a_row_per_threshold() {
+        let gate = evaluate(&quick_run(25_000.0, 20_000), &profile(ALL));
+        let md = markdown_table(&gate);
+        assert!(md.starts_with("| threshold | limit | measured | verdict | from |"));
+        assert!(
+            md.contains("| p99 latency | < 15 ms | 20.00 ms (lat) | **FAIL** | origin |"),
+            "{md}"
+        );
+        assert_eq!(md.lines().count(), 2 + 6);
+        let text = text_table(&gate);
+        assert_eq!(text.lines().count(), 1 + 6);
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("connections") && l.contains("not measured")));
+    }
+
+    #[test]
+    fn profile_errors_name_file_and_key() {
+        let file = Path::new("targets/profiles/bad.toml");
+        let err = Profile::parse(file, "[p99_latency]\nbelow = 15\nfrom = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("targets/profiles/bad.toml: line 2 key `p99_latency.below`"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+        let err = Profile::parse(file, "[broker_memory]\nbelow = \"60 GiGs\"\nfrom = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad.toml") && err.contains("broker_memory.below"),
+            "{err}"
+        );
+        let err = Profile::parse(file, "[cpu]\nbelow_percent = -5\nfrom = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cpu.below_percent"), "{err}");
+        let err = Profile::parse(file, "[throughput]\nabove_msg_per_sec = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("table `throughput`") && err.contains("from"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("60 GB"), Ok(60e9));
+        assert_eq!(parse_size("1.5 GB"), Ok(1.5e9));
+        assert_eq!(parse_size("512 MiB"), Ok(512.0 * 1024.0 * 1024.0));
+        assert_eq!(parse_size("5MB"), Ok(5e6));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 MBs").is_err());
+    }
+
+    #[test]
+    fn shipped_profiles_parse_and_carry_the_design_numbers() {
+        let root = crate::project_root();
+        assert_eq!(
+            available(&profiles_dir(&root)),
+            ["ci", "embedded", "high_perf"]
+        );
+        let limits = |name: &str| -> Vec<(ThresholdKind, f64)> {
+            Profile::load(&root, name)
+                .unwrap()
+                .thresholds
+                .iter()
+                .map(|t| (t.kind, t.limit))
+                .collect()
+        };
+        use ThresholdKind::*;
+        assert_eq!(
+            limits("high_perf"),
+            [
+                (Connections, 1_000_000.0),
+                (Throughput, 400_000.0),
+                (P99Latency, 15_000.0),
+                (BrokerMemory, 60e9),
+                (Cpu, 80.0)
+            ]
+        );
+        assert_eq!(
+            limits("embedded"),
+            [
+                (Connections, 500.0),
+                (Throughput, 3_000.0),
+                (P99Latency, 150_000.0),
+                (BrokerMemory, 1.5e9),
+                (BinarySize, 5e6)
+            ]
+        );
+        assert_eq!(limits("ci").len(), 6);
+        let err = Profile::load(&root, "mainframe").unwrap_err().to_string();
+        assert!(
+            err.contains("mainframe") && err.contains("ci, embedded, high_perf"),
+            "{err}"
+        );
+    }
+
+    fn fixture(name: &str) -> LoadResult {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        LoadResult::from_json(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Hand-written result files: a completed fan-in at 450K msg/s, a latency
+    /// run aborted half way, a 1,000-connection storm; against high_perf.
+    #[test]
+    fn fixture_results_against_high_perf() {
+        let mut workloads = Vec::new();
+        for (file, status) in [
+            ("fanin-completed.json", Status::Ok),
+            (
+                "latency-aborted.json",
+                Status::Failed {
+                    reason: "loadgen aborted: broker closed all connections".into(),
+                },
+            ),
+            ("storm-1000.json", Status::Ok),
+        ] {
+            let r = fixture(file);
+            workloads.push(workload_report(
+                r.workload.clone(),
+                vec![repeat(1, Some(r), 20_000_000, 10.0)],
+                status,
+            ));
+        }
+        let root = crate::project_root();
+        let gate = evaluate(
+            &report(workloads),
+            &Profile::load(&root, "high_perf").unwrap(),
+        );
+        let v = |name| verdict(&gate, name).verdict;
+        assert_eq!(v("connections"), VerdictKind::NotMeasured);
+        assert_eq!(v("throughput"), VerdictKind::Pass);
+        assert_eq!(verdict(&gate, "throughput").value, Some(450_000.0));
+        // The aborted latency run's p99 (2.4 ms) is under 15 ms, but an
+        // aborted run never passes.
+        assert_eq!(v("p99 latency"), VerdictKind::Fail);
+        assert!(verdict(&gate, "p99 latency")
+            .measured
+            .contains("mqtt-latency failed"));
+        assert_eq!(v("CPU"), VerdictKind::Fail);
+        assert_eq!(v("broker memory"), VerdictKind::Fail);
+        assert_eq!(gate.result, GateResult::Fail);
+    }
+
+    #[test]
+    fn gate_reads_a_report_file() {
+        let dir = std::env::temp_dir().join(format!("xtask-gate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = quick_run(25_000.0, 3_000);
+        r.profile = "embedded".into();
+        std::fs::write(dir.join("report.json"), r.to_json()).unwrap();
+        // Embedded: 1,000 connections ≥ 500, 25K > 3K, 3 ms < 150 ms, 50 MB < 1.5 GB, 3.5 MB < 5 MB.
+        run(&dir, None).unwrap();
+        let err = run(&dir.join("report.json"), Some("high_perf")).unwrap_err();
+        assert!(err.to_string().contains("high_perf"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
