@@ -246,6 +246,8 @@ pub struct Limits {
 
 /// Turns a toml error into one line: line number, the offending line's key,
 /// and serde's complaint (which lists the expected keys for unknown ones).
+/// (`loadgen::spec::describe_toml_error` does the same for the toolchain's
+/// files; the broker does not depend on the load generator.)
 fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
     let message = err.message().trim().replace('\n', " ");
     let Some(span) = err.span() else {

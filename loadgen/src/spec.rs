@@ -294,8 +294,11 @@ impl Workload {
     }
 }
 
-/// One line: line number, the key on that line, and serde's complaint.
-fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+/// One line for a TOML error: line number, the key (or table) on that line,
+/// and serde's complaint. Shared by every TOML file the toolchain reads
+/// (workloads, suites, profiles); the broker keeps its own copy so that it
+/// does not depend on the load generator.
+pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
     let message = err.message().trim().replace('\n', " ");
     let Some(span) = err.span() else {
         return message;
@@ -311,7 +314,10 @@ fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
         .map(|l| l.trim_matches(['[', ']']).to_string());
     let key = line.split('=').next().unwrap_or("").trim();
     let key = match (&section, key.is_empty() || line.starts_with('[')) {
-        (_, true) => String::new(),
+        // The span is a table header: the complaint is about that table.
+        _ if line.starts_with('[') => format!(" table `{}`", line.trim_matches(['[', ']'])),
+        (Some(s), true) => format!(" table `{s}`"),
+        (None, true) => String::new(),
         (Some(s), false) => format!(" key `{s}.{key}`"),
         (None, false) => format!(" key `{key}`"),
     };

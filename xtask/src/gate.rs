@@ -155,8 +155,9 @@ impl Profile {
     /// Parses a profile file; any problem is one line naming the file and key.
     pub fn parse(file: &Path, text: &str) -> Result<Profile> {
         let f = file.display();
-        let parsed: ProfileFile = toml::from_str(text)
-            .map_err(|e| anyhow::anyhow!("{f}: {}", crate::suite::describe_toml_error(text, &e)))?;
+        let parsed: ProfileFile = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!("{f}: {}", loadgen::spec::describe_toml_error(text, &e))
+        })?;
         let positive = |key: &str, v: f64| -> Result<f64> {
             if v.is_finite() && v > 0.0 {
                 Ok(v)

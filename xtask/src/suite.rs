@@ -103,8 +103,13 @@ pub fn workloads_dir(root: &Path) -> PathBuf {
 
 /// Parses `bench/suites.toml` text; errors name the file, line and key.
 pub fn parse_suites(file: &Path, text: &str) -> Result<BTreeMap<String, Suite>> {
-    let suites: BTreeMap<String, Suite> = toml::from_str(text)
-        .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), describe_toml_error(text, &e)))?;
+    let suites: BTreeMap<String, Suite> = toml::from_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {}",
+            file.display(),
+            loadgen::spec::describe_toml_error(text, &e)
+        )
+    })?;
     for (name, suite) in &suites {
         if suite.workloads.is_empty() {
             bail!(
@@ -203,33 +208,6 @@ pub fn validate_all(root: &Path) -> Result<()> {
     }
     println!("    {} workload files parse", files.len());
     Ok(())
-}
-
-/// One line: line number, the key on that line, and serde's complaint.
-pub fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
-    let message = err.message().trim().replace('\n', " ");
-    let Some(span) = err.span() else {
-        return message;
-    };
-    let before = &text[..span.start.min(text.len())];
-    let line_no = before.matches('\n').count() + 1;
-    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
-    let section = before
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('[') && l.ends_with(']'))
-        .map(|l| l.trim_matches(['[', ']']).to_string());
-    let key = line.split('=').next().unwrap_or("").trim();
-    let key = match (&section, key.is_empty() || line.starts_with('[')) {
-        // The span is a table header: the complaint is about that table.
-        _ if line.starts_with('[') => format!(" table `{}`", line.trim_matches(['[', ']'])),
-        (Some(s), true) => format!(" table `{s}`"),
-        (None, true) => String::new(),
-        (Some(s), false) => format!(" key `{s}.{key}`"),
-        (None, false) => format!(" key `{key}`"),
-    };
-    format!("line {line_no}{key}: {message}")
 }
 
 #[cfg(test)]
