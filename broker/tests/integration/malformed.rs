@@ -157,26 +157,30 @@ async fn case(
     broker.shutdown().await;
 }
 
+/// The usual pair: a 3.1.1 client is closed without a word (3.1.1 has no
+/// server DISCONNECT), a 5.0 client gets DISCONNECT with `reason_v5` first.
+async fn at_both_levels(
+    name: &str,
+    setup: impl Fn(&mut broker::Config) + Copy,
+    bad_v311: &[u8],
+    bad_v5: &[u8],
+    reason_v5: u8,
+) {
+    case(&format!("{name}-311"), false, setup, bad_v311, |got| {
+        assert!(got.is_empty(), "{got:02x?}")
+    })
+    .await;
+    case(&format!("{name}-5"), true, setup, bad_v5, |got| {
+        assert_eq!(disconnect_reason(got), reason_v5)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_remaining_length_closes_the_connection() {
     // PUBLISH whose remaining length has a 5th continuation byte.
     let bad = [0x30, 0xff, 0xff, 0xff, 0xff, 0x01];
-    case(
-        "remlen311",
-        false,
-        |_| {},
-        &bad,
-        |got| assert!(got.is_empty(), "{got:02x?}"),
-    )
-    .await;
-    case(
-        "remlen5",
-        true,
-        |_| {},
-        &bad,
-        |got| assert_eq!(disconnect_reason(got), 0x81),
-    )
-    .await;
+    at_both_levels("remlen", |_| {}, &bad, &bad, 0x81).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,22 +240,7 @@ async fn packet_before_connect_closes_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_connect_is_a_protocol_error() {
-    case(
-        "connect311",
-        false,
-        |_| {},
-        CONNECT_V311,
-        |got| assert!(got.is_empty(), "{got:02x?}"),
-    )
-    .await;
-    case(
-        "connect5",
-        true,
-        |_| {},
-        CONNECT_V5,
-        |got| assert_eq!(disconnect_reason(got), 0x82),
-    )
-    .await;
+    at_both_levels("connect", |_| {}, CONNECT_V311, CONNECT_V5, 0x82).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,14 +248,7 @@ async fn oversized_packet_is_refused_from_its_header() {
     // Only the fixed header of a 100,000-byte PUBLISH: the broker must not wait for the body.
     let header = [0x30, 0xa0, 0x8d, 0x06];
     let small = |c: &mut broker::Config| c.mqtt.max_packet_size = Some(1024);
-    case("big311", false, small, &header, |got| {
-        assert!(got.is_empty(), "{got:02x?}")
-    })
-    .await;
-    case("big5", true, small, &header, |got| {
-        assert_eq!(disconnect_reason(got), 0x95)
-    })
-    .await;
+    at_both_levels("big", small, &header, &header, 0x95).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,28 +258,13 @@ async fn invalid_utf8_topic_is_malformed() {
         0x00, 0x03, b'a', 0xff, b'b', // topic "a\xffb": invalid UTF-8
         b'h', b'i', // payload
     ];
-    case(
-        "utf8311",
-        false,
-        |_| {},
-        &bad,
-        |got| assert!(got.is_empty(), "{got:02x?}"),
-    )
-    .await;
     let bad5 = [
         0x30, 0x08, // PUBLISH QoS 0, remaining 8
         0x00, 0x03, b'a', 0xff, b'b', // topic "a\xffb": invalid UTF-8
         0x00, // properties: none
         b'h', b'i', // payload
     ];
-    case(
-        "utf85",
-        true,
-        |_| {},
-        &bad5,
-        |got| assert_eq!(disconnect_reason(got), 0x81),
-    )
-    .await;
+    at_both_levels("utf8", |_| {}, &bad, &bad5, 0x81).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,22 +280,7 @@ async fn wildcard_in_publish_topic_is_refused() {
         0x00, // properties: none
         b'h', b'i', // payload
     ];
-    case(
-        "wild311",
-        false,
-        |_| {},
-        &v311,
-        |got| assert!(got.is_empty(), "{got:02x?}"),
-    )
-    .await;
-    case(
-        "wild5",
-        true,
-        |_| {},
-        &v5,
-        |got| assert_eq!(disconnect_reason(got), 0x90),
-    )
-    .await;
+    at_both_levels("wild", |_| {}, &v311, &v5, 0x90).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,22 +291,7 @@ async fn qos_3_is_malformed() {
         0x00, 0x01, // packet id
         b'h', b'i', // payload
     ];
-    case(
-        "qos3_311",
-        false,
-        |_| {},
-        &bad,
-        |got| assert!(got.is_empty(), "{got:02x?}"),
-    )
-    .await;
-    case(
-        "qos3_5",
-        true,
-        |_| {},
-        &bad,
-        |got| assert_eq!(disconnect_reason(got), 0x81),
-    )
-    .await;
+    at_both_levels("qos3", |_| {}, &bad, &bad, 0x81).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
