@@ -2,17 +2,20 @@
 //!
 //! Steps: tools, rustfmt check, workload and suite files, clippy with
 //! warnings denied, release build of the broker, workspace tests against that
-//! release binary with the interop tests required rather than skipped, and
-//! the quick bench suite gated by the `ci` threshold profile.
+//! release binary with the interop tests required rather than skipped,
+//! cross-builds with smoke runs under qemu-user for two targets, and the
+//! quick bench suite gated by the `ci` threshold profile.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use crate::bench::{self, BrokerChoice};
 use crate::setup_tools::{self, Mode};
 use crate::suite;
+use crate::targets;
+use crate::build_all;
 
 pub struct Options {
     /// Install missing tools (as opposed to only reporting them).
@@ -33,8 +36,13 @@ pub fn run(options: &Options) -> Result<()> {
         } else {
             Mode::ReportOnly
         };
+        let cross = targets::select(targets::load_all(&root)?, &cross_targets())?;
         steps.run("tools", || {
-            setup_tools::ensure(&sh, &setup_tools::ci_tools(), mode)
+            let outcome = setup_tools::ensure(&sh, &setup_tools::ci_tools(&cross), mode)?;
+            match outcome.unavailable_std.first() {
+                Some((triple, why)) => bail!("CI cross-builds {triple}, but {why}"),
+                None => Ok(()),
+            }
         })?;
         steps.run(
             "fmt",
@@ -56,6 +64,15 @@ pub fn run(options: &Options) -> Result<()> {
             println!("    BROKER_RELEASE_BIN={}", release_bin.display());
             Ok(cmd!(sh, "{cargo} test --workspace").run()?)
         })?;
+        steps.run("cross-build + smoke (aarch64 musl, armv7)", || {
+            build_all::run(&build_all::Options {
+                targets: cross_targets(),
+                backend: None,
+                profile: None,
+                jobs: 2,
+                smoke: true,
+            })
+        })?;
         // Out of the source tree, so CI runs never touch reports/.
         let bench_dir = crate::target_dir().join("ci-bench");
         steps.run("bench (quick suite, ci profile)", || {
@@ -72,9 +89,19 @@ pub fn run(options: &Options) -> Result<()> {
     result
 }
 
+/// The targets CI cross-builds and smoke-runs under qemu-user: a 64-bit
+/// server target (static) and the 32-bit embedded one with its size budget.
+fn cross_targets() -> Vec<String> {
+    vec![
+        "aarch64-unknown-linux-musl".into(),
+        "armv7-unknown-linux-gnueabihf".into(),
+    ]
+}
+
 /// `cargo xtask bench --suite quick --profile ci --out <dir>`.
 fn bench_options(out: std::path::PathBuf) -> bench::Options {
     bench::Options {
+        target: None,
         suite: "quick".into(),
         workloads: Vec::new(),
         duration: None,

@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::targets::Target;
+
 /// How long a broker may take to listen before we give up.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Generous for wine, whose first start creates its prefix.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -180,25 +183,54 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// Starts our release broker with a generated config in `run_dir`; ready once
-/// it has logged `listening: mqtt ADDR` and ADDR accepts a TCP connection.
-pub fn start_built(binary: &Path, run_dir: &Path) -> Result<RunningBroker> {
+/// How to start our broker binary: directly, or through a cross target's
+/// runner (qemu-user, wine).
+#[derive(Clone, Copy)]
+pub struct Invocation<'a> {
+    pub binary: &'a Path,
+    /// None: the host's own build, run directly.
+    pub target: Option<&'a Target>,
+}
+
+impl Invocation<'_> {
+    /// The command that runs the binary (with the runner in front, if any).
+    pub fn command(&self) -> Result<Command> {
+        match self.target {
+            None => Ok(Command::new(self.binary)),
+            Some(t) => t.run_command(self.binary).with_context(|| {
+                format!(
+                    "{} is build only ([runner] kind = \"none\" in {}): nothing here can run it",
+                    t.triple(),
+                    t.file.display()
+                )
+            }),
+        }
+    }
+}
+
+/// Starts our broker with a generated config in `run_dir`; ready once it has
+/// logged `listening: mqtt ADDR` and ADDR accepts a TCP connection.
+pub fn start_built(invocation: Invocation<'_>, run_dir: &Path) -> Result<RunningBroker> {
+    let binary = invocation.binary;
     let config = built_config(run_dir);
     let config_file = run_dir.join("broker.toml");
     std::fs::write(&config_file, &config)
         .with_context(|| format!("cannot write {}", config_file.display()))?;
-    let version = Command::new(binary)
+    let version = invocation
+        .command()?
         .arg("--version")
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let platform = Command::new(binary)
+    let platform = invocation
+        .command()?
         .args(["--print-platform", "--config"])
         .arg(&config_file)
+        .env("NO_COLOR", "1")
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let mut command = Command::new(binary);
+    let mut command = invocation.command()?;
     command
         .args([
             "--mqtt-bind",
@@ -217,11 +249,15 @@ pub fn start_built(binary: &Path, run_dir: &Path) -> Result<RunningBroker> {
     let (child, log_thread, addr) = spawn_logged(command, &log, Some(parse_listening_line))
         .with_context(|| format!("starting {}", binary.display()))?;
     let addr = addr.expect("spawn_logged waits for the address");
+    let binary = match invocation.target.and_then(|t| t.def.runner.command.as_deref()) {
+        Some(runner) => format!("{} (through {runner})", binary.display()),
+        None => binary.display().to_string(),
+    };
     Ok(RunningBroker {
         info: BrokerInfo {
             kind: BrokerKind::Built,
-            binary: Some(binary.display().to_string()),
-            binary_size_bytes: std::fs::metadata(binary).ok().map(|m| m.len()),
+            binary_size_bytes: std::fs::metadata(invocation.binary).ok().map(|m| m.len()),
+            binary: Some(binary),
             address: addr.to_string(),
             pid: Some(child.id()),
             config: Some(config),

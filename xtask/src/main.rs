@@ -2,14 +2,17 @@
 //! dispatches; each command lives in its own module with a `run` function.
 
 mod bench;
+mod build_all;
 mod ci;
 mod environment;
 mod gate;
 mod launcher;
 mod report;
 mod sampler;
+mod setup;
 mod setup_tools;
 mod suite;
+mod targets;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -48,6 +51,81 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         profile: Option<String>,
     },
+    /// Build the broker for every target triple in targets/ (in parallel);
+    /// artifacts and manifest.{json,md} in target/dist/
+    BuildAll(BuildAllArgs),
+    /// Install what the targets need: rust-std, cross linkers, qemu-user,
+    /// wine, zig and cargo-zigbuild (apt only as root; idempotent)
+    Setup {
+        /// Comma-separated triples from targets/, or `all`
+        #[arg(long, value_delimiter = ',', value_name = "TRIPLES")]
+        targets: Vec<String>,
+        /// Print the install commands instead of running them
+        #[arg(long)]
+        no_install: bool,
+    },
+    /// Per target: std installed, linker found, runner found, backend that would be used
+    Doctor {
+        /// Comma-separated triples from targets/, or `all`
+        #[arg(long, value_delimiter = ',', value_name = "TRIPLES")]
+        targets: Vec<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct BuildAllArgs {
+    /// Comma-separated triples from targets/, or `all`. Targets named here
+    /// that cannot be built fail the command; with `all`, they are reported
+    /// as unavailable
+    #[arg(long, value_delimiter = ',', value_name = "TRIPLES")]
+    targets: Vec<String>,
+    /// Build backend; auto: each target's first usable one (cross only
+    /// when a container engine answers)
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    backend: BackendArg,
+    /// Cargo profile for every target [default: each target file's own]
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// Targets built at the same time [default: the number of cores]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    jobs: Option<u32>,
+    /// Start each runnable artifact through its runner and do an MQTT round trip
+    #[arg(long)]
+    smoke: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    Auto,
+    Cross,
+    Cargo,
+    Zigbuild,
+}
+
+impl BackendArg {
+    fn backend(self) -> Option<targets::Backend> {
+        match self {
+            BackendArg::Auto => None,
+            BackendArg::Cross => Some(targets::Backend::Cross),
+            BackendArg::Cargo => Some(targets::Backend::Cargo),
+            BackendArg::Zigbuild => Some(targets::Backend::Zigbuild),
+        }
+    }
+}
+
+impl BuildAllArgs {
+    fn options(self) -> build_all::Options {
+        build_all::Options {
+            targets: self.targets,
+            backend: self.backend.backend(),
+            profile: self.profile,
+            jobs: self
+                .jobs
+                .map(|j| j as usize)
+                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+            smoke: self.smoke,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -73,8 +151,14 @@ struct BenchArgs {
     /// Pid of the external broker, to sample its memory and CPU
     #[arg(long, value_name = "PID", requires = "mqtt")]
     broker_pid: Option<u32>,
-    /// Threshold profile in targets/profiles/ [default: the host's platform
-    /// class: high_perf on x86_64/aarch64, embedded on 32-bit ARM/RISC-V]
+    /// Cross-build the broker for this triple (targets/<triple>.toml) and run
+    /// it through the target's runner (qemu-user, wine); the load generator
+    /// stays native. Emulated runs are labelled and their speed is not gated
+    #[arg(long, value_name = "TRIPLE", conflicts_with_all = ["mqtt", "broker_pid"])]
+    target: Option<String>,
+    /// Threshold profile in targets/profiles/ [default: the platform class of
+    /// --target, else the host's: high_perf on x86_64/aarch64, embedded on
+    /// 32-bit ARM/RISC-V]
     #[arg(long, value_name = "NAME")]
     profile: Option<String>,
     /// Report gate verdicts without failing the command on them
@@ -120,7 +204,11 @@ impl BenchArgs {
                 )
             }
         };
+        if self.target.is_some() && broker != bench::BrokerChoice::Built {
+            anyhow::bail!("--target builds and runs our broker; it cannot go with --broker external or mosquitto");
+        }
         Ok(bench::Options {
+            target: self.target,
             suite: self.suite,
             workloads: self.workload,
             duration: self.duration,
@@ -145,6 +233,12 @@ fn main() -> anyhow::Result<()> {
         }),
         Some(Command::Bench(args)) => bench::run(&args.options()?),
         Some(Command::Gate { report, profile }) => gate::run(&report, profile.as_deref()),
+        Some(Command::BuildAll(args)) => build_all::run(&args.options()),
+        Some(Command::Setup {
+            targets,
+            no_install,
+        }) => setup::setup(&targets, !no_install),
+        Some(Command::Doctor { targets }) => setup::doctor(&targets),
     }
 }
 
@@ -288,6 +382,59 @@ mod tests {
             .unwrap_err()
             .contains("positive"));
         assert!(parse(&["--broker", "kafka"]).is_err());
+    }
+
+    #[test]
+    fn build_all_flags_parse() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["xtask", "build-all"];
+            argv.extend_from_slice(args);
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Some(Command::BuildAll(b))) => Ok(b.options()),
+                Ok(_) => unreachable!(),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let o = parse(&[]).unwrap();
+        assert!(o.targets.is_empty() && o.backend.is_none() && o.profile.is_none() && !o.smoke);
+        assert!(o.jobs >= 1);
+        let o = parse(&[
+            "--targets",
+            "aarch64-unknown-linux-musl,armv7-unknown-linux-gnueabihf",
+            "--backend",
+            "zigbuild",
+            "--profile",
+            "embedded",
+            "--jobs",
+            "3",
+            "--smoke",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.targets,
+            ["aarch64-unknown-linux-musl", "armv7-unknown-linux-gnueabihf"]
+        );
+        assert_eq!(o.backend, Some(targets::Backend::Zigbuild));
+        assert_eq!((o.jobs, o.smoke), (3, true));
+        assert!(parse(&["--jobs", "0"]).is_err());
+        assert!(parse(&["--backend", "docker"]).is_err());
+    }
+
+    #[test]
+    fn bench_target_goes_with_our_broker_only() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["xtask", "bench"];
+            argv.extend_from_slice(args);
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Some(Command::Bench(b))) => b.options().map_err(|e| e.to_string()),
+                Ok(_) => unreachable!(),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let o = parse(&["--target", "aarch64-unknown-linux-gnu", "--suite", "quick"]).unwrap();
+        assert_eq!(o.target.as_deref(), Some("aarch64-unknown-linux-gnu"));
+        assert!(parse(&["--target", "x", "--broker", "mosquitto"]).is_err());
+        assert!(parse(&["--target", "x", "--broker", "external", "--mqtt", "h:1"]).is_err());
     }
 
     #[test]

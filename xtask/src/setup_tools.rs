@@ -10,57 +10,138 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
+use crate::targets::{Backend, Target};
+
 /// One thing a command needs from the machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tool {
     /// What to call it in messages.
-    pub name: &'static str,
+    pub name: String,
     pub probe: Probe,
     pub install: Install,
 }
 
 /// How to tell whether a tool is present.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
     /// An executable of this name on `PATH`.
-    Executable(&'static str),
+    Executable(String),
     /// `$CARGO <subcommand> --version` succeeds.
-    CargoSubcommand(&'static str),
+    CargoSubcommand(String),
+    /// The active toolchain has rust-std for this triple.
+    RustStd(String),
+    /// `python3 -c "import <module>"` succeeds.
+    PythonModule(String),
 }
 
 /// Where a missing tool comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Install {
     /// A Debian/Ubuntu package (needs root).
-    Apt(&'static str),
+    Apt(String),
     /// `rustup component add <component>`.
-    RustupComponent(&'static str),
+    RustupComponent(String),
+    /// `rustup target add <triple>`; rustup may have none for this toolchain
+    /// (a 404): then the target is unavailable, not the whole command failed.
+    RustupTarget(String),
+    /// `python3 -m pip install <package>`.
+    Pip(String),
+    /// `cargo install --locked <crate>`.
+    CargoInstall(String),
 }
 
-/// What `cargo xtask ci` needs.
-pub fn ci_tools() -> Vec<Tool> {
-    vec![
+impl Tool {
+    pub fn executable(name: &str, apt: &str) -> Tool {
         Tool {
-            name: "mosquitto_pub",
-            probe: Probe::Executable("mosquitto_pub"),
-            install: Install::Apt("mosquitto-clients"),
-        },
+            name: name.into(),
+            probe: Probe::Executable(name.into()),
+            install: Install::Apt(apt.into()),
+        }
+    }
+
+    pub fn rust_std(triple: &str) -> Tool {
         Tool {
-            name: "mosquitto_sub",
-            probe: Probe::Executable("mosquitto_sub"),
-            install: Install::Apt("mosquitto-clients"),
-        },
+            name: format!("rust-std ({triple})"),
+            probe: Probe::RustStd(triple.into()),
+            install: Install::RustupTarget(triple.into()),
+        }
+    }
+
+    fn component(name: &str, subcommand: &str) -> Tool {
         Tool {
-            name: "rustfmt",
-            probe: Probe::CargoSubcommand("fmt"),
-            install: Install::RustupComponent("rustfmt"),
-        },
-        Tool {
-            name: "clippy",
-            probe: Probe::CargoSubcommand("clippy"),
-            install: Install::RustupComponent("clippy"),
-        },
-    ]
+            name: name.into(),
+            probe: Probe::CargoSubcommand(subcommand.into()),
+            install: Install::RustupComponent(name.into()),
+        }
+    }
+}
+
+/// What `cargo xtask ci` needs: MQTT command-line clients, rustfmt and
+/// clippy, and what the cross-build step needs for `targets`.
+pub fn ci_tools(targets: &[Target]) -> Vec<Tool> {
+    let mut tools = vec![
+        Tool::executable("mosquitto_pub", "mosquitto-clients"),
+        Tool::executable("mosquitto_sub", "mosquitto-clients"),
+        Tool::component("rustfmt", "fmt"),
+        Tool::component("clippy", "clippy"),
+    ];
+    tools.extend(target_tools(targets, false));
+    tools
+}
+
+/// What building (cargo backend) and running `targets` needs; `zig` adds
+/// cargo-zigbuild and zig for the targets that list the zigbuild backend.
+pub fn target_tools(targets: &[Target], zig: bool) -> Vec<Tool> {
+    let mut tools = Vec::new();
+    let mut push = |tool: Tool| {
+        if !tools.contains(&tool) {
+            tools.push(tool);
+        }
+    };
+    for t in targets {
+        push(Tool::rust_std(t.triple()));
+        if let Some(linker) = t.def.linker.as_ref().filter(|_| t.def.backends.contains(&Backend::Cargo)) {
+            // The first package provides the linker; the rest (libc headers
+            // and objects) come along.
+            for package in &linker.packages {
+                push(Tool {
+                    name: linker.command.clone(),
+                    probe: Probe::Executable(linker.command.clone()),
+                    install: Install::Apt(package.clone()),
+                });
+            }
+        }
+        if let Some(command) = &t.def.runner.command {
+            for package in &t.def.runner.packages {
+                push(Tool {
+                    name: command.clone(),
+                    probe: Probe::Executable(command.clone()),
+                    install: Install::Apt(package.clone()),
+                });
+            }
+        }
+    }
+    if zig && targets.iter().any(|t| t.def.backends.contains(&Backend::Zigbuild)) {
+        push(Tool {
+            name: "zig".into(),
+            probe: Probe::PythonModule("ziglang".into()),
+            install: Install::Pip("ziglang".into()),
+        });
+        push(Tool {
+            name: "cargo-zigbuild".into(),
+            probe: Probe::Executable("cargo-zigbuild".into()),
+            install: Install::CargoInstall("cargo-zigbuild".into()),
+        });
+    }
+    if !targets.is_empty() {
+        // llvm-strip, for the manifest's stripped sizes of every format.
+        push(Tool {
+            name: "llvm-tools".into(),
+            probe: Probe::Executable("llvm-strip".into()),
+            install: Install::RustupComponent("llvm-tools".into()),
+        });
+    }
+    tools
 }
 
 /// Whether to install missing tools or only say what is missing.
@@ -73,9 +154,12 @@ pub enum Mode {
 /// What would have to be installed, deduplicated, in first-seen order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
-    pub missing: Vec<&'static str>,
-    pub apt_packages: Vec<&'static str>,
-    pub rustup_components: Vec<&'static str>,
+    pub missing: Vec<String>,
+    pub apt_packages: Vec<String>,
+    pub rustup_components: Vec<String>,
+    pub rustup_targets: Vec<String>,
+    pub pip_packages: Vec<String>,
+    pub cargo_installs: Vec<String>,
 }
 
 impl Plan {
@@ -86,11 +170,15 @@ impl Plan {
             if present(tool) {
                 continue;
             }
-            push_unique(&mut plan.missing, tool.name);
-            match tool.install {
-                Install::Apt(package) => push_unique(&mut plan.apt_packages, package),
-                Install::RustupComponent(c) => push_unique(&mut plan.rustup_components, c),
-            }
+            push_unique(&mut plan.missing, &tool.name);
+            let (list, item) = match &tool.install {
+                Install::Apt(p) => (&mut plan.apt_packages, p),
+                Install::RustupComponent(c) => (&mut plan.rustup_components, c),
+                Install::RustupTarget(t) => (&mut plan.rustup_targets, t),
+                Install::Pip(p) => (&mut plan.pip_packages, p),
+                Install::CargoInstall(c) => (&mut plan.cargo_installs, c),
+            };
+            push_unique(list, item);
         }
         plan
     }
@@ -109,20 +197,29 @@ impl Plan {
                 self.rustup_components.join(" ")
             ));
         }
+        if !self.rustup_targets.is_empty() {
+            commands.push(format!("rustup target add {}", self.rustup_targets.join(" ")));
+        }
         if !self.apt_packages.is_empty() {
             commands.push(apt_command(&self.apt_packages, root));
+        }
+        if !self.pip_packages.is_empty() {
+            commands.push(format!("python3 -m pip install {}", self.pip_packages.join(" ")));
+        }
+        for krate in &self.cargo_installs {
+            commands.push(format!("cargo install --locked {krate}"));
         }
         commands
     }
 }
 
-fn push_unique(list: &mut Vec<&'static str>, item: &'static str) {
-    if !list.contains(&item) {
-        list.push(item);
+fn push_unique(list: &mut Vec<String>, item: &str) {
+    if !list.iter().any(|i| i == item) {
+        list.push(item.to_string());
     }
 }
 
-fn apt_command(packages: &[&str], root: bool) -> String {
+fn apt_command(packages: &[String], root: bool) -> String {
     let sudo = if root { "" } else { "sudo " };
     format!(
         "{sudo}apt-get update && {sudo}DEBIAN_FRONTEND=noninteractive apt-get install -y {}",
@@ -130,29 +227,44 @@ fn apt_command(packages: &[&str], root: bool) -> String {
     )
 }
 
+/// What [`ensure`] could not install without it being an error: rust-std
+/// that rustup does not have for this toolchain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// `(triple, why)`.
+    pub unavailable_std: Vec<(String, String)>,
+}
+
 /// Make sure every tool is present. With [`Mode::Install`], installs what is
 /// missing (apt only as root; `apt-get update` at most once) and checks again;
 /// with [`Mode::ReportOnly`], prints what is missing and returns `Ok`.
-pub fn ensure(sh: &Shell, tools: &[Tool], mode: Mode) -> Result<()> {
+/// rust-std that rustup cannot provide is reported in the outcome, not failed.
+pub fn ensure(sh: &Shell, tools: &[Tool], mode: Mode) -> Result<Outcome> {
     let plan = Plan::new(tools, |tool| is_present(sh, tool));
     if plan.is_empty() {
-        let names: Vec<_> = tools.iter().map(|t| t.name).collect();
+        let mut names: Vec<&str> = Vec::new();
+        for t in tools {
+            if !names.contains(&t.name.as_str()) {
+                names.push(&t.name);
+            }
+        }
         println!("    all present: {}", names.join(", "));
-        return Ok(());
+        return Ok(Outcome::default());
     }
     let root = is_root(sh);
     if mode == Mode::ReportOnly {
         println!(
-            "    missing (not installing, --no-install): {}",
+            "    missing (not installing): {}",
             plan.missing.join(", ")
         );
         for command in plan.commands(root) {
             println!("    to install: {command}");
         }
-        return Ok(());
+        return Ok(Outcome::default());
     }
 
     println!("    missing: {}; installing", plan.missing.join(", "));
+    let mut outcome = Outcome::default();
     if !plan.rustup_components.is_empty() {
         let components = &plan.rustup_components;
         cmd!(sh, "rustup component add {components...}")
@@ -164,21 +276,55 @@ pub fn ensure(sh: &Shell, tools: &[Tool], mode: Mode) -> Result<()> {
                 )
             })?;
     }
+    // One at a time: a target rustup has no rust-std for must not stop the others.
+    for triple in &plan.rustup_targets {
+        if let Err(e) = cmd!(sh, "rustup target add {triple}").run() {
+            let why = format!("`rustup target add {triple}` failed ({e}): no rust-std for it on this toolchain here");
+            println!("    {why}");
+            outcome.unavailable_std.push((triple.clone(), why));
+        }
+    }
     if !plan.apt_packages.is_empty() {
         install_apt(sh, &plan.apt_packages, root)?;
     }
+    if !plan.pip_packages.is_empty() {
+        let packages = &plan.pip_packages;
+        cmd!(sh, "python3 -m pip install --quiet {packages...}")
+            .run()
+            .with_context(|| format!("installing {} with pip", packages.join(" ")))?;
+    }
+    for krate in &plan.cargo_installs {
+        let cargo = crate::cargo();
+        cmd!(sh, "{cargo} install --locked {krate}")
+            .run()
+            .with_context(|| format!("cargo install {krate}"))?;
+    }
 
     let still = Plan::new(tools, |tool| is_present(sh, tool));
-    if !still.is_empty() {
+    let still_missing: Vec<&String> = still
+        .missing
+        .iter()
+        .filter(|name| {
+            !outcome
+                .unavailable_std
+                .iter()
+                .any(|(triple, _)| **name == Tool::rust_std(triple).name)
+        })
+        .collect();
+    if !still_missing.is_empty() {
         bail!(
             "still missing after installing: {}",
-            still.missing.join(", ")
+            still_missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
-    Ok(())
+    Ok(outcome)
 }
 
-fn install_apt(sh: &Shell, packages: &[&str], root: bool) -> Result<()> {
+fn install_apt(sh: &Shell, packages: &[String], root: bool) -> Result<()> {
     if !root {
         bail!(
             "missing packages {} and not running as root; run:\n    {}",
@@ -204,11 +350,22 @@ fn install_apt(sh: &Shell, packages: &[&str], root: bool) -> Result<()> {
 }
 
 fn is_present(sh: &Shell, tool: &Tool) -> bool {
-    match tool.probe {
+    match &tool.probe {
+        Probe::Executable(name) if name == "llvm-strip" => crate::build_all::llvm_strip().is_some(),
         Probe::Executable(name) => find_on_path(name, sh.var_os("PATH").as_deref()).is_some(),
         Probe::CargoSubcommand(sub) => {
             let cargo = crate::cargo();
             cmd!(sh, "{cargo} {sub} --version")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()
+                .is_ok()
+        }
+        Probe::RustStd(triple) => crate::targets::installed_std().contains(triple),
+        Probe::PythonModule(module) => {
+            let code = format!("import {module}");
+            cmd!(sh, "python3 -c {code}")
                 .quiet()
                 .ignore_stdout()
                 .ignore_stderr()
@@ -264,14 +421,14 @@ mod tests {
 
     #[test]
     fn nothing_to_do_when_everything_is_present() {
-        let plan = Plan::new(&ci_tools(), |_| true);
+        let plan = Plan::new(&ci_tools(&[]), |_| true);
         assert!(plan.is_empty());
         assert!(plan.commands(true).is_empty());
     }
 
     #[test]
     fn both_mosquitto_clients_missing_means_one_apt_package() {
-        let plan = Plan::new(&ci_tools(), |t| !t.name.starts_with("mosquitto"));
+        let plan = Plan::new(&ci_tools(&[]), |t| !t.name.starts_with("mosquitto"));
         assert_eq!(plan.missing, ["mosquitto_pub", "mosquitto_sub"]);
         assert_eq!(plan.apt_packages, ["mosquitto-clients"]);
         assert!(plan.rustup_components.is_empty());
@@ -283,14 +440,14 @@ mod tests {
 
     #[test]
     fn one_client_missing_still_installs_the_package() {
-        let plan = Plan::new(&ci_tools(), |t| t.name != "mosquitto_sub");
+        let plan = Plan::new(&ci_tools(&[]), |t| t.name != "mosquitto_sub");
         assert_eq!(plan.missing, ["mosquitto_sub"]);
         assert_eq!(plan.apt_packages, ["mosquitto-clients"]);
     }
 
     #[test]
     fn rustup_components_need_no_apt_and_no_sudo() {
-        let plan = Plan::new(&ci_tools(), |t| matches!(t.probe, Probe::Executable(_)));
+        let plan = Plan::new(&ci_tools(&[]), |t| matches!(t.probe, Probe::Executable(_)));
         assert_eq!(plan.rustup_components, ["rustfmt", "clippy"]);
         assert!(plan.apt_packages.is_empty());
         assert_eq!(
@@ -301,7 +458,7 @@ mod tests {
 
     #[test]
     fn non_root_gets_sudo_commands() {
-        let plan = Plan::new(&ci_tools(), |_| false);
+        let plan = Plan::new(&ci_tools(&[]), |_| false);
         assert_eq!(
             plan.commands(false),
             [
