@@ -10,7 +10,7 @@ use loadgen::{LoadResult, Outcome, Workload};
 use serde::{Deserialize, Serialize};
 
 use crate::environment::Environment;
-use crate::gate::GateReport;
+use crate::gate::{GateReport, VerdictKind};
 use crate::launcher::BrokerInfo;
 use crate::sampler::{Sample, Usage};
 
@@ -315,8 +315,17 @@ pub fn render_markdown(report: &Report) -> String {
     if env.emulated {
         let _ = writeln!(
             md,
-            "> **EMULATED**: the broker ran under emulation ({}). These numbers say whether it works, not how fast the target is; never compare them with native runs.\n",
-            env.runner
+            "> **EMULATED**: the broker ran under emulation ({}). These numbers say whether it works, not how fast the target is; never compare them with native runs.{}\n",
+            env.runner,
+            if report.gate.as_ref().is_some_and(|g| {
+                g.verdicts
+                    .iter()
+                    .any(|v| v.verdict == VerdictKind::Informational)
+            }) {
+                " The gate reports throughput, latency, CPU and memory as informational (not gated); binary size and functional results are gated."
+            } else {
+                ""
+            }
         );
     }
     let revision = match &env.git_revision {
