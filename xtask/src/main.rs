@@ -9,6 +9,8 @@ mod launcher;
 mod report;
 mod sampler;
 mod setup_tools;
+#[allow(unused)] // wired into build-all --smoke
+mod smoke;
 mod suite;
 
 use std::ffi::OsString;

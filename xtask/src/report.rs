@@ -942,6 +942,42 @@ pub mod tests {
     }
 
     #[test]
+    fn emulated_markdown_shows_informational_verdicts() {
+        let w = workload("mqtt-fanin", "fan_in");
+        let mut r = report(vec![workload_report(
+            w.clone(),
+            vec![repeat(
+                1,
+                Some(result(&w, 5_000.0, 8_000)),
+                42_000_000,
+                75.0,
+            )],
+            Status::Ok,
+        )]);
+        let native_md = render_markdown(&r);
+        r.environment.emulated = true;
+        r.environment.runner = "qemu-aarch64".into();
+        let profile = crate::gate::Profile::parse(
+            std::path::Path::new("targets/profiles/t.toml"),
+            "[throughput]\nabove_msg_per_sec = 400_000\nfrom = \"x\"\n",
+        )
+        .unwrap();
+        r.gate = Some(crate::gate::evaluate(&r, &profile));
+        let md = render_markdown(&r);
+        assert!(md.contains("> **EMULATED**"), "{md}");
+        assert!(md.contains("as informational (not gated)"), "{md}");
+        assert!(
+            md.contains("| throughput | > 400,000 msg/s | 5,000 msg/s (mqtt-fanin) under qemu-aarch64: reported, not gated | _info (emulated)_ | x |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("1 informational under emulation (not gated)"),
+            "{md}"
+        );
+        assert!(!native_md.contains("informational"));
+    }
+
+    #[test]
     fn formatting_reads_well() {
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(1_000), "1,000");
