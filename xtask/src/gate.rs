@@ -1,10 +1,12 @@
 //! Threshold profiles (`targets/profiles/*.toml`) and the gate: verdicts of a
 //! bench report against a profile, and `cargo xtask gate <run> --profile NAME`.
 //!
-//! Each threshold is pass, fail or *not measured*. Not measured (the run did
-//! not exercise it at its scale) never counts as a pass, and never fails the
-//! gate either; a workload that failed makes the thresholds it would have
-//! exercised fail.
+//! Each threshold is pass, fail, *not measured* or *informational*. Not
+//! measured (the run did not exercise it at its scale) never counts as a pass,
+//! and never fails the gate either; a workload that failed makes the
+//! thresholds it would have exercised fail. Informational: under emulation
+//! (qemu-user) the performance thresholds are reported, not gated, unless the
+//! profile says `gate_emulated = true`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -44,6 +46,18 @@ impl ThresholdKind {
             ThresholdKind::BinarySize => "binary size",
         }
     }
+
+    /// Thresholds about speed and resources: under qemu-user they measure the
+    /// emulator (its slowdown, its own RSS and CPU), not the target.
+    fn is_performance(self) -> bool {
+        matches!(
+            self,
+            ThresholdKind::Throughput
+                | ThresholdKind::P99Latency
+                | ThresholdKind::Cpu
+                | ThresholdKind::BrokerMemory
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +78,9 @@ pub struct Profile {
     pub file: PathBuf,
     pub description: String,
     pub thresholds: Vec<Threshold>,
+    /// Gate throughput, latency, CPU and memory even when the broker ran
+    /// under emulation (`gate_emulated = true`; default: informational).
+    pub gate_emulated: bool,
 }
 
 // The file format. Every table is optional: a threshold a class does not
@@ -73,6 +90,8 @@ pub struct Profile {
 struct ProfileFile {
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    gate_emulated: bool,
     connections: Option<AtLeast>,
     throughput: Option<Above>,
     p99_latency: Option<BelowMs>,
@@ -232,6 +251,7 @@ impl Profile {
             file: file.to_path_buf(),
             description: parsed.description,
             thresholds,
+            gate_emulated: parsed.gate_emulated,
         })
     }
 }
@@ -274,6 +294,8 @@ pub enum VerdictKind {
     Pass,
     Fail,
     NotMeasured,
+    /// Measured under emulation and reported, not gated: neither a pass nor a fail.
+    Informational,
 }
 
 impl VerdictKind {
@@ -282,6 +304,7 @@ impl VerdictKind {
             VerdictKind::Pass => "pass",
             VerdictKind::Fail => "FAIL",
             VerdictKind::NotMeasured => "not measured",
+            VerdictKind::Informational => "info (emulated)",
         }
     }
 }
@@ -299,7 +322,7 @@ pub struct Verdict {
 }
 
 /// `pass`: every threshold passed; `incomplete`: none failed but some were
-/// not measured; `fail`: at least one failed.
+/// not measured or informational; `fail`: at least one failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GateResult {
@@ -332,7 +355,23 @@ pub fn evaluate(report: &Report, profile: &Profile) -> GateReport {
         .thresholds
         .iter()
         .map(|t| {
-            let (verdict, measured, value) = judge(report, t);
+            let (mut verdict, mut measured, value) = judge(report, t);
+            // A Pass or Fail that carries a value was decided by comparing
+            // that value with the limit (failed or missing workloads fail
+            // without one): only such numbers become informational.
+            let from_a_number =
+                matches!(verdict, VerdictKind::Pass | VerdictKind::Fail) && value.is_some();
+            if report.environment.emulated
+                && !profile.gate_emulated
+                && t.kind.is_performance()
+                && from_a_number
+            {
+                verdict = VerdictKind::Informational;
+                measured = format!(
+                    "{measured} under {}: reported, not gated",
+                    report.environment.runner
+                );
+            }
             Verdict {
                 threshold: t.kind.name().to_string(),
                 limit: t.limit_text.clone(),
@@ -563,6 +602,7 @@ pub fn markdown_table(gate: &GateReport) -> String {
             v.measured.replace('|', "\\|"),
             match v.verdict {
                 VerdictKind::Fail => "**FAIL**",
+                VerdictKind::Informational => "_info (emulated)_",
                 other => other.as_str(),
             },
             v.from.replace('|', "\\|")
@@ -615,17 +655,31 @@ pub fn text_table(gate: &GateReport) -> String {
 
 /// One line: the gate's outcome and the counts behind it.
 pub fn verdict_line(gate: &GateReport) -> String {
-    let (pass, fail, nm) = (
+    let (pass, fail, nm, info) = (
         gate.count(VerdictKind::Pass),
         gate.count(VerdictKind::Fail),
         gate.count(VerdictKind::NotMeasured),
+        gate.count(VerdictKind::Informational),
     );
+    let info_text = format!("{info} informational under emulation (not gated)");
     match gate.result {
+        GateResult::Fail if info > 0 => format!(
+            "gate `{}`: FAIL ({fail} failed, {pass} passed, {info} informational under emulation, {nm} not measured)",
+            gate.profile
+        ),
         GateResult::Fail => format!(
             "gate `{}`: FAIL ({fail} failed, {pass} passed, {nm} not measured)",
             gate.profile
         ),
         GateResult::Pass => format!("gate `{}`: pass (all {pass} thresholds passed)", gate.profile),
+        GateResult::Incomplete if info > 0 && nm > 0 => format!(
+            "gate `{}`: no threshold failed; {pass} passed, {info_text}, {nm} not measured; informational and not measured are not a pass",
+            gate.profile
+        ),
+        GateResult::Incomplete if info > 0 => format!(
+            "gate `{}`: no threshold failed; {pass} passed, {info_text}; informational is not a pass",
+            gate.profile
+        ),
         GateResult::Incomplete => format!(
             "gate `{}`: no threshold failed, but {nm} of {} not measured at this scale ({pass} passed); not measured is not a pass",
             gate.profile,
@@ -645,8 +699,13 @@ pub fn run(path: &Path, profile: Option<&str>) -> Result<()> {
     let gate = evaluate(&report, &profile);
     if report.environment.emulated {
         println!(
-            "EMULATED: the broker ran under {}; numbers are not comparable with native runs",
-            report.environment.runner
+            "EMULATED: the broker ran under {}; numbers are not comparable with native runs{}",
+            report.environment.runner,
+            if profile.gate_emulated {
+                " (profile sets gate_emulated: gated anyway)"
+            } else {
+                " (throughput, latency, CPU and memory are reported, not gated)"
+            }
         );
     }
     println!(
@@ -762,6 +821,164 @@ from = "origin"
         assert_eq!(p99.measured, "20.00 ms (lat)");
         assert!(gate.failed());
         assert!(verdict_line(&gate).contains("FAIL (1 failed"));
+    }
+
+    fn emulated(mut r: Report) -> Report {
+        r.environment.emulated = true;
+        r.environment.runner = "qemu-aarch64".into();
+        r
+    }
+
+    /// `quick_run` with every performance number over the `ALL` limits:
+    /// 1,000 msg/s, 20 ms p99, 600 MB peak RSS, 95 % CPU.
+    fn bad_numbers() -> Report {
+        let mut r = quick_run(1_000.0, 20_000);
+        r.broker_usage.as_mut().unwrap().peak_rss_bytes = 600_000_000;
+        r.workloads[1].repeats[0]
+            .broker_usage
+            .as_mut()
+            .unwrap()
+            .avg_cpu_machine_percent = 95.0;
+        r
+    }
+
+    const PERFORMANCE: [&str; 4] = ["throughput", "p99 latency", "CPU", "broker memory"];
+
+    #[test]
+    fn emulated_performance_is_informational_not_a_pass() {
+        let gate = evaluate(&emulated(quick_run(25_000.0, 3_000)), &profile(ALL));
+        for name in PERFORMANCE {
+            assert_eq!(
+                verdict(&gate, name).verdict,
+                VerdictKind::Informational,
+                "{name}"
+            );
+        }
+        let throughput = verdict(&gate, "throughput");
+        assert_eq!(
+            throughput.measured,
+            "25,000 msg/s (fanin) under qemu-aarch64: reported, not gated"
+        );
+        assert_eq!(throughput.value, Some(25_000.0));
+        assert_eq!(verdict(&gate, "binary size").verdict, VerdictKind::Pass);
+        assert_eq!(
+            verdict(&gate, "connections").verdict,
+            VerdictKind::NotMeasured
+        );
+        assert_eq!(gate.result, GateResult::Incomplete);
+        assert_eq!(
+            verdict_line(&gate),
+            "gate `test`: no threshold failed; 1 passed, 4 informational under emulation (not gated), 1 not measured; informational and not measured are not a pass"
+        );
+
+        // Without anything not measured, informational alone still is no pass.
+        let p = profile("[throughput]\nabove_msg_per_sec = 1\nfrom = \"x\"\n");
+        let gate = evaluate(&emulated(quick_run(25_000.0, 3_000)), &p);
+        assert_eq!(gate.result, GateResult::Incomplete);
+        assert!(verdict_line(&gate).ends_with("informational is not a pass"));
+
+        let md = markdown_table(&gate);
+        assert!(
+            md.contains("| 25,000 msg/s (fanin) under qemu-aarch64: reported, not gated | _info (emulated)_ |"),
+            "{md}"
+        );
+        assert!(text_table(&gate).contains("info (emulated)"));
+        let json = serde_json::to_string(&gate).unwrap();
+        assert!(json.contains("\"verdict\":\"informational\""), "{json}");
+        assert_eq!(serde_json::from_str::<GateReport>(&json).unwrap(), gate);
+    }
+
+    #[test]
+    fn emulated_bad_numbers_are_informational_not_fail() {
+        let native = evaluate(&bad_numbers(), &profile(ALL));
+        for name in PERFORMANCE {
+            assert_eq!(verdict(&native, name).verdict, VerdictKind::Fail, "{name}");
+        }
+        let gate = evaluate(&emulated(bad_numbers()), &profile(ALL));
+        for name in PERFORMANCE {
+            let v = verdict(&gate, name);
+            assert_eq!(v.verdict, VerdictKind::Informational, "{name}");
+            assert_eq!(v.value, verdict(&native, name).value, "{name}");
+            assert!(v
+                .measured
+                .ends_with("under qemu-aarch64: reported, not gated"));
+        }
+        assert_eq!(
+            verdict(&gate, "p99 latency").measured,
+            "20.00 ms (lat) under qemu-aarch64: reported, not gated"
+        );
+        assert_eq!(gate.result, GateResult::Incomplete);
+        assert!(!gate.failed());
+    }
+
+    #[test]
+    fn emulated_functional_failures_and_binary_size_still_fail() {
+        let mut r = emulated(quick_run(25_000.0, 3_000));
+        r.workloads[0].status = Status::Failed {
+            reason: "loadgen exited with code 1".into(),
+        };
+        let gate = evaluate(&r, &profile(ALL));
+        let throughput = verdict(&gate, "throughput");
+        assert_eq!(throughput.verdict, VerdictKind::Fail);
+        assert!(
+            throughput.measured.contains("fanin failed: loadgen exited"),
+            "{}",
+            throughput.measured
+        );
+        // Any failed workload fails broker memory too; the others measured numbers.
+        assert_eq!(verdict(&gate, "broker memory").verdict, VerdictKind::Fail);
+        assert_eq!(
+            verdict(&gate, "p99 latency").verdict,
+            VerdictKind::Informational
+        );
+        assert_eq!(gate.result, GateResult::Fail);
+        assert_eq!(
+            verdict_line(&gate),
+            "gate `test`: FAIL (2 failed, 1 passed, 2 informational under emulation, 1 not measured)"
+        );
+
+        let mut r = emulated(quick_run(25_000.0, 3_000));
+        r.broker.binary_size_bytes = Some(6_000_000);
+        let gate = evaluate(&r, &profile(ALL));
+        assert_eq!(verdict(&gate, "binary size").verdict, VerdictKind::Fail);
+        assert_eq!(verdict(&gate, "binary size").measured, "6.0 MB");
+        assert!(gate.failed());
+
+        // Connections are gated under emulation too.
+        let p = profile("[connections]\nat_least = 1000\nfrom = \"ci\"\n");
+        let mut r = emulated(quick_run(1.0, 1));
+        r.workloads[2].repeats[0]
+            .result
+            .as_mut()
+            .unwrap()
+            .connections
+            .established = 990;
+        assert_eq!(evaluate(&r, &p).verdicts[0].verdict, VerdictKind::Fail);
+    }
+
+    #[test]
+    fn gate_emulated_gates_like_a_native_run() {
+        let strict = profile(&format!("gate_emulated = true\n{ALL}"));
+        assert!(strict.gate_emulated);
+        assert!(!profile(ALL).gate_emulated);
+        for run in [quick_run(25_000.0, 3_000), bad_numbers()] {
+            let native = evaluate(&run, &strict);
+            let gate = evaluate(&emulated(run), &strict);
+            assert_eq!(gate.verdicts, native.verdicts);
+            assert_eq!(gate.result, native.result);
+        }
+        let gate = evaluate(&emulated(bad_numbers()), &strict);
+        assert_eq!(verdict(&gate, "throughput").verdict, VerdictKind::Fail);
+        assert!(gate.failed());
+    }
+
+    #[test]
+    fn native_runs_have_no_informational_verdicts() {
+        for run in [quick_run(25_000.0, 3_000), bad_numbers()] {
+            let gate = evaluate(&run, &profile(ALL));
+            assert_eq!(gate.count(VerdictKind::Informational), 0);
+            assert!(!verdict_line(&gate).contains("informational"));
+        }
     }
 
     #[test]
@@ -941,6 +1158,29 @@ from = "origin"
             err.contains("mainframe") && err.contains("ci, embedded, high_perf"),
             "{err}"
         );
+    }
+
+    /// The "how the gate judges" comment block documents the file format
+    /// (including `gate_emulated`) and must read the same in every profile.
+    #[test]
+    fn shipped_profiles_share_the_documentation_block() {
+        let root = crate::project_root();
+        let block = |name: &str| -> String {
+            let text =
+                std::fs::read_to_string(profiles_dir(&root).join(format!("{name}.toml"))).unwrap();
+            text.lines()
+                .skip_while(|l| !l.starts_with("# How `cargo xtask gate`"))
+                .take_while(|l| l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let ci = block("ci");
+        assert!(ci.contains("`gate_emulated = true`"), "{ci}");
+        assert_eq!(block("embedded"), ci);
+        assert_eq!(block("high_perf"), ci);
+        for name in ["ci", "embedded", "high_perf"] {
+            assert!(!Profile::load(&root, name).unwrap().gate_emulated, "{name}");
+        }
     }
 
     fn fixture(name: &str) -> LoadResult {

@@ -491,7 +491,7 @@ pub fn tail(path: &Path, n: usize) -> String {
 
 /// An executable on PATH, or in the sbin directories daemons live in (not on
 /// every user's PATH).
-fn which(name: &str) -> Option<PathBuf> {
+pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))

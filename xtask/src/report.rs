@@ -10,7 +10,7 @@ use loadgen::{LoadResult, Outcome, Workload};
 use serde::{Deserialize, Serialize};
 
 use crate::environment::Environment;
-use crate::gate::GateReport;
+use crate::gate::{GateReport, VerdictKind};
 use crate::launcher::BrokerInfo;
 use crate::sampler::{Sample, Usage};
 
@@ -315,8 +315,17 @@ pub fn render_markdown(report: &Report) -> String {
     if env.emulated {
         let _ = writeln!(
             md,
-            "> **EMULATED**: the broker ran under emulation ({}). These numbers say whether it works, not how fast the target is; never compare them with native runs.\n",
-            env.runner
+            "> **EMULATED**: the broker ran under emulation ({}). These numbers say whether it works, not how fast the target is; never compare them with native runs.{}\n",
+            env.runner,
+            if report.gate.as_ref().is_some_and(|g| {
+                g.verdicts
+                    .iter()
+                    .any(|v| v.verdict == VerdictKind::Informational)
+            }) {
+                " The gate reports throughput, latency, CPU and memory as informational (not gated); binary size and functional results are gated."
+            } else {
+                ""
+            }
         );
     }
     let revision = match &env.git_revision {
@@ -930,6 +939,42 @@ pub mod tests {
         }
         assert!(md.contains("| end to end | 1,000 | 2.00 ms |"), "{md}");
         assert!(!md.contains("EMULATED"));
+    }
+
+    #[test]
+    fn emulated_markdown_shows_informational_verdicts() {
+        let w = workload("mqtt-fanin", "fan_in");
+        let mut r = report(vec![workload_report(
+            w.clone(),
+            vec![repeat(
+                1,
+                Some(result(&w, 5_000.0, 8_000)),
+                42_000_000,
+                75.0,
+            )],
+            Status::Ok,
+        )]);
+        let native_md = render_markdown(&r);
+        r.environment.emulated = true;
+        r.environment.runner = "qemu-aarch64".into();
+        let profile = crate::gate::Profile::parse(
+            std::path::Path::new("targets/profiles/t.toml"),
+            "[throughput]\nabove_msg_per_sec = 400_000\nfrom = \"x\"\n",
+        )
+        .unwrap();
+        r.gate = Some(crate::gate::evaluate(&r, &profile));
+        let md = render_markdown(&r);
+        assert!(md.contains("> **EMULATED**"), "{md}");
+        assert!(md.contains("as informational (not gated)"), "{md}");
+        assert!(
+            md.contains("| throughput | > 400,000 msg/s | 5,000 msg/s (mqtt-fanin) under qemu-aarch64: reported, not gated | _info (emulated)_ | x |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("1 informational under emulation (not gated)"),
+            "{md}"
+        );
+        assert!(!native_md.contains("informational"));
     }
 
     #[test]
