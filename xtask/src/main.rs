@@ -11,7 +11,6 @@ mod report;
 mod sampler;
 mod setup;
 mod setup_tools;
-#[allow(unused)] // wired into build-all --smoke
 mod smoke;
 mod suite;
 mod targets;
