@@ -362,7 +362,9 @@ fn load_target(root: &Path, triple: &str) -> Result<Target> {
     }
     let host = HostFacts::probe(std::slice::from_ref(&target));
     if let Err(why) = targets::runner_ready(&target, &host) {
-        bail!("--target {triple}: cannot run it here: {why} (cargo xtask setup --targets {triple})");
+        bail!(
+            "--target {triple}: cannot run it here: {why} (cargo xtask setup --targets {triple})"
+        );
     }
     Ok(target)
 }

@@ -39,6 +39,8 @@ pub struct Options {
     /// Targets built at the same time.
     pub jobs: usize,
     pub smoke: bool,
+    /// Artifacts and manifest; default `target/dist`.
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,7 +179,7 @@ pub fn run(options: &Options) -> Result<()> {
     let jobs = options.jobs.max(1);
     let host = HostFacts::probe(&selected);
     let env = environment::Environment::capture(&xshell::Shell::new()?, &root);
-    let dist = dist_dir();
+    let dist = options.out.clone().unwrap_or_else(dist_dir);
     std::fs::create_dir_all(&dist).with_context(|| format!("cannot create {}", dist.display()))?;
 
     println!(
@@ -327,7 +329,11 @@ fn build_entry(
         Err(e) => {
             entry.status = Status::Failed;
             entry.reason = Some(format!("{e:#}"));
-            line.finish(format!("FAILED after {:.0} s: see {}", start.elapsed().as_secs_f64(), log.display()));
+            line.finish(format!(
+                "FAILED after {:.0} s: see {}",
+                start.elapsed().as_secs_f64(),
+                log.display()
+            ));
             return entry;
         }
     };
@@ -339,7 +345,11 @@ fn build_entry(
                 .as_ref()
                 .map(|b| {
                     if b.within {
-                        format!(", {} under the {} budget", report::bytes(b.margin_bytes as f64), b.limit)
+                        format!(
+                            ", {} under the {} budget",
+                            report::bytes(b.margin_bytes as f64),
+                            b.limit
+                        )
                     } else {
                         format!(", OVER the {} budget", b.limit)
                     }
@@ -408,7 +418,15 @@ pub fn build(
         }
     };
     command
-        .args(["-p", "broker", "--bin", "broker", "--profile", profile, "--target-dir"])
+        .args([
+            "-p",
+            "broker",
+            "--bin",
+            "broker",
+            "--profile",
+            profile,
+            "--target-dir",
+        ])
         .arg(&target_dir)
         .current_dir(root)
         .env("CARGO_TERM_COLOR", "never")
@@ -485,13 +503,8 @@ fn describe_artifact(
 ) -> Result<()> {
     let name = target.exe_name("broker");
     let artifact = out_dir.join(&name);
-    std::fs::copy(binary, &artifact).with_context(|| {
-        format!(
-            "cannot copy {} to {}",
-            binary.display(),
-            artifact.display()
-        )
-    })?;
+    std::fs::copy(binary, &artifact)
+        .with_context(|| format!("cannot copy {} to {}", binary.display(), artifact.display()))?;
     let bytes =
         std::fs::read(&artifact).with_context(|| format!("cannot read {}", artifact.display()))?;
     let size = bytes.len() as u64;
@@ -670,7 +683,11 @@ pub fn render_markdown(m: &Manifest) -> String {
             .as_deref()
             .map(|r| &r[..r.len().min(12)])
             .unwrap_or("unknown"),
-        if m.git_dirty { " (uncommitted changes)" } else { "" },
+        if m.git_dirty {
+            " (uncommitted changes)"
+        } else {
+            ""
+        },
         m.jobs,
         m.total_seconds,
         m.created
@@ -722,12 +739,23 @@ pub fn markdown_table(m: &Manifest) -> String {
         "| target | class | backend | profile | status | size | stripped | budget (margin) | sha256 | build | runner | smoke |\n\
          |---|---|---|---|---|---:|---:|---|---|---:|---|---|\n",
     );
-    let size = |b: Option<u64>| b.map(|b| report::bytes(b as f64)).unwrap_or_else(|| "–".into());
+    let size = |b: Option<u64>| {
+        b.map(|b| report::bytes(b as f64))
+            .unwrap_or_else(|| "–".into())
+    };
     for e in &m.entries {
         let budget = match &e.budget {
             None => "–".to_string(),
-            Some(b) if b.within => format!("{} ({} left)", b.limit, report::bytes(b.margin_bytes as f64)),
-            Some(b) => format!("**OVER** {} (by {})", b.limit, report::bytes(-b.margin_bytes as f64)),
+            Some(b) if b.within => format!(
+                "{} ({} left)",
+                b.limit,
+                report::bytes(b.margin_bytes as f64)
+            ),
+            Some(b) => format!(
+                "**OVER** {} (by {})",
+                b.limit,
+                report::bytes(-b.margin_bytes as f64)
+            ),
         };
         let smoke = match &e.smoke {
             None => "–",
@@ -753,7 +781,9 @@ pub fn markdown_table(m: &Manifest) -> String {
             size(e.stripped_size_bytes),
             budget,
             e.sha256.as_deref().map(|h| &h[..12]).unwrap_or("–"),
-            e.build_seconds.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "–".into()),
+            e.build_seconds
+                .map(|s| format!("{s:.0} s"))
+                .unwrap_or_else(|| "–".into()),
             e.runner,
             if e.build_only { " (build only)" } else { "" },
             smoke
@@ -922,7 +952,9 @@ mod tests {
         let p = manifest(vec![smoke_failed, failed]).problems(false);
         assert!(p[0].contains("smoke run FAILED: timed out"), "{p:?}");
         assert!(p[1].contains("build FAILED"), "{p:?}");
-        assert!(manifest(vec![entry("a-b-c", Status::Built)]).problems(true).is_empty());
+        assert!(manifest(vec![entry("a-b-c", Status::Built)])
+            .problems(true)
+            .is_empty());
     }
 
     #[test]
@@ -951,7 +983,9 @@ mod tests {
         assert!(md.contains("< 5 MB (3.6 MB left)"), "{md}");
         assert!(md.contains("none (build only)"), "{md}");
         assert!(
-            md.contains("- **aarch64-apple-darwin** (unavailable): zigbuild: cargo-zigbuild not installed"),
+            md.contains(
+                "- **aarch64-apple-darwin** (unavailable): zigbuild: cargo-zigbuild not installed"
+            ),
             "{md}"
         );
         assert!(md.contains("git 0123456789ab"), "{md}");

@@ -12,10 +12,10 @@ use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use crate::bench::{self, BrokerChoice};
+use crate::build_all;
 use crate::setup_tools::{self, Mode};
 use crate::suite;
 use crate::targets;
-use crate::build_all;
 
 pub struct Options {
     /// Install missing tools (as opposed to only reporting them).
@@ -71,6 +71,7 @@ pub fn run(options: &Options) -> Result<()> {
                 profile: None,
                 jobs: 2,
                 smoke: true,
+                out: None,
             })
         })?;
         // Out of the source tree, so CI runs never touch reports/.

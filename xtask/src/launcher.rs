@@ -249,7 +249,10 @@ pub fn start_built(invocation: Invocation<'_>, run_dir: &Path) -> Result<Running
     let (child, log_thread, addr) = spawn_logged(command, &log, Some(parse_listening_line))
         .with_context(|| format!("starting {}", binary.display()))?;
     let addr = addr.expect("spawn_logged waits for the address");
-    let binary = match invocation.target.and_then(|t| t.def.runner.command.as_deref()) {
+    let binary = match invocation
+        .target
+        .and_then(|t| t.def.runner.command.as_deref())
+    {
         Some(runner) => format!("{} (through {runner})", binary.display()),
         None => binary.display().to_string(),
     };

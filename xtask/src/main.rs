@@ -93,6 +93,9 @@ struct BuildAllArgs {
     /// Start each runnable artifact through its runner and do an MQTT round trip
     #[arg(long)]
     smoke: bool,
+    /// Directory for artifacts and the manifest [default: target/dist]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -120,11 +123,13 @@ impl BuildAllArgs {
             targets: self.targets,
             backend: self.backend.backend(),
             profile: self.profile,
-            jobs: self
-                .jobs
-                .map(|j| j as usize)
-                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+            jobs: self.jobs.map(|j| j as usize).unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            }),
             smoke: self.smoke,
+            out: self.out,
         }
     }
 }
@@ -413,7 +418,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             o.targets,
-            ["aarch64-unknown-linux-musl", "armv7-unknown-linux-gnueabihf"]
+            [
+                "aarch64-unknown-linux-musl",
+                "armv7-unknown-linux-gnueabihf"
+            ]
         );
         assert_eq!(o.backend, Some(targets::Backend::Zigbuild));
         assert_eq!((o.jobs, o.smoke), (3, true));

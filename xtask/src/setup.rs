@@ -75,6 +75,7 @@ pub fn doctor_table(selected: &[Target], host: &HostFacts) -> String {
             "MISSING"
         };
         let linker = match &t.def.linker {
+            None if t.def.backends == [targets::Backend::Zigbuild] => "zig (zigbuild)".to_string(),
             None => "host cc".to_string(),
             Some(l) if host.has(&l.command) => format!("{} (found)", l.command),
             Some(l) => format!("{} MISSING", l.command),
@@ -84,10 +85,7 @@ pub fn doctor_table(selected: &[Target], host: &HostFacts) -> String {
             RunnerKind::None => "none (build only)".to_string(),
             _ => match targets::runner_ready(t, host) {
                 Ok(()) => format!("{} (found)", t.runner_name()),
-                Err(_) => format!(
-                    "{} MISSING",
-                    t.def.runner.command.as_deref().unwrap_or("?")
-                ),
+                Err(_) => format!("{} MISSING", t.def.runner.command.as_deref().unwrap_or("?")),
             },
         };
         let backend = match targets::choose_backend(t, None, host) {
@@ -141,7 +139,10 @@ mod tests {
         let table = doctor_table(std::slice::from_ref(&t), &bare);
         assert!(table.contains("MISSING"), "{table}");
         assert!(table.contains("unavailable"), "{table}");
-        assert!(table.contains("rustup target add aarch64-unknown-linux-gnu"), "{table}");
+        assert!(
+            table.contains("rustup target add aarch64-unknown-linux-gnu"),
+            "{table}"
+        );
     }
 
     #[test]
@@ -149,13 +150,22 @@ mod tests {
         let t = target("aarch64-unknown-linux-gnu", AARCH64);
         let tools = setup_tools::target_tools(std::slice::from_ref(&t), true);
         let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
-        assert!(names.contains(&"rust-std (aarch64-unknown-linux-gnu)"), "{names:?}");
+        assert!(
+            names.contains(&"rust-std (aarch64-unknown-linux-gnu)"),
+            "{names:?}"
+        );
         assert!(names.contains(&"aarch64-linux-gnu-gcc"), "{names:?}");
         assert!(names.contains(&"qemu-aarch64-static"), "{names:?}");
-        assert!(names.contains(&"cargo-zigbuild") && names.contains(&"zig"), "{names:?}");
+        assert!(
+            names.contains(&"cargo-zigbuild") && names.contains(&"zig"),
+            "{names:?}"
+        );
         let plan = setup_tools::Plan::new(&tools, |_| false);
         assert_eq!(plan.rustup_targets, ["aarch64-unknown-linux-gnu"]);
-        assert_eq!(plan.apt_packages, ["gcc-aarch64-linux-gnu", "qemu-user-static"]);
+        assert_eq!(
+            plan.apt_packages,
+            ["gcc-aarch64-linux-gnu", "qemu-user-static"]
+        );
         assert_eq!(plan.pip_packages, ["ziglang"]);
         assert_eq!(plan.cargo_installs, ["cargo-zigbuild"]);
         let commands = plan.commands(false);

@@ -47,7 +47,7 @@ pub enum Install {
     /// `python3 -m pip install <package>`.
     Pip(String),
     /// `cargo install --locked <crate>`.
-    CargoInstall(String),
+    Cargo(String),
 }
 
 impl Tool {
@@ -100,7 +100,12 @@ pub fn target_tools(targets: &[Target], zig: bool) -> Vec<Tool> {
     };
     for t in targets {
         push(Tool::rust_std(t.triple()));
-        if let Some(linker) = t.def.linker.as_ref().filter(|_| t.def.backends.contains(&Backend::Cargo)) {
+        if let Some(linker) = t
+            .def
+            .linker
+            .as_ref()
+            .filter(|_| t.def.backends.contains(&Backend::Cargo))
+        {
             // The first package provides the linker; the rest (libc headers
             // and objects) come along.
             for package in &linker.packages {
@@ -121,7 +126,11 @@ pub fn target_tools(targets: &[Target], zig: bool) -> Vec<Tool> {
             }
         }
     }
-    if zig && targets.iter().any(|t| t.def.backends.contains(&Backend::Zigbuild)) {
+    if zig
+        && targets
+            .iter()
+            .any(|t| t.def.backends.contains(&Backend::Zigbuild))
+    {
         push(Tool {
             name: "zig".into(),
             probe: Probe::PythonModule("ziglang".into()),
@@ -130,7 +139,7 @@ pub fn target_tools(targets: &[Target], zig: bool) -> Vec<Tool> {
         push(Tool {
             name: "cargo-zigbuild".into(),
             probe: Probe::Executable("cargo-zigbuild".into()),
-            install: Install::CargoInstall("cargo-zigbuild".into()),
+            install: Install::Cargo("cargo-zigbuild".into()),
         });
     }
     if !targets.is_empty() {
@@ -176,7 +185,7 @@ impl Plan {
                 Install::RustupComponent(c) => (&mut plan.rustup_components, c),
                 Install::RustupTarget(t) => (&mut plan.rustup_targets, t),
                 Install::Pip(p) => (&mut plan.pip_packages, p),
-                Install::CargoInstall(c) => (&mut plan.cargo_installs, c),
+                Install::Cargo(c) => (&mut plan.cargo_installs, c),
             };
             push_unique(list, item);
         }
@@ -198,13 +207,19 @@ impl Plan {
             ));
         }
         if !self.rustup_targets.is_empty() {
-            commands.push(format!("rustup target add {}", self.rustup_targets.join(" ")));
+            commands.push(format!(
+                "rustup target add {}",
+                self.rustup_targets.join(" ")
+            ));
         }
         if !self.apt_packages.is_empty() {
             commands.push(apt_command(&self.apt_packages, root));
         }
         if !self.pip_packages.is_empty() {
-            commands.push(format!("python3 -m pip install {}", self.pip_packages.join(" ")));
+            commands.push(format!(
+                "python3 -m pip install {}",
+                self.pip_packages.join(" ")
+            ));
         }
         for krate in &self.cargo_installs {
             commands.push(format!("cargo install --locked {krate}"));
@@ -253,10 +268,7 @@ pub fn ensure(sh: &Shell, tools: &[Tool], mode: Mode) -> Result<Outcome> {
     }
     let root = is_root(sh);
     if mode == Mode::ReportOnly {
-        println!(
-            "    missing (not installing): {}",
-            plan.missing.join(", ")
-        );
+        println!("    missing (not installing): {}", plan.missing.join(", "));
         for command in plan.commands(root) {
             println!("    to install: {command}");
         }
@@ -278,9 +290,20 @@ pub fn ensure(sh: &Shell, tools: &[Tool], mode: Mode) -> Result<Outcome> {
     }
     // One at a time: a target rustup has no rust-std for must not stop the others.
     for triple in &plan.rustup_targets {
-        if let Err(e) = cmd!(sh, "rustup target add {triple}").run() {
-            let why = format!("`rustup target add {triple}` failed ({e}): no rust-std for it on this toolchain here");
-            println!("    {why}");
+        println!("    $ rustup target add {triple}");
+        let out = cmd!(sh, "rustup target add {triple}")
+            .quiet()
+            .ignore_status()
+            .output()
+            .context("running rustup (is it on PATH?)")?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let error = stderr
+                .lines()
+                .find(|l| l.starts_with("error"))
+                .unwrap_or("rustup failed")
+                .trim();
+            let why = format!("`rustup target add {triple}`: {error} (no rust-std for it from this toolchain's dist server)");
             outcome.unavailable_std.push((triple.clone(), why));
         }
     }

@@ -210,14 +210,13 @@ pub fn load_file(path: &Path) -> Result<Target> {
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<Target> {
-    let def: TargetFile = toml::from_str(text)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{}: {}",
-                path.display(),
-                loadgen::spec::describe_toml_error(text, &e)
-            )
-        })?;
+    let def: TargetFile = toml::from_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {}",
+            path.display(),
+            loadgen::spec::describe_toml_error(text, &e)
+        )
+    })?;
     let file = path.display();
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
     if stem.as_deref() != Some(def.triple.as_str()) {
@@ -241,7 +240,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Target> {
         );
     }
     if def.backends.is_empty() {
-        bail!("{file}: `backends` is empty; list at least one of \"cross\", \"cargo\", \"zigbuild\"");
+        bail!(
+            "{file}: `backends` is empty; list at least one of \"cross\", \"cargo\", \"zigbuild\""
+        );
     }
     let unique: BTreeSet<_> = def.backends.iter().collect();
     if unique.len() != def.backends.len() {
@@ -482,7 +483,9 @@ fn probe_container_engine(on_path: &dyn Fn(&str) -> bool) -> std::result::Result
         }
         match output_within(engine, &["info"], Duration::from_secs(10)) {
             Ok(_) => return Ok(engine.to_string()),
-            Err(why) => reasons.push(format!("{engine} client found but no engine answers ({why})")),
+            Err(why) => reasons.push(format!(
+                "{engine} client found but no engine answers ({why})"
+            )),
         }
     }
     if reasons.is_empty() {
@@ -658,7 +661,10 @@ packages = ["qemu-user-static"]
             "aarch64-apple-darwin",
             "x86_64-apple-darwin",
         ] {
-            assert!(triples.contains(&required), "missing targets/{required}.toml");
+            assert!(
+                triples.contains(&required),
+                "missing targets/{required}.toml"
+            );
         }
         for t in &all {
             // DESIGN.md: 32-bit ARM and RISC-V are embedded and get the size profile.
@@ -687,7 +693,10 @@ packages = ["qemu-user-static"]
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let text = AARCH64.replace("profile = \"release\"", "profile = \"release\"\nlinkr = \"x\"");
+        let text = AARCH64.replace(
+            "profile = \"release\"",
+            "profile = \"release\"\nlinkr = \"x\"",
+        );
         let e = err("aarch64-unknown-linux-gnu", &text);
         assert!(e.contains("targets/aarch64-unknown-linux-gnu.toml"), "{e}");
         assert!(e.contains("linkr"), "{e}");
@@ -772,13 +781,24 @@ packages = ["qemu-user-static"]
     fn unavailable_reasons_cover_every_backend() {
         let t = target("aarch64-unknown-linux-gnu", AARCH64);
         let why = choose_backend(&t, None, &facts(&[], &[], true)).unwrap_err();
-        assert!(why.contains("rust-std for aarch64-unknown-linux-gnu is not installed"), "{why}");
+        assert!(
+            why.contains("rust-std for aarch64-unknown-linux-gnu is not installed"),
+            "{why}"
+        );
         let mut host = facts(&["aarch64-unknown-linux-gnu"], &[], false);
         host.zigbuild = Err("cargo-zigbuild not installed".into());
         let why = choose_backend(&t, None, &host).unwrap_err();
         assert!(why.contains("cross: docker client found"), "{why}");
-        assert!(why.contains("cargo: linker aarch64-linux-gnu-gcc not found (Debian: gcc-aarch64-linux-gnu)"), "{why}");
-        assert!(why.contains("zigbuild: cargo-zigbuild not installed"), "{why}");
+        assert!(
+            why.contains(
+                "cargo: linker aarch64-linux-gnu-gcc not found (Debian: gcc-aarch64-linux-gnu)"
+            ),
+            "{why}"
+        );
+        assert!(
+            why.contains("zigbuild: cargo-zigbuild not installed"),
+            "{why}"
+        );
     }
 
     #[test]
@@ -813,7 +833,31 @@ packages = ["qemu-user-static"]
         let e = select(all, &["mips-unknown-linux-gnu".into()])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown target `mips-unknown-linux-gnu`") && e.contains("armv7"), "{e}");
+        assert!(
+            e.contains("unknown target `mips-unknown-linux-gnu`") && e.contains("armv7"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cross_toml_has_an_image_for_every_cross_target() {
+        let root = crate::project_root();
+        let cross: toml::Table =
+            toml::from_str(&std::fs::read_to_string(root.join("Cross.toml")).unwrap()).unwrap();
+        let sections = cross.get("target").and_then(|t| t.as_table()).unwrap();
+        for t in load_all(&root).unwrap() {
+            let listed = t.def.backends.contains(&Backend::Cross);
+            let image = sections
+                .get(t.triple())
+                .and_then(|s| s.get("image"))
+                .and_then(|i| i.as_str());
+            assert_eq!(
+                listed,
+                image.is_some(),
+                "{}: cross backend vs Cross.toml",
+                t.triple()
+            );
+        }
     }
 
     #[test]
@@ -827,7 +871,8 @@ packages = ["qemu-user-static"]
         let sections = config.get("target").and_then(|t| t.as_table()).unwrap();
         for t in load_all(&root).unwrap() {
             let section = sections.get(t.triple()).and_then(|s| s.as_table());
-            if let (Some(linker), true) = (&t.def.linker, t.def.backends.contains(&Backend::Cargo)) {
+            if let (Some(linker), true) = (&t.def.linker, t.def.backends.contains(&Backend::Cargo))
+            {
                 let section = section.unwrap_or_else(|| {
                     panic!("[target.{}] missing in .cargo/config.toml", t.triple())
                 });
