@@ -902,6 +902,19 @@ mod tests {
     }
 
     #[test]
+    fn bench_target_must_be_defined_and_runnable() {
+        let root = crate::project_root();
+        let e = load_target(&root, "aarch64-apple-darwin")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("build only"), "{e}");
+        let e = load_target(&root, "mips-unknown-linux-gnu")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown target"), "{e}");
+    }
+
+    #[test]
     fn latest_symlink_is_replaced() {
         let dir = std::env::temp_dir().join(format!("xtask-latest-{}", std::process::id()));
         let reports = dir.join("reports");

@@ -644,7 +644,7 @@ fn smoke_entry(entry: &Entry, target: &Target, host: &HostFacts, dist: &Path) ->
         Ok(trip) => Smoke {
             status: SmokeStatus::Passed,
             detail: format!(
-                "connect {:.1} ms, publish→receive {:.1} ms, then {exit} on SIGTERM",
+                "connect {:.2} ms, publish→receive {:.2} ms, then {exit} on SIGTERM",
                 trip.connect_ms, trip.round_trip_ms
             ),
             connect_ms: Some(trip.connect_ms),

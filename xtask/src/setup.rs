@@ -83,10 +83,17 @@ pub fn doctor_table(selected: &[Target], host: &HostFacts) -> String {
         let runner = match t.def.runner.kind {
             RunnerKind::Native => "native".to_string(),
             RunnerKind::None => "none (build only)".to_string(),
-            _ => match targets::runner_ready(t, host) {
-                Ok(()) => format!("{} (found)", t.runner_name()),
-                Err(_) => format!("{} MISSING", t.def.runner.command.as_deref().unwrap_or("?")),
-            },
+            _ => {
+                let command = t.def.runner.command.as_deref().unwrap_or("?");
+                match targets::runner_ready(t, host) {
+                    Ok(()) => format!("{} (found)", t.runner_name()),
+                    Err(why) if host.has(command) => {
+                        notes.push(format!("{}: runner unusable: {why}", t.triple()));
+                        format!("{command} UNUSABLE")
+                    }
+                    Err(_) => format!("{command} MISSING"),
+                }
+            }
         };
         let backend = match targets::choose_backend(t, None, host) {
             Ok(b) => b.as_str().to_string(),

@@ -351,6 +351,9 @@ pub struct HostFacts {
     pub zigbuild: std::result::Result<String, String>,
     /// Executables found on PATH, from the ones the targets name.
     pub executables: BTreeSet<String>,
+    /// `wine --version` (e.g. `wine-8.0 (Debian 8.0~repack-4)`), when a
+    /// target runs under wine and wine is here.
+    pub wine_version: Option<String>,
 }
 
 impl HostFacts {
@@ -375,7 +378,15 @@ impl HostFacts {
         let host_triple = crate::environment::parse_rustc_vv(&rustc_vv)
             .0
             .unwrap_or_default();
+        let wine_version = targets
+            .iter()
+            .filter(|t| t.def.runner.kind == RunnerKind::Wine)
+            .filter_map(|t| t.def.runner.command.as_deref())
+            .find(|c| executables.contains(*c))
+            .and_then(|c| output(c, &["--version"]))
+            .map(|v| v.trim().to_string());
         HostFacts {
+            wine_version,
             installed_std: installed_std(),
             container_engine: probe_container_engine(&on_path),
             cross: on_path("cross"),
@@ -589,6 +600,9 @@ pub fn runner_ready(target: &Target, host: &HostFacts) -> std::result::Result<()
         RunnerKind::Qemu | RunnerKind::Wine => {
             let command = runner.command.as_deref().unwrap_or_default();
             if host.has(command) {
+                if runner.kind == RunnerKind::Wine {
+                    return wine_can_run_rust(host.wine_version.as_deref());
+                }
                 Ok(())
             } else {
                 Err(format!(
@@ -597,6 +611,30 @@ pub fn runner_ready(target: &Target, host: &HostFacts) -> std::result::Result<()
                 ))
             }
         }
+    }
+}
+
+/// Rust ≥ 1.78's Windows std imports `ProcessPrng` from
+/// bcryptprimitives.dll, which wine provides from 8.13 on: older wine cannot
+/// even load the binary (exit code 53).
+fn wine_can_run_rust(version: Option<&str>) -> std::result::Result<(), String> {
+    let Some(version) = version else {
+        return Err("wine found but `wine --version` did not answer".into());
+    };
+    let number = version
+        .trim_start_matches("wine-")
+        .split([' ', '-', '~'])
+        .next()
+        .unwrap_or("");
+    let mut parts = number.split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) if (major, minor) >= (8, 13) => Ok(()),
+        (Some(_), Some(_)) => Err(format!(
+            "{version} cannot load Rust Windows binaries: Rust's std (1.78+) imports ProcessPrng \
+             from bcryptprimitives.dll, which wine has from 8.13 on (Debian 12 ships wine 8.0; \
+             cross's Windows image has wine 9)"
+        )),
+        _ => Err(format!("cannot read wine's version from `{version}`")),
     }
 }
 
@@ -642,7 +680,22 @@ packages = ["qemu-user-static"]
             cross: engine,
             zigbuild: Ok("cargo-zigbuild 0.24 (zig 0.15)".into()),
             executables: executables.iter().map(|s| s.to_string()).collect(),
+            wine_version: None,
         }
+    }
+
+    #[test]
+    fn wine_older_than_8_13_cannot_run_rust_binaries() {
+        let why = wine_can_run_rust(Some("wine-8.0 (Debian 8.0~repack-4)")).unwrap_err();
+        assert!(
+            why.contains("bcryptprimitives") && why.contains("8.13"),
+            "{why}"
+        );
+        assert!(wine_can_run_rust(Some("wine-8.13")).is_ok());
+        assert!(wine_can_run_rust(Some("wine-9.0 (Ubuntu 9.0~repack-4build3)")).is_ok());
+        assert!(wine_can_run_rust(Some("wine-10.0-rc1")).is_ok());
+        assert!(wine_can_run_rust(Some("nonsense")).is_err());
+        assert!(wine_can_run_rust(None).is_err());
     }
 
     #[test]
