@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod platform;
 pub mod server;
+pub mod storage;
 
 pub use config::Config;
 pub use server::{start, RunningBroker, ServerError};
