@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod core;
+pub mod kafka;
 pub mod metrics;
 pub mod mqtt;
 pub mod platform;

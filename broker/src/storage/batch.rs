@@ -161,6 +161,20 @@ pub fn validate_batches(data: &[u8]) -> Result<Vec<(Range<usize>, BatchHeader)>,
     Ok(out)
 }
 
+/// Records in fetched data (whole batches), by walking the headers only.
+pub fn count_records(data: &[u8]) -> u64 {
+    let mut at = 0;
+    let mut n = 0u64;
+    while let Ok(h) = BatchHeader::parse(&data[at..]) {
+        n += u64::try_from(h.record_count).unwrap_or(0);
+        at += h.total_len();
+        if at >= data.len() {
+            break;
+        }
+    }
+    n
+}
+
 /// Checks the CRC32C of one whole batch (`b` holds exactly the batch).
 pub fn check_crc(b: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
     let computed = crc32c::crc32c(&b[CRC_START..]);

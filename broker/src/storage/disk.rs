@@ -544,13 +544,6 @@ impl SegmentedLog {
         }
         Ok(freed)
     }
-
-    /// Removes the whole log from disk.
-    pub fn destroy(self) -> Result<(), StorageError> {
-        let dir = self.dir.clone();
-        drop(self);
-        fs::remove_dir_all(&dir).map_err(StorageError::io("cannot delete log directory", &dir))
-    }
 }
 
 #[cfg(test)]

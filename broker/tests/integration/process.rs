@@ -40,6 +40,7 @@ impl BrokerProcess {
                 "--mqtt-bind",
                 "127.0.0.1:0",
                 "--no-websocket",
+                "--no-kafka",
                 "--no-metrics",
                 "--stats-interval",
                 "0",
