@@ -4,6 +4,7 @@
 
 mod common;
 mod fairness;
+mod kafka_rdkafka;
 mod malformed;
 mod process;
 mod raw;
