@@ -4,6 +4,8 @@
 
 mod common;
 mod fairness;
+mod kafka_kcat;
+mod kafka_malformed;
 mod kafka_rdkafka;
 mod malformed;
 mod process;
