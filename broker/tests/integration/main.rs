@@ -4,6 +4,7 @@
 
 mod common;
 mod fairness;
+mod kafka_durability;
 mod kafka_kcat;
 mod kafka_malformed;
 mod kafka_rdkafka;
