@@ -603,7 +603,10 @@ mod tests {
         );
 
         // The leader leaves: the other member rejoins alone and leads generation 3.
-        assert_eq!(c.leave("g", std::slice::from_ref(&a.member_id), t0), vec![0]);
+        assert_eq!(
+            c.leave("g", std::slice::from_ref(&a.member_id), t0),
+            vec![0]
+        );
         assert_eq!(
             c.heartbeat("g", &b.member_id, 2, t0),
             ResponseError::RebalanceInProgress.code()

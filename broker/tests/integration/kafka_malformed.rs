@@ -195,3 +195,23 @@ async fn truncated_requests_close_the_connection_and_others_carry_on() {
     assert!(errors.contains("kind=\"malformed_request\""), "{errors}");
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn huge_array_count_is_refused_not_fatal() {
+    let broker = start_broker_with(|_| {}).await;
+    let addr = broker.kafka_addr.unwrap();
+    let mut bystander = connect(addr).await;
+    // Metadata v1 announcing 2^31 - 1 topics in a 14-byte frame (v0-style
+    // int32 count) and v9 (flexible: empty header tags, varint count near 2^32).
+    let mut s = connect(addr).await;
+    s.write_all(&request(3, 1, 5, &[0x7f, 0xff, 0xff, 0xff]))
+        .await
+        .unwrap();
+    closed(&mut s).await;
+    let mut s = connect(addr).await;
+    let flexible = request(3, 9, 6, &[0, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    s.write_all(&flexible).await.unwrap();
+    closed(&mut s).await;
+    api_versions_ok(&mut bystander, 7).await;
+    broker.shutdown().await;
+}
