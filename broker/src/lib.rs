@@ -1,12 +1,14 @@
-//! A multi-protocol message broker: MQTT 3.1.1 and 5.0 (TCP and WebSocket) today,
-//! with room for the Kafka wire protocol and AMQP 0.9.1 beside it.
+//! A multi-protocol message broker: MQTT 3.1.1 and 5.0 (TCP and WebSocket) and
+//! the Kafka wire protocol today, with room for AMQP 0.9.1 beside them.
 
 pub mod config;
 pub mod core;
+pub mod kafka;
 pub mod metrics;
 pub mod mqtt;
 pub mod platform;
 pub mod server;
+pub mod storage;
 
 pub use config::Config;
 pub use server::{start, RunningBroker, ServerError};

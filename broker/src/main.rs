@@ -15,7 +15,7 @@ use clap::Parser;
 #[command(
     name = "broker",
     version,
-    about = "Multi-protocol message broker (MQTT 3.1.1/5.0 over TCP and WebSocket)"
+    about = "Multi-protocol message broker (MQTT 3.1.1/5.0 over TCP and WebSocket, Kafka)"
 )]
 struct Cli {
     /// TOML config file; flags below override its keys.
@@ -30,6 +30,12 @@ struct Cli {
     /// Do not serve MQTT over WebSocket.
     #[arg(long)]
     no_websocket: bool,
+    /// Kafka listen address [default: 127.0.0.1:9092].
+    #[arg(long, value_name = "ADDR")]
+    kafka_bind: Option<SocketAddr>,
+    /// Do not serve the Kafka protocol.
+    #[arg(long)]
+    no_kafka: bool,
     /// Prometheus metrics listen address [default: 127.0.0.1:9090].
     #[arg(long, value_name = "ADDR")]
     metrics_bind: Option<SocketAddr>,
@@ -153,9 +159,12 @@ fn main() -> ExitCode {
             }
         };
         tracing::info!(
-            "listening: mqtt {} | websocket {} | metrics {}",
+            "listening: mqtt {} | websocket {} | kafka {} | metrics {}",
             running.mqtt_addr,
             running.ws_addr.map_or("off".to_string(), |a| a.to_string()),
+            running
+                .kafka_addr
+                .map_or("off".to_string(), |a| a.to_string()),
             running
                 .metrics_addr
                 .map_or("off".to_string(), |a| format!("http://{a}/metrics")),
@@ -181,6 +190,12 @@ fn build_config(cli: &Cli) -> Result<Config, broker::config::ConfigError> {
     }
     if cli.no_websocket {
         c.mqtt.websocket = false;
+    }
+    if let Some(a) = cli.kafka_bind {
+        c.kafka.bind = a;
+    }
+    if cli.no_kafka {
+        c.kafka.enabled = false;
     }
     if let Some(a) = cli.metrics_bind {
         c.metrics.bind = a;

@@ -23,12 +23,18 @@ use crate::platform::Platform;
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Protocol {
     Mqtt,
+    Kafka,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 2] = [Protocol::Mqtt, Protocol::Kafka];
 }
 
 impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Mqtt => "mqtt",
+            Protocol::Kafka => "kafka",
         }
     }
 }
@@ -228,11 +234,14 @@ impl Metrics {
 
     /// Open connections over all protocols.
     pub fn open_connections(&self) -> i64 {
-        self.connections_current
-            .get_or_create(&ProtocolLabels {
-                protocol: Protocol::Mqtt,
+        Protocol::ALL
+            .iter()
+            .map(|&protocol| {
+                self.connections_current
+                    .get_or_create(&ProtocolLabels { protocol })
+                    .get()
             })
-            .get()
+            .sum()
     }
 
     /// The Prometheus text exposition of every metric.
@@ -245,15 +254,18 @@ impl Metrics {
 
     /// The one-line summary logged every `stats_interval_secs`.
     pub fn stats_line(&self) -> String {
-        let c = self.counters(Protocol::Mqtt);
+        let (received, sent) = Protocol::ALL.iter().fold((0, 0), |(r, s), &p| {
+            let c = self.counters(p);
+            (r + c.messages_received.get(), s + c.messages_sent.get())
+        });
         let mut line = String::new();
         let _ = write!(
             line,
             "stats: connections {}/{} | messages in {} out {} | subscriptions {} | retained {} | sessions {}",
             self.open_connections(),
             self.max_connections.get(),
-            c.messages_received.get(),
-            c.messages_sent.get(),
+            received,
+            sent,
             self.subscriptions.get(),
             self.retained_messages.get(),
             self.sessions.get(),

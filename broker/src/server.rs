@@ -10,6 +10,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::kafka::KafkaHub;
 use crate::metrics::{self, Metrics};
 use crate::mqtt::connection;
 use crate::mqtt::hub::MqttHub;
@@ -28,6 +29,11 @@ pub enum ServerError {
         flag: &'static str,
         source: io::Error,
     },
+    #[error("cannot open the Kafka log under {dir}: {source} (check server.data_dir, or set kafka.storage = \"memory\")")]
+    KafkaStorage {
+        dir: std::path::PathBuf,
+        source: crate::storage::StorageError,
+    },
 }
 
 /// A started broker: where it listens, and the handle to stop it.
@@ -35,8 +41,10 @@ pub struct RunningBroker {
     pub mqtt_addr: SocketAddr,
     pub ws_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
+    pub kafka_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub hub: Arc<MqttHub>,
+    pub kafka: Option<Arc<KafkaHub>>,
     shutdown: watch::Sender<bool>,
     tasks: TaskTracker,
 }
@@ -85,6 +93,10 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
         true => Some(bind("MQTT over WebSocket", "ws-bind", config.mqtt.ws_bind).await?),
         false => None,
     };
+    let kafka_listener = match config.kafka.enabled {
+        true => Some(bind("Kafka", "kafka-bind", config.kafka.bind).await?),
+        false => None,
+    };
     let metrics_listener = match config.metrics.enabled {
         true => Some(bind("Prometheus metrics", "metrics-bind", config.metrics.bind).await?),
         false => None,
@@ -93,7 +105,24 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
     let mqtt_addr = local(&mqtt_listener);
     let ws_addr = ws_listener.as_ref().map(local);
     let metrics_addr = metrics_listener.as_ref().map(local);
+    let kafka_addr = kafka_listener.as_ref().map(local);
 
+    let kafka = match kafka_addr {
+        Some(addr) => Some(
+            KafkaHub::open(
+                config.kafka.clone(),
+                &config.server.data_dir,
+                addr,
+                metrics.clone(),
+                permits.clone(),
+            )
+            .map_err(|source| ServerError::KafkaStorage {
+                dir: config.server.data_dir.join("kafka"),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let hub = MqttHub::new(config.mqtt.clone(), limits, metrics.clone(), permits);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tasks = TaskTracker::new();
@@ -133,6 +162,21 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
             },
         ));
     }
+    if let (Some(listener), Some(kafka)) = (kafka_listener, &kafka) {
+        let handler_hub = kafka.clone();
+        tasks.spawn(accept_loop(
+            listener,
+            tasks.clone(),
+            shutdown_rx.clone(),
+            move |stream, shutdown| {
+                crate::kafka::connection::serve(stream, handler_hub.clone(), shutdown)
+            },
+        ));
+        let mut rx = shutdown_rx.clone();
+        tasks.spawn(kafka.clone().maintain(async move {
+            let _ = rx.changed().await;
+        }));
+    }
     if let Some(listener) = metrics_listener {
         let mut rx = shutdown_rx.clone();
         tasks.spawn(metrics::serve(listener, metrics.clone(), async move {
@@ -158,8 +202,10 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
         mqtt_addr,
         ws_addr,
         metrics_addr,
+        kafka_addr,
         metrics,
         hub,
+        kafka,
         shutdown: shutdown_tx,
         tasks,
     })

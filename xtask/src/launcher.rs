@@ -159,8 +159,8 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// The config our broker gets: ephemeral MQTT port, nothing else listening,
-/// no stats lines, data under the run directory.
+/// The config our broker gets: ephemeral MQTT and Kafka ports, nothing else
+/// listening, no stats lines, data (Kafka logs) under the run directory.
 pub fn built_config(run_dir: &Path) -> String {
     let data = run_dir.join("broker-data");
     format!(
@@ -172,6 +172,9 @@ pub fn built_config(run_dir: &Path) -> String {
          [mqtt]\n\
          bind = \"127.0.0.1:0\"\n\
          websocket = false\n\
+         \n\
+         [kafka]\n\
+         bind = \"127.0.0.1:0\"\n\
          \n\
          [metrics]\n\
          enabled = false\n",
@@ -536,6 +539,7 @@ mod tests {
         let conf = built_config(Path::new("/tmp/run \"x\""));
         let parsed: toml::Table = toml::from_str(&conf).unwrap();
         assert_eq!(parsed["mqtt"]["bind"].as_str(), Some("127.0.0.1:0"));
+        assert_eq!(parsed["kafka"]["bind"].as_str(), Some("127.0.0.1:0"));
         assert_eq!(
             parsed["server"]["data_dir"].as_str(),
             Some("/tmp/run \"x\"/broker-data")

@@ -32,6 +32,8 @@ pub enum Probe {
     RustStd(String),
     /// `python3 -c "import <module>"` succeeds.
     PythonModule(String),
+    /// A file exists (C headers, e.g. `/usr/include/zlib.h`).
+    File(String),
 }
 
 /// Where a missing tool comes from.
@@ -82,6 +84,16 @@ pub fn ci_tools(targets: &[Target]) -> Vec<Tool> {
     let mut tools = vec![
         Tool::executable("mosquitto_pub", "mosquitto-clients"),
         Tool::executable("mosquitto_sub", "mosquitto-clients"),
+        Tool::executable("kcat", "kcat"),
+        // librdkafka (Kafka tests) is built from source by the rdkafka crate.
+        Tool::executable("cc", "build-essential"),
+        Tool::executable("make", "build-essential"),
+        Tool::executable("pkg-config", "pkg-config"),
+        Tool {
+            name: "zlib headers".into(),
+            probe: Probe::File("/usr/include/zlib.h".into()),
+            install: Install::Apt("zlib1g-dev".into()),
+        },
         Tool::component("rustfmt", "fmt"),
         Tool::component("clippy", "clippy"),
     ];
@@ -386,6 +398,7 @@ fn is_present(sh: &Shell, tool: &Tool) -> bool {
                 .is_ok()
         }
         Probe::RustStd(triple) => crate::targets::installed_std().contains(triple),
+        Probe::File(path) => Path::new(path).is_file(),
         Probe::PythonModule(module) => {
             let code = format!("import {module}");
             cmd!(sh, "python3 -c {code}")
@@ -470,7 +483,9 @@ mod tests {
 
     #[test]
     fn rustup_components_need_no_apt_and_no_sudo() {
-        let plan = Plan::new(&ci_tools(&[]), |t| matches!(t.probe, Probe::Executable(_)));
+        let plan = Plan::new(&ci_tools(&[]), |t| {
+            matches!(t.probe, Probe::Executable(_) | Probe::File(_))
+        });
         assert_eq!(plan.rustup_components, ["rustfmt", "clippy"]);
         assert!(plan.apt_packages.is_empty());
         assert_eq!(
@@ -487,7 +502,7 @@ mod tests {
             [
                 "rustup component add rustfmt clippy",
                 "sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y \
-                 mosquitto-clients",
+                 mosquitto-clients kcat build-essential pkg-config zlib1g-dev",
             ]
         );
     }

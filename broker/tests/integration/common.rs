@@ -26,3 +26,11 @@ pub fn host_port(addr: SocketAddr) -> (String, u16) {
 
 /// Upper bound for any single wait in a test; generous for a loaded 2-core CI box.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// `bootstrap.servers` for the broker's Kafka listener.
+pub fn kafka_bootstrap(broker: &RunningBroker) -> String {
+    broker
+        .kafka_addr
+        .expect("ephemeral config serves Kafka")
+        .to_string()
+}

@@ -4,6 +4,10 @@
 
 mod common;
 mod fairness;
+mod kafka_durability;
+mod kafka_kcat;
+mod kafka_malformed;
+mod kafka_rdkafka;
 mod malformed;
 mod process;
 mod raw;

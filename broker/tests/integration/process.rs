@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// The binary under test: the release build when `cargo xtask ci` provides it
 /// (`BROKER_RELEASE_BIN`), otherwise the one cargo built for this test run.
-fn broker_bin() -> PathBuf {
+pub(crate) fn broker_bin() -> PathBuf {
     match std::env::var_os("BROKER_RELEASE_BIN") {
         Some(p) => PathBuf::from(p),
         None => {
@@ -40,6 +40,7 @@ impl BrokerProcess {
                 "--mqtt-bind",
                 "127.0.0.1:0",
                 "--no-websocket",
+                "--no-kafka",
                 "--no-metrics",
                 "--stats-interval",
                 "0",

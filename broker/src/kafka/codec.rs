@@ -1,0 +1,207 @@
+//! Kafka framing: a 4-byte big-endian size, then a request header and body.
+//! Pure functions over bytes: they say `None` ("incomplete") instead of reading.
+//!
+//! Message bodies are encoded and decoded by the `kafka-protocol` crate; this
+//! module only splits frames, peeks the fixed part of the request header, and
+//! lays out responses (size, header, body).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+/// Why a connection must be closed before a request could even be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("negative frame size {0}")]
+    NegativeSize(i32),
+    #[error("frame of {size} bytes is beyond the limit of {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("frame of {0} bytes is too short for a request header")]
+    TooShort(usize),
+}
+
+impl FrameError {
+    /// The `protocol_errors_total{kind}` label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FrameError::NegativeSize(_) => "frame_size_negative",
+            FrameError::TooLarge { .. } => "frame_too_large",
+            FrameError::TooShort(_) => "frame_too_short",
+        }
+    }
+}
+
+/// api key, api version and correlation id: the part of a request header
+/// that has the same layout in every header version.
+pub const FIXED_HEADER_LEN: usize = 8;
+
+/// Splits the next complete frame (without its size prefix) off `buf`;
+/// `Ok(None)` when more bytes are needed.
+pub fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let size = i32::from_be_bytes(buf[..4].try_into().expect("4 bytes"));
+    let size = usize::try_from(size).map_err(|_| FrameError::NegativeSize(size))?;
+    if size > max {
+        return Err(FrameError::TooLarge { size, max });
+    }
+    if size < FIXED_HEADER_LEN {
+        return Err(FrameError::TooShort(size));
+    }
+    if buf.len() < 4 + size {
+        buf.reserve(4 + size - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    Ok(Some(buf.split_to(size).freeze()))
+}
+
+/// The fixed start of a request header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestStart {
+    pub api_key: i16,
+    pub api_version: i16,
+    pub correlation_id: i32,
+}
+
+/// Reads the fixed start of a frame (which `next_frame` guarantees is there).
+pub fn request_start(frame: &[u8]) -> RequestStart {
+    RequestStart {
+        api_key: i16::from_be_bytes([frame[0], frame[1]]),
+        api_version: i16::from_be_bytes([frame[2], frame[3]]),
+        correlation_id: i32::from_be_bytes(frame[4..8].try_into().expect("4 bytes")),
+    }
+}
+
+/// Decodes the full request header of a known API, leaving `frame` at the body.
+pub fn decode_header(
+    frame: &mut Bytes,
+    api: ApiKey,
+    version: i16,
+) -> Result<RequestHeader, DecodeError> {
+    RequestHeader::decode(frame, api.request_header_version(version))
+        .map_err(|e| DecodeError(format!("{e:#}")))
+}
+
+/// A request whose header or body does not decode (truncated, bad lengths, ...).
+#[derive(Debug, thiserror::Error)]
+#[error("malformed request: {0}")]
+pub struct DecodeError(String);
+
+/// Decodes a request body of a known API and version.
+pub fn decode_body<T: Decodable>(frame: &mut Bytes, version: i16) -> Result<T, DecodeError> {
+    T::decode(frame, version).map_err(|e| DecodeError(format!("{e:#}")))
+}
+
+/// Appends one response frame: size, header (v0 or flexible v1), body.
+pub fn encode_response<T: Encodable>(
+    out: &mut BytesMut,
+    correlation_id: i32,
+    header_version: i16,
+    body: &T,
+    version: i16,
+) -> Result<(), DecodeError> {
+    let start = out.len();
+    out.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header
+        .encode(out, header_version)
+        .and_then(|()| body.encode(out, version))
+        .map_err(|e| {
+            out.truncate(start);
+            DecodeError(format!("cannot encode response: {e:#}"))
+        })?;
+    let size = (out.len() - start - 4) as i32;
+    out[start..start + 4].copy_from_slice(&size.to_be_bytes());
+    Ok(())
+}
+
+/// The answer to a request for an API or version this broker does not serve:
+/// a v0 response header and error code 35 (UNSUPPORTED_VERSION), which is how
+/// every response body that starts with an error code reads it.
+pub fn encode_unsupported(out: &mut BytesMut, correlation_id: i32) {
+    out.put_i32(6);
+    out.put_i32(correlation_id);
+    out.put_i16(kafka_protocol::ResponseError::UnsupportedVersion.code());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(body: &[u8]) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.put_i32(body.len() as i32);
+        b.put_slice(body);
+        b
+    }
+
+    #[test]
+    fn splits_frames_and_waits_for_more() {
+        // size 10: api key 18 (ApiVersions), version 0, correlation id 7, client id "" (len 0)
+        let body = [0, 18, 0, 0, 0, 0, 0, 7, 0, 0];
+        let mut buf = framed(&body);
+        buf.extend_from_slice(&[0, 0]); // start of the next frame
+        let frame = next_frame(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(&frame[..], &body);
+        assert_eq!(
+            request_start(&frame),
+            RequestStart {
+                api_key: 18,
+                api_version: 0,
+                correlation_id: 7
+            }
+        );
+        assert_eq!(next_frame(&mut buf, 1024).unwrap(), None);
+        assert_eq!(buf.len(), 2, "the partial frame stays buffered");
+        let mut partial = framed(&body);
+        partial.truncate(9);
+        assert_eq!(next_frame(&mut partial, 1024).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_sizes_are_errors() {
+        let mut neg = BytesMut::from(&[0xff, 0xff, 0xff, 0xfe][..]);
+        assert_eq!(
+            next_frame(&mut neg, 1024),
+            Err(FrameError::NegativeSize(-2))
+        );
+        let mut big = BytesMut::from(&[0, 0, 4, 1][..]);
+        assert_eq!(
+            next_frame(&mut big, 1024),
+            Err(FrameError::TooLarge {
+                size: 1025,
+                max: 1024
+            })
+        );
+        let mut short = framed(&[0, 18, 0]);
+        assert_eq!(next_frame(&mut short, 1024), Err(FrameError::TooShort(3)));
+    }
+
+    #[test]
+    fn header_and_body_decode_and_truncation_is_an_error() {
+        use kafka_protocol::messages::ApiVersionsRequest;
+        // ApiVersions v3 (flexible, header v2): key 18, version 3, correlation 1,
+        // client id "ab" (int16 length), no tagged fields; body: compact strings "rd" and "2", no tags.
+        let full: &[u8] = &[
+            0, 18, 0, 3, 0, 0, 0, 1, 0, 2, b'a', b'b', 0, 3, b'r', b'd', 2, b'2', 0,
+        ];
+        let mut frame = Bytes::from_static(full);
+        let header = decode_header(&mut frame, ApiKey::ApiVersions, 3).unwrap();
+        assert_eq!(header.correlation_id, 1);
+        assert_eq!(header.client_id.as_deref(), Some("ab"));
+        let req: ApiVersionsRequest = decode_body(&mut frame, 3).unwrap();
+        assert_eq!(req.client_software_name.as_str(), "rd");
+        let mut cut = Bytes::copy_from_slice(&full[..15]);
+        decode_header(&mut cut, ApiKey::ApiVersions, 3).unwrap();
+        assert!(decode_body::<ApiVersionsRequest>(&mut cut, 3).is_err());
+    }
+
+    #[test]
+    fn unsupported_answer_layout() {
+        let mut out = BytesMut::new();
+        encode_unsupported(&mut out, 0x01020304);
+        assert_eq!(&out[..], &[0, 0, 0, 6, 1, 2, 3, 4, 0, 35]);
+    }
+}

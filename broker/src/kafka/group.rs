@@ -1,0 +1,699 @@
+//! Consumer groups (the classic protocol): members join, the coordinator
+//! picks a leader and a protocol, the leader's assignment is handed out by
+//! SyncGroup, and heartbeats keep members alive. A join, a leave or a missed
+//! session timeout starts a rebalance with a new generation.
+//!
+//! States: Empty → PreparingRebalance (waiting for every member to (re)join)
+//! → CompletingRebalance (waiting for the leader's SyncGroup) → Stable.
+//! The assignment itself is opaque bytes computed by the clients (range,
+//! round robin, ...). Join and sync answers that must wait are handed back
+//! as oneshot receivers; `tick` enforces session and rebalance timeouts.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+/// What a JoinGroup is answered with.
+#[derive(Debug, Clone, Default)]
+pub struct JoinOutcome {
+    pub error: i16,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// Filled for the leader only: (member id, group instance id, metadata).
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinOutcome {
+    fn error(error: ResponseError, member_id: &str) -> JoinOutcome {
+        JoinOutcome {
+            error: error.code(),
+            generation: -1,
+            member_id: member_id.to_string(),
+            ..JoinOutcome::default()
+        }
+    }
+}
+
+/// What a SyncGroup is answered with.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOutcome {
+    pub error: i16,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncOutcome {
+    fn error(error: ResponseError) -> SyncOutcome {
+        SyncOutcome {
+            error: error.code(),
+            ..SyncOutcome::default()
+        }
+    }
+}
+
+/// A JoinGroup as the coordinator needs it.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+}
+
+struct Member {
+    group_instance_id: Option<String>,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    last_seen: Instant,
+    /// Joined before every other member still here gets a lower number.
+    joined: u64,
+    awaiting_join: Option<oneshot::Sender<JoinOutcome>>,
+    awaiting_sync: Option<oneshot::Sender<SyncOutcome>>,
+    assignment: Bytes,
+}
+
+struct Group {
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: HashMap<String, Member>,
+    /// PreparingRebalance: when members that have not rejoined are dropped.
+    rebalance_deadline: Instant,
+    /// PreparingRebalance of an empty group: do not complete before this.
+    not_before: Instant,
+}
+
+impl Group {
+    fn new(now: Instant) -> Group {
+        Group {
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: HashMap::new(),
+            rebalance_deadline: now,
+            not_before: now,
+        }
+    }
+
+    fn prepare_rebalance(&mut self, now: Instant, initial_delay: Duration) {
+        if self.state == GroupState::CompletingRebalance {
+            for m in self.members.values_mut() {
+                if let Some(tx) = m.awaiting_sync.take() {
+                    let _ = tx.send(SyncOutcome::error(ResponseError::RebalanceInProgress));
+                }
+            }
+        }
+        let longest = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
+        self.not_before = if self.state == GroupState::Empty {
+            now + initial_delay
+        } else {
+            now
+        };
+        self.rebalance_deadline = now + longest.max(initial_delay);
+        self.state = GroupState::PreparingRebalance;
+    }
+
+    /// Finishes the join phase when every member has rejoined (or the
+    /// rebalance timeout dropped the ones that did not).
+    fn try_complete_join(&mut self, now: Instant) {
+        if self.state != GroupState::PreparingRebalance || now < self.not_before {
+            return;
+        }
+        let all_in = self.members.values().all(|m| m.awaiting_join.is_some());
+        if !all_in && now < self.rebalance_deadline {
+            return;
+        }
+        self.members.retain(|_, m| m.awaiting_join.is_some());
+        self.generation = self.generation.wrapping_add(1).max(1);
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.leader = None;
+            self.protocol = None;
+            self.protocol_type = None;
+            return;
+        }
+        let mut order: Vec<(&String, &Member)> = self.members.iter().collect();
+        order.sort_by_key(|(_, m)| m.joined);
+        let leader = match &self.leader {
+            Some(l) if self.members.contains_key(l) => l.clone(),
+            _ => order[0].0.clone(),
+        };
+        // The first protocol, in the leader's order of preference, that every member supports.
+        let protocol = self.members[&leader]
+            .protocols
+            .iter()
+            .map(|(name, _)| name)
+            .find(|name| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == *name))
+            })
+            .cloned();
+        let members: Vec<(String, Option<String>, Bytes)> = order
+            .iter()
+            .map(|(id, m)| {
+                let metadata = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| Some(n) == protocol.as_ref())
+                    .map(|(_, md)| md.clone())
+                    .unwrap_or_default();
+                ((*id).clone(), m.group_instance_id.clone(), metadata)
+            })
+            .collect();
+        self.leader = Some(leader.clone());
+        self.protocol = protocol;
+        self.state = GroupState::CompletingRebalance;
+        for (id, m) in self.members.iter_mut() {
+            m.last_seen = now;
+            m.assignment = Bytes::new();
+            if let Some(tx) = m.awaiting_join.take() {
+                let _ = tx.send(JoinOutcome {
+                    error: 0,
+                    generation: self.generation,
+                    protocol_type: self.protocol_type.clone(),
+                    protocol_name: self.protocol.clone(),
+                    leader: leader.clone(),
+                    member_id: id.clone(),
+                    members: if *id == leader {
+                        members.clone()
+                    } else {
+                        Vec::new()
+                    },
+                });
+            }
+        }
+    }
+
+    fn remove_member(&mut self, id: &str, now: Instant, initial_delay: Duration) {
+        let Some(mut m) = self.members.remove(id) else {
+            return;
+        };
+        if let Some(tx) = m.awaiting_join.take() {
+            let _ = tx.send(JoinOutcome::error(ResponseError::UnknownMemberId, id));
+        }
+        if let Some(tx) = m.awaiting_sync.take() {
+            let _ = tx.send(SyncOutcome::error(ResponseError::UnknownMemberId));
+        }
+        if self.leader.as_deref() == Some(id) {
+            self.leader = None;
+        }
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.generation = self.generation.wrapping_add(1).max(1);
+            self.protocol = None;
+            self.protocol_type = None;
+        } else if self.state != GroupState::PreparingRebalance {
+            self.prepare_rebalance(now, initial_delay);
+        }
+        self.try_complete_join(now);
+    }
+}
+
+/// Session timeouts a member may ask for, and the first-rebalance delay.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupConfig {
+    pub min_session_timeout: Duration,
+    pub max_session_timeout: Duration,
+    pub initial_rebalance_delay: Duration,
+}
+
+pub struct GroupCoordinator {
+    groups: Mutex<HashMap<String, Group>>,
+    config: GroupConfig,
+    next_member: std::sync::atomic::AtomicU64,
+}
+
+/// A JoinGroup answer: now, or once the rebalance completes.
+pub enum Pending<T> {
+    Ready(T),
+    Wait(oneshot::Receiver<T>),
+}
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig) -> GroupCoordinator {
+        GroupCoordinator {
+            groups: Mutex::new(HashMap::new()),
+            config,
+            next_member: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn join(&self, req: JoinRequest, now: Instant) -> Pending<JoinOutcome> {
+        if req.group_id.is_empty() {
+            return Pending::Ready(JoinOutcome::error(
+                ResponseError::InvalidGroupId,
+                &req.member_id,
+            ));
+        }
+        if req.session_timeout < self.config.min_session_timeout
+            || req.session_timeout > self.config.max_session_timeout
+        {
+            return Pending::Ready(JoinOutcome::error(
+                ResponseError::InvalidSessionTimeout,
+                &req.member_id,
+            ));
+        }
+        let mut groups = self.lock();
+        let group = groups
+            .entry(req.group_id.clone())
+            .or_insert_with(|| Group::new(now));
+        if req.protocols.is_empty()
+            || group.state != GroupState::Empty
+                && (group.protocol_type.as_deref() != Some(req.protocol_type.as_str())
+                    || !group.members.values().all(|m| {
+                        m.protocols
+                            .iter()
+                            .any(|(n, _)| req.protocols.iter().any(|(rn, _)| rn == n))
+                    }))
+        {
+            return Pending::Ready(JoinOutcome::error(
+                ResponseError::InconsistentGroupProtocol,
+                &req.member_id,
+            ));
+        }
+        let member_id = if req.member_id.is_empty() {
+            let n = self
+                .next_member
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!(
+                "{}-{n}-{:x}",
+                req.client_id,
+                crate::storage::millis_since_epoch(std::time::SystemTime::now())
+            )
+        } else if group.members.contains_key(&req.member_id) {
+            req.member_id.clone()
+        } else {
+            return Pending::Ready(JoinOutcome::error(
+                ResponseError::UnknownMemberId,
+                &req.member_id,
+            ));
+        };
+        let (tx, rx) = oneshot::channel();
+        let joined = self
+            .next_member
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let member = group.members.entry(member_id).or_insert_with(|| Member {
+            group_instance_id: req.group_instance_id.clone(),
+            session_timeout: req.session_timeout,
+            rebalance_timeout: req.rebalance_timeout,
+            protocols: Vec::new(),
+            last_seen: now,
+            joined,
+            awaiting_join: None,
+            awaiting_sync: None,
+            assignment: Bytes::new(),
+        });
+        member.session_timeout = req.session_timeout;
+        member.rebalance_timeout = req.rebalance_timeout;
+        member.protocols = req.protocols;
+        member.last_seen = now;
+        if let Some(old) = member.awaiting_join.replace(tx) {
+            let _ = old.send(JoinOutcome::error(ResponseError::RebalanceInProgress, ""));
+        }
+        if group.state == GroupState::Empty {
+            group.protocol_type = Some(req.protocol_type);
+        }
+        if group.state != GroupState::PreparingRebalance {
+            group.prepare_rebalance(now, self.config.initial_rebalance_delay);
+        }
+        group.try_complete_join(now);
+        Pending::Wait(rx)
+    }
+
+    pub fn sync(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        now: Instant,
+    ) -> Pending<SyncOutcome> {
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Pending::Ready(SyncOutcome::error(ResponseError::UnknownMemberId));
+        };
+        if !group.members.contains_key(member_id) {
+            return Pending::Ready(SyncOutcome::error(ResponseError::UnknownMemberId));
+        }
+        if generation != group.generation {
+            return Pending::Ready(SyncOutcome::error(ResponseError::IllegalGeneration));
+        }
+        let (protocol_type, protocol_name) = (group.protocol_type.clone(), group.protocol.clone());
+        let outcome = |assignment: Bytes| SyncOutcome {
+            error: 0,
+            protocol_type: protocol_type.clone(),
+            protocol_name: protocol_name.clone(),
+            assignment,
+        };
+        match group.state {
+            GroupState::Empty | GroupState::PreparingRebalance => {
+                Pending::Ready(SyncOutcome::error(ResponseError::RebalanceInProgress))
+            }
+            GroupState::Stable => {
+                let m = group.members.get_mut(member_id).expect("checked above");
+                m.last_seen = now;
+                Pending::Ready(outcome(m.assignment.clone()))
+            }
+            GroupState::CompletingRebalance => {
+                let (tx, rx) = oneshot::channel();
+                let m = group.members.get_mut(member_id).expect("checked above");
+                m.last_seen = now;
+                m.awaiting_sync = Some(tx);
+                if group.leader.as_deref() == Some(member_id) {
+                    let mut by_member: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    group.state = GroupState::Stable;
+                    for (id, m) in group.members.iter_mut() {
+                        m.assignment = by_member.remove(id).unwrap_or_default();
+                        if let Some(tx) = m.awaiting_sync.take() {
+                            let _ = tx.send(outcome(m.assignment.clone()));
+                        }
+                    }
+                }
+                Pending::Wait(rx)
+            }
+        }
+    }
+
+    pub fn heartbeat(&self, group_id: &str, member_id: &str, generation: i32, now: Instant) -> i16 {
+        let mut groups = self.lock();
+        let Some(m) = groups.get_mut(group_id).and_then(|g| {
+            let state = g.state;
+            let current = g.generation;
+            g.members.get_mut(member_id).map(|m| (m, state, current))
+        }) else {
+            return ResponseError::UnknownMemberId.code();
+        };
+        let (member, state, current) = m;
+        member.last_seen = now;
+        if generation != current {
+            return ResponseError::IllegalGeneration.code();
+        }
+        match state {
+            GroupState::PreparingRebalance => ResponseError::RebalanceInProgress.code(),
+            _ => 0,
+        }
+    }
+
+    /// Removes members that leave; returns an error code per member.
+    pub fn leave(&self, group_id: &str, member_ids: &[String], now: Instant) -> Vec<i16> {
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return vec![ResponseError::UnknownMemberId.code(); member_ids.len()];
+        };
+        member_ids
+            .iter()
+            .map(|id| {
+                if group.members.contains_key(id) {
+                    group.remove_member(id, now, self.config.initial_rebalance_delay);
+                    0
+                } else {
+                    ResponseError::UnknownMemberId.code()
+                }
+            })
+            .collect()
+    }
+
+    /// Whether an OffsetCommit from this member may be stored (0) or why not.
+    pub fn check_commit(&self, group_id: &str, member_id: &str, generation: i32) -> i16 {
+        if generation < 0 && member_id.is_empty() {
+            // A consumer that manages its own partitions (no group membership).
+            return 0;
+        }
+        let groups = self.lock();
+        let Some(group) = groups.get(group_id) else {
+            return ResponseError::UnknownMemberId.code();
+        };
+        if !group.members.contains_key(member_id) {
+            return ResponseError::UnknownMemberId.code();
+        }
+        if generation != group.generation {
+            return ResponseError::IllegalGeneration.code();
+        }
+        if group.state == GroupState::CompletingRebalance {
+            return ResponseError::RebalanceInProgress.code();
+        }
+        0
+    }
+
+    /// Drops members whose session expired and completes overdue rebalances.
+    pub fn tick(&self, now: Instant) {
+        let mut groups = self.lock();
+        for (name, group) in groups.iter_mut() {
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|(_, m)| {
+                    m.awaiting_join.is_none()
+                        && now.saturating_duration_since(m.last_seen) > m.session_timeout
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                tracing::debug!("kafka group {name}: member {id} missed its session timeout");
+                group.remove_member(&id, now, self.config.initial_rebalance_delay);
+            }
+            group.try_complete_join(now);
+        }
+        groups.retain(|_, g| g.state != GroupState::Empty || !g.members.is_empty());
+    }
+
+    pub fn state(&self, group_id: &str) -> Option<(GroupState, i32, usize)> {
+        self.lock()
+            .get(group_id)
+            .map(|g| (g.state, g.generation, g.members.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coordinator() -> GroupCoordinator {
+        GroupCoordinator::new(GroupConfig {
+            min_session_timeout: Duration::from_millis(100),
+            max_session_timeout: Duration::from_secs(600),
+            initial_rebalance_delay: Duration::ZERO,
+        })
+    }
+
+    fn join(c: &GroupCoordinator, member: &str, now: Instant) -> Pending<JoinOutcome> {
+        c.join(
+            JoinRequest {
+                group_id: "g".into(),
+                member_id: member.into(),
+                group_instance_id: None,
+                client_id: "c".into(),
+                session_timeout: Duration::from_secs(10),
+                rebalance_timeout: Duration::from_secs(30),
+                protocol_type: "consumer".into(),
+                protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+            },
+            now,
+        )
+    }
+
+    fn ready<T: std::fmt::Debug>(p: Pending<T>) -> T {
+        match p {
+            Pending::Ready(t) => t,
+            Pending::Wait(mut rx) => rx.try_recv().expect("answered already"),
+        }
+    }
+
+    fn waiting<T>(p: Pending<T>) -> oneshot::Receiver<T> {
+        match p {
+            Pending::Wait(rx) => rx,
+            Pending::Ready(_) => panic!("expected to wait"),
+        }
+    }
+
+    #[test]
+    fn two_members_rebalance_and_leave() {
+        let c = coordinator();
+        let t0 = Instant::now();
+        // First member: a group of one completes at once, and it leads.
+        let a = ready(join(&c, "", t0));
+        assert_eq!(a.error, 0);
+        assert_eq!(a.generation, 1);
+        assert_eq!(a.leader, a.member_id);
+        assert_eq!(a.members.len(), 1);
+        assert_eq!(a.protocol_name.as_deref(), Some("range"));
+        let s = ready(c.sync(
+            "g",
+            &a.member_id,
+            1,
+            vec![(a.member_id.clone(), Bytes::from_static(b"all"))],
+            t0,
+        ));
+        assert_eq!(&s.assignment[..], b"all");
+        assert_eq!(c.state("g").unwrap().0, GroupState::Stable);
+
+        // Second member: the join waits until the first rejoins (told by its heartbeat).
+        let mut b_rx = waiting(join(&c, "", t0));
+        assert_eq!(
+            c.heartbeat("g", &a.member_id, 1, t0),
+            ResponseError::RebalanceInProgress.code()
+        );
+        assert!(b_rx.try_recv().is_err());
+        let a2 = ready(join(&c, &a.member_id, t0));
+        let b = b_rx.try_recv().unwrap();
+        assert_eq!((a2.generation, b.generation), (2, 2));
+        assert_eq!(a2.leader, a.member_id, "the leader stays");
+        assert_eq!(a2.members.len(), 2);
+        assert!(b.members.is_empty(), "only the leader sees the members");
+
+        // The follower's sync waits for the leader's.
+        let mut b_sync = waiting(c.sync("g", &b.member_id, 2, vec![], t0));
+        assert!(b_sync.try_recv().is_err());
+        let a_sync = ready(c.sync(
+            "g",
+            &a.member_id,
+            2,
+            vec![
+                (a.member_id.clone(), Bytes::from_static(b"p0")),
+                (b.member_id.clone(), Bytes::from_static(b"p1")),
+            ],
+            t0,
+        ));
+        assert_eq!(&a_sync.assignment[..], b"p0");
+        assert_eq!(&b_sync.try_recv().unwrap().assignment[..], b"p1");
+        assert_eq!(c.heartbeat("g", &b.member_id, 2, t0), 0);
+        assert_eq!(
+            c.heartbeat("g", &b.member_id, 1, t0),
+            ResponseError::IllegalGeneration.code()
+        );
+        assert_eq!(c.check_commit("g", &b.member_id, 2), 0);
+        assert_eq!(
+            c.check_commit("g", "stranger", 2),
+            ResponseError::UnknownMemberId.code()
+        );
+
+        // The leader leaves: the other member rejoins alone and leads generation 3.
+        assert_eq!(
+            c.leave("g", std::slice::from_ref(&a.member_id), t0),
+            vec![0]
+        );
+        assert_eq!(
+            c.heartbeat("g", &b.member_id, 2, t0),
+            ResponseError::RebalanceInProgress.code()
+        );
+        let b3 = ready(join(&c, &b.member_id, t0));
+        assert_eq!(b3.generation, 3);
+        assert_eq!(b3.leader, b.member_id);
+    }
+
+    #[test]
+    fn session_timeout_removes_a_silent_member() {
+        let c = coordinator();
+        let t0 = Instant::now();
+        let a = ready(join(&c, "", t0));
+        ready(c.sync("g", &a.member_id, a.generation, vec![], t0));
+        let b_rx = waiting(join(&c, "", t0));
+        let a2 = ready(join(&c, &a.member_id, t0));
+        let b = {
+            let mut rx = b_rx;
+            rx.try_recv().unwrap()
+        };
+        ready(c.sync("g", &a.member_id, a2.generation, vec![], t0));
+        // b keeps heartbeating, a goes silent.
+        let later = t0 + Duration::from_secs(8);
+        assert_eq!(c.heartbeat("g", &b.member_id, b.generation, later), 0);
+        c.tick(t0 + Duration::from_secs(11));
+        let (state, generation, members) = c.state("g").unwrap();
+        assert_eq!(members, 1);
+        assert_eq!(state, GroupState::PreparingRebalance);
+        assert_eq!(generation, a2.generation);
+        assert_eq!(
+            c.heartbeat("g", &a.member_id, generation, later),
+            ResponseError::UnknownMemberId.code()
+        );
+    }
+
+    #[test]
+    fn rebalance_timeout_drops_members_that_do_not_rejoin() {
+        let c = coordinator();
+        let t0 = Instant::now();
+        let a = ready(join(&c, "", t0));
+        ready(c.sync("g", &a.member_id, 1, vec![], t0));
+        let mut b_rx = waiting(join(&c, "", t0));
+        // a never rejoins; after its 30 s rebalance timeout b goes on alone.
+        c.tick(t0 + Duration::from_secs(5));
+        assert!(b_rx.try_recv().is_err());
+        c.tick(t0 + Duration::from_secs(31));
+        let b = b_rx.try_recv().unwrap();
+        assert_eq!(b.error, 0);
+        assert_eq!(b.generation, 2);
+        assert_eq!(b.leader, b.member_id);
+    }
+
+    #[test]
+    fn bad_joins() {
+        let c = coordinator();
+        let t0 = Instant::now();
+        assert_eq!(
+            ready(join(&c, "nobody", t0)).error,
+            ResponseError::UnknownMemberId.code()
+        );
+        let mut req = JoinRequest {
+            group_id: "g".into(),
+            member_id: String::new(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            session_timeout: Duration::from_millis(1),
+            rebalance_timeout: Duration::from_secs(1),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::new())],
+        };
+        assert_eq!(
+            ready(c.join(req.clone(), t0)).error,
+            ResponseError::InvalidSessionTimeout.code()
+        );
+        req.session_timeout = Duration::from_secs(1);
+        req.group_id = String::new();
+        assert_eq!(
+            ready(c.join(req.clone(), t0)).error,
+            ResponseError::InvalidGroupId.code()
+        );
+        req.group_id = "g".into();
+        ready(c.join(req.clone(), t0));
+        req.protocols = vec![("roundrobin".into(), Bytes::new())];
+        assert_eq!(
+            ready(c.join(req, t0)).error,
+            ResponseError::InconsistentGroupProtocol.code()
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! The state every Kafka connection shares: topics, consumer groups,
+//! committed offsets, producer ids; and the background upkeep of the logs
+//! (interval fsync, retention, group timeouts).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Semaphore;
+
+use super::group::{GroupConfig, GroupCoordinator};
+use super::offsets::OffsetStore;
+use super::producer::ProducerIds;
+use super::topic::Topics;
+use crate::config::{FlushPolicy, KafkaConfig, KafkaStorage};
+use crate::metrics::Metrics;
+use crate::storage::StorageError;
+
+/// How often retention is enforced (Kafka's log.retention.check.interval.ms is 5 min).
+const RETENTION_CHECK_EVERY: Duration = Duration::from_secs(30);
+/// How often session and rebalance timeouts are checked.
+const GROUP_TICK_EVERY: Duration = Duration::from_millis(100);
+
+/// The broker's node id in every answer (a single-node cluster).
+pub const NODE_ID: i32 = 0;
+pub const CLUSTER_ID: &str = "bench-broker";
+
+pub struct KafkaHub {
+    pub config: KafkaConfig,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub topics: Topics,
+    pub groups: GroupCoordinator,
+    offsets: Mutex<OffsetStore>,
+    pub producer_ids: ProducerIds,
+    pub metrics: Arc<Metrics>,
+    pub connection_permits: Arc<Semaphore>,
+}
+
+impl KafkaHub {
+    /// Opens the stores (recovering the disk log) for a listener bound at `bound`.
+    pub fn open(
+        config: KafkaConfig,
+        data_dir: &Path,
+        bound: SocketAddr,
+        metrics: Arc<Metrics>,
+        connection_permits: Arc<Semaphore>,
+    ) -> Result<Arc<KafkaHub>, StorageError> {
+        let root = data_dir.join("kafka");
+        let topics = Topics::open(config.storage, &root.join("topics"), config.log_config())?;
+        let offsets = match config.storage {
+            KafkaStorage::Disk => OffsetStore::open(&root.join("consumer_offsets.log"))?,
+            KafkaStorage::Memory => OffsetStore::in_memory(),
+        };
+        let advertised_host = config.advertised_host.clone().unwrap_or_else(|| {
+            if bound.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                bound.ip().to_string()
+            }
+        });
+        let advertised_port = i32::from(config.advertised_port.unwrap_or(bound.port()));
+        let groups = GroupCoordinator::new(GroupConfig {
+            min_session_timeout: Duration::from_millis(config.group_min_session_timeout_ms),
+            max_session_timeout: Duration::from_millis(config.group_max_session_timeout_ms),
+            initial_rebalance_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
+        });
+        Ok(Arc::new(KafkaHub {
+            config,
+            advertised_host,
+            advertised_port,
+            topics,
+            groups,
+            offsets: Mutex::new(offsets),
+            producer_ids: ProducerIds::default(),
+            metrics,
+            connection_permits,
+        }))
+    }
+
+    pub fn offsets(&self) -> MutexGuard<'_, OffsetStore> {
+        self.offsets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs storage work off the async threads when it touches the disk.
+    pub async fn storage_io<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        if self.topics.is_disk() {
+            match tokio::task::spawn_blocking(work).await {
+                Ok(t) => t,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        } else {
+            work()
+        }
+    }
+
+    /// Whether acks=0/1 produce requests are fsynced before they are answered.
+    pub fn fsync_every_produce(&self) -> bool {
+        self.config.flush == FlushPolicy::EveryProduce
+    }
+
+    /// fsyncs every partition with unflushed appends.
+    pub fn flush_all(&self) {
+        for topic in self.topics.all() {
+            for p in &topic.partitions {
+                if let Err(e) = p.flush() {
+                    tracing::error!("kafka: flush of {}-{} failed: {e}", topic.name, p.index);
+                }
+            }
+        }
+    }
+
+    fn enforce_retention(&self) {
+        let now = SystemTime::now();
+        for topic in self.topics.all() {
+            for p in &topic.partitions {
+                match p.enforce_retention(now) {
+                    Ok(0) => {}
+                    Ok(freed) => tracing::debug!(
+                        "kafka: retention freed {freed} bytes of {}-{}",
+                        topic.name,
+                        p.index
+                    ),
+                    Err(e) => tracing::error!(
+                        "kafka: retention on {}-{} failed: {e}",
+                        topic.name,
+                        p.index
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Background upkeep until `shutdown` completes; flushes once more at the end.
+    pub async fn maintain(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut groups = tokio::time::interval(GROUP_TICK_EVERY);
+        let mut flush = tokio::time::interval(Duration::from_millis(self.config.flush_interval_ms));
+        let mut retention = tokio::time::interval(RETENTION_CHECK_EVERY);
+        for t in [&mut groups, &mut flush, &mut retention] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = groups.tick() => self.groups.tick(Instant::now()),
+                _ = flush.tick(), if self.topics.is_disk() => {
+                    let hub = self.clone();
+                    self.storage_io(move || hub.flush_all()).await;
+                }
+                _ = retention.tick() => {
+                    let hub = self.clone();
+                    self.storage_io(move || hub.enforce_retention()).await;
+                }
+            }
+        }
+        let hub = self.clone();
+        self.storage_io(move || hub.flush_all()).await;
+    }
+}

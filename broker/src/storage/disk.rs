@@ -1,0 +1,742 @@
+//! The on-disk partition log: append-only segment files with a sparse offset
+//! index, rolled at `segment_bytes`, deleted by retention, and recovered on
+//! open by scanning the active segment and truncating a torn tail.
+//!
+//! A partition directory holds `<base offset, 20 digits>.log` (batches exactly
+//! as produced, base offsets assigned) and `.index` beside each: 8-byte entries
+//! (offset relative to the segment base u32, byte position u32), one about
+//! every 4 KiB of log. Segments before the active one are fsynced when the log
+//! rolls, so only the active segment can have a torn tail.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+
+use super::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use super::{LogConfig, StorageError};
+
+/// Log bytes between two index entries.
+const INDEX_INTERVAL_BYTES: u64 = 4096;
+const INDEX_ENTRY_LEN: usize = 8;
+/// Enough of a batch header to know its offsets and length.
+const PEEK_LEN: usize = 27;
+
+struct Segment {
+    base_offset: i64,
+    log_path: PathBuf,
+    index_path: PathBuf,
+    log: File,
+    index: File,
+    size: u64,
+    /// (offset - base_offset, byte position), ascending.
+    index_entries: Vec<(u32, u32)>,
+    last_indexed_pos: Option<u64>,
+}
+
+pub struct SegmentedLog {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    next_offset: i64,
+    /// Appends since the last fsync of the active segment.
+    dirty: bool,
+}
+
+fn segment_paths(dir: &Path, base: i64) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{base:020}.log")),
+        dir.join(format!("{base:020}.index")),
+    )
+}
+
+/// Reads exactly `buf.len()` bytes at `pos` without moving a file cursor.
+fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, pos)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = std::os::windows::fs::FileExt::seek_read(
+                file,
+                &mut buf[done..],
+                pos + done as u64,
+            )?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// Makes a new or removed directory entry durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+impl Segment {
+    fn create(dir: &Path, base: i64) -> Result<Segment, StorageError> {
+        let (log_path, index_path) = segment_paths(dir, base);
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(p)
+                .map_err(StorageError::io("cannot create segment", p))
+        };
+        let log = open(&log_path)?;
+        let index = open(&index_path)?;
+        sync_dir(dir).map_err(StorageError::io("cannot sync directory", dir))?;
+        Ok(Segment {
+            base_offset: base,
+            log_path,
+            index_path,
+            log,
+            index,
+            size: 0,
+            index_entries: Vec::new(),
+            last_indexed_pos: None,
+        })
+    }
+
+    fn open(dir: &Path, base: i64) -> Result<Segment, StorageError> {
+        let (log_path, index_path) = segment_paths(dir, base);
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(p)
+                .map_err(StorageError::io("cannot open segment", p))
+        };
+        let log = open(&log_path)?;
+        let index = open(&index_path)?;
+        let size = log
+            .metadata()
+            .map_err(StorageError::io("cannot stat segment", &log_path))?
+            .len();
+        Ok(Segment {
+            base_offset: base,
+            log_path,
+            index_path,
+            log,
+            index,
+            size,
+            index_entries: Vec::new(),
+            last_indexed_pos: None,
+        })
+    }
+
+    /// Loads the index file; false when it is missing or does not fit the log.
+    fn load_index(&mut self) -> Result<bool, StorageError> {
+        let mut raw = Vec::new();
+        (&self.index)
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| (&self.index).read_to_end(&mut raw))
+            .map_err(StorageError::io("cannot read index", &self.index_path))?;
+        if raw.is_empty() || raw.len() % INDEX_ENTRY_LEN != 0 {
+            return Ok(false);
+        }
+        let entries: Vec<(u32, u32)> = raw
+            .chunks_exact(INDEX_ENTRY_LEN)
+            .map(|e| {
+                (
+                    u32::from_be_bytes(e[..4].try_into().expect("4 bytes")),
+                    u32::from_be_bytes(e[4..].try_into().expect("4 bytes")),
+                )
+            })
+            .collect();
+        let ordered = entries
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+        if !ordered
+            || entries.first().map(|e| e.1) != Some(0)
+            || u64::from(entries.last().expect("non-empty").1) >= self.size
+        {
+            return Ok(false);
+        }
+        self.last_indexed_pos = entries.last().map(|e| u64::from(e.1));
+        self.index_entries = entries;
+        Ok(true)
+    }
+
+    /// Scans every batch, truncates the file after the last valid one, and
+    /// rewrites the index; returns the offset after the last valid batch.
+    fn recover(&mut self) -> Result<i64, StorageError> {
+        let mut reader = BufReader::with_capacity(1 << 16, &self.log);
+        reader
+            .seek(SeekFrom::Start(0))
+            .map_err(StorageError::io("cannot read segment", &self.log_path))?;
+        let mut pos = 0u64;
+        let mut expected = self.base_offset;
+        let mut entries = Vec::new();
+        let mut last_indexed: Option<u64> = None;
+        let mut buf = Vec::new();
+        let mut why = None;
+        while pos < self.size {
+            let mut prefix = [0u8; LOG_OVERHEAD];
+            if reader.read_exact(&mut prefix).is_err() {
+                why = Some("partial batch header".to_string());
+                break;
+            }
+            let length = i32::from_be_bytes(prefix[8..12].try_into().expect("4 bytes"));
+            let total = LOG_OVERHEAD as u64 + u64::try_from(length).unwrap_or(0);
+            if length < (HEADER_LEN - LOG_OVERHEAD) as i32 || pos + total > self.size {
+                why = Some(format!(
+                    "batch of {total} bytes at byte {pos} runs past the end"
+                ));
+                break;
+            }
+            buf.clear();
+            buf.extend_from_slice(&prefix);
+            buf.resize(total as usize, 0);
+            if reader.read_exact(&mut buf[LOG_OVERHEAD..]).is_err() {
+                why = Some("partial batch".to_string());
+                break;
+            }
+            let checked =
+                BatchHeader::parse(&buf).and_then(|h| batch::check_crc(&buf, &h).map(|()| h));
+            let header = match checked {
+                Ok(h) if h.base_offset == expected => h,
+                Ok(h) => {
+                    why = Some(format!(
+                        "batch at byte {pos} has offset {} where {expected} was expected",
+                        h.base_offset
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    why = Some(format!("batch at byte {pos}: {e}"));
+                    break;
+                }
+            };
+            if last_indexed.is_none_or(|p| pos - p >= INDEX_INTERVAL_BYTES) {
+                entries.push(((expected - self.base_offset) as u32, pos as u32));
+                last_indexed = Some(pos);
+            }
+            expected = header.last_offset() + 1;
+            pos += total;
+        }
+        drop(reader);
+        if let Some(why) = why {
+            tracing::warn!(
+                "kafka log {}: truncating torn tail at byte {pos} of {} ({why})",
+                self.log_path.display(),
+                self.size
+            );
+            self.log
+                .set_len(pos)
+                .and_then(|()| self.log.sync_all())
+                .map_err(StorageError::io("cannot truncate segment", &self.log_path))?;
+            self.size = pos;
+        }
+        let mut raw = Vec::with_capacity(entries.len() * INDEX_ENTRY_LEN);
+        for (rel, p) in &entries {
+            raw.extend_from_slice(&rel.to_be_bytes());
+            raw.extend_from_slice(&p.to_be_bytes());
+        }
+        self.index
+            .set_len(0)
+            .and_then(|()| (&self.index).write_all(&raw))
+            .map_err(StorageError::io("cannot rewrite index", &self.index_path))?;
+        self.index_entries = entries;
+        self.last_indexed_pos = last_indexed;
+        Ok(expected)
+    }
+
+    /// Position of the batch holding `offset`, and that batch's length; None
+    /// when the segment has no batch at or after `offset`.
+    fn locate(&self, offset: i64) -> Result<Option<(u64, usize)>, StorageError> {
+        let rel = offset - self.base_offset;
+        let i = self
+            .index_entries
+            .partition_point(|&(r, _)| i64::from(r) <= rel);
+        let mut pos = if i == 0 {
+            0
+        } else {
+            u64::from(self.index_entries[i - 1].1)
+        };
+        let mut head = [0u8; PEEK_LEN];
+        while pos + (HEADER_LEN as u64) <= self.size {
+            read_at(&self.log, &mut head, pos)
+                .map_err(StorageError::io("cannot read segment", &self.log_path))?;
+            let base = i64::from_be_bytes(head[..8].try_into().expect("8 bytes"));
+            let length = i32::from_be_bytes(head[8..12].try_into().expect("4 bytes"));
+            let delta = i32::from_be_bytes(head[23..27].try_into().expect("4 bytes"));
+            let total = LOG_OVERHEAD + usize::try_from(length).unwrap_or(0);
+            if base + i64::from(delta) >= offset {
+                return Ok(Some((pos, total)));
+            }
+            pos += total as u64;
+        }
+        Ok(None)
+    }
+
+    fn read_bytes(&self, pos: u64, len: usize) -> Result<Vec<u8>, StorageError> {
+        let mut buf = vec![0u8; len];
+        read_at(&self.log, &mut buf, pos)
+            .map_err(StorageError::io("cannot read segment", &self.log_path))?;
+        Ok(buf)
+    }
+
+    /// Every batch header and start position, in order.
+    fn headers(&self) -> Result<Vec<(u64, BatchHeader)>, StorageError> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        let mut head = [0u8; HEADER_LEN];
+        while pos + (HEADER_LEN as u64) <= self.size {
+            read_at(&self.log, &mut head, pos)
+                .map_err(StorageError::io("cannot read segment", &self.log_path))?;
+            let Ok(h) = BatchHeader::parse(&head) else {
+                break;
+            };
+            out.push((pos, h));
+            pos += h.total_len() as u64;
+        }
+        Ok(out)
+    }
+
+    fn delete(self) -> Result<(), StorageError> {
+        let Segment {
+            log_path,
+            index_path,
+            log,
+            index,
+            ..
+        } = self;
+        drop((log, index));
+        fs::remove_file(&log_path).map_err(StorageError::io("cannot delete segment", &log_path))?;
+        let _ = fs::remove_file(&index_path);
+        Ok(())
+    }
+}
+
+impl SegmentedLog {
+    /// Opens (or creates) the log in `dir`, recovering the active segment.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<SegmentedLog, StorageError> {
+        fs::create_dir_all(dir).map_err(StorageError::io("cannot create log directory", dir))?;
+        let mut bases: Vec<i64> = fs::read_dir(dir)
+            .map_err(StorageError::io("cannot list log directory", dir))?
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".log")?.parse().ok()
+            })
+            .collect();
+        bases.sort_unstable();
+        let mut segments = BTreeMap::new();
+        let mut next_offset = 0;
+        for (i, &base) in bases.iter().enumerate() {
+            let mut segment = Segment::open(dir, base)?;
+            let last = i + 1 == bases.len();
+            if last {
+                next_offset = segment.recover()?;
+            } else {
+                if !segment.load_index()? {
+                    segment.recover()?;
+                }
+                next_offset = bases[i + 1];
+            }
+            segments.insert(base, segment);
+        }
+        if segments.is_empty() {
+            segments.insert(0, Segment::create(dir, 0)?);
+        }
+        Ok(SegmentedLog {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            next_offset,
+            dirty: false,
+        })
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    pub fn append(
+        &mut self,
+        mut data: BytesMut,
+        header: &BatchHeader,
+    ) -> Result<i64, StorageError> {
+        let len = data.len() as u64;
+        let (size, segment_bytes) = (self.active().size, self.config.segment_bytes);
+        if size > 0 && size + len > segment_bytes {
+            self.roll()?;
+        }
+        let base = self.next_offset;
+        batch::set_base_offset(&mut data, base);
+        let segment = self.active();
+        let pos = segment.size;
+        if let Err(e) = segment.log.write_all(&data) {
+            // Leave no partial batch behind for the next append to follow.
+            let _ = segment.log.set_len(pos);
+            return Err(StorageError::Io {
+                what: "cannot append to segment",
+                path: segment.log_path.clone(),
+                source: e,
+            });
+        }
+        if segment
+            .last_indexed_pos
+            .is_none_or(|p| pos - p >= INDEX_INTERVAL_BYTES)
+        {
+            let rel = (base - segment.base_offset) as u32;
+            let mut entry = [0u8; INDEX_ENTRY_LEN];
+            entry[..4].copy_from_slice(&rel.to_be_bytes());
+            entry[4..].copy_from_slice(&(pos as u32).to_be_bytes());
+            // The index of the active segment is rebuilt on recovery, so a lost entry is harmless.
+            if segment.index.write_all(&entry).is_ok() {
+                segment.index_entries.push((rel, pos as u32));
+                segment.last_indexed_pos = Some(pos);
+            }
+        }
+        segment.size += len;
+        self.next_offset = base + header.offset_count();
+        self.dirty = true;
+        Ok(base)
+    }
+
+    /// Seals the active segment (fsynced with its index) and starts a new one.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        let segment = self.active();
+        segment
+            .log
+            .sync_data()
+            .map_err(StorageError::io("cannot sync segment", &segment.log_path))?;
+        segment
+            .index
+            .sync_data()
+            .map_err(StorageError::io("cannot sync index", &segment.index_path))?;
+        let base = self.next_offset;
+        let segment = Segment::create(&self.dir, base)?;
+        self.segments.insert(base, segment);
+        self.dirty = false;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        if self.dirty {
+            let segment = self.active();
+            segment
+                .log
+                .sync_data()
+                .map_err(StorageError::io("cannot sync segment", &segment.log_path))?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    pub fn start_offset(&self) -> i64 {
+        *self
+            .segments
+            .keys()
+            .next()
+            .expect("a log always has a segment")
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
+        let start = self.start_offset();
+        if offset < start || offset > self.next_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                start,
+                end: self.next_offset,
+            });
+        }
+        let first = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(start, |(b, _)| *b);
+        for segment in self.segments.range(first..).map(|(_, s)| s) {
+            let Some((pos, first_len)) = segment.locate(offset)? else {
+                continue;
+            };
+            let want = first_len.max(max_bytes.min((segment.size - pos) as usize));
+            let buf = segment.read_bytes(pos, want)?;
+            // Keep whole batches only.
+            let mut end = 0;
+            while end + LOG_OVERHEAD <= buf.len() {
+                let length =
+                    i32::from_be_bytes(buf[end + 8..end + 12].try_into().expect("4 bytes"));
+                let next = end + LOG_OVERHEAD + usize::try_from(length).unwrap_or(usize::MAX / 2);
+                if next > buf.len() {
+                    break;
+                }
+                end = next;
+            }
+            let mut buf = buf;
+            buf.truncate(end);
+            return Ok(Bytes::from(buf));
+        }
+        Ok(Bytes::new())
+    }
+
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<i64>, StorageError> {
+        for segment in self.segments.values() {
+            for (pos, h) in segment.headers()? {
+                if h.max_timestamp >= ts {
+                    let whole = segment.read_bytes(pos, h.total_len())?;
+                    return Ok(Some(
+                        batch::first_offset_at_or_after(&whole, &h, ts).unwrap_or(h.base_offset),
+                    ));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes the oldest segments (never the active one) while the log stays
+    /// at or above `retention_bytes` without them, or while their last write is
+    /// older than the retention time.
+    pub fn enforce_retention(&mut self, now: SystemTime) -> Result<u64, StorageError> {
+        let mut freed = 0;
+        let mut total: u64 = self.segments.values().map(|s| s.size).sum();
+        while self.segments.len() > 1 {
+            let oldest = self.segments.values().next().expect("non-empty");
+            let too_big = self
+                .config
+                .retention_bytes
+                .is_some_and(|limit| total - oldest.size >= limit);
+            let too_old = self.config.retention.is_some_and(|keep| {
+                oldest
+                    .log
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|modified| now.duration_since(modified).is_ok_and(|age| age > keep))
+            });
+            if !(too_big || too_old) {
+                break;
+            }
+            let base = oldest.base_offset;
+            let segment = self.segments.remove(&base).expect("present");
+            total -= segment.size;
+            freed += segment.size;
+            segment.delete()?;
+        }
+        if freed > 0 {
+            sync_dir(&self.dir).map_err(StorageError::io("cannot sync directory", &self.dir))?;
+        }
+        Ok(freed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::tests::batch;
+    use crate::storage::batch::validate_batches;
+    use std::time::Duration;
+
+    fn append(log: &mut SegmentedLog, values: &[&str], ts: i64) -> i64 {
+        let b = batch(values, ts);
+        let h = BatchHeader::parse(&b).unwrap();
+        log.append(b, &h).unwrap()
+    }
+
+    fn values_from(log: &SegmentedLog, offset: i64) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut at = offset;
+        for _ in 0..10_000 {
+            let data = log.read(at, 1 << 20).unwrap();
+            if data.is_empty() {
+                break;
+            }
+            for (_, h) in validate_batches(&data).unwrap() {
+                out.extend(h.base_offset..=h.last_offset());
+                at = h.last_offset() + 1;
+            }
+        }
+        out
+    }
+
+    fn small_segments() -> LogConfig {
+        LogConfig {
+            segment_bytes: 300,
+            retention_bytes: None,
+            retention: None,
+        }
+    }
+
+    #[test]
+    fn append_read_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = SegmentedLog::open(dir.path(), small_segments()).unwrap();
+        for i in 0..20 {
+            assert_eq!(append(&mut log, &["a", "b"], i), i * 2);
+        }
+        log.flush().unwrap();
+        assert!(log.segments.len() > 3, "rolled into several segments");
+        assert_eq!(values_from(&log, 0), (0..40).collect::<Vec<_>>());
+        assert_eq!(values_from(&log, 17), (16..40).collect::<Vec<_>>());
+        drop(log);
+        let log = SegmentedLog::open(dir.path(), small_segments()).unwrap();
+        assert_eq!(log.next_offset(), 40);
+        assert_eq!(values_from(&log, 0), (0..40).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn recovery_truncates_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = SegmentedLog::open(dir.path(), LogConfig::default()).unwrap();
+        append(&mut log, &["one"], 1);
+        append(&mut log, &["two", "three"], 2);
+        log.flush().unwrap();
+        drop(log);
+        let path = segment_paths(dir.path(), 0).0;
+        let good_len = fs::metadata(&path).unwrap().len();
+        // A half-written third batch, as a crash mid-write leaves it.
+        let third = batch(&["four"], 3);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&third[..third.len() / 2]).unwrap();
+        drop(f);
+        let mut log = SegmentedLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.next_offset(), 3);
+        assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
+        assert_eq!(values_from(&log, 0), vec![0, 1, 2]);
+        // Appends continue where the valid data ends.
+        assert_eq!(append(&mut log, &["five"], 4), 3);
+        assert_eq!(values_from(&log, 0), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn recovery_truncates_at_a_corrupt_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = SegmentedLog::open(dir.path(), LogConfig::default()).unwrap();
+        append(&mut log, &["one"], 1);
+        let second_at = log.active().size;
+        append(&mut log, &["two"], 2);
+        append(&mut log, &["three"], 3);
+        drop(log);
+        let path = segment_paths(dir.path(), 0).0;
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[second_at as usize + 70] ^= 0xff; // inside the second batch's records
+        fs::write(&path, &bytes).unwrap();
+        let log = SegmentedLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.next_offset(), 1);
+        assert_eq!(fs::metadata(&path).unwrap().len(), second_at);
+    }
+
+    #[test]
+    fn index_lookup_lands_on_the_right_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = SegmentedLog::open(dir.path(), LogConfig::default()).unwrap();
+        let big = "x".repeat(1000);
+        for i in 0..50 {
+            append(&mut log, &[&big, &big], i);
+        }
+        let segment = log.active();
+        assert!(
+            segment.index_entries.len() > 5,
+            "sparse index has entries: {}",
+            segment.index_entries.len()
+        );
+        assert!(segment.index_entries.len() < 50, "but not one per batch");
+        for offset in [0, 1, 37, 64, 99] {
+            let data = log.read(offset, 1).unwrap();
+            let found = validate_batches(&data).unwrap();
+            assert_eq!(found.len(), 1);
+            let h = found[0].1;
+            assert!(
+                h.base_offset <= offset && offset <= h.last_offset(),
+                "offset {offset} in {h:?}"
+            );
+        }
+        // The index survives a reopen as a sealed segment's index.
+        drop(log);
+        let mut log = SegmentedLog::open(dir.path(), LogConfig::default()).unwrap();
+        log.roll().unwrap();
+        drop(log);
+        let log = SegmentedLog::open(dir.path(), LogConfig::default()).unwrap();
+        let first = log.segments.values().next().unwrap();
+        assert!(first.index_entries.len() > 5);
+        assert_eq!(values_from(&log, 50).first(), Some(&50));
+    }
+
+    #[test]
+    fn timestamp_lookup_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = SegmentedLog::open(dir.path(), small_segments()).unwrap();
+        for i in 0..10 {
+            append(&mut log, &["a", "b"], i * 100);
+        }
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
+        assert_eq!(log.offset_for_timestamp(501).unwrap(), Some(11));
+        assert_eq!(log.offset_for_timestamp(550).unwrap(), Some(12));
+        assert_eq!(log.offset_for_timestamp(10_000).unwrap(), None);
+    }
+
+    #[test]
+    fn retention_by_size_and_time_deletes_whole_old_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 300,
+            retention_bytes: Some(600),
+            retention: None,
+        };
+        let mut log = SegmentedLog::open(dir.path(), config).unwrap();
+        for i in 0..20 {
+            append(&mut log, &["a"], i);
+        }
+        let before = log.segments.len();
+        let total_before: u64 = log.segments.values().map(|s| s.size).sum();
+        let freed = log.enforce_retention(SystemTime::now()).unwrap();
+        assert!(freed > 0);
+        let total_after: u64 = log.segments.values().map(|s| s.size).sum();
+        assert!(
+            total_after >= 600 && total_after < total_before,
+            "{total_after}"
+        );
+        assert!(log.segments.len() < before);
+        let start = log.start_offset();
+        assert!(start > 0);
+        assert!(log.read(0, 100).is_err());
+        assert_eq!(values_from(&log, start).last(), Some(&19));
+        let files = fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(
+            files,
+            log.segments.len() * 2,
+            "deleted segments leave no files"
+        );
+
+        let config = LogConfig {
+            segment_bytes: 300,
+            retention_bytes: None,
+            retention: Some(Duration::from_secs(60)),
+        };
+        let mut log = SegmentedLog::open(dir.path(), config).unwrap();
+        assert_eq!(log.enforce_retention(SystemTime::now()).unwrap(), 0);
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        assert!(log.enforce_retention(later).unwrap() > 0);
+        assert_eq!(log.segments.len(), 1, "only the active segment is left");
+        assert_eq!(
+            log.start_offset(),
+            log.segments.keys().next().copied().unwrap()
+        );
+    }
+}
