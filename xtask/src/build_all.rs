@@ -874,6 +874,18 @@ mod tests {
         }
     }
 
+    /// The embedded budget with `margin` bytes left (negative: over).
+    fn five_mb_budget(margin: i64) -> Budget {
+        Budget {
+            limit_bytes: 5_000_000,
+            limit: "< 5 MB".into(),
+            profile: "embedded".into(),
+            from: "origin".into(),
+            margin_bytes: margin,
+            within: margin > 0,
+        }
+    }
+
     fn manifest(entries: Vec<Entry>) -> Manifest {
         Manifest {
             schema: MANIFEST_SCHEMA,
@@ -924,14 +936,7 @@ mod tests {
     #[test]
     fn problems_fail_the_command_but_unavailable_only_when_named() {
         let mut over = entry("armv7-unknown-linux-gnueabihf", Status::Built);
-        over.budget = Some(Budget {
-            limit_bytes: 5_000_000,
-            limit: "< 5 MB".into(),
-            profile: "embedded".into(),
-            from: "origin".into(),
-            margin_bytes: -200_000,
-            within: false,
-        });
+        over.budget = Some(five_mb_budget(-200_000));
         let mut unavailable = entry("arm-unknown-linux-musleabi", Status::Unavailable);
         unavailable.reason = Some("rust-std not installed".into());
         let m = manifest(vec![over, unavailable]);
@@ -960,20 +965,9 @@ mod tests {
     #[test]
     fn markdown_marks_failures_and_reasons() {
         let mut over = entry("armv7-unknown-linux-gnueabihf", Status::Built);
-        over.budget = Some(Budget {
-            limit_bytes: 5_000_000,
-            limit: "< 5 MB".into(),
-            profile: "embedded".into(),
-            from: "origin".into(),
-            margin_bytes: -200_000,
-            within: false,
-        });
+        over.budget = Some(five_mb_budget(-200_000));
         let mut ok = entry("aarch64-unknown-linux-musl", Status::Built);
-        ok.budget = Some(Budget {
-            margin_bytes: 3_600_000,
-            within: true,
-            ..over.budget.clone().unwrap()
-        });
+        ok.budget = Some(five_mb_budget(3_600_000));
         let mut mac = entry("aarch64-apple-darwin", Status::Unavailable);
         mac.reason = Some("zigbuild: cargo-zigbuild not installed".into());
         mac.build_only = true;
