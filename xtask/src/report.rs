@@ -808,6 +808,7 @@ pub mod tests {
                 binary: Some("target/release/broker".into()),
                 binary_size_bytes: Some(3_500_000),
                 address: "127.0.0.1:40000".into(),
+                kafka_address: Some("127.0.0.1:40001".into()),
                 pid: Some(1234),
                 config: Some("[mqtt]\n".into()),
                 version: Some("broker 0.1.0".into()),
