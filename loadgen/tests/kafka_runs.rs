@@ -260,3 +260,30 @@ async fn an_existing_topic_with_other_partitions_is_an_error_naming_the_key() {
     );
     broker.shutdown().await;
 }
+
+#[test]
+fn compression_without_codec_support_is_a_clear_error() {
+    let w = workload(
+        r#"
+        protocol = "kafka"
+        scenario = "fan_in"
+        publishers = 1
+        topic = "lg-zstd"
+        [kafka]
+        compression = "zstd"
+        "#,
+    );
+    assert!(loadgen::kafka::compression_available("lz4"));
+    assert!(loadgen::kafka::compression_available("none"));
+    match KafkaDriver::new(&w, "127.0.0.1:9092") {
+        Ok(_) => assert!(loadgen::kafka::compression_available("zstd")),
+        Err(e) => {
+            assert!(!loadgen::kafka::compression_available("zstd"));
+            assert!(
+                e.to_string().starts_with("kafka.compression = \"zstd\"")
+                    && e.to_string().contains("\"lz4\""),
+                "{e}"
+            );
+        }
+    }
+}
