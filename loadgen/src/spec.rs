@@ -201,7 +201,7 @@ fn deserialize_acks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i16
         Text(String),
     }
     match Acks::deserialize(d)? {
-        Acks::Number(n @ (-1 | 0 | 1)) => Ok(Some(n as i16)),
+        Acks::Number(n @ -1..=1) => Ok(Some(n as i16)),
         Acks::Text(t) if t == "all" => Ok(Some(-1)),
         _ => Err(serde::de::Error::custom("acks must be 0, 1, -1 or \"all\"")),
     }
