@@ -839,6 +839,22 @@ mod tests {
     use crate::report::tests::{result, workload};
 
     #[test]
+    fn kafka_workloads_go_to_the_kafka_address_or_say_why_not() {
+        let mqtt = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let kafka = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (m, k) = (
+            mqtt.local_addr().unwrap().to_string(),
+            kafka.local_addr().unwrap().to_string(),
+        );
+        let both = launcher::external(&m, Some(&k), None).unwrap();
+        assert_eq!(target_address(&both, Protocol::Mqtt).unwrap(), m);
+        assert_eq!(target_address(&both, Protocol::Kafka).unwrap(), k);
+        let mqtt_only = launcher::external(&m, None, None).unwrap();
+        let reason = target_address(&mqtt_only, Protocol::Kafka).unwrap_err();
+        assert!(reason.contains("--kafka HOST:PORT"), "{reason}");
+    }
+
+    #[test]
     fn default_profile_follows_the_platform_class() {
         let x86 = "x86_64-unknown-linux-gnu";
         assert_eq!(default_profile(None, x86), "high_perf");
