@@ -215,6 +215,14 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Whether clients of `role` honour [`ClientSpec::source`].
     fn binds_source_address(&self, role: Role) -> bool;
+
+    /// Whether the subscribers split the messages between them (a Kafka
+    /// consumer group) instead of each getting its own copy; the runner then
+    /// counts them as one consumer for expected deliveries, loss and
+    /// duplicates.
+    fn subscribers_share_deliveries(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

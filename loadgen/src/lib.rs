@@ -12,6 +12,8 @@ pub mod driver;
 #[cfg(feature = "drivers")]
 pub mod histogram;
 #[cfg(feature = "drivers")]
+pub mod kafka;
+#[cfg(feature = "drivers")]
 pub mod limits;
 #[cfg(feature = "drivers")]
 pub mod mqtt;

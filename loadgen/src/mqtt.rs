@@ -291,7 +291,7 @@ impl MqttDriver {
     }
 }
 
-fn split_host_port(target: &str) -> Result<(String, u16), DriverError> {
+pub(crate) fn split_host_port(target: &str) -> Result<(String, u16), DriverError> {
     let bad = || {
         DriverError::new(
             ErrorKind::Io,

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::driver::{ClientEvents, ClientSpec, Connection, Driver, DriverError, Publisher, Role};
 use crate::histogram;
+use crate::kafka::KafkaDriver;
 use crate::limits;
 use crate::mqtt::MqttDriver;
 use crate::payload::{self, Header};
@@ -61,6 +62,12 @@ pub async fn run(workload: &Workload, options: &RunOptions) -> Result<LoadResult
     match workload.protocol {
         Protocol::Mqtt => {
             let driver = MqttDriver::new(workload, &options.target)
+                .map_err(|e| RunError::BadTarget(e.to_string()))?;
+            let loopback = driver.broker_addr().ip().is_loopback();
+            Ok(run_with(Arc::new(driver), loopback, workload, options).await)
+        }
+        Protocol::Kafka => {
+            let driver = KafkaDriver::new(workload, &options.target)
                 .map_err(|e| RunError::BadTarget(e.to_string()))?;
             let loopback = driver.broker_addr().ip().is_loopback();
             Ok(run_with(Arc::new(driver), loopback, workload, options).await)
@@ -123,8 +130,23 @@ impl Window {
     }
 }
 
-/// For each publisher, the subscribers whose filter matches its topic.
+/// For each publisher, the subscribers whose filter matches its topic. When
+/// the subscribers share deliveries they count as one consumer, index 0.
 pub fn matching_subscribers<D: Driver>(driver: &D, workload: &Workload) -> Vec<Vec<u32>> {
+    if driver.subscribers_share_deliveries() {
+        return (0..workload.publishers)
+            .map(|p| {
+                let topic = workload.publisher_topic(p);
+                let any = (0..workload.subscribers)
+                    .any(|s| driver.filter_matches(&workload.subscriber_filter(s), &topic));
+                if any {
+                    vec![0]
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+    }
     let filters: Vec<String> = (0..workload.subscribers)
         .map(|s| workload.subscriber_filter(s))
         .collect();
@@ -369,8 +391,23 @@ struct Collected {
     subscribers: Vec<Arc<Mutex<SubscriberStats>>>,
     /// Per publisher, the subscribers its messages should reach.
     matching: Vec<Vec<u32>>,
+    /// Whether `subscribers` is one shared consumer (see
+    /// [`Driver::subscribers_share_deliveries`]).
+    shared_subscribers: bool,
     connections: Mutex<ConnectTally>,
     completed: AtomicBool,
+}
+
+impl Collected {
+    /// Where subscriber `index`'s deliveries are counted.
+    fn subscriber_stats(&self, index: u32) -> Arc<Mutex<SubscriberStats>> {
+        let index = if self.shared_subscribers {
+            0
+        } else {
+            index as usize
+        };
+        self.subscribers[index].clone()
+    }
 }
 
 /// Runs `workload` with `driver`; always returns a result (aborted ones are partial).
@@ -388,7 +425,11 @@ pub async fn run_with<D: Driver>(
         publishers: (0..workload.publishers)
             .map(|_| Arc::new(Mutex::new(PublisherStats::default())))
             .collect(),
-        subscribers: (0..workload.subscribers)
+        subscribers: (0..if driver.subscribers_share_deliveries() {
+            workload.subscribers.min(1)
+        } else {
+            workload.subscribers
+        })
             .map(|_| {
                 Arc::new(Mutex::new(SubscriberStats {
                     trackers: vec![SequenceTracker::new(); workload.publishers as usize],
@@ -400,6 +441,7 @@ pub async fn run_with<D: Driver>(
             })
             .collect(),
         matching: matching_subscribers(driver.as_ref(), workload),
+        shared_subscribers: driver.subscribers_share_deliveries(),
         connections: Mutex::new(ConnectTally::default()),
         completed: AtomicBool::new(false),
     });
@@ -603,7 +645,7 @@ async fn connect_all<D: Driver>(
                 Role::Subscriber => {
                     let events = Box::new(SubscriberEvents {
                         shared: shared_for_task,
-                        stats: collected_for_task.subscribers[spec.index as usize].clone(),
+                        stats: collected_for_task.subscriber_stats(spec.index),
                     });
                     driver
                         .connect_subscriber(&spec, &filter, events)
@@ -766,7 +808,7 @@ async fn load<P: Publisher>(
     if !shared.is_aborted() {
         let drain_until =
             Instant::now().max(window_end) + Duration::from_secs_f64(workload.drain_secs);
-        drain(workload.qos > 0, shared, collected, drain_until).await;
+        drain(workload.expects_acks(), shared, collected, drain_until).await;
     }
     publishers
 }

@@ -91,7 +91,8 @@ pub struct Workload {
     /// Distinct topics `{n}` ranges over (Kafka partitions, AMQP queues).
     #[serde(default = "one")]
     pub topics: u32,
-    /// Delivery guarantee: MQTT QoS 0/1/2; Kafka acks 0/1/-1 mapped from 0/1/2; AMQP 0 = no confirms, 1 = confirms.
+    /// Delivery guarantee: MQTT QoS 0/1/2; Kafka acks 0/1/-1 mapped from 0/1/2
+    /// (unless `kafka.acks` says otherwise); AMQP 0 = no confirms, 1 = confirms.
     #[serde(default)]
     pub qos: u8,
     /// Payload size in bytes (at least 24: the sequence header lives in the payload).
@@ -120,6 +121,9 @@ pub struct Workload {
     pub drain_secs: f64,
     #[serde(default)]
     pub mqtt: MqttOptions,
+    /// `[kafka]`; only with `protocol = "kafka"` (defaults when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaOptions>,
 }
 
 /// `[mqtt]` keys.
@@ -145,6 +149,79 @@ impl Default for MqttOptions {
             client_id_prefix: "lg".into(),
             inflight: 100,
         }
+    }
+}
+
+/// `[kafka]` keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaOptions {
+    /// Producer acks: 0, 1, -1 or "all"; unset = from `qos` (0/1/2 -> 0/1/-1).
+    #[serde(
+        deserialize_with = "deserialize_acks",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub acks: Option<i16>,
+    /// librdkafka `linger.ms`: how long a batch may wait for more records.
+    pub linger_ms: u32,
+    /// librdkafka `batch.size`: most bytes in one partition's batch.
+    pub batch_size: u32,
+    /// "none", "lz4" or "zstd" (zstd only if librdkafka was built with it).
+    pub compression: String,
+    /// Partitions of every workload topic. The topics are created with this
+    /// count before anyone connects; an existing topic must already have it.
+    pub partitions: u32,
+    /// "assign": every subscriber reads all partitions of its topic (each gets
+    /// every message); "group": subscribers join `group_id` and split the
+    /// partitions (each message reaches one of them).
+    pub consumer: String,
+    /// Consumer group of `consumer = "group"`.
+    pub group_id: String,
+}
+
+impl Default for KafkaOptions {
+    fn default() -> Self {
+        KafkaOptions {
+            acks: None,
+            linger_ms: 5,
+            batch_size: 1_000_000,
+            compression: "none".into(),
+            partitions: 1,
+            consumer: "assign".into(),
+            group_id: "loadgen".into(),
+        }
+    }
+}
+
+fn deserialize_acks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i16>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Acks {
+        Number(i64),
+        Text(String),
+    }
+    match Acks::deserialize(d)? {
+        Acks::Number(n @ -1..=1) => Ok(Some(n as i16)),
+        Acks::Text(t) if t == "all" => Ok(Some(-1)),
+        _ => Err(serde::de::Error::custom("acks must be 0, 1, -1 or \"all\"")),
+    }
+}
+
+/// Longest Kafka topic name.
+const MAX_KAFKA_TOPIC_LEN: usize = 249;
+
+fn kafka_topic_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name == "." || name == ".." {
+        Some("is not a usable Kafka topic name")
+    } else if name.len() > MAX_KAFKA_TOPIC_LEN {
+        Some("is longer than Kafka's 249 characters")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        Some("may only contain letters, digits, '.', '_' and '-' in Kafka")
+    } else {
+        None
     }
 }
 
@@ -267,7 +344,106 @@ impl Workload {
                 self.mqtt.version
             ));
         }
+        if self.protocol == Protocol::Kafka {
+            self.validate_kafka()?;
+        } else if self.kafka.is_some() {
+            return Err(format!(
+                "[kafka] is set but protocol = \"{}\": remove the table or set protocol = \"kafka\"",
+                self.protocol
+            ));
+        }
         Ok(())
+    }
+
+    fn validate_kafka(&self) -> Result<(), String> {
+        let k = self.kafka_options();
+        for (key, names) in [
+            (
+                "topic",
+                (0..self.publishers.max(1))
+                    .map(|i| (self.topic.as_str(), self.publisher_topic(i)))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "subscribe",
+                (0..self.subscribers)
+                    .map(|i| (self.subscribe.as_str(), self.subscriber_filter(i)))
+                    .collect(),
+            ),
+        ] {
+            for (pattern, name) in names {
+                if let Some(problem) = kafka_topic_problem(&name) {
+                    return Err(format!(
+                        "{key} = {pattern:?}: {name:?} {problem}; set {key} to a name like \"bench-{{n}}\" (subscribe names the topic itself: no wildcards)"
+                    ));
+                }
+            }
+        }
+        if !matches!(k.compression.as_str(), "none" | "lz4" | "zstd") {
+            return Err(format!(
+                "kafka.compression = {:?}: must be \"none\", \"lz4\" or \"zstd\"",
+                k.compression
+            ));
+        }
+        if !(1..=10_000).contains(&k.partitions) {
+            return Err(format!(
+                "kafka.partitions = {}: must be 1..=10000",
+                k.partitions
+            ));
+        }
+        if k.batch_size == 0 {
+            return Err("kafka.batch_size = 0: must be at least 1 (bytes)".into());
+        }
+        match k.consumer.as_str() {
+            "assign" => {}
+            "group" => {
+                if k.group_id.is_empty() {
+                    return Err("kafka.group_id = \"\": set a consumer group name".into());
+                }
+                let mut per_topic = std::collections::BTreeMap::<String, u32>::new();
+                for i in 0..self.subscribers {
+                    *per_topic.entry(self.subscriber_filter(i)).or_default() += 1;
+                }
+                if let Some((topic, n)) = per_topic.iter().find(|(_, n)| **n > k.partitions) {
+                    return Err(format!(
+                        "kafka.consumer = \"group\": {n} subscribers of {topic:?} share {} partitions, so some would get none; raise kafka.partitions to at least {n} or lower subscribers",
+                        k.partitions
+                    ));
+                }
+            }
+            other => {
+                return Err(format!(
+                    "kafka.consumer = {other:?}: must be \"assign\" (every subscriber reads every partition) or \"group\" (subscribers split the partitions)"
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// The `[kafka]` table, or its defaults when absent.
+    pub fn kafka_options(&self) -> KafkaOptions {
+        self.kafka.clone().unwrap_or_default()
+    }
+
+    /// Kafka producer acks: `kafka.acks`, else from `qos` (0/1/2 -> 0/1/-1).
+    pub fn kafka_acks(&self) -> i16 {
+        self.kafka
+            .as_ref()
+            .and_then(|k| k.acks)
+            .unwrap_or(match self.qos {
+                0 => 0,
+                1 => 1,
+                _ => -1,
+            })
+    }
+
+    /// Whether publishers get acknowledgements from the broker (so the drain
+    /// waits for them).
+    pub fn expects_acks(&self) -> bool {
+        match self.protocol {
+            Protocol::Kafka => self.kafka_acks() != 0,
+            _ => self.qos > 0,
+        }
     }
 
     /// Total target rate in messages per second (0 = as fast as possible).
@@ -387,6 +563,66 @@ mod tests {
         );
         std::fs::write(&path, MINIMAL).unwrap();
         assert_eq!(Workload::load(&path).unwrap().name, "bad");
+    }
+
+    const KAFKA: &str = "protocol = \"kafka\"\nscenario = \"fan_in\"\npublishers = 2\nsubscribers = 1\ntopic = \"k-{n}\"\nsubscribe = \"k-0\"\n";
+
+    #[test]
+    fn kafka_table_takes_defaults_and_acks() {
+        let w = Workload::parse(KAFKA).unwrap();
+        let k = w.kafka_options();
+        assert_eq!((k.partitions, k.consumer.as_str()), (1, "assign"));
+        assert_eq!(w.kafka_acks(), 0);
+        assert!(!w.expects_acks());
+        let w = Workload::parse(&format!("{KAFKA}qos = 2\n")).unwrap();
+        assert_eq!(w.kafka_acks(), -1);
+        let w = Workload::parse(&format!(
+            "{KAFKA}[kafka]\nacks = \"all\"\nlinger_ms = 10\ncompression = \"lz4\"\npartitions = 4\nconsumer = \"group\"\n"
+        ))
+        .unwrap();
+        assert_eq!(w.kafka_acks(), -1);
+        assert!(w.expects_acks());
+        assert_eq!(w.kafka_options().linger_ms, 10);
+        let w = Workload::parse(&format!("{KAFKA}qos = 1\n[kafka]\nacks = 0\n")).unwrap();
+        assert_eq!(w.kafka_acks(), 0, "kafka.acks wins over qos");
+    }
+
+    #[test]
+    fn kafka_keys_are_checked_and_named() {
+        let bad = |extra: &str| Workload::parse(&format!("{KAFKA}{extra}")).unwrap_err();
+        let err = bad("[kafka]\nacks = 2\n");
+        assert!(
+            err.contains("kafka.acks") && err.contains("\"all\""),
+            "{err}"
+        );
+        let err = bad("[kafka]\nlinger = 5\n");
+        assert!(
+            err.contains("kafka.linger") && err.contains("linger_ms"),
+            "{err}"
+        );
+        let err = bad("[kafka]\ncompression = \"snappy\"\n");
+        assert!(err.starts_with("kafka.compression = \"snappy\""), "{err}");
+        let err = bad("[kafka]\npartitions = 0\n");
+        assert!(err.starts_with("kafka.partitions = 0"), "{err}");
+        let err = bad("[kafka]\nconsumer = \"shared\"\n");
+        assert!(err.starts_with("kafka.consumer = \"shared\""), "{err}");
+        let err = Workload::parse(&format!(
+            "{}subscribers = 3\n[kafka]\nconsumer = \"group\"\npartitions = 2\n",
+            KAFKA.replace("subscribers = 1\n", "")
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("raise kafka.partitions to at least 3"),
+            "{err}"
+        );
+        let err = Workload::parse("protocol = \"kafka\"\nscenario = \"fan_in\"\npublishers = 1\n")
+            .unwrap_err();
+        assert!(
+            err.starts_with("topic = \"bench/{n}\"") && err.contains("bench-{n}"),
+            "{err}"
+        );
+        let err = Workload::parse(&format!("{MINIMAL}[kafka]\npartitions = 2\n")).unwrap_err();
+        assert!(err.contains("protocol = \"mqtt\""), "{err}");
     }
 
     #[test]

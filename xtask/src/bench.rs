@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use loadgen::{LoadResult, Outcome};
+use loadgen::{LoadResult, Outcome, Protocol};
 use xshell::{cmd, Shell};
 
 use crate::build_all;
@@ -35,8 +35,13 @@ const ABORT_GRACE: Duration = Duration::from_secs(5);
 pub enum BrokerChoice {
     /// Build this workspace's broker in release mode and start it.
     Built,
-    /// Someone else's broker at `mqtt`; sample `pid` if given.
-    External { mqtt: String, pid: Option<u32> },
+    /// Someone else's broker at `mqtt` (and `kafka`, if it speaks Kafka);
+    /// sample `pid` if given.
+    External {
+        mqtt: String,
+        kafka: Option<String>,
+        pid: Option<u32>,
+    },
     /// The system mosquitto with a generated config.
     Mosquitto,
 }
@@ -169,7 +174,9 @@ pub fn run(options: &Options) -> Result<()> {
             )?
         }
         BrokerChoice::Mosquitto => launcher::start_mosquitto(&run_dir)?,
-        BrokerChoice::External { mqtt, pid } => launcher::external(mqtt, *pid)?,
+        BrokerChoice::External { mqtt, kafka, pid } => {
+            launcher::external(mqtt, kafka.as_deref(), *pid)?
+        }
     };
     println!(
         "==> broker ({}) ready at {}{}",
@@ -222,6 +229,9 @@ pub fn run(options: &Options) -> Result<()> {
             status = Status::NotRun {
                 reason: format!("broker exited during {died_during}"),
             };
+        } else if let Err(reason) = target_address(&broker, p.workload.protocol) {
+            println!("==> [{}/{total}] {name}: not run: {reason}", index + 1);
+            status = Status::NotRun { reason };
         } else {
             for repeat in 1..=options.repeat {
                 if let Some(how) = broker.exited() {
@@ -393,6 +403,25 @@ fn build_for_target(root: &Path, target: &Target) -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// Where loadgen sends a workload of `protocol`, or why it cannot run.
+pub fn target_address(broker: &RunningBroker, protocol: Protocol) -> Result<String, String> {
+    match protocol {
+        Protocol::Mqtt => Ok(broker.address().to_string()),
+        Protocol::Kafka => broker.kafka_address().map(str::to_string).ok_or_else(|| {
+            match broker.info.kind {
+                launcher::BrokerKind::External => {
+                    "a Kafka workload, and no Kafka address for the external broker: give --kafka HOST:PORT".to_string()
+                }
+                kind => format!(
+                    "a Kafka workload, and the {} broker has no Kafka listener",
+                    kind.as_str()
+                ),
+            }
+        }),
+        other => Err(format!("no {other} listener on the broker under test")),
+    }
+}
+
 /// The profile for a platform class: from the broker's `--print-platform`
 /// when we have it, else from the triple. Classes without a profile of their
 /// own (`generic`) are judged by the triple.
@@ -465,11 +494,15 @@ impl RunContext<'_> {
 
         let started = Instant::now();
         let mut death = None;
-        let ended =
-            match self.spawn_loadgen(effective_file, broker.address(), &result_file, &log_file) {
-                Err(e) => Ended::SpawnFailed(format!("{e:#}")),
-                Ok(mut child) => wait_for_loadgen(&mut child, broker, budget, &mut death),
-            };
+        let spawned = target_address(broker, planned.workload.protocol)
+            .map_err(anyhow::Error::msg)
+            .and_then(|target| {
+                self.spawn_loadgen(effective_file, &target, &result_file, &log_file)
+            });
+        let ended = match spawned {
+            Err(e) => Ended::SpawnFailed(format!("{e:#}")),
+            Ok(mut child) => wait_for_loadgen(&mut child, broker, budget, &mut death),
+        };
         let finished = Instant::now();
 
         let (result, unreadable) = match std::fs::read_to_string(&result_file) {
@@ -804,6 +837,22 @@ fn display_relative(path: &Path, root: &Path) -> String {
 mod tests {
     use super::*;
     use crate::report::tests::{result, workload};
+
+    #[test]
+    fn kafka_workloads_go_to_the_kafka_address_or_say_why_not() {
+        let mqtt = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let kafka = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (m, k) = (
+            mqtt.local_addr().unwrap().to_string(),
+            kafka.local_addr().unwrap().to_string(),
+        );
+        let both = launcher::external(&m, Some(&k), None).unwrap();
+        assert_eq!(target_address(&both, Protocol::Mqtt).unwrap(), m);
+        assert_eq!(target_address(&both, Protocol::Kafka).unwrap(), k);
+        let mqtt_only = launcher::external(&m, None, None).unwrap();
+        let reason = target_address(&mqtt_only, Protocol::Kafka).unwrap_err();
+        assert!(reason.contains("--kafka HOST:PORT"), "{reason}");
+    }
 
     #[test]
     fn default_profile_follows_the_platform_class() {

@@ -51,6 +51,10 @@ pub struct BrokerInfo {
     pub binary_size_bytes: Option<u64>,
     /// MQTT address the load was sent to.
     pub address: String,
+    /// Kafka address Kafka workloads were sent to; None: the broker has no
+    /// Kafka listener (mosquitto, or external without `--kafka`).
+    #[serde(default)]
+    pub kafka_address: Option<String>,
     pub pid: Option<u32>,
     /// The config file's text, as the broker read it.
     pub config: Option<String>,
@@ -76,6 +80,11 @@ impl RunningBroker {
 
     pub fn address(&self) -> &str {
         &self.info.address
+    }
+
+    /// Where Kafka workloads go, if the broker speaks Kafka.
+    pub fn kafka_address(&self) -> Option<&str> {
+        self.info.kafka_address.as_deref()
     }
 
     /// How the process ended, once it has (None while it runs or when we
@@ -252,6 +261,12 @@ pub fn start_built(invocation: Invocation<'_>, run_dir: &Path) -> Result<Running
     let (child, log_thread, addr) = spawn_logged(command, &log, Some(parse_listening_line))
         .with_context(|| format!("starting {}", binary.display()))?;
     let addr = addr.expect("spawn_logged waits for the address");
+    // The log thread writes each line before it reports the address in it.
+    let kafka_address = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .find_map(parse_kafka_listening)
+        .map(|a| a.to_string());
     let binary = match invocation
         .target
         .and_then(|t| t.def.runner.command.as_deref())
@@ -265,6 +280,7 @@ pub fn start_built(invocation: Invocation<'_>, run_dir: &Path) -> Result<Running
             binary_size_bytes: std::fs::metadata(invocation.binary).ok().map(|m| m.len()),
             binary: Some(binary),
             address: addr.to_string(),
+            kafka_address,
             pid: Some(child.id()),
             config: Some(config),
             version,
@@ -323,6 +339,7 @@ pub fn start_mosquitto(run_dir: &Path) -> Result<RunningBroker> {
             binary: Some(binary.display().to_string()),
             binary_size_bytes: std::fs::metadata(&binary).ok().map(|m| m.len()),
             address: addr.to_string(),
+            kafka_address: None,
             pid: Some(child.id()),
             config: Some(config),
             version,
@@ -353,8 +370,19 @@ pub fn start_mosquitto(run_dir: &Path) -> Result<RunningBroker> {
     Ok(broker)
 }
 
-/// A broker someone else runs: it must accept a TCP connection now.
-pub fn external(mqtt: &str, pid: Option<u32>) -> Result<RunningBroker> {
+/// A broker someone else runs: it must accept a TCP connection now (on its
+/// Kafka address too, when given).
+pub fn external(mqtt: &str, kafka: Option<&str>, pid: Option<u32>) -> Result<RunningBroker> {
+    if let Some(kafka) = kafka {
+        let addr = kafka
+            .to_socket_addrs()
+            .with_context(|| format!("--kafka {kafka}: not a HOST:PORT address"))?
+            .next()
+            .with_context(|| format!("--kafka {kafka}: resolves to no address"))?;
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| {
+            format!("external broker's Kafka listener at {kafka} does not accept connections")
+        })?;
+    }
     let addr = mqtt
         .to_socket_addrs()
         .with_context(|| format!("--mqtt {mqtt}: not a HOST:PORT address"))?
@@ -377,6 +405,7 @@ pub fn external(mqtt: &str, pid: Option<u32>) -> Result<RunningBroker> {
             }),
             binary_size_bytes: None,
             address: mqtt.to_string(),
+            kafka_address: kafka.map(str::to_string),
             pid,
             config: None,
             version: None,
@@ -393,6 +422,19 @@ pub fn external(mqtt: &str, pid: Option<u32>) -> Result<RunningBroker> {
 pub fn parse_listening_line(line: &str) -> Option<SocketAddr> {
     line.split("listening: mqtt ")
         .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The Kafka address in our broker's `listening: ... | kafka ADDR | ...` line
+/// (None when it says `kafka off`).
+pub fn parse_kafka_listening(line: &str) -> Option<SocketAddr> {
+    line.split("listening: mqtt ")
+        .nth(1)?
+        .split(" | ")
+        .find_map(|part| part.strip_prefix("kafka "))?
         .split_whitespace()
         .next()?
         .parse()
@@ -508,6 +550,22 @@ pub fn which(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kafka_address_parses_from_the_listening_line() {
+        let line = "2025-01-01T00:00:00Z INFO listening: mqtt 127.0.0.1:40123 | websocket off | kafka 127.0.0.1:40999 | metrics off";
+        assert_eq!(
+            parse_kafka_listening(line),
+            Some("127.0.0.1:40999".parse().unwrap())
+        );
+        assert_eq!(
+            parse_kafka_listening(
+                "listening: mqtt 127.0.0.1:1 | websocket off | kafka off | metrics off"
+            ),
+            None
+        );
+        assert_eq!(parse_kafka_listening("kafka 127.0.0.1:9092"), None);
+    }
 
     #[test]
     fn listening_line_parses() {

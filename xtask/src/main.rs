@@ -154,13 +154,17 @@ struct BenchArgs {
     /// MQTT address of the external broker (with --broker external)
     #[arg(long, value_name = "HOST:PORT", required_if_eq("broker", "external"))]
     mqtt: Option<String>,
+    /// Kafka address of the external broker (with --broker external); without
+    /// it Kafka workloads are not run
+    #[arg(long, value_name = "HOST:PORT", requires = "mqtt")]
+    kafka: Option<String>,
     /// Pid of the external broker, to sample its memory and CPU
     #[arg(long, value_name = "PID", requires = "mqtt")]
     broker_pid: Option<u32>,
     /// Cross-build the broker for this triple (targets/<triple>.toml) and run
     /// it through the target's runner (qemu-user, wine); the load generator
     /// stays native. Emulated runs are labelled and their speed is not gated
-    #[arg(long, value_name = "TRIPLE", conflicts_with_all = ["mqtt", "broker_pid"])]
+    #[arg(long, value_name = "TRIPLE", conflicts_with_all = ["mqtt", "kafka", "broker_pid"])]
     target: Option<String>,
     /// Threshold profile in targets/profiles/ [default: the platform class of
     /// --target, else the host's: high_perf on x86_64/aarch64, embedded on
@@ -199,6 +203,7 @@ impl BenchArgs {
             (BrokerArg::Mosquitto, None) => bench::BrokerChoice::Mosquitto,
             (BrokerArg::External, Some(mqtt)) => bench::BrokerChoice::External {
                 mqtt,
+                kafka: self.kafka,
                 pid: self.broker_pid,
             },
             (BrokerArg::External, None) => {
@@ -372,8 +377,30 @@ mod tests {
             o.broker,
             bench::BrokerChoice::External {
                 mqtt: "10.0.0.2:1883".into(),
+                kafka: None,
                 pid: Some(42)
             }
+        );
+        let o = parse(&[
+            "--broker",
+            "external",
+            "--mqtt",
+            "10.0.0.2:1883",
+            "--kafka",
+            "10.0.0.2:9092",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.broker,
+            bench::BrokerChoice::External {
+                mqtt: "10.0.0.2:1883".into(),
+                kafka: Some("10.0.0.2:9092".into()),
+                pid: None
+            }
+        );
+        assert!(
+            parse(&["--kafka", "x:1"]).is_err(),
+            "--kafka needs --broker external"
         );
         assert_eq!(
             parse(&["--broker", "mosquitto"]).unwrap().broker,

@@ -335,10 +335,14 @@ pub fn render_markdown(report: &Report) -> String {
     };
     let b = &report.broker;
     let broker = format!(
-        "{} {} at {}{}{}",
+        "{} {} at {}{}{}{}",
         b.kind.as_str(),
         b.version.as_deref().unwrap_or(""),
         b.address,
+        b.kafka_address
+            .as_ref()
+            .map(|k| format!(" (Kafka {k})"))
+            .unwrap_or_default(),
         b.binary
             .as_ref()
             .map(|p| format!(", `{p}`"))
@@ -458,15 +462,29 @@ fn render_workload(md: &mut String, w: &WorkloadReport) {
         0 => "unpaced".to_string(),
         r => format!("{} msg/s", thousands(r)),
     };
+    let delivery = match wl.protocol {
+        loadgen::Protocol::Kafka => {
+            let k = wl.kafka_options();
+            format!(
+                "acks {}, linger {} ms, compression {}, {} ({} consumers)",
+                wl.kafka_acks(),
+                k.linger_ms,
+                k.compression,
+                plural(u64::from(k.partitions), "partition"),
+                k.consumer
+            )
+        }
+        _ => format!("QoS {}", wl.qos),
+    };
     let _ = writeln!(
         md,
-        "{} {}: {}, {}, {}, QoS {}, {} B payload, {}; warm-up {} s, measured {} s, drain {} s. Effective workload: `{}` (from `{}`).\n",
+        "{} {}: {}, {}, {}, {}, {} B payload, {}; warm-up {} s, measured {} s, drain {} s. Effective workload: `{}` (from `{}`).\n",
         wl.protocol,
         wl.scenario.as_str(),
         plural(u64::from(wl.publishers), "publisher"),
         plural(u64::from(wl.subscribers), "subscriber"),
         plural(u64::from(wl.idle_connections), "idle connection"),
-        wl.qos,
+        delivery,
         wl.payload_bytes,
         rate_text,
         wl.warmup_secs,
@@ -808,6 +826,7 @@ pub mod tests {
                 binary: Some("target/release/broker".into()),
                 binary_size_bytes: Some(3_500_000),
                 address: "127.0.0.1:40000".into(),
+                kafka_address: Some("127.0.0.1:40001".into()),
                 pid: Some(1234),
                 config: Some("[mqtt]\n".into()),
                 version: Some("broker 0.1.0".into()),

@@ -221,7 +221,15 @@ mod tests {
     #[test]
     fn quick_scales_storm_and_durations() {
         let planned = plan_suite(&root(), "quick", &Overrides::default()).unwrap();
-        assert_eq!(planned.len(), 5);
+        assert_eq!(planned.len(), 8);
+        assert_eq!(
+            planned
+                .iter()
+                .filter(|p| p.workload.protocol == loadgen::Protocol::Kafka)
+                .count(),
+            3,
+            "quick covers the Kafka workloads"
+        );
         for p in &planned {
             let w = &p.workload;
             assert_eq!(w.duration_secs, 2.0, "{}", w.name);
