@@ -230,8 +230,8 @@ pub fn run(options: &Options) -> Result<()> {
                 reason: format!("broker exited during {died_during}"),
             };
         } else if let Err(reason) = target_address(&broker, p.workload.protocol) {
-            println!("==> [{}/{total}] {name}: not run: {reason}", index + 1);
-            status = Status::NotRun { reason };
+            println!("==> [{}/{total}] {name}: skipped: {reason}", index + 1);
+            status = Status::Skipped { reason };
         } else {
             for repeat in 1..=options.repeat {
                 if let Some(how) = broker.exited() {
@@ -323,10 +323,13 @@ pub fn run(options: &Options) -> Result<()> {
         println!("        (reports/latest points to it)");
     }
 
+    for w in report.workloads.iter().filter(|w| w.status.is_skipped()) {
+        println!("    {}: {}", w.name, w.status.describe());
+    }
     let failed: Vec<&WorkloadReport> = report
         .workloads
         .iter()
-        .filter(|w| !w.status.is_ok())
+        .filter(|w| !w.status.is_ok() && !w.status.is_skipped())
         .collect();
     if let Some(how) = &report.broker_exit {
         bail!(

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use loadgen::{LoadResult, Scenario};
+use loadgen::{LoadResult, Protocol, Scenario};
 use serde::{Deserialize, Serialize};
 
 use crate::launcher::BrokerKind;
@@ -312,6 +312,10 @@ impl VerdictKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub threshold: String,
+    /// The protocol the verdict is about (throughput and latency are judged
+    /// per protocol); None for the whole broker.
+    #[serde(default)]
+    pub protocol: Option<String>,
     pub limit: String,
     /// What was measured, or why nothing was.
     pub measured: String,
@@ -319,6 +323,16 @@ pub struct Verdict {
     pub value: Option<f64>,
     pub verdict: VerdictKind,
     pub from: String,
+}
+
+impl Verdict {
+    /// `throughput (mqtt)`, `broker memory`: the threshold and its scope.
+    pub fn label(&self) -> String {
+        match &self.protocol {
+            Some(p) => format!("{} ({p})", self.threshold),
+            None => self.threshold.clone(),
+        }
+    }
 }
 
 /// `pass`: every threshold passed; `incomplete`: none failed but some were
@@ -351,11 +365,27 @@ impl GateReport {
 
 /// The verdict of every threshold of `profile` on `report`.
 pub fn evaluate(report: &Report, profile: &Profile) -> GateReport {
+    // Throughput and latency are judged per protocol: the best Kafka
+    // producer must not hide a slow MQTT path, nor the other way round.
+    let per_protocol = |t: &Threshold| -> Vec<Option<Protocol>> {
+        let scenario = match t.kind {
+            ThresholdKind::Throughput => Scenario::FanIn,
+            ThresholdKind::P99Latency => Scenario::Latency,
+            _ => return vec![None],
+        };
+        let protocols = protocols_of(report, scenario);
+        if protocols.is_empty() {
+            vec![None]
+        } else {
+            protocols.into_iter().map(Some).collect()
+        }
+    };
     let verdicts: Vec<Verdict> = profile
         .thresholds
         .iter()
-        .map(|t| {
-            let (mut verdict, mut measured, value) = judge(report, t);
+        .flat_map(|t| per_protocol(t).into_iter().map(move |p| (t, p)))
+        .map(|(t, protocol)| {
+            let (mut verdict, mut measured, value) = judge(report, t, protocol);
             // A Pass or Fail that carries a value was decided by comparing
             // that value with the limit (failed or missing workloads fail
             // without one): only such numbers become informational.
@@ -374,6 +404,7 @@ pub fn evaluate(report: &Report, profile: &Profile) -> GateReport {
             }
             Verdict {
                 threshold: t.kind.name().to_string(),
+                protocol: protocol.map(|p| p.as_str().to_string()),
                 limit: t.limit_text.clone(),
                 measured,
                 value,
@@ -399,13 +430,13 @@ pub fn evaluate(report: &Report, profile: &Profile) -> GateReport {
 
 type Judgement = (VerdictKind, String, Option<f64>);
 
-fn judge(report: &Report, t: &Threshold) -> Judgement {
+fn judge(report: &Report, t: &Threshold, protocol: Option<Protocol>) -> Judgement {
     use VerdictKind::*;
     let limit = t.limit;
     let by = |pass: bool| if pass { Pass } else { Fail };
     match t.kind {
         ThresholdKind::Connections => {
-            let storms = of_scenario(report, Scenario::ConnectionStorm);
+            let storms = of_scenario(report, Scenario::ConnectionStorm, None);
             if let Some(j) = none_or_failed(&storms, Scenario::ConnectionStorm) {
                 return j;
             }
@@ -443,7 +474,7 @@ fn judge(report: &Report, t: &Threshold) -> Judgement {
             )
         }
         ThresholdKind::Throughput => {
-            let fan_in = of_scenario(report, Scenario::FanIn);
+            let fan_in = of_scenario(report, Scenario::FanIn, protocol);
             if let Some(j) = none_or_failed(&fan_in, Scenario::FanIn) {
                 return j;
             }
@@ -461,7 +492,7 @@ fn judge(report: &Report, t: &Threshold) -> Judgement {
             )
         }
         ThresholdKind::P99Latency => {
-            let latency = of_scenario(report, Scenario::Latency);
+            let latency = of_scenario(report, Scenario::Latency, protocol);
             if let Some(j) = none_or_failed(&latency, Scenario::Latency) {
                 return j;
             }
@@ -492,7 +523,11 @@ fn judge(report: &Report, t: &Threshold) -> Judgement {
             if let Some(exit) = &report.broker_exit {
                 return (Fail, format!("broker {exit} during the run"), None);
             }
-            let all: Vec<&WorkloadReport> = report.workloads.iter().collect();
+            let all: Vec<&WorkloadReport> = report
+                .workloads
+                .iter()
+                .filter(|w| !w.status.is_skipped())
+                .collect();
             if let Some(reason) = first_failure(&all) {
                 return (Fail, reason, None);
             }
@@ -513,7 +548,7 @@ fn judge(report: &Report, t: &Threshold) -> Judgement {
             }
         }
         ThresholdKind::Cpu => {
-            let latency = of_scenario(report, Scenario::Latency);
+            let latency = of_scenario(report, Scenario::Latency, None);
             if let Some(j) = none_or_failed(&latency, Scenario::Latency) {
                 return j;
             }
@@ -550,12 +585,30 @@ fn judge(report: &Report, t: &Threshold) -> Judgement {
     }
 }
 
-fn of_scenario(report: &Report, scenario: Scenario) -> Vec<&WorkloadReport> {
+/// The workloads of `scenario` that apply to the broker (skipped ones do
+/// not), of one protocol when `protocol` says so.
+fn of_scenario(
+    report: &Report,
+    scenario: Scenario,
+    protocol: Option<Protocol>,
+) -> Vec<&WorkloadReport> {
     report
         .workloads
         .iter()
-        .filter(|w| w.workload.scenario == scenario)
+        .filter(|w| w.workload.scenario == scenario && !w.status.is_skipped())
+        .filter(|w| protocol.is_none_or(|p| w.workload.protocol == p))
         .collect()
+}
+
+/// The protocols with workloads of `scenario` that apply, in report order.
+fn protocols_of(report: &Report, scenario: Scenario) -> Vec<Protocol> {
+    let mut out = Vec::new();
+    for w in of_scenario(report, scenario, None) {
+        if !out.contains(&w.workload.protocol) {
+            out.push(w.workload.protocol);
+        }
+    }
+    out
 }
 
 /// Not measured when no workload of the scenario was planned; fail when one
@@ -597,7 +650,7 @@ pub fn markdown_table(gate: &GateReport) -> String {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} |",
-            v.threshold,
+            v.label(),
             v.limit,
             v.measured.replace('|', "\\|"),
             match v.verdict {
@@ -619,7 +672,7 @@ pub fn text_table(gate: &GateReport) -> String {
         .iter()
         .map(|v| {
             [
-                v.threshold.clone(),
+                v.label(),
                 v.limit.clone(),
                 v.measured.clone(),
                 v.verdict.as_str().to_string(),
@@ -1059,12 +1112,65 @@ from = "origin"
     }
 
     #[test]
+    fn throughput_and_latency_are_judged_per_protocol_and_skipped_workloads_ignored() {
+        let mut r = quick_run(25_000.0, 2_000);
+        let mut kafka = workload("kafka-produce", "fan_in");
+        kafka.protocol = Protocol::Kafka;
+        r.workloads.push(workload_report(
+            kafka.clone(),
+            vec![repeat(
+                1,
+                Some(result(&kafka, 900_000.0, 9_000)),
+                40_000_000,
+                90.0,
+            )],
+            Status::Ok,
+        ));
+        let gate = evaluate(&r, &profile(ALL));
+        let throughput: Vec<&Verdict> = gate
+            .verdicts
+            .iter()
+            .filter(|v| v.threshold == "throughput")
+            .collect();
+        assert_eq!(throughput.len(), 2, "{throughput:?}");
+        assert_eq!(throughput[0].label(), "throughput (mqtt)");
+        assert_eq!(throughput[0].verdict, VerdictKind::Pass);
+        assert_eq!(throughput[1].label(), "throughput (kafka)");
+        assert_eq!(throughput[1].value, Some(900_000.0));
+        // A slow MQTT path is not hidden by a fast Kafka producer.
+        let mut slow = r.clone();
+        slow.workloads[0].repeats[0]
+            .result
+            .as_mut()
+            .unwrap()
+            .rates
+            .received_per_sec = 5_000.0;
+        let gate = evaluate(&slow, &profile(ALL));
+        assert_eq!(verdict(&gate, "throughput").verdict, VerdictKind::Fail);
+
+        // A broker without Kafka: the Kafka workload is skipped, not failed.
+        let mut without = r.clone();
+        without.workloads.last_mut().unwrap().status = Status::Skipped {
+            reason: "no Kafka listener".into(),
+        };
+        without.workloads.last_mut().unwrap().repeats.clear();
+        let gate = evaluate(&without, &profile(ALL));
+        let labels: Vec<String> = gate.verdicts.iter().map(Verdict::label).collect();
+        assert!(
+            !labels.contains(&"throughput (kafka)".to_string()),
+            "{labels:?}"
+        );
+        assert_eq!(verdict(&gate, "broker memory").verdict, VerdictKind::Pass);
+        assert_ne!(gate.result, GateResult::Fail);
+    }
+
+    #[test]
     fn tables_have_a_row_per_threshold() {
         let gate = evaluate(&quick_run(25_000.0, 20_000), &profile(ALL));
         let md = markdown_table(&gate);
         assert!(md.starts_with("| threshold | limit | measured | verdict | from |"));
         assert!(
-            md.contains("| p99 latency | < 15 ms | 20.00 ms (lat) | **FAIL** | origin |"),
+            md.contains("| p99 latency (mqtt) | < 15 ms | 20.00 ms (lat) | **FAIL** | origin |"),
             "{md}"
         );
         assert_eq!(md.lines().count(), 2 + 6);

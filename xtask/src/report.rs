@@ -59,8 +59,19 @@ pub struct WorkloadReport {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Status {
     Ok,
-    Failed { reason: String },
-    NotRun { reason: String },
+    Failed {
+        reason: String,
+    },
+    /// Planned but did not run because something went wrong (the broker died).
+    NotRun {
+        reason: String,
+    },
+    /// Not applicable to the broker under test (it has no listener for the
+    /// workload's protocol): excluded from the gate, which then says
+    /// `not measured` for what only this workload would have exercised.
+    Skipped {
+        reason: String,
+    },
 }
 
 impl Status {
@@ -68,11 +79,16 @@ impl Status {
         matches!(self, Status::Ok)
     }
 
+    pub fn is_skipped(&self) -> bool {
+        matches!(self, Status::Skipped { .. })
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Status::Ok => "ok".into(),
             Status::Failed { reason } => format!("failed: {reason}"),
             Status::NotRun { reason } => format!("not run: {reason}"),
+            Status::Skipped { reason } => format!("skipped: {reason}"),
         }
     }
 }
@@ -986,7 +1002,7 @@ pub mod tests {
         assert!(md.contains("> **EMULATED**"), "{md}");
         assert!(md.contains("as informational (not gated)"), "{md}");
         assert!(
-            md.contains("| throughput | > 400,000 msg/s | 5,000 msg/s (mqtt-fanin) under qemu-aarch64: reported, not gated | _info (emulated)_ | x |"),
+            md.contains("| throughput (mqtt) | > 400,000 msg/s | 5,000 msg/s (mqtt-fanin) under qemu-aarch64: reported, not gated | _info (emulated)_ | x |"),
             "{md}"
         );
         assert!(
