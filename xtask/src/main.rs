@@ -319,17 +319,20 @@ mod tests {
         assert!(Cli::try_parse_from(["xtask", "ci", "--bogus"]).is_err());
     }
 
+    /// `cargo xtask bench <args>` as the options bench would get, or the error.
+    fn parse_bench(args: &[&str]) -> Result<bench::Options, String> {
+        let mut argv = vec!["xtask", "bench"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Some(Command::Bench(b))) => b.options().map_err(|e| e.to_string()),
+            Ok(_) => unreachable!("bench parses as bench"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     #[test]
     fn bench_flags_parse() {
-        let parse = |args: &[&str]| {
-            let mut argv = vec!["xtask", "bench"];
-            argv.extend_from_slice(args);
-            match Cli::try_parse_from(argv).map(|c| c.command) {
-                Ok(Some(Command::Bench(b))) => b.options().map_err(|e| e.to_string()),
-                Ok(_) => unreachable!(),
-                Err(e) => Err(e.to_string()),
-            }
-        };
+        let parse = parse_bench;
         let o = parse(&[]).unwrap();
         assert_eq!(o.suite, "default");
         assert_eq!(o.repeat, 1);
@@ -458,15 +461,7 @@ mod tests {
 
     #[test]
     fn bench_target_goes_with_our_broker_only() {
-        let parse = |args: &[&str]| {
-            let mut argv = vec!["xtask", "bench"];
-            argv.extend_from_slice(args);
-            match Cli::try_parse_from(argv).map(|c| c.command) {
-                Ok(Some(Command::Bench(b))) => b.options().map_err(|e| e.to_string()),
-                Ok(_) => unreachable!(),
-                Err(e) => Err(e.to_string()),
-            }
-        };
+        let parse = parse_bench;
         let o = parse(&["--target", "aarch64-unknown-linux-gnu", "--suite", "quick"]).unwrap();
         assert_eq!(o.target.as_deref(), Some("aarch64-unknown-linux-gnu"));
         assert!(parse(&["--target", "x", "--broker", "mosquitto"]).is_err());
