@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -150,6 +150,41 @@ impl DriverError {
             message: format!("{context}: {}", self.message),
         }
     }
+}
+
+/// `HOST:PORT` (IPv6 in brackets) split into its parts.
+pub(crate) fn split_host_port(target: &str) -> Result<(String, u16), DriverError> {
+    let bad = || {
+        DriverError::new(
+            ErrorKind::Io,
+            format!("target {target:?}: expected HOST:PORT, e.g. 127.0.0.1:1883"),
+        )
+    };
+    let (host, port) = target.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+/// The first address `HOST:PORT` resolves to; every driver's `--target`.
+pub(crate) fn resolve_target(target: &str) -> Result<SocketAddr, DriverError> {
+    let (host, port) = split_host_port(target)?;
+    (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| {
+            DriverError::new(ErrorKind::Io, io_message(&e))
+                .context(format!("cannot resolve {target}"))
+        })?
+        .next()
+        .ok_or_else(|| {
+            DriverError::new(
+                ErrorKind::Io,
+                format!("cannot resolve {target}: no address"),
+            )
+        })
 }
 
 /// `std::io::Error`'s text without the trailing " (os error N)".

@@ -15,7 +15,7 @@
 //! first fetch is warm-up traffic, which is never counted.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,10 +33,9 @@ use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinHandle;
 
 use crate::driver::{
-    io_message, ClientEvents, ClientSpec, Connection, Driver, DriverError, ErrorKind, Publisher,
-    Role,
+    io_message, resolve_target, ClientEvents, ClientSpec, Connection, Driver, DriverError,
+    ErrorKind, Publisher, Role,
 };
-use crate::mqtt::split_host_port;
 use crate::spec::{KafkaOptions, Workload};
 
 /// Longest wait for metadata, topic creation, or a group to settle.
@@ -91,20 +90,7 @@ impl GroupState {
 impl KafkaDriver {
     /// Settings from the workload's `qos`, topics and `[kafka]` keys.
     pub fn new(workload: &Workload, target: &str) -> Result<KafkaDriver, DriverError> {
-        let (host, port) = split_host_port(target)?;
-        let addr = (host.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|e| {
-                DriverError::new(ErrorKind::Io, io_message(&e))
-                    .context(format!("cannot resolve {target}"))
-            })?
-            .next()
-            .ok_or_else(|| {
-                DriverError::new(
-                    ErrorKind::Io,
-                    format!("cannot resolve {target}: no address"),
-                )
-            })?;
+        let addr = resolve_target(target)?;
         let options = workload.kafka_options();
         if !compression_available(&options.compression) {
             return Err(DriverError::new(

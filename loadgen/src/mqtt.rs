@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,8 +17,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::driver::{
-    io_message, ClientEvents, ClientSpec, Connection, Driver, DriverError, ErrorKind, Publisher,
-    Role,
+    io_message, resolve_target, split_host_port, ClientEvents, ClientSpec, Connection, Driver,
+    DriverError, ErrorKind, Publisher, Role,
 };
 use crate::spec::Workload;
 
@@ -57,19 +57,7 @@ impl MqttDriver {
     /// Settings from the workload's `qos`, `payload_bytes` and `[mqtt]` keys.
     pub fn new(workload: &Workload, target: &str) -> Result<MqttDriver, DriverError> {
         let (host, port) = split_host_port(target)?;
-        let addr = (host.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|e| {
-                DriverError::new(ErrorKind::Io, io_message(&e))
-                    .context(format!("cannot resolve {target}"))
-            })?
-            .next()
-            .ok_or_else(|| {
-                DriverError::new(
-                    ErrorKind::Io,
-                    format!("cannot resolve {target}: no address"),
-                )
-            })?;
+        let addr = resolve_target(target)?;
         let m = &workload.mqtt;
         Ok(MqttDriver {
             target: target.to_string(),
@@ -289,22 +277,6 @@ impl MqttDriver {
             closing,
         })
     }
-}
-
-pub(crate) fn split_host_port(target: &str) -> Result<(String, u16), DriverError> {
-    let bad = || {
-        DriverError::new(
-            ErrorKind::Io,
-            format!("target {target:?}: expected HOST:PORT, e.g. 127.0.0.1:1883"),
-        )
-    };
-    let (host, port) = target.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(bad());
-    }
-    Ok((host.to_string(), port))
 }
 
 fn io_error(e: std::io::Error) -> DriverError {
