@@ -739,8 +739,11 @@ mod tests {
 
     #[test]
     fn native_against_emulated_is_labelled_not_judged() {
-        let a = Baseline::of(&run_of(&[(100_000.0, 4_000)]), String::new());
+        let mut native = run_of(&[(100_000.0, 4_000)]);
+        native.workloads[0].workload.qos = 1;
+        let a = Baseline::of(&native, String::new());
         let mut q = run_of(&[(5_000.0, 90_000)]);
+        q.workloads[0].workload.qos = 1;
         q.environment.emulated = true;
         q.environment.runner = "qemu-aarch64".into();
         q.environment.target_triple = "aarch64-unknown-linux-gnu".into();
@@ -782,6 +785,16 @@ mod tests {
         let c = compare(a, Baseline::of(&arm, String::new()), "x86", "arm");
         assert_eq!(row(&c, "received_per_sec").verdict, Verdict::Better);
         assert!(c.notes.iter().any(|n| n.starts_with("Architecture:")));
+    }
+
+    #[test]
+    fn a_real_run_against_itself_is_within_noise_everywhere() {
+        let text = include_str!("../tests/fixtures/report-quick-x86_64.json");
+        let r = Report::from_json(text).unwrap();
+        let a = Baseline::of(&r, String::new());
+        let c = compare(a.clone(), a, "A", "A");
+        assert!(c.rows.len() >= 5 * 4, "{}", c.rows.len());
+        assert!(c.rows.iter().all(|r| r.verdict == Verdict::WithinNoise));
     }
 
     #[test]

@@ -282,10 +282,13 @@ fn workload_section(h: &mut String, w: &WorkloadReport) {
         let mut prev = 0.0;
         let mut received = Vec::new();
         let mut sent = Vec::new();
+        // Steps: each tick's count is spread over the second it covers.
         for tick in &res.timeline {
             let dt = if tick.t > prev { tick.t - prev } else { 1.0 };
-            received.push((tick.t, tick.received as f64 / dt));
-            sent.push((tick.t, tick.sent as f64 / dt));
+            for (series, n) in [(&mut received, tick.received), (&mut sent, tick.sent)] {
+                series.push((tick.t - dt, n as f64 / dt));
+                series.push((tick.t, n as f64 / dt));
+            }
             prev = tick.t;
         }
         throughput.push((name(r, "received/s"), received));
@@ -638,6 +641,32 @@ mod tests {
             html.contains("<td class=\"text info\">info (emulated)</td>"),
             "{html}"
         );
+    }
+
+    #[test]
+    fn real_quick_suite_report_renders_every_chart() {
+        let report =
+            Report::from_json(include_str!("../tests/fixtures/report-quick-x86_64.json")).unwrap();
+        let html = render(&report);
+        // Four charts for each message workload; the storm sends no
+        // messages, so it has no latency curve.
+        assert_eq!(html.matches("<svg").count(), 4 * 4 + 3, "{html}");
+        assert_eq!(
+            html.matches("<tr class=\"workload\">").count(),
+            report.workloads.len()
+        );
+        assert_eq!(
+            html.matches("<tr class=\"verdict\">").count(),
+            report.gate.as_ref().unwrap().verdicts.len()
+        );
+        for w in &report.workloads {
+            assert!(
+                html.contains(&format!("{}: latency by percentile", w.name))
+                    || w.name.contains("storm")
+            );
+            assert!(html.contains(&format!("{}: broker memory", w.name)));
+        }
+        assert!(!html.contains("class=\"banner emulated\""));
     }
 
     #[test]
