@@ -293,10 +293,10 @@ fn main() -> anyhow::Result<()> {
         }) => match baseline {
             None => gate::run(&report, profile.as_deref()),
             Some(file) => {
-                if profile.is_some() {
-                    gate::run(&report, profile.as_deref())?;
-                }
-                baseline::gate(&report, &file, max_regression)
+                // Both judgements are printed before either fails the command.
+                let thresholds = profile.map(|p| gate::run(&report, Some(&p)));
+                baseline::gate(&report, &file, max_regression)?;
+                thresholds.unwrap_or(Ok(()))
             }
         },
         Some(Command::Report { report }) => report::run(&report),
