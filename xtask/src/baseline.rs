@@ -175,7 +175,7 @@ pub fn run(path: &Path, out: Option<&Path>) -> Result<()> {
     }
     let env = &report.environment;
     let about = format!(
-        "Baseline from `cargo xtask bench --suite {}`{} on {} ({}, {} cores, {} memory, {}), target {} ({}), revision {}{}, {}.",
+        "Baseline from `cargo xtask bench --suite {}{}` on {} ({}, {} cores, {} memory, {}), target {} ({}), revision {}{}, {}.",
         report.suite,
         if report.repeat > 1 {
             format!(" --repeat {}", report.repeat)
