@@ -460,7 +460,7 @@ impl SplitMix64 {
 fn cell(s: &Option<Spread>, n: usize, f: fn(f64) -> String) -> String {
     match s {
         None => "–".into(),
-        Some(s) if n < 2 || s.min == s.max => f(s.median),
+        Some(s) if n < 2 || f(s.min) == f(s.max) => f(s.median),
         Some(s) => format!("{} ({} – {})", f(s.median), f(s.min), f(s.max)),
     }
 }
