@@ -9,7 +9,7 @@ pub mod spec;
 
 #[cfg(feature = "drivers")]
 pub mod driver;
-#[cfg(feature = "drivers")]
+#[cfg(feature = "histogram")]
 pub mod histogram;
 #[cfg(feature = "drivers")]
 pub mod kafka;

@@ -306,6 +306,7 @@ pub fn run(options: &Options) -> Result<()> {
     let md = run_dir.join("report.md");
     std::fs::write(&md, report::render_markdown(&report))
         .with_context(|| format!("cannot write {}", md.display()))?;
+    crate::html::write(&run_dir, &report)?;
     if is_default_dir {
         point_latest(&reports_dir, &run_dir)?;
     }

@@ -1,12 +1,16 @@
 //! `cargo xtask`: the project's orchestrator. This file only parses flags and
 //! dispatches; each command lives in its own module with a `run` function.
 
+mod baseline;
 mod bench;
 mod build_all;
 mod ci;
+mod compare;
 mod environment;
 mod gate;
+mod html;
 mod launcher;
+mod merge;
 mod report;
 mod sampler;
 mod setup;
@@ -44,13 +48,56 @@ enum Command {
     /// Build broker and loadgen (release), run a workload suite against the
     /// broker, write reports/runs/<id>/report.{json,md}, and gate the result
     Bench(BenchArgs),
-    /// Judge a bench report against a threshold profile; exit 1 if a threshold fails
+    /// Judge a bench report against a threshold profile, or with --baseline
+    /// against a baseline; exit 1 if a threshold fails or a metric regressed
     Gate {
         /// A run directory (e.g. reports/latest) or its report.json
         report: PathBuf,
-        /// Threshold profile in targets/profiles/ [default: the one the run used]
+        /// Threshold profile in targets/profiles/ [default: the one the run
+        /// used; with --baseline: none unless given]
         #[arg(long, value_name = "NAME")]
         profile: Option<String>,
+        /// Compare with this baseline (reports/baselines/<triple>.json) and
+        /// fail on regressions beyond the noise and --max-regression
+        #[arg(long, value_name = "FILE")]
+        baseline: Option<PathBuf>,
+        /// Largest regression tolerated beyond the noise, per metric
+        #[arg(long, value_name = "PCT", default_value = "10%", value_parser = baseline::parse_percent, requires = "baseline")]
+        max_regression: f64,
+    },
+    /// Re-render report.md and report.html of a run from its report.json
+    Report {
+        /// A run directory or its report.json
+        report: PathBuf,
+    },
+    /// Compare two runs (or baselines) per workload and metric: A, B, B/A and
+    /// a verdict from the repeat spread; writes compare.md and compare.html
+    Compare {
+        /// Run directory, report.json or baseline file
+        a: PathBuf,
+        /// Run directory, report.json or baseline file
+        b: PathBuf,
+        /// Directory for compare.{md,html} [default: reports/runs/compare-<A>-vs-<B>/]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Write a run's summary numbers (no histograms) as a baseline file
+    Baseline {
+        /// A run directory or its report.json
+        report: PathBuf,
+        /// Baseline file [default: reports/baselines/<target triple>.json]
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Add up loadgen result files of one workload (scale-out workers):
+    /// counts and HDR histograms summed, percentiles from the sum
+    Merge {
+        /// loadgen result JSON files
+        #[arg(required = true, value_name = "RESULTS")]
+        results: Vec<PathBuf>,
+        /// Merged result file
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
     /// Build the broker for every target triple in targets/ (in parallel);
     /// artifacts and manifest.{json,md} in target/dist/
@@ -243,7 +290,24 @@ fn main() -> anyhow::Result<()> {
             install: !no_install,
         }),
         Some(Command::Bench(args)) => bench::run(&args.options()?),
-        Some(Command::Gate { report, profile }) => gate::run(&report, profile.as_deref()),
+        Some(Command::Gate {
+            report,
+            profile,
+            baseline,
+            max_regression,
+        }) => match baseline {
+            None => gate::run(&report, profile.as_deref()),
+            Some(file) => {
+                // Both judgements are printed before either fails the command.
+                let thresholds = profile.map(|p| gate::run(&report, Some(&p)));
+                baseline::gate(&report, &file, max_regression)?;
+                thresholds.unwrap_or(Ok(()))
+            }
+        },
+        Some(Command::Report { report }) => report::run(&report),
+        Some(Command::Compare { a, b, out }) => compare::run(&a, &b, out.as_deref()),
+        Some(Command::Baseline { report, out }) => baseline::run(&report, out.as_deref()),
+        Some(Command::Merge { results, out }) => merge::run(&results, &out),
         Some(Command::BuildAll(args)) => build_all::run(&args.options()),
         Some(Command::Setup {
             targets,
@@ -474,9 +538,65 @@ mod tests {
             .unwrap();
         assert!(matches!(
             cli.command,
-            Some(Command::Gate { report, profile: Some(p) }) if report == Path::new("reports/latest") && p == "embedded"
+            Some(Command::Gate { report, profile: Some(p), baseline: None, .. }) if report == Path::new("reports/latest") && p == "embedded"
         ));
         assert!(Cli::try_parse_from(["xtask", "gate"]).is_err());
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "gate",
+            "run",
+            "--baseline",
+            "reports/baselines/x.json",
+            "--max-regression",
+            "15%",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Gate { baseline: Some(b), max_regression, .. }) if b == Path::new("reports/baselines/x.json") && (max_regression - 0.15).abs() < 1e-12
+        ));
+        let cli = Cli::try_parse_from(["xtask", "gate", "run", "--baseline", "b.json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Gate { max_regression, .. }) if (max_regression - 0.10).abs() < 1e-12
+        ));
+        assert!(Cli::try_parse_from(["xtask", "gate", "run", "--max-regression", "5%"]).is_err());
+        assert!(Cli::try_parse_from([
+            "xtask",
+            "gate",
+            "run",
+            "--baseline",
+            "b",
+            "--max-regression",
+            "x"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn report_compare_baseline_merge_flags_parse() {
+        let cli = Cli::try_parse_from(["xtask", "compare", "/tmp/a", "/tmp/b", "--out", "/tmp/c"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Compare { a, b, out: Some(o) }) if a == Path::new("/tmp/a") && b == Path::new("/tmp/b") && o == Path::new("/tmp/c")
+        ));
+        assert!(Cli::try_parse_from(["xtask", "compare", "/tmp/a"]).is_err());
+        let cli = Cli::try_parse_from(["xtask", "baseline", "reports/latest"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Baseline { out: None, .. })
+        ));
+        let cli = Cli::try_parse_from(["xtask", "report", "reports/latest"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Report { .. })));
+        let cli =
+            Cli::try_parse_from(["xtask", "merge", "a.json", "b.json", "--out", "m.json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Merge { results, out }) if results.len() == 2 && out == Path::new("m.json")
+        ));
+        assert!(Cli::try_parse_from(["xtask", "merge", "--out", "m.json"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "merge", "a.json"]).is_err());
     }
 
     #[test]

@@ -1,0 +1,814 @@
+//! `cargo xtask compare <A> <B>`: for each workload and metric, A, B, the
+//! ratio B/A and a verdict (better / worse / within noise) that rests on the
+//! spread of the repeats, never on a single pair of numbers; written as
+//! `compare.md` and `compare.html`. A and B are run directories, report.json
+//! files or baselines (`reports/baselines/*.json`).
+//!
+//! The noise rule, by the repeats each side has:
+//! - fewer than 2 on either side: no spread exists, so a documented default
+//!   band per metric ([`Metric::band`]) decides, and the output says so;
+//! - 2 to 4 on both sides: within noise when the min–max ranges overlap;
+//! - 5 or more on both sides: a bootstrap (2,000 resamples, fixed seed) of
+//!   the ratio of medians; within noise when its 95 % interval holds 1.
+//!
+//! Differences smaller than a metric's resolution ([`Metric::floor`]) are
+//! always within noise. Under emulation the speed and resource metrics
+//! measure the emulator: a native side against an emulated one gets no
+//! better/worse verdict on them, only a label (functional metrics, connections
+//! and lost messages, are still judged).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::baseline::{Baseline, WorkloadNumbers};
+use crate::html::esc;
+use crate::report::{bytes, micros, percent, rate, thousands, Spread};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    HigherIsBetter,
+    LowerIsBetter,
+}
+
+/// A number compared between runs.
+#[derive(Debug)]
+pub struct Metric {
+    /// Key in baselines (`metrics.<key>`).
+    pub key: &'static str,
+    pub label: &'static str,
+    pub direction: Direction,
+    /// Default noise band with no repeats: relative difference of the
+    /// medians still called noise (0.10 = ±10 %).
+    pub band: f64,
+    /// Resolution: absolute differences up to this are noise (µs, bytes,
+    /// percentage points, counts).
+    pub floor: f64,
+    /// Speed or resource use (meaningless across native and emulated);
+    /// false for functional counts.
+    pub performance: bool,
+    pub format: fn(f64) -> String,
+}
+
+fn count(n: f64) -> String {
+    thousands(n.round().max(0.0) as u64)
+}
+
+/// The compared metrics. Default bands: run-to-run spread seen on a shared
+/// 2-core box for the quick suite (throughput and memory vary ~5 %, latency
+/// percentiles much more); functional counts have no band at all.
+pub const METRICS: [Metric; 7] = [
+    Metric {
+        key: "received_per_sec",
+        label: "received msg/s",
+        direction: Direction::HigherIsBetter,
+        band: 0.10,
+        floor: 0.0,
+        performance: true,
+        format: rate,
+    },
+    Metric {
+        key: "e2e_p50_us",
+        label: "e2e p50",
+        direction: Direction::LowerIsBetter,
+        band: 0.25,
+        floor: 50.0,
+        performance: true,
+        format: micros,
+    },
+    Metric {
+        key: "e2e_p99_us",
+        label: "e2e p99",
+        direction: Direction::LowerIsBetter,
+        band: 0.25,
+        floor: 100.0,
+        performance: true,
+        format: micros,
+    },
+    Metric {
+        key: "broker_peak_rss_bytes",
+        label: "broker peak RSS",
+        direction: Direction::LowerIsBetter,
+        band: 0.10,
+        floor: 1_000_000.0,
+        performance: true,
+        format: bytes,
+    },
+    Metric {
+        key: "broker_cpu_percent",
+        label: "broker CPU",
+        direction: Direction::LowerIsBetter,
+        band: 0.15,
+        floor: 2.0,
+        performance: true,
+        format: percent,
+    },
+    Metric {
+        key: "connections_established",
+        label: "connections established",
+        direction: Direction::HigherIsBetter,
+        band: 0.0,
+        floor: 0.0,
+        performance: false,
+        format: count,
+    },
+    Metric {
+        key: "lost",
+        label: "lost",
+        direction: Direction::LowerIsBetter,
+        band: 0.0,
+        floor: 0.0,
+        performance: false,
+        format: count,
+    },
+];
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rule {
+    /// Fewer than 2 repeats on a side: the metric's default band.
+    DefaultBand,
+    /// 2–4 repeats on both sides: min–max ranges overlap.
+    MinMax,
+    /// ≥ 5 on both sides: bootstrap 95 % interval of the median ratio.
+    Bootstrap { low: f64, high: f64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Better,
+    Worse,
+    WithinNoise,
+    /// Speed or resources of a native run against an emulated one.
+    NotComparable(String),
+    /// The workload or metric has no numbers on one side.
+    Missing(String),
+}
+
+impl Verdict {
+    pub fn text(&self) -> String {
+        match self {
+            Verdict::Better => "better".into(),
+            Verdict::Worse => "worse".into(),
+            Verdict::WithinNoise => "within noise".into(),
+            Verdict::NotComparable(why) => format!("not comparable ({why})"),
+            Verdict::Missing(why) => format!("– ({why})"),
+        }
+    }
+
+    fn class(&self) -> &'static str {
+        match self {
+            Verdict::Better => "better",
+            Verdict::Worse => "worse",
+            Verdict::WithinNoise => "within-noise",
+            Verdict::NotComparable(_) => "not-comparable",
+            Verdict::Missing(_) => "missing",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub workload: String,
+    pub metric: &'static Metric,
+    pub a: Option<Spread>,
+    pub b: Option<Spread>,
+    pub n_a: usize,
+    pub n_b: usize,
+    /// Median B / median A.
+    pub ratio: Option<f64>,
+    pub rule: Option<Rule>,
+    pub verdict: Verdict,
+}
+
+impl Row {
+    /// How much worse B is than A, as a fraction of A (0.3 = 30 % worse);
+    /// negative when B is better; infinite when A is 0 and B worse.
+    pub fn regression(&self) -> Option<f64> {
+        let (a, b) = (self.a?.median, self.b?.median);
+        let worse_by = match self.metric.direction {
+            Direction::HigherIsBetter => a - b,
+            Direction::LowerIsBetter => b - a,
+        };
+        if a == 0.0 {
+            return Some(if worse_by > 0.0 {
+                f64::INFINITY
+            } else if worse_by < 0.0 {
+                f64::NEG_INFINITY
+            } else {
+                0.0
+            });
+        }
+        Some(worse_by / a.abs())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub a: Baseline,
+    pub b: Baseline,
+    pub a_name: String,
+    pub b_name: String,
+    /// What differs between the two sides (machine, target, emulation, suite).
+    pub notes: Vec<String>,
+    pub rows: Vec<Row>,
+}
+
+/// Loads a run directory, report.json or baseline file as numbers to compare.
+pub fn load_side(path: &Path) -> Result<Baseline> {
+    let file = if path.is_dir() {
+        path.join("report.json")
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&file).with_context(|| {
+        format!(
+            "cannot read {} (give a bench run directory, its report.json or a baseline file)",
+            file.display()
+        )
+    })?;
+    if Baseline::is_baseline(&text) {
+        Baseline::from_json(&text).with_context(|| format!("{}", file.display()))
+    } else {
+        let report = crate::report::Report::from_json(&text)
+            .with_context(|| format!("{}", file.display()))?;
+        Ok(Baseline::of(&report, String::new()))
+    }
+}
+
+fn describe(side: &Baseline) -> String {
+    let e = &side.environment;
+    format!(
+        "{} {} on {} ({}, {} cores), suite {}, {} repeat{}",
+        e.target_triple,
+        if e.emulated {
+            format!("emulated by {}", e.runner)
+        } else {
+            "native".into()
+        },
+        e.hostname,
+        e.cpu_model,
+        e.cores,
+        side.suite,
+        side.repeat,
+        if side.repeat == 1 { "" } else { "s" }
+    )
+}
+
+/// Why speed numbers of A and B cannot be set against each other, if so.
+pub fn emulation_mismatch(a: &Baseline, b: &Baseline) -> Option<String> {
+    let (ea, eb) = (&a.environment, &b.environment);
+    match (ea.emulated, eb.emulated) {
+        (false, false) => None,
+        (true, true) if ea.runner == eb.runner && ea.host_triple == eb.host_triple => None,
+        (true, true) => Some("both emulated, by different emulators or hosts".into()),
+        (false, true) => Some(format!("B emulated by {}", eb.runner)),
+        (true, false) => Some(format!("A emulated by {}", ea.runner)),
+    }
+}
+
+pub fn compare(a: Baseline, b: Baseline, a_name: &str, b_name: &str) -> Comparison {
+    let mut notes = Vec::new();
+    let (ea, eb) = (&a.environment, &b.environment);
+    let mismatch = emulation_mismatch(&a, &b);
+    if let Some(why) = &mismatch {
+        notes.push(format!(
+            "Emulation: {why}. Under emulation throughput, latency, memory and CPU measure the emulator, not the architecture: \
+those rows are labelled `not comparable` and get no better/worse verdict; connections and lost messages are still judged."
+        ));
+    } else if ea.emulated {
+        notes.push(format!(
+            "Both runs emulated by {}: differences are the code or the emulator's host, never the architecture.",
+            ea.runner
+        ));
+    }
+    if ea.target_triple != eb.target_triple {
+        if mismatch.is_none() {
+            notes.push(format!(
+                "Architecture: {} vs {}, both native: differences are architecture and machine together.",
+                ea.target_triple, eb.target_triple
+            ));
+        } else {
+            notes.push(format!(
+                "Targets differ ({} vs {}), but one side is emulated: this is not an architecture comparison.",
+                ea.target_triple, eb.target_triple
+            ));
+        }
+    } else if ea.cpu_model != eb.cpu_model || ea.hostname != eb.hostname {
+        notes.push(format!(
+            "Machines differ ({} on {} vs {} on {}): differences are machine and code together.",
+            ea.cpu_model, ea.hostname, eb.cpu_model, eb.hostname
+        ));
+    }
+    if a.suite != b.suite {
+        notes.push(format!(
+            "Suites differ ({} vs {}): same-named workloads may not carry the same load.",
+            a.suite, b.suite
+        ));
+    }
+    if a.repeat < 2 || b.repeat < 2 {
+        notes.push(
+            "No repeats on at least one side: there is no spread to judge noise by, so verdicts use each metric's default band \
+(received msg/s ±10 %, e2e p50/p99 ±25 %, broker peak RSS ±10 %, broker CPU ±15 %, connections and lost exact). \
+Run `cargo xtask bench --repeat 3` (or ≥ 5 for a bootstrap) for verdicts from measured spread."
+                .into(),
+        );
+    }
+
+    let mut names: Vec<&str> = a.workloads.iter().map(|w| w.name.as_str()).collect();
+    for w in &b.workloads {
+        if !names.contains(&w.name.as_str()) {
+            names.push(&w.name);
+        }
+    }
+    let find = |side: &Baseline, name: &str| -> Option<WorkloadNumbers> {
+        side.workloads.iter().find(|w| w.name == name).cloned()
+    };
+    let mut rows = Vec::new();
+    for name in names {
+        let (wa, wb) = (find(&a, name), find(&b, name));
+        for m in &METRICS {
+            let values = |w: &Option<WorkloadNumbers>| -> Vec<f64> {
+                w.as_ref()
+                    .and_then(|w| w.metrics.get(m.key).cloned())
+                    .unwrap_or_default()
+            };
+            let (va, vb) = (values(&wa), values(&wb));
+            if va.is_empty() && vb.is_empty() {
+                // The scenario does not measure it (no storm connections in a latency run).
+                continue;
+            }
+            let (sa, sb) = (
+                Spread::of(va.iter().copied()),
+                Spread::of(vb.iter().copied()),
+            );
+            let ratio = match (sa, sb) {
+                (Some(sa), Some(sb)) if sa.median != 0.0 => Some(sb.median / sa.median),
+                _ => None,
+            };
+            let (rule, verdict) = if va.is_empty() || vb.is_empty() {
+                let side = if va.is_empty() { "A" } else { "B" };
+                let status = if va.is_empty() { &wa } else { &wb };
+                let why = match status {
+                    None => format!("not in {side}"),
+                    Some(w) => format!("no result in {side}: {}", w.status),
+                };
+                (None, Verdict::Missing(why))
+            } else if let (true, Some(why)) = (m.performance, &mismatch) {
+                (None, Verdict::NotComparable(why.clone()))
+            } else {
+                let (rule, verdict) = judge(m, &va, &vb);
+                (Some(rule), verdict)
+            };
+            rows.push(Row {
+                workload: name.to_string(),
+                metric: m,
+                a: sa,
+                b: sb,
+                n_a: va.len(),
+                n_b: vb.len(),
+                ratio,
+                rule,
+                verdict,
+            });
+        }
+    }
+    Comparison {
+        a,
+        b,
+        a_name: a_name.to_string(),
+        b_name: b_name.to_string(),
+        notes,
+        rows,
+    }
+}
+
+/// The verdict on one metric from the repeat values of each side.
+pub fn judge(m: &Metric, a: &[f64], b: &[f64]) -> (Rule, Verdict) {
+    let sa = Spread::of(a.iter().copied()).expect("values on side A");
+    let sb = Spread::of(b.iter().copied()).expect("values on side B");
+    let diff = sb.median - sa.median;
+    let direction = || {
+        let b_higher = diff > 0.0;
+        if b_higher == (m.direction == Direction::HigherIsBetter) {
+            Verdict::Better
+        } else {
+            Verdict::Worse
+        }
+    };
+    let (rule, within) = if a.len() < 2 || b.len() < 2 {
+        (Rule::DefaultBand, diff.abs() <= m.band * sa.median.abs())
+    } else if a.len() < 5 || b.len() < 5 {
+        (Rule::MinMax, sa.max >= sb.min && sb.max >= sa.min)
+    } else {
+        let (low, high) = bootstrap_median_ratio(a, b, 2_000);
+        (Rule::Bootstrap { low, high }, low <= 1.0 && 1.0 <= high)
+    };
+    if within || diff.abs() <= m.floor {
+        (rule, Verdict::WithinNoise)
+    } else {
+        (rule, direction())
+    }
+}
+
+/// 95 % percentile interval of median(B*) / median(A*) over resamples with
+/// replacement. Medians of 0 on A are lifted to a tiny value so the ratio
+/// stays finite (a 0 → 0 pair is a ratio of 1).
+pub fn bootstrap_median_ratio(a: &[f64], b: &[f64], resamples: usize) -> (f64, f64) {
+    let mut rng = SplitMix64(0x5eed_0fb0_0757_a9e1);
+    let mut ratios: Vec<f64> = (0..resamples)
+        .map(|_| {
+            let ma = resampled_median(a, &mut rng);
+            let mb = resampled_median(b, &mut rng);
+            if ma == 0.0 && mb == 0.0 {
+                1.0
+            } else {
+                mb / ma.max(f64::MIN_POSITIVE)
+            }
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+    (at(0.025), at(0.975))
+}
+
+fn resampled_median(values: &[f64], rng: &mut SplitMix64) -> f64 {
+    let picked = (0..values.len()).map(|_| values[rng.below(values.len())]);
+    Spread::of(picked).expect("non-empty").median
+}
+
+/// A small deterministic generator: the same inputs give the same verdict.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+// ---- rendering --------------------------------------------------------------
+
+fn cell(s: &Option<Spread>, n: usize, f: fn(f64) -> String) -> String {
+    match s {
+        None => "–".into(),
+        Some(s) if n < 2 || f(s.min) == f(s.max) => f(s.median),
+        Some(s) => format!("{} ({} – {})", f(s.median), f(s.min), f(s.max)),
+    }
+}
+
+fn ratio_text(r: &Row) -> String {
+    match (r.ratio, r.a, r.b) {
+        (Some(x), _, _) => format!("{x:.2}"),
+        (None, Some(a), Some(b)) if a.median == 0.0 && b.median == 0.0 => "=".into(),
+        (None, Some(_), Some(_)) => "∞".into(),
+        _ => "–".into(),
+    }
+}
+
+fn rule_text(r: &Row) -> String {
+    match r.rule {
+        None => "–".into(),
+        Some(Rule::DefaultBand) if r.metric.band == 0.0 => "exact (no repeats)".into(),
+        Some(Rule::DefaultBand) => {
+            format!("default band ±{:.0} % (no repeats)", r.metric.band * 100.0)
+        }
+        Some(Rule::MinMax) => format!("min–max overlap ({} vs {} repeats)", r.n_a, r.n_b),
+        Some(Rule::Bootstrap { low, high }) => format!(
+            "bootstrap 95 % CI of median ratio [{low:.2}, {high:.2}] ({} vs {} repeats)",
+            r.n_a, r.n_b
+        ),
+    }
+}
+
+fn tally(c: &Comparison) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &c.rows {
+        let key = match r.verdict {
+            Verdict::Better => "better",
+            Verdict::Worse => "worse",
+            Verdict::WithinNoise => "within noise",
+            Verdict::NotComparable(_) => "not comparable",
+            Verdict::Missing(_) => "missing",
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    format!("{} rows: {}", c.rows.len(), parts.join(", "))
+}
+
+pub fn render_markdown(c: &Comparison) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Compare: A `{}` vs B `{}`\n", c.a_name, c.b_name);
+    let _ = writeln!(md, "- **A**: {} — {}", c.a.run_id, describe(&c.a));
+    let _ = writeln!(md, "- **B**: {} — {}", c.b.run_id, describe(&c.b));
+    if !c.notes.is_empty() {
+        let _ = writeln!(md);
+        for n in &c.notes {
+            let _ = writeln!(md, "> {n}\n");
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n| workload | metric | A | B | B/A | verdict | noise rule |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---|---|");
+    for r in &c.rows {
+        let verdict = match r.verdict {
+            Verdict::Worse => "**worse**".to_string(),
+            ref v => v.text(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.workload,
+            r.metric.label,
+            cell(&r.a, r.n_a, r.metric.format),
+            cell(&r.b, r.n_b, r.metric.format),
+            ratio_text(r),
+            verdict.replace('|', "\\|"),
+            rule_text(r)
+        );
+    }
+    let _ = writeln!(md, "\n{}", tally(c));
+    let _ = writeln!(
+        md,
+        "\nA and B show the median of the repeats (min – max). Higher is better for received msg/s and connections; lower for latency, memory, CPU and lost messages."
+    );
+    md
+}
+
+pub fn render_html(c: &Comparison) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Compare {} vs {}</title><style>{}</style></head><body>\n",
+        esc(&c.a_name),
+        esc(&c.b_name),
+        crate::html::STYLE
+    );
+    if emulation_mismatch(&c.a, &c.b).is_some() || c.a.environment.emulated {
+        let _ = writeln!(
+            h,
+            "<div class=\"banner emulated\" id=\"emulated\">EMULATED: at least one side ran under emulation; its speed is the emulator's, not the architecture's.</div>"
+        );
+    }
+    let _ = writeln!(
+        h,
+        "<h1>Compare: A <code>{}</code> vs B <code>{}</code></h1>",
+        esc(&c.a_name),
+        esc(&c.b_name)
+    );
+    let _ = writeln!(
+        h,
+        "<dl class=\"env\"><dt>A</dt><dd>{} — {}</dd><dt>B</dt><dd>{} — {}</dd></dl>",
+        esc(&c.a.run_id),
+        esc(&describe(&c.a)),
+        esc(&c.b.run_id),
+        esc(&describe(&c.b))
+    );
+    for n in &c.notes {
+        let _ = writeln!(h, "<p class=\"note\">{}</p>", esc(n));
+    }
+    h.push_str("<table class=\"compare\"><tr><th class=\"text\">workload</th><th class=\"text\">metric</th><th>A</th><th>B</th><th>B/A</th><th class=\"text\">verdict</th><th class=\"text\">noise rule</th></tr>\n");
+    for r in &c.rows {
+        let _ = writeln!(
+            h,
+            "<tr class=\"row\"><td class=\"text\">{}</td><td class=\"text\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"text {}\">{}</td><td class=\"text\">{}</td></tr>",
+            esc(&r.workload),
+            esc(r.metric.label),
+            esc(&cell(&r.a, r.n_a, r.metric.format)),
+            esc(&cell(&r.b, r.n_b, r.metric.format)),
+            esc(&ratio_text(r)),
+            r.verdict.class(),
+            esc(&r.verdict.text()),
+            esc(&rule_text(r))
+        );
+    }
+    h.push_str("</table>\n");
+    let _ = writeln!(h, "<p>{}</p>", esc(&tally(c)));
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// `cargo xtask compare <A> <B> [--out DIR]`.
+pub fn run(a: &Path, b: &Path, out: Option<&Path>) -> Result<()> {
+    let (sa, sb) = (load_side(a)?, load_side(b)?);
+    let out: PathBuf = match out {
+        Some(dir) => dir.to_path_buf(),
+        None => crate::project_root()
+            .join("reports/runs")
+            .join(format!("compare-{}-vs-{}", sa.run_id, sb.run_id)),
+    };
+    let c = compare(sa, sb, &a.display().to_string(), &b.display().to_string());
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let md = render_markdown(&c);
+    let (md_file, html_file) = (out.join("compare.md"), out.join("compare.html"));
+    std::fs::write(&md_file, &md).with_context(|| format!("cannot write {}", md_file.display()))?;
+    std::fs::write(&html_file, render_html(&c))
+        .with_context(|| format!("cannot write {}", html_file.display()))?;
+    println!("{md}");
+    println!(
+        "written: {}\n         {}",
+        md_file.display(),
+        html_file.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::{repeat, report, result, workload, workload_report};
+    use crate::report::{Report, Status};
+
+    fn m(key: &str) -> &'static Metric {
+        METRICS.iter().find(|m| m.key == key).unwrap()
+    }
+
+    /// A run with one fan-in workload per (rate, p99) repeat.
+    pub fn run_of(repeats: &[(f64, u64)]) -> Report {
+        let w = workload("mqtt-fanin", "fan_in");
+        let reps = repeats
+            .iter()
+            .enumerate()
+            .map(|(i, &(rate, p99))| {
+                repeat(i as u32 + 1, Some(result(&w, rate, p99)), 40_000_000, 50.0)
+            })
+            .collect();
+        let mut r = report(vec![workload_report(w, reps, Status::Ok)]);
+        r.repeat = repeats.len() as u32;
+        r
+    }
+
+    fn row<'a>(c: &'a Comparison, key: &str) -> &'a Row {
+        c.rows.iter().find(|r| r.metric.key == key).unwrap()
+    }
+
+    #[test]
+    fn one_repeat_uses_the_default_band() {
+        let t = m("received_per_sec");
+        assert_eq!(
+            judge(t, &[100.0], &[95.0]),
+            (Rule::DefaultBand, Verdict::WithinNoise)
+        );
+        assert_eq!(
+            judge(t, &[100.0], &[85.0]),
+            (Rule::DefaultBand, Verdict::Worse)
+        );
+        assert_eq!(
+            judge(t, &[100.0], &[120.0]),
+            (Rule::DefaultBand, Verdict::Better)
+        );
+        let p99 = m("e2e_p99_us");
+        assert_eq!(judge(p99, &[4_000.0], &[4_900.0]).1, Verdict::WithinNoise);
+        assert_eq!(judge(p99, &[4_000.0], &[5_200.0]).1, Verdict::Worse);
+        // Below the resolution floor even a large ratio is noise.
+        assert_eq!(judge(p99, &[20.0], &[90.0]).1, Verdict::WithinNoise);
+        let lost = m("lost");
+        assert_eq!(judge(lost, &[0.0], &[0.0]).1, Verdict::WithinNoise);
+        assert_eq!(judge(lost, &[0.0], &[3.0]).1, Verdict::Worse);
+    }
+
+    #[test]
+    fn two_to_four_repeats_use_min_max_overlap() {
+        let t = m("received_per_sec");
+        // Medians 10 % apart, but the ranges overlap: noise.
+        assert_eq!(
+            judge(t, &[90.0, 100.0, 110.0], &[85.0, 90.0, 95.0]),
+            (Rule::MinMax, Verdict::WithinNoise)
+        );
+        // Medians 3 % apart with tight, disjoint ranges: a real difference.
+        assert_eq!(
+            judge(t, &[100.0, 100.5, 101.0], &[97.0, 97.5, 98.0]),
+            (Rule::MinMax, Verdict::Worse)
+        );
+    }
+
+    #[test]
+    fn five_repeats_bootstrap_the_median_ratio() {
+        let t = m("received_per_sec");
+        let a = [100.0, 102.0, 98.0, 101.0, 99.0];
+        let (rule, v) = judge(t, &a, &[100.5, 99.5, 101.5, 98.5, 100.0]);
+        assert!(matches!(rule, Rule::Bootstrap { low, high } if low < 1.0 && high > 1.0));
+        assert_eq!(v, Verdict::WithinNoise);
+        let (rule, v) = judge(t, &a, &[110.0, 112.0, 108.0, 111.0, 109.0]);
+        assert!(
+            matches!(rule, Rule::Bootstrap { low, .. } if low > 1.0),
+            "{rule:?}"
+        );
+        assert_eq!(v, Verdict::Better);
+        // Deterministic.
+        assert_eq!(
+            bootstrap_median_ratio(&a, &a, 500),
+            bootstrap_median_ratio(&a, &a, 500)
+        );
+    }
+
+    #[test]
+    fn same_run_is_within_noise_and_slower_run_is_worse() {
+        let a = Baseline::of(&run_of(&[(100_000.0, 4_000)]), String::new());
+        let c = compare(a.clone(), a.clone(), "A", "B");
+        assert!(
+            c.rows.iter().all(|r| r.verdict == Verdict::WithinNoise),
+            "{:?}",
+            c.rows
+        );
+        assert!(c.notes.iter().any(|n| n.contains("default band")));
+        let b = Baseline::of(&run_of(&[(70_000.0, 5_200)]), String::new());
+        let c = compare(a, b, "A", "B");
+        let t = row(&c, "received_per_sec");
+        assert_eq!(t.verdict, Verdict::Worse);
+        assert!((t.ratio.unwrap() - 0.7).abs() < 1e-9);
+        assert!((t.regression().unwrap() - 0.3).abs() < 1e-9);
+        assert_eq!(row(&c, "e2e_p99_us").verdict, Verdict::Worse);
+        let md = render_markdown(&c);
+        assert!(
+            md.contains("| mqtt-fanin | received msg/s | 100,000/s | 70,000/s | 0.70 | **worse** | default band ±10 % (no repeats) |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn native_against_emulated_is_labelled_not_judged() {
+        let mut native = run_of(&[(100_000.0, 4_000)]);
+        native.workloads[0].workload.qos = 1;
+        let a = Baseline::of(&native, String::new());
+        let mut q = run_of(&[(5_000.0, 90_000)]);
+        q.workloads[0].workload.qos = 1;
+        q.environment.emulated = true;
+        q.environment.runner = "qemu-aarch64".into();
+        q.environment.target_triple = "aarch64-unknown-linux-gnu".into();
+        let c = compare(a, Baseline::of(&q, String::new()), "native", "qemu");
+        let t = row(&c, "received_per_sec");
+        assert_eq!(
+            t.verdict,
+            Verdict::NotComparable("B emulated by qemu-aarch64".into())
+        );
+        // Functional counts are still judged.
+        assert_eq!(row(&c, "lost").verdict, Verdict::WithinNoise);
+        assert!(c
+            .notes
+            .iter()
+            .any(|n| n.contains("not an architecture comparison")));
+        assert!(
+            !c.rows
+                .iter()
+                .any(|r| r.metric.performance
+                    && matches!(r.verdict, Verdict::Better | Verdict::Worse))
+        );
+        let md = render_markdown(&c);
+        assert!(
+            md.contains("not comparable (B emulated by qemu-aarch64)"),
+            "{md}"
+        );
+        let html = render_html(&c);
+        assert!(html.contains("class=\"banner emulated\""));
+        assert!(html.contains("class=\"text not-comparable\""));
+        assert_eq!(html.matches("<tr class=\"row\">").count(), c.rows.len());
+    }
+
+    #[test]
+    fn native_architectures_are_compared_and_said_so() {
+        let a = Baseline::of(&run_of(&[(100_000.0, 4_000)]), String::new());
+        let mut arm = run_of(&[(130_000.0, 3_000)]);
+        arm.environment.target_triple = "aarch64-unknown-linux-gnu".into();
+        arm.environment.cpu_model = "Neoverse-N1".into();
+        let c = compare(a, Baseline::of(&arm, String::new()), "x86", "arm");
+        assert_eq!(row(&c, "received_per_sec").verdict, Verdict::Better);
+        assert!(c.notes.iter().any(|n| n.starts_with("Architecture:")));
+    }
+
+    #[test]
+    fn a_real_run_against_itself_is_within_noise_everywhere() {
+        let text = include_str!("../tests/fixtures/report-quick-x86_64.json");
+        let r = Report::from_json(text).unwrap();
+        let a = Baseline::of(&r, String::new());
+        let c = compare(a.clone(), a, "A", "A");
+        assert!(c.rows.len() >= 5 * 4, "{}", c.rows.len());
+        assert!(c.rows.iter().all(|r| r.verdict == Verdict::WithinNoise));
+    }
+
+    #[test]
+    fn missing_workloads_are_rows_without_verdicts() {
+        let a = Baseline::of(&run_of(&[(100_000.0, 4_000)]), String::new());
+        let mut b = a.clone();
+        b.workloads[0].name = "other".into();
+        let c = compare(a, b, "A", "B");
+        assert!(c.rows.iter().any(
+            |r| r.workload == "mqtt-fanin" && r.verdict == Verdict::Missing("not in B".into())
+        ));
+        assert!(c
+            .rows
+            .iter()
+            .any(|r| r.workload == "other" && r.verdict == Verdict::Missing("not in A".into())));
+    }
+}
