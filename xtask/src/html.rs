@@ -150,7 +150,7 @@ These numbers say whether it works, not how fast {} is; never compare them with 
             let _ = writeln!(
                 h,
                 "<tr class=\"verdict\"><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text {}\">{}</td><td class=\"text\">{}</td></tr>",
-                esc(&v.threshold),
+                esc(&v.label()),
                 esc(&v.limit),
                 esc(&v.measured),
                 verdict_class(v.verdict),
