@@ -256,9 +256,10 @@ impl Default for AmqpConfig {
 
 impl AmqpConfig {
     fn validate(&self) -> Result<(), String> {
-        if !(4096..=(16 << 20)).contains(&self.frame_max) {
+        // 8192 is amq-protocol's frame-min-size: lapin never tunes below it.
+        if !(8192..=(16 << 20)).contains(&self.frame_max) {
             return Err(format!(
-                "amqp.frame_max = {}: must be between 4096 and 16777216 (try 131072)",
+                "amqp.frame_max = {}: must be between 8192 and 16777216 (try 131072)",
                 self.frame_max
             ));
         }

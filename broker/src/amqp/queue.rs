@@ -538,6 +538,9 @@ mod tests {
             panic!()
         };
         assert_eq!(first.inner().get("count"), Some(&AMQPValue::LongLongInt(2)));
-        assert_eq!(r2.routing_key, "dead", "routing key kept when the queue sets none");
+        assert_eq!(
+            r2.routing_key, "dead",
+            "routing key kept when the queue sets none"
+        );
     }
 }
