@@ -22,6 +22,11 @@ pub const FRAME_OVERHEAD: usize = FRAME_HEADER_LEN + 1;
 pub const FRAME_MIN_SIZE: u32 = 4096;
 /// Class id of `basic`, the only class with content.
 pub const BASIC_CLASS: u16 = 60;
+/// Deepest nesting of field tables and arrays accepted. `amq-protocol`
+/// parses (and drops) nested values recursively: a frame nesting tables
+/// 18,000 deep overflowed the stack and aborted the broker, so depth is
+/// checked on the raw bytes first.
+pub const MAX_NESTING: usize = 64;
 
 /// One decoded frame. Bodies stay `Bytes` (no copy into a `Vec`).
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +138,17 @@ pub fn next_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, F
 
 fn decode_payload(kind: u8, channel: u16, payload: Bytes) -> Result<Frame, FrameError> {
     let malformed = |what: &'static str, e: String| FrameError::Malformed { what, detail: e };
+    let table_at = match kind {
+        constants::FRAME_METHOD => method_table_offset(&payload),
+        constants::FRAME_HEADER => header_table_offset(&payload),
+        _ => None,
+    };
+    if table_at.is_some_and(|at| nesting_exceeds(&payload, at, MAX_NESTING)) {
+        return Err(malformed(
+            "field table",
+            format!("tables or arrays nested deeper than {MAX_NESTING}"),
+        ));
+    }
     match kind {
         constants::FRAME_METHOD => match parse_class(&payload[..]) {
             Ok((rest, method)) if rest.is_empty() => Ok(Frame::Method(channel, method)),
@@ -157,6 +173,101 @@ fn decode_payload(kind: u8, channel: u16, payload: Bytes) -> Result<Frame, Frame
         constants::FRAME_BODY => Ok(Frame::Body(channel, payload)),
         _ => Ok(Frame::Heartbeat(channel)),
     }
+}
+
+/// Where the field table of a client method starts (the methods with one:
+/// start-ok, exchange.declare/bind/unbind, queue.declare/bind/unbind,
+/// basic.consume); `None` for the others or when the payload is too short
+/// (the parser then reports it).
+fn method_table_offset(p: &[u8]) -> Option<usize> {
+    let class = u16::from_be_bytes([*p.first()?, *p.get(1)?]);
+    let method = u16::from_be_bytes([*p.get(2)?, *p.get(3)?]);
+    let shortstr = |at: usize| Some(at + 1 + usize::from(*p.get(at)?));
+    let after = |strings: usize, bits: bool| {
+        // reserved short, then short strings, then one octet of bits.
+        let mut at = 6;
+        for _ in 0..strings {
+            at = shortstr(at)?;
+        }
+        Some(at + usize::from(bits))
+    };
+    match (class, method) {
+        (10, 11) => Some(4),
+        (40, 10) => after(2, true),
+        (40, 30) | (40, 40) | (50, 20) => after(3, true),
+        (50, 50) => after(3, false),
+        (50, 10) => after(1, true),
+        (60, 20) => after(2, true),
+        _ => None,
+    }
+}
+
+/// Where the `headers` table of a basic content header starts, if present.
+fn header_table_offset(p: &[u8]) -> Option<usize> {
+    // class, weight, body size, property flags.
+    let flags = u16::from_be_bytes([*p.get(12)?, *p.get(13)?]);
+    let mut at = 14;
+    for bit in [15, 14] {
+        if flags & (1 << bit) != 0 {
+            at += 1 + usize::from(*p.get(at)?);
+        }
+    }
+    (flags & (1 << 13) != 0).then_some(at)
+}
+
+/// Whether the field table at `at` nests tables or arrays deeper than
+/// `max`, walked iteratively. Anything that does not follow the grammar
+/// answers `false`: the parser rejects it without recursing far.
+pub fn nesting_exceeds(data: &[u8], at: usize, max: usize) -> bool {
+    let len_at = |at: usize| -> Option<usize> {
+        let b = data.get(at..at + 4)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let Some(len) = len_at(at) else { return false };
+    // (end of the container, whether it is a table with keys)
+    let mut stack = vec![(at.saturating_add(4).saturating_add(len), true)];
+    let mut pos = at + 4;
+    while let Some(&(end, is_table)) = stack.last() {
+        if pos >= end {
+            stack.pop();
+            pos = pos.max(end);
+            continue;
+        }
+        if is_table {
+            let Some(&n) = data.get(pos) else {
+                return false;
+            };
+            pos += 1 + usize::from(n);
+        }
+        let Some(&kind) = data.get(pos) else {
+            return false;
+        };
+        pos += 1;
+        let size = match kind {
+            b't' | b'b' | b'B' => 1,
+            b's' | b'U' | b'u' => 2,
+            b'I' | b'i' | b'f' => 4,
+            b'L' | b'l' | b'd' | b'T' => 8,
+            b'D' => 5,
+            b'V' => 0,
+            b'S' | b'x' => match len_at(pos) {
+                Some(n) => 4 + n,
+                None => return false,
+            },
+            b'F' | b'A' => {
+                let Some(n) = len_at(pos) else { return false };
+                pos += 4;
+                stack.push((pos.saturating_add(n).min(end), kind == b'F'));
+                if stack.len() - 1 > max {
+                    return true;
+                }
+                continue;
+            }
+            _ => return false,
+        };
+        pos = pos.saturating_add(size);
+    }
+    false
 }
 
 fn short_error<E: std::fmt::Debug>(e: &E) -> String {
@@ -299,6 +410,44 @@ mod tests {
         );
         let err = next_frame(&mut b, 4096);
         assert!(err.is_err(), "{err:?}");
+    }
+
+    #[test]
+    fn nesting_is_measured_without_recursion() {
+        // A table holding {"a": F{"a": F{...}}} n deep.
+        let nested = |n: usize| {
+            let mut t = Vec::new();
+            for i in 0..n {
+                let inner = (n - i - 1) * 7;
+                t.extend_from_slice(&[1, b'a', b'F']);
+                t.extend_from_slice(&(inner as u32).to_be_bytes());
+            }
+            let mut framed = (t.len() as u32).to_be_bytes().to_vec();
+            framed.extend_from_slice(&t);
+            framed
+        };
+        assert!(!nesting_exceeds(&nested(3), 0, 3));
+        assert!(nesting_exceeds(&nested(5), 0, 3));
+        assert!(nesting_exceeds(&nested(100_000), 0, MAX_NESTING));
+        // Scalars and strings are skipped, arrays count too.
+        let flat: &[u8] = &[
+            0, 0, 0, 14, 1, b'k', b'S', 0, 0, 0, 1, b'v', 1, b'n', b'A', 0, 0, 0, 0,
+        ];
+        let mut flat = flat.to_vec();
+        flat[3] = (flat.len() - 4) as u8;
+        assert!(!nesting_exceeds(&flat, 0, 1));
+        assert!(nesting_exceeds(&flat, 0, 0));
+        // queue.declare with deep arguments is a syntax error, not a crash.
+        let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'q', 0];
+        payload.extend_from_slice(&nested(10_000));
+        let mut frame = BytesMut::new();
+        frame.put_u8(1);
+        frame.put_u16(1);
+        frame.put_u32(payload.len() as u32);
+        frame.put_slice(&payload);
+        frame.put_u8(0xCE);
+        let err = next_frame(&mut frame, 1 << 20).unwrap_err();
+        assert_eq!(err.reply_code(), 502, "{err}");
     }
 
     #[test]

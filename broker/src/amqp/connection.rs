@@ -309,6 +309,9 @@ pub fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)>
             // A field table without its length prefix.
             let mut framed = (response.len() as u32).to_be_bytes().to_vec();
             framed.extend_from_slice(response);
+            if codec::nesting_exceeds(&framed, 0, codec::MAX_NESTING) {
+                return None;
+            }
             let (_, table) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
             let text = |k: &str| match table.inner().get(k)? {
                 AMQPValue::LongString(s) => {

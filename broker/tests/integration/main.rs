@@ -3,6 +3,7 @@
 //! One test binary keeps link time down on small CI machines.
 
 mod amqp_lapin;
+mod amqp_malformed;
 mod common;
 mod fairness;
 mod kafka_durability;

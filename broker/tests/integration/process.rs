@@ -41,6 +41,7 @@ impl BrokerProcess {
                 "127.0.0.1:0",
                 "--no-websocket",
                 "--no-kafka",
+                "--no-amqp",
                 "--no-metrics",
                 "--stats-interval",
                 "0",
