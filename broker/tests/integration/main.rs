@@ -2,6 +2,7 @@
 //! clients (rumqttc, mosquitto_pub/sub, rdkafka, lapin, pika) and by raw bytes for malformed input.
 //! One test binary keeps link time down on small CI machines.
 
+mod amqp_durability;
 mod amqp_lapin;
 mod amqp_malformed;
 mod common;
