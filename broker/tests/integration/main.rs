@@ -5,6 +5,7 @@
 mod amqp_durability;
 mod amqp_lapin;
 mod amqp_malformed;
+mod amqp_pika;
 mod common;
 mod fairness;
 mod kafka_durability;
