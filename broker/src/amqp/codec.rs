@@ -80,13 +80,18 @@ impl FrameError {
     }
 }
 
+/// A client spoke something other than AMQP 0.9.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not an AMQP 0-9-1 protocol header")]
+pub struct BadProtocolHeader;
+
 /// Checks the 8-byte protocol header: `Ok(None)` while fewer bytes are there
 /// and they still match, `Err` as soon as it cannot be AMQP 0.9.1 (the server
 /// then answers with [`PROTOCOL_HEADER`] and closes, as the spec says).
-pub fn read_protocol_header(buf: &mut BytesMut) -> Result<Option<()>, ()> {
+pub fn read_protocol_header(buf: &mut BytesMut) -> Result<Option<()>, BadProtocolHeader> {
     let n = buf.len().min(PROTOCOL_HEADER.len());
     if buf[..n] != PROTOCOL_HEADER[..n] {
-        return Err(());
+        return Err(BadProtocolHeader);
     }
     if n < PROTOCOL_HEADER.len() {
         return Ok(None);
@@ -151,7 +156,7 @@ fn decode_payload(kind: u8, channel: u16, payload: Bytes) -> Result<Frame, Frame
     }
     match kind {
         constants::FRAME_METHOD => match parse_class(&payload[..]) {
-            Ok((rest, method)) if rest.is_empty() => Ok(Frame::Method(channel, method)),
+            Ok(([], method)) => Ok(Frame::Method(channel, method)),
             Ok((rest, _)) => Err(malformed(
                 "method",
                 format!("{} bytes left over", rest.len()),
@@ -160,9 +165,7 @@ fn decode_payload(kind: u8, channel: u16, payload: Bytes) -> Result<Frame, Frame
         },
         constants::FRAME_HEADER => {
             match amq_protocol::frame::parsing::parse_content_header(&payload[..]) {
-                Ok((rest, header)) if rest.is_empty() => {
-                    Ok(Frame::Header(channel, Box::new(header)))
-                }
+                Ok(([], header)) => Ok(Frame::Header(channel, Box::new(header))),
                 Ok((rest, _)) => Err(malformed(
                     "content header",
                     format!("{} bytes left over", rest.len()),
@@ -349,9 +352,9 @@ mod tests {
         assert_eq!(&b[..], b"rest");
         // AMQP 0-10 and HTTP are refused as soon as a byte differs.
         let mut b = BytesMut::from(&b"AMQP\x01\x01\x00\x0a"[..]);
-        assert_eq!(read_protocol_header(&mut b), Err(()));
+        assert_eq!(read_protocol_header(&mut b), Err(BadProtocolHeader));
         let mut b = BytesMut::from(&b"GET"[..]);
-        assert_eq!(read_protocol_header(&mut b), Err(()));
+        assert_eq!(read_protocol_header(&mut b), Err(BadProtocolHeader));
     }
 
     #[test]

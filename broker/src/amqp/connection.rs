@@ -338,7 +338,7 @@ async fn handshake(
         match codec::read_protocol_header(buf) {
             Ok(Some(())) => break,
             Ok(None) => fill(rd, buf, counters).await?,
-            Err(()) => {
+            Err(codec::BadProtocolHeader) => {
                 hub.metrics
                     .protocol_error(Protocol::Amqp, "bad_protocol_header");
                 write_now(wr, codec::PROTOCOL_HEADER, counters).await?;
