@@ -147,6 +147,14 @@ async fn publish_consume_ack_and_connection_close() {
         .await
         .expect("connection.close handshake");
     assert!(!conn.status().connected());
+    let metrics = broker.metrics.encode();
+    for line in [
+        "broker_messages_received_total{protocol=\"amqp\"} 5",
+        "broker_messages_sent_total{protocol=\"amqp\"} 5",
+        "broker_connections_total{protocol=\"amqp\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
     let ch2 = channel(&connect(&broker).await).await;
     assert_eq!(
         get_body(&ch2, "hello").await,
