@@ -1583,3 +1583,256 @@ impl State {
 fn source_is_not_headers(kind: ExchangeKind) -> bool {
     kind != ExchangeKind::Headers
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amqp::codec::Frame;
+    use crate::platform::Platform;
+    use tokio::sync::mpsc;
+
+    fn hub(storage: StorageMode, dir: &Path) -> Arc<AmqpHub> {
+        let config = AmqpConfig {
+            storage,
+            ..AmqpConfig::default()
+        };
+        let metrics = Metrics::new(&Platform::detect(), 10);
+        AmqpHub::open(config, dir, metrics, Arc::new(Semaphore::new(10))).unwrap()
+    }
+
+    /// A connection with channel 1 open; frames the hub sends it land in the receiver.
+    fn client(hub: &AmqpHub) -> (ConnId, mpsc::UnboundedReceiver<Bytes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = hub.connect(tx, 131_072);
+        hub.open_channel(conn, 1);
+        (conn, rx)
+    }
+
+    /// The methods sent so far (content frames skipped).
+    fn methods(rx: &mut mpsc::UnboundedReceiver<Bytes>) -> Vec<AMQPClass> {
+        let mut buf = BytesMut::new();
+        while let Ok(b) = rx.try_recv() {
+            buf.extend_from_slice(&b);
+        }
+        let mut out = Vec::new();
+        while let Some(f) = codec::next_frame(&mut buf, u32::MAX).unwrap() {
+            if let Frame::Method(_, m) = f {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    fn delivery_tags(ms: &[AMQPClass]) -> Vec<u64> {
+        ms.iter()
+            .filter_map(|m| match m {
+                AMQPClass::Basic(basic::AMQPMethod::Deliver(d)) => Some(d.delivery_tag),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn declare(hub: &AmqpHub, conn: ConnId, name: &str, durable: bool) {
+        let m = AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: name.into(),
+            passive: false,
+            durable,
+            exclusive: false,
+            auto_delete: false,
+            nowait: true,
+            arguments: FieldTable::default(),
+        }));
+        hub.handle(conn, 1, &m).unwrap();
+    }
+
+    fn publish(
+        hub: &AmqpHub,
+        conn: ConnId,
+        queue: &str,
+        body: &[u8],
+        persistent: bool,
+    ) -> PublishOutcome {
+        let p = basic::Publish {
+            exchange: "".into(),
+            routing_key: queue.into(),
+            mandatory: false,
+            immediate: false,
+        };
+        let props = match persistent {
+            true => AMQPProperties::default().with_delivery_mode(2),
+            false => AMQPProperties::default(),
+        };
+        hub.publish(conn, 1, &p, props, Bytes::copy_from_slice(body))
+            .unwrap()
+    }
+
+    fn consume(hub: &AmqpHub, conn: ConnId, queue: &str, tag: &str) {
+        let m = AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+            queue: queue.into(),
+            consumer_tag: tag.into(),
+            no_local: false,
+            no_ack: false,
+            exclusive: false,
+            nowait: true,
+            arguments: FieldTable::default(),
+        }));
+        hub.handle(conn, 1, &m).unwrap();
+    }
+
+    fn qos(hub: &AmqpHub, conn: ConnId, count: u16, global: bool) {
+        let m = AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
+            prefetch_count: count,
+            global,
+        }));
+        hub.handle(conn, 1, &m).unwrap();
+    }
+
+    fn ack(hub: &AmqpHub, conn: ConnId, tag: u64, multiple: bool) {
+        let m = AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: tag,
+            multiple,
+        }));
+        hub.handle(conn, 1, &m).unwrap();
+    }
+
+    #[test]
+    fn prefetch_windows_per_consumer_and_per_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(StorageMode::Memory, dir.path());
+        let (conn, mut rx) = client(&hub);
+        declare(&hub, conn, "q", false);
+        for i in 0..10u8 {
+            publish(&hub, conn, "q", &[i], false);
+        }
+        qos(&hub, conn, 2, false);
+        consume(&hub, conn, "q", "c1");
+        assert_eq!(delivery_tags(&methods(&mut rx)), [1, 2]);
+        ack(&hub, conn, 1, false);
+        assert_eq!(delivery_tags(&methods(&mut rx)), [3], "one acked, one more");
+        ack(&hub, conn, 3, true);
+        assert_eq!(delivery_tags(&methods(&mut rx)), [4, 5]);
+        // A channel-wide window of 3 caps a second consumer too.
+        qos(&hub, conn, 3, true);
+        qos(&hub, conn, 0, false);
+        consume(&hub, conn, "q", "c2");
+        assert_eq!(
+            delivery_tags(&methods(&mut rx)),
+            [6],
+            "2 held + 1 = the channel's 3"
+        );
+        // An unknown tag is a channel error (406).
+        let m = AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: 99,
+            multiple: false,
+        }));
+        assert_eq!(
+            hub.handle(conn, 1, &m).unwrap_err().code,
+            PRECONDITION_FAILED
+        );
+        // Closing the channel requeues the 3 unacked, in order, redelivered.
+        hub.close_channel(conn, 1);
+        assert_eq!(hub.queue_len("q"), Some(3 + 4));
+        let st = hub.state();
+        let first: Vec<(u8, bool)> = st.queues["q"]
+            .messages
+            .iter()
+            .take(4)
+            .map(|m| (m.message.body[0], m.redelivered))
+            .collect();
+        assert_eq!(first, [(3, true), (4, true), (5, true), (6, false)]);
+    }
+
+    #[test]
+    fn durable_queue_recovers_after_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let hub = hub(StorageMode::Disk, dir.path());
+            let (conn, _rx) = client(&hub);
+            declare(&hub, conn, "jobs", true);
+            declare(&hub, conn, "scratch", false);
+            for i in 0..5u8 {
+                assert!(publish(&hub, conn, "jobs", &[i], true).wrote_to_disk);
+            }
+            assert!(
+                !publish(&hub, conn, "jobs", b"t", false).wrote_to_disk,
+                "transient stays in memory"
+            );
+            publish(&hub, conn, "scratch", b"s", true);
+            let m = AMQPClass::Basic(basic::AMQPMethod::Get(basic::Get {
+                queue: "jobs".into(),
+                no_ack: true,
+            }));
+            hub.handle(conn, 1, &m).unwrap();
+        }
+        // A crash in the middle of the next append.
+        let file = std::fs::read_dir(dir.path().join("amqp/queues"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        std::io::Write::write_all(&mut f, &[0, 0, 0, 50, 1, 2]).unwrap();
+        drop(f);
+        let hub = hub(StorageMode::Disk, dir.path());
+        assert_eq!(
+            hub.queue_len("jobs"),
+            Some(4),
+            "persistent, not taken by basic.get"
+        );
+        assert_eq!(
+            hub.queue_len("scratch"),
+            None,
+            "non-durable queues are not recovered"
+        );
+        let st = hub.state();
+        let bodies: Vec<u8> = st.queues["jobs"]
+            .messages
+            .iter()
+            .map(|m| m.message.body[0])
+            .collect();
+        assert_eq!(bodies, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn dead_letters_route_through_the_exchange() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(StorageMode::Memory, dir.path());
+        let (conn, _rx) = client(&hub);
+        declare(&hub, conn, "dlq", false);
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            amq_protocol::types::AMQPValue::LongString("".into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            amq_protocol::types::AMQPValue::LongString("dlq".into()),
+        );
+        args.insert(
+            "x-max-length".into(),
+            amq_protocol::types::AMQPValue::LongInt(1),
+        );
+        let m = AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: "src".into(),
+            passive: false,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            nowait: true,
+            arguments: args,
+        }));
+        hub.handle(conn, 1, &m).unwrap();
+        publish(&hub, conn, "src", b"a", false);
+        publish(&hub, conn, "src", b"b", false);
+        assert_eq!(hub.queue_len("src"), Some(1));
+        assert_eq!(
+            hub.queue_len("dlq"),
+            Some(1),
+            "the dropped head was dead-lettered"
+        );
+    }
+}
