@@ -874,7 +874,8 @@ async fn channel_error_leaves_the_connection_and_other_channels_working() {
     assert_eq!(next_delivery(&mut c).await.data, b"new channel");
     // An exclusive consumer refuses others with 403, on that channel only.
     let q2 = declare(&fresh, "solo", FieldTable::default()).await;
-    fresh
+    // Kept alive: lapin cancels a consumer when it is dropped.
+    let _solo = fresh
         .basic_consume(
             &q2,
             "only",
