@@ -1000,3 +1000,51 @@ async fn configured_users_are_checked() {
     assert!(refused.is_err(), "a wrong password is refused");
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ack_consumers_generated_tags_and_per_message_expiry() {
+    let broker = start_broker().await;
+    let conn = connect(&broker).await;
+    let ch = channel(&conn).await;
+    let q = declare(&ch, "noack", FieldTable::default()).await;
+    ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+    let mut c = ch
+        .basic_consume(
+            &q,
+            "",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert!(c.tag().as_str().starts_with("amq.ctag-"), "{}", c.tag());
+    for i in 0..5u8 {
+        publish(&ch, "", &q, &[i]).await;
+    }
+    // no-ack deliveries are not held back by the prefetch window.
+    for i in 0..5u8 {
+        assert_eq!(next_delivery(&mut c).await.data, [i]);
+    }
+    assert_eq!(broker.amqp.as_ref().unwrap().queue_len("noack"), Some(0));
+    // A per-message expiration on a queue without TTL.
+    let q2 = declare(&ch, "expiring", FieldTable::default()).await;
+    ch.basic_publish(
+        "",
+        &q2,
+        BasicPublishOptions::default(),
+        b"short-lived",
+        BasicProperties::default().with_expiration("30".into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    publish(&ch, "", &q2, b"kept").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get_body(&ch, &q2).await, Some(b"kept".to_vec()));
+    assert_eq!(get_body(&ch, &q2).await, None);
+    broker.shutdown().await;
+}
