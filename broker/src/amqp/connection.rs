@@ -31,8 +31,6 @@ use super::hub::{AmqpHub, ConnId};
 use crate::config::AmqpFlushPolicy;
 use crate::metrics::{Protocol, ProtocolCounters};
 
-/// A write that cannot make progress for this long means a dead or stuck peer.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Queued frames are written in batches of up to this many bytes.
 const WRITE_BATCH: usize = 64 * 1024;
 /// How long a closing side waits for the peer's close-ok.
@@ -82,14 +80,7 @@ async fn write_now(
     out: &[u8],
     counters: &ProtocolCounters,
 ) -> Result<(), String> {
-    match timeout(WRITE_TIMEOUT, wr.write_all(out)).await {
-        Ok(Ok(())) => {
-            counters.bytes_sent.inc_by(out.len() as u64);
-            Ok(())
-        }
-        Ok(Err(e)) => Err(format!("write failed: {e}")),
-        Err(_) => Err("write timed out".into()),
-    }
+    crate::server::write_counted(wr, out, counters).await
 }
 
 fn method_frame(channel: u16, method: AMQPClass) -> BytesMut {
