@@ -15,7 +15,7 @@ use clap::Parser;
 #[command(
     name = "broker",
     version,
-    about = "Multi-protocol message broker (MQTT 3.1.1/5.0 over TCP and WebSocket, Kafka)"
+    about = "Multi-protocol message broker (MQTT 3.1.1/5.0 over TCP and WebSocket, Kafka, AMQP 0.9.1)"
 )]
 struct Cli {
     /// TOML config file; flags below override its keys.
@@ -36,6 +36,12 @@ struct Cli {
     /// Do not serve the Kafka protocol.
     #[arg(long)]
     no_kafka: bool,
+    /// AMQP 0.9.1 listen address [default: 127.0.0.1:5672].
+    #[arg(long, value_name = "ADDR")]
+    amqp_bind: Option<SocketAddr>,
+    /// Do not serve AMQP 0.9.1.
+    #[arg(long)]
+    no_amqp: bool,
     /// Prometheus metrics listen address [default: 127.0.0.1:9090].
     #[arg(long, value_name = "ADDR")]
     metrics_bind: Option<SocketAddr>,
@@ -159,11 +165,14 @@ fn main() -> ExitCode {
             }
         };
         tracing::info!(
-            "listening: mqtt {} | websocket {} | kafka {} | metrics {}",
+            "listening: mqtt {} | websocket {} | kafka {} | amqp {} | metrics {}",
             running.mqtt_addr,
             running.ws_addr.map_or("off".to_string(), |a| a.to_string()),
             running
                 .kafka_addr
+                .map_or("off".to_string(), |a| a.to_string()),
+            running
+                .amqp_addr
                 .map_or("off".to_string(), |a| a.to_string()),
             running
                 .metrics_addr
@@ -196,6 +205,12 @@ fn build_config(cli: &Cli) -> Result<Config, broker::config::ConfigError> {
     }
     if cli.no_kafka {
         c.kafka.enabled = false;
+    }
+    if let Some(a) = cli.amqp_bind {
+        c.amqp.bind = a;
+    }
+    if cli.no_amqp {
+        c.amqp.enabled = false;
     }
     if let Some(a) = cli.metrics_bind {
         c.metrics.bind = a;

@@ -24,10 +24,11 @@ use crate::platform::Platform;
 pub enum Protocol {
     Mqtt,
     Kafka,
+    Amqp,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 2] = [Protocol::Mqtt, Protocol::Kafka];
+    pub const ALL: [Protocol; 3] = [Protocol::Mqtt, Protocol::Kafka, Protocol::Amqp];
 }
 
 impl Protocol {
@@ -35,6 +36,7 @@ impl Protocol {
         match self {
             Protocol::Mqtt => "mqtt",
             Protocol::Kafka => "kafka",
+            Protocol::Amqp => "amqp",
         }
     }
 }

@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
+use crate::amqp::AmqpHub;
 use crate::config::Config;
 use crate::kafka::KafkaHub;
 use crate::metrics::{self, Metrics};
@@ -19,6 +20,26 @@ use crate::platform::Platform;
 
 /// How long shutdown waits for connections to say goodbye before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A write that cannot make progress for this long means a dead or stuck peer.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writes all of `bytes` within [`WRITE_TIMEOUT`] and counts them as sent
+/// (the Kafka and AMQP connection loops); the error says why the connection ends.
+pub async fn write_counted<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+    counters: &crate::metrics::ProtocolCounters,
+) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(bytes)).await {
+        Ok(Ok(())) => {
+            counters.bytes_sent.inc_by(bytes.len() as u64);
+            Ok(())
+        }
+        Ok(Err(e)) => Err(format!("write failed: {e}")),
+        Err(_) => Err("write timed out".into()),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -34,6 +55,11 @@ pub enum ServerError {
         dir: std::path::PathBuf,
         source: crate::storage::StorageError,
     },
+    #[error("cannot open the durable AMQP queues under {dir}: {source} (check server.data_dir, or set amqp.storage = \"memory\")")]
+    AmqpStorage {
+        dir: std::path::PathBuf,
+        source: crate::storage::StorageError,
+    },
 }
 
 /// A started broker: where it listens, and the handle to stop it.
@@ -42,9 +68,11 @@ pub struct RunningBroker {
     pub ws_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
     pub kafka_addr: Option<SocketAddr>,
+    pub amqp_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub hub: Arc<MqttHub>,
     pub kafka: Option<Arc<KafkaHub>>,
+    pub amqp: Option<Arc<AmqpHub>>,
     shutdown: watch::Sender<bool>,
     tasks: TaskTracker,
 }
@@ -97,6 +125,10 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
         true => Some(bind("Kafka", "kafka-bind", config.kafka.bind).await?),
         false => None,
     };
+    let amqp_listener = match config.amqp.enabled {
+        true => Some(bind("AMQP", "amqp-bind", config.amqp.bind).await?),
+        false => None,
+    };
     let metrics_listener = match config.metrics.enabled {
         true => Some(bind("Prometheus metrics", "metrics-bind", config.metrics.bind).await?),
         false => None,
@@ -106,6 +138,7 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
     let ws_addr = ws_listener.as_ref().map(local);
     let metrics_addr = metrics_listener.as_ref().map(local);
     let kafka_addr = kafka_listener.as_ref().map(local);
+    let amqp_addr = amqp_listener.as_ref().map(local);
 
     let kafka = match kafka_addr {
         Some(addr) => Some(
@@ -118,6 +151,21 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
             )
             .map_err(|source| ServerError::KafkaStorage {
                 dir: config.server.data_dir.join("kafka"),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let amqp = match amqp_addr {
+        Some(_) => Some(
+            AmqpHub::open(
+                config.amqp.clone(),
+                &config.server.data_dir,
+                metrics.clone(),
+                permits.clone(),
+            )
+            .map_err(|source| ServerError::AmqpStorage {
+                dir: config.server.data_dir.join("amqp"),
                 source,
             })?,
         ),
@@ -177,6 +225,21 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
             let _ = rx.changed().await;
         }));
     }
+    if let (Some(listener), Some(amqp)) = (amqp_listener, &amqp) {
+        let handler_hub = amqp.clone();
+        tasks.spawn(accept_loop(
+            listener,
+            tasks.clone(),
+            shutdown_rx.clone(),
+            move |stream, shutdown| {
+                crate::amqp::connection::serve(stream, handler_hub.clone(), shutdown)
+            },
+        ));
+        let mut rx = shutdown_rx.clone();
+        tasks.spawn(amqp.clone().maintain(async move {
+            let _ = rx.changed().await;
+        }));
+    }
     if let Some(listener) = metrics_listener {
         let mut rx = shutdown_rx.clone();
         tasks.spawn(metrics::serve(listener, metrics.clone(), async move {
@@ -203,9 +266,11 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
         ws_addr,
         metrics_addr,
         kafka_addr,
+        amqp_addr,
         metrics,
         hub,
         kafka,
+        amqp,
         shutdown: shutdown_tx,
         tasks,
     })

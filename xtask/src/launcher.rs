@@ -168,7 +168,7 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// The config our broker gets: ephemeral MQTT and Kafka ports, nothing else
+/// The config our broker gets: ephemeral MQTT, Kafka and AMQP ports, nothing else
 /// listening, no stats lines, data (Kafka logs) under the run directory.
 pub fn built_config(run_dir: &Path) -> String {
     let data = run_dir.join("broker-data");
@@ -183,6 +183,9 @@ pub fn built_config(run_dir: &Path) -> String {
          websocket = false\n\
          \n\
          [kafka]\n\
+         bind = \"127.0.0.1:0\"\n\
+         \n\
+         [amqp]\n\
          bind = \"127.0.0.1:0\"\n\
          \n\
          [metrics]\n\
@@ -598,6 +601,7 @@ mod tests {
         let parsed: toml::Table = toml::from_str(&conf).unwrap();
         assert_eq!(parsed["mqtt"]["bind"].as_str(), Some("127.0.0.1:0"));
         assert_eq!(parsed["kafka"]["bind"].as_str(), Some("127.0.0.1:0"));
+        assert_eq!(parsed["amqp"]["bind"].as_str(), Some("127.0.0.1:0"));
         assert_eq!(
             parsed["server"]["data_dir"].as_str(),
             Some("/tmp/run \"x\"/broker-data")

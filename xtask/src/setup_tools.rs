@@ -89,6 +89,12 @@ pub fn ci_tools(targets: &[Target]) -> Vec<Tool> {
         Tool::executable("cc", "build-essential"),
         Tool::executable("make", "build-essential"),
         Tool::executable("pkg-config", "pkg-config"),
+        // The AMQP interop test drives the broker with pika (a second client library).
+        Tool {
+            name: "pika".into(),
+            probe: Probe::PythonModule("pika".into()),
+            install: Install::Pip("pika".into()),
+        },
         Tool {
             name: "zlib headers".into(),
             probe: Probe::File("/usr/include/zlib.h".into()),
@@ -484,7 +490,10 @@ mod tests {
     #[test]
     fn rustup_components_need_no_apt_and_no_sudo() {
         let plan = Plan::new(&ci_tools(&[]), |t| {
-            matches!(t.probe, Probe::Executable(_) | Probe::File(_))
+            matches!(
+                t.probe,
+                Probe::Executable(_) | Probe::File(_) | Probe::PythonModule(_)
+            )
         });
         assert_eq!(plan.rustup_components, ["rustfmt", "clippy"]);
         assert!(plan.apt_packages.is_empty());
@@ -503,6 +512,7 @@ mod tests {
                 "rustup component add rustfmt clippy",
                 "sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y \
                  mosquitto-clients kcat build-essential pkg-config zlib1g-dev",
+                "python3 -m pip install pika",
             ]
         );
     }

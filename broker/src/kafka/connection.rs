@@ -5,21 +5,17 @@
 //! an API or version not served is answered with UNSUPPORTED_VERSION.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::timeout;
 
 use super::codec;
 use super::dispatch;
 use super::hub::KafkaHub;
 use crate::metrics::{Protocol, ProtocolCounters};
 
-/// A write that cannot make progress for this long means a dead or stuck peer.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Responses are written once this much is queued, or when no request is waiting.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -44,15 +40,9 @@ async fn write(
     if out.is_empty() {
         return Ok(());
     }
-    match timeout(WRITE_TIMEOUT, stream.write_all(out)).await {
-        Ok(Ok(())) => {
-            counters.bytes_sent.inc_by(out.len() as u64);
-            out.clear();
-            Ok(())
-        }
-        Ok(Err(e)) => Err(format!("write failed: {e}")),
-        Err(_) => Err("write timed out".into()),
-    }
+    crate::server::write_counted(stream, out, counters).await?;
+    out.clear();
+    Ok(())
 }
 
 async fn run(

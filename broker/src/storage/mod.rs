@@ -1,10 +1,12 @@
 //! Partition logs for the Kafka listener: an in-memory log and an on-disk
 //! segmented log with the same operations (append a batch, read from an
-//! offset, find an offset by timestamp, flush, enforce retention).
+//! offset, find an offset by timestamp, flush, enforce retention); and a
+//! checksummed record file for durable AMQP queues (`records`).
 
 pub mod batch;
 pub mod disk;
 pub mod memory;
+pub mod records;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};

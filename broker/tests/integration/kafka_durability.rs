@@ -35,6 +35,7 @@ impl KafkaProcess {
                 "--kafka-bind",
                 "127.0.0.1:0",
                 "--no-websocket",
+                "--no-amqp",
                 "--no-metrics",
                 "--stats-interval",
                 "0",

@@ -1,7 +1,11 @@
 //! Integration tests: the broker in-process on ephemeral ports, driven by real
-//! clients (rumqttc, mosquitto_pub/sub) and by raw bytes for malformed input.
+//! clients (rumqttc, mosquitto_pub/sub, rdkafka, lapin, pika) and by raw bytes for malformed input.
 //! One test binary keeps link time down on small CI machines.
 
+mod amqp_durability;
+mod amqp_lapin;
+mod amqp_malformed;
+mod amqp_pika;
 mod common;
 mod fairness;
 mod kafka_durability;

@@ -41,6 +41,7 @@ impl BrokerProcess {
                 "127.0.0.1:0",
                 "--no-websocket",
                 "--no-kafka",
+                "--no-amqp",
                 "--no-metrics",
                 "--stats-interval",
                 "0",
@@ -152,6 +153,31 @@ fn bind_failure_names_the_address_and_exits_nonzero() {
         .find(|l| l.starts_with("error:"))
         .expect("an error line");
     assert!(line.contains(&addr) && line.contains("MQTT"), "{line}");
+}
+
+#[test]
+fn amqp_bind_failure_names_the_flag_and_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run_broker(&[
+        "--mqtt-bind",
+        "127.0.0.1:0",
+        "--no-websocket",
+        "--no-kafka",
+        "--no-metrics",
+        "--amqp-bind",
+        &addr,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .expect("an error line");
+    assert!(
+        line.contains(&addr) && line.contains("AMQP") && line.contains("--amqp-bind"),
+        "{line}"
+    );
 }
 
 #[cfg(unix)]

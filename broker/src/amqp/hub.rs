@@ -1,0 +1,1110 @@
+//! The state every AMQP connection shares: exchanges, queues, bindings,
+//! consumers, and each channel's unacknowledged deliveries and prefetch
+//! window. One lock guards it all; every frame a client must see in order
+//! (replies, deliveries, returns, cancels) is queued to the connection's
+//! writer while the lock is held, so per-connection order is the order of
+//! the operations.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use amq_protocol::protocol::basic::AMQPProperties;
+use amq_protocol::protocol::{basic, exchange, queue, AMQPClass};
+use amq_protocol::types::{FieldTable, ShortString};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Semaphore;
+
+use super::codec;
+use super::error::*;
+use super::queue::{
+    dead_letter, DeadReason, Message, MessageQueue, PushOutcome, QueueArgs, QueuedMessage,
+};
+use super::routing::ExchangeKind;
+use super::store::{self, Store};
+use crate::config::{AmqpConfig, StorageMode};
+use crate::metrics::{Metrics, Protocol, ProtocolCounters};
+use crate::storage::StorageError;
+
+/// How often queue heads are checked for expired messages.
+const EXPIRY_TICK: Duration = Duration::from_millis(50);
+/// Dead-letter hops handled per operation before the rest is dropped (a
+/// guard against rejection loops that never settle).
+const MAX_DEAD_LETTER_HOPS: usize = 10_000;
+
+mod methods;
+
+pub type ConnId = u64;
+
+/// The exchanges every broker has.
+pub const BUILTIN_EXCHANGES: [(&str, ExchangeKind); 6] = [
+    ("", ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Queue(String),
+    Exchange(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub destination: Destination,
+    pub key: String,
+    pub args: FieldTable,
+}
+
+pub struct Exchange {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub args: FieldTable,
+    pub bindings: Vec<Binding>,
+}
+
+struct Consumer {
+    tag: String,
+    conn: ConnId,
+    channel: u16,
+    no_ack: bool,
+    exclusive: bool,
+    /// basic.qos prefetch (global = false) when the consumer started; 0 = unlimited.
+    prefetch: u16,
+    unacked: usize,
+}
+
+pub struct Queue {
+    pub name: String,
+    pub durable: bool,
+    pub exclusive_owner: Option<ConnId>,
+    pub auto_delete: bool,
+    pub args: FieldTable,
+    pub messages: MessageQueue,
+    consumers: Vec<Consumer>,
+    next_consumer: usize,
+    had_consumer: bool,
+    /// Deliveries waiting for ack/reject.
+    unacked: usize,
+    log: Option<store::QueueLog>,
+}
+
+impl Queue {
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+}
+
+struct Unacked {
+    queue: String,
+    consumer_tag: Option<String>,
+    message: QueuedMessage,
+}
+
+#[derive(Default)]
+struct ChannelState {
+    /// basic.qos with global = true: unacked deliveries on the whole channel.
+    prefetch_channel: u16,
+    /// basic.qos with global = false: applies to consumers started afterwards.
+    prefetch_consumer: u16,
+    unacked: BTreeMap<u64, Unacked>,
+    next_tag: u64,
+    active: bool,
+    /// (queue, consumer tag) of this channel's consumers.
+    consumers: Vec<(String, String)>,
+    last_queue: Option<String>,
+}
+
+struct Connection {
+    out: UnboundedSender<Bytes>,
+    frame_max: u32,
+}
+
+/// Where a published message went.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// At least one queue took it.
+    pub routed: bool,
+    /// A queue refused it (full with reject-publish) or it could not be written: nack it.
+    pub refused: bool,
+    /// A queue file was written (it must be fsynced before a confirm).
+    pub wrote_to_disk: bool,
+}
+
+#[derive(Default)]
+struct State {
+    exchanges: HashMap<String, Exchange>,
+    queues: HashMap<String, Queue>,
+    conns: HashMap<ConnId, Connection>,
+    channels: HashMap<(ConnId, u16), ChannelState>,
+    next_conn: ConnId,
+    next_name: u64,
+    /// Queues whose consumers might take messages now.
+    to_dispatch: Vec<String>,
+    /// Messages leaving `queue` for its dead-letter exchange.
+    to_dead_letter: Vec<(String, QueuedMessage, DeadReason)>,
+    store: Option<Store>,
+    dirty_queues: HashSet<String>,
+}
+
+pub struct AmqpHub {
+    pub config: AmqpConfig,
+    pub metrics: Arc<Metrics>,
+    pub connection_permits: Arc<Semaphore>,
+    counters: ProtocolCounters,
+    state: Mutex<State>,
+}
+
+fn now_ms() -> u64 {
+    crate::storage::millis_since_epoch(SystemTime::now()).max(0) as u64
+}
+
+impl AmqpHub {
+    /// Creates the built-in exchanges and, with disk storage, recovers the
+    /// durable exchanges, queues, bindings and persistent messages.
+    pub fn open(
+        config: AmqpConfig,
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+        connection_permits: Arc<Semaphore>,
+    ) -> Result<Arc<AmqpHub>, StorageError> {
+        let mut state = State::default();
+        for (name, kind) in BUILTIN_EXCHANGES {
+            state.exchanges.insert(
+                name.to_string(),
+                Exchange {
+                    name: name.to_string(),
+                    kind,
+                    durable: true,
+                    auto_delete: false,
+                    internal: false,
+                    args: FieldTable::default(),
+                    bindings: Vec::new(),
+                },
+            );
+        }
+        if config.storage == StorageMode::Disk {
+            let root: PathBuf = data_dir.join("amqp");
+            let (store, definitions) = Store::open(&root)?;
+            state.store = Some(store);
+            let mut recovered = 0;
+            for def in definitions {
+                if let Err(e) = state.replay(def, &config) {
+                    tracing::warn!("amqp: skipping a stored definition: {e}");
+                }
+            }
+            for q in state.queues.values() {
+                recovered += q.messages.len();
+            }
+            state.compact_definitions()?;
+            if recovered > 0 || !state.queues.is_empty() {
+                tracing::info!(
+                    "amqp: recovered {} durable queues holding {recovered} messages",
+                    state.queues.len()
+                );
+            }
+        }
+        Ok(Arc::new(AmqpHub {
+            counters: metrics.counters(Protocol::Amqp),
+            config,
+            metrics,
+            connection_permits,
+            state: Mutex::new(state),
+        }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connection after its handshake; frames for it go to `out`.
+    pub fn connect(&self, out: UnboundedSender<Bytes>, frame_max: u32) -> ConnId {
+        let mut st = self.state();
+        st.next_conn += 1;
+        let id = st.next_conn;
+        st.conns.insert(id, Connection { out, frame_max });
+        id
+    }
+
+    /// Closes every channel of the connection (requeueing what it had not
+    /// acknowledged) and deletes its exclusive queues.
+    pub fn disconnect(&self, conn: ConnId) {
+        let mut st = self.state();
+        let channels: Vec<u16> = st
+            .channels
+            .keys()
+            .filter(|(c, _)| *c == conn)
+            .map(|(_, ch)| *ch)
+            .collect();
+        for ch in channels {
+            st.close_channel(conn, ch);
+        }
+        let exclusive: Vec<String> = st
+            .queues
+            .values()
+            .filter(|q| q.exclusive_owner == Some(conn))
+            .map(|q| q.name.clone())
+            .collect();
+        for q in exclusive {
+            st.delete_queue(&q);
+        }
+        st.conns.remove(&conn);
+        st.settle(&self.counters);
+    }
+
+    pub fn open_channel(&self, conn: ConnId, channel: u16) {
+        self.state().channels.insert(
+            (conn, channel),
+            ChannelState {
+                active: true,
+                next_tag: 1,
+                ..ChannelState::default()
+            },
+        );
+    }
+
+    /// Cancels the channel's consumers and requeues its unacknowledged messages.
+    pub fn close_channel(&self, conn: ConnId, channel: u16) {
+        let mut st = self.state();
+        st.close_channel(conn, channel);
+        st.settle(&self.counters);
+    }
+
+    /// Runs one channel method; its reply (if any) is queued before whatever
+    /// deliveries the method makes possible.
+    pub fn handle(&self, conn: ConnId, channel: u16, method: &AMQPClass) -> AmqpResult<()> {
+        let mut st = self.state();
+        let reply = st.handle(conn, channel, method, &self.config)?;
+        if let Some(reply) = reply {
+            st.send_method(conn, channel, reply);
+        }
+        st.settle(&self.counters);
+        Ok(())
+    }
+
+    /// Routes a complete published message.
+    pub fn publish(
+        &self,
+        conn: ConnId,
+        channel: u16,
+        publish: &basic::Publish,
+        properties: AMQPProperties,
+        body: Bytes,
+    ) -> AmqpResult<PublishOutcome> {
+        self.counters.messages_received.inc();
+        let mut st = self.state();
+        let exchange = publish.exchange.as_str();
+        match st.exchanges.get(exchange) {
+            None => {
+                return Err(AmqpError::soft(
+                    NOT_FOUND,
+                    format!("NOT_FOUND - no exchange '{exchange}' in vhost '/'"),
+                ))
+            }
+            Some(x) if x.internal => {
+                return Err(AmqpError::soft(
+                    ACCESS_REFUSED,
+                    format!("ACCESS_REFUSED - cannot publish to internal exchange '{exchange}'"),
+                ))
+            }
+            Some(_) => {}
+        }
+        let message = Arc::new(Message {
+            exchange: exchange.to_string(),
+            routing_key: publish.routing_key.as_str().to_string(),
+            properties,
+            body,
+        });
+        let outcome = st.route_and_push(exchange, message.clone());
+        if !outcome.routed && !outcome.refused && publish.mandatory {
+            let mut out = BytesMut::new();
+            let frame_max = st
+                .conns
+                .get(&conn)
+                .map_or(codec::FRAME_MIN_SIZE, |c| c.frame_max);
+            codec::put_method(
+                &mut out,
+                channel,
+                AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                    reply_code: NO_ROUTE,
+                    reply_text: "NO_ROUTE".into(),
+                    exchange: publish.exchange.clone(),
+                    routing_key: publish.routing_key.clone(),
+                })),
+            );
+            codec::put_content(
+                &mut out,
+                channel,
+                &message.properties,
+                &message.body,
+                frame_max,
+            );
+            st.send(conn, out.freeze());
+        }
+        if !outcome.routed && !outcome.refused {
+            self.metrics.message_dropped(Protocol::Amqp, "unroutable");
+        }
+        st.settle(&self.counters);
+        Ok(outcome)
+    }
+
+    /// fsyncs every queue file written since the last call.
+    pub async fn sync(&self) {
+        let files = self.state().take_sync_handles();
+        if files.is_empty() {
+            return;
+        }
+        let synced = tokio::task::spawn_blocking(move || {
+            for f in files {
+                if let Err(e) = f.sync_data() {
+                    tracing::error!("amqp: fsync failed: {e}");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = synced {
+            tracing::error!("amqp: fsync task failed: {e}");
+        }
+    }
+
+    /// Messages ready in `queue` (tests and metrics).
+    pub fn queue_len(&self, queue: &str) -> Option<usize> {
+        self.state().queues.get(queue).map(|q| q.messages.len())
+    }
+
+    /// Expires message TTLs and fsyncs on the interval until `shutdown`; fsyncs once more at the end.
+    pub async fn maintain(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut expiry = tokio::time::interval(EXPIRY_TICK);
+        let mut flush = tokio::time::interval(Duration::from_millis(self.config.flush_interval_ms));
+        for t in [&mut expiry, &mut flush] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = expiry.tick() => {
+                    let mut st = self.state();
+                    st.expire_all();
+                    st.settle(&self.counters);
+                }
+                _ = flush.tick() => self.sync().await,
+            }
+        }
+        self.sync().await;
+    }
+}
+
+fn not_found(what: &str, name: &str) -> AmqpError {
+    AmqpError::soft(
+        NOT_FOUND,
+        format!("NOT_FOUND - no {what} '{name}' in vhost '/'"),
+    )
+}
+
+impl State {
+    fn send(&self, conn: ConnId, bytes: Bytes) {
+        if let Some(c) = self.conns.get(&conn) {
+            let _ = c.out.send(bytes);
+        }
+    }
+
+    fn send_method(&self, conn: ConnId, channel: u16, method: AMQPClass) {
+        let mut out = BytesMut::new();
+        codec::put_method(&mut out, channel, method);
+        self.send(conn, out.freeze());
+    }
+
+    fn channel(&mut self, conn: ConnId, channel: u16) -> AmqpResult<&mut ChannelState> {
+        self.channels.get_mut(&(conn, channel)).ok_or_else(|| {
+            AmqpError::hard(
+                CHANNEL_ERROR,
+                format!("CHANNEL_ERROR - channel {channel} is not open"),
+            )
+        })
+    }
+
+    /// The queue a method names; the empty name means the channel's last declared queue.
+    fn queue_name(&mut self, conn: ConnId, channel: u16, name: &ShortString) -> AmqpResult<String> {
+        if !name.as_str().is_empty() {
+            return Ok(name.as_str().to_string());
+        }
+        self.channel(conn, channel)?
+            .last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::soft(NOT_FOUND, "NOT_FOUND - no previously declared queue"))
+    }
+
+    /// The queue, if this connection may use it (exclusive queues belong to one connection).
+    fn usable_queue(&mut self, conn: ConnId, name: &str) -> AmqpResult<&mut Queue> {
+        match self.queues.get_mut(name) {
+            None => Err(not_found("queue", name)),
+            Some(q) if q.exclusive_owner.is_some_and(|o| o != conn) => Err(AmqpError::soft(
+                RESOURCE_LOCKED,
+                format!("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}' in vhost '/'"),
+            )),
+            Some(q) => Ok(q),
+        }
+    }
+
+    /// Drops messages for good: their records on disk are removed.
+    fn forget<'a>(&mut self, queue: &str, messages: impl Iterator<Item = &'a QueuedMessage>) {
+        let Some(q) = self.queues.get_mut(queue) else {
+            return;
+        };
+        let Some(log) = &mut q.log else { return };
+        let mut wrote = false;
+        for m in messages.filter(|m| m.on_disk) {
+            if let Err(e) = log.remove(m.id) {
+                tracing::error!("amqp: {e}");
+            }
+            wrote = true;
+        }
+        match log.clear_if_dead() {
+            Ok(cleared) => wrote |= cleared,
+            Err(e) => tracing::error!("amqp: {e}"),
+        }
+        if wrote {
+            self.dirty_queues.insert(queue.to_string());
+        }
+    }
+
+    /// The queues an exchange routes a message to (through exchange-to-exchange bindings too).
+    fn route(&self, exchange: &str, message: &Message) -> Vec<String> {
+        if exchange.is_empty() {
+            return match self.queues.contains_key(&message.routing_key) {
+                true => vec![message.routing_key.clone()],
+                false => Vec::new(),
+            };
+        }
+        let headers = message.properties.headers().as_ref();
+        let mut queues = Vec::new();
+        let mut seen = HashSet::new();
+        let mut todo = vec![exchange.to_string()];
+        while let Some(x) = todo.pop() {
+            if !seen.insert(x.clone()) {
+                continue;
+            }
+            let Some(x) = self.exchanges.get(&x) else {
+                continue;
+            };
+            for b in &x.bindings {
+                if x.kind
+                    .matches(&b.key, &b.args, &message.routing_key, headers)
+                {
+                    match &b.destination {
+                        Destination::Queue(q) if !queues.contains(q) => queues.push(q.clone()),
+                        Destination::Queue(_) => {}
+                        Destination::Exchange(e) => todo.push(e.clone()),
+                    }
+                }
+            }
+        }
+        queues
+    }
+
+    fn route_and_push(&mut self, exchange: &str, message: Arc<Message>) -> PublishOutcome {
+        let targets = self.route(exchange, &message);
+        let mut outcome = PublishOutcome {
+            routed: !targets.is_empty(),
+            ..PublishOutcome::default()
+        };
+        // reject-publish refuses the message everywhere (as RabbitMQ's confirms report one nack).
+        if targets.iter().any(|q| {
+            self.queues
+                .get(q)
+                .is_some_and(|q| q.messages.would_reject(&message))
+        }) {
+            outcome.refused = true;
+            return outcome;
+        }
+        let now = now_ms();
+        for name in targets {
+            let Some(q) = self.queues.get_mut(&name) else {
+                continue;
+            };
+            let persist = q.durable && message.is_persistent() && q.log.is_some();
+            let result = q.messages.push(message.clone(), now, persist);
+            if let PushOutcome::Queued { dropped } = result {
+                if persist {
+                    let qm = q.messages.iter().last().cloned();
+                    if let (Some(log), Some(qm)) = (&mut q.log, qm) {
+                        match log.append(&qm) {
+                            Ok(()) => {
+                                outcome.wrote_to_disk = true;
+                                self.dirty_queues.insert(name.clone());
+                            }
+                            Err(e) => {
+                                tracing::error!("amqp: {e}");
+                                outcome.refused = true;
+                            }
+                        }
+                    }
+                }
+                for d in dropped {
+                    self.to_dead_letter
+                        .push((name.clone(), d, DeadReason::MaxLen));
+                }
+                self.to_dispatch.push(name);
+            }
+        }
+        outcome
+    }
+
+    fn dispatch_channel(&mut self, conn: ConnId, ch: u16) {
+        if let Some(c) = self.channels.get(&(conn, ch)) {
+            self.to_dispatch
+                .extend(c.consumers.iter().map(|(q, _)| q.clone()));
+        }
+    }
+
+    /// Hands ready messages of `name` to consumers with room in their prefetch windows (round robin).
+    fn dispatch(&mut self, name: &str, counters: &ProtocolCounters) {
+        let now = now_ms();
+        let State {
+            queues,
+            channels,
+            conns,
+            to_dead_letter,
+            ..
+        } = self;
+        let Some(q) = queues.get_mut(name) else {
+            return;
+        };
+        let mut forgotten = Vec::new();
+        loop {
+            to_dead_letter.extend(
+                q.messages
+                    .expire(now)
+                    .into_iter()
+                    .map(|m| (name.to_string(), m, DeadReason::Expired)),
+            );
+            if q.messages.is_empty() || q.consumers.is_empty() {
+                break;
+            }
+            let n = q.consumers.len();
+            let pick = (0..n).map(|i| (q.next_consumer + i) % n).find(|&i| {
+                let c = &q.consumers[i];
+                let Some(chan) = channels.get(&(c.conn, c.channel)) else {
+                    return false;
+                };
+                chan.active
+                    && (c.no_ack || c.prefetch == 0 || c.unacked < usize::from(c.prefetch))
+                    && (c.no_ack
+                        || chan.prefetch_channel == 0
+                        || chan.unacked.len() < usize::from(chan.prefetch_channel))
+            });
+            let Some(i) = pick else { break };
+            q.next_consumer = (i + 1) % n;
+            let mut expired = Vec::new();
+            let Some(qm) = q.messages.pop(now, &mut expired) else {
+                break;
+            };
+            to_dead_letter.extend(
+                expired
+                    .into_iter()
+                    .map(|m| (name.to_string(), m, DeadReason::Expired)),
+            );
+            let c = &mut q.consumers[i];
+            let Some(chan) = channels.get_mut(&(c.conn, c.channel)) else {
+                break;
+            };
+            let tag = chan.next_tag;
+            chan.next_tag += 1;
+            let frame_max = conns
+                .get(&c.conn)
+                .map_or(codec::FRAME_MIN_SIZE, |x| x.frame_max);
+            let mut out = BytesMut::new();
+            codec::put_method(
+                &mut out,
+                c.channel,
+                AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                    consumer_tag: c.tag.as_str().into(),
+                    delivery_tag: tag,
+                    redelivered: qm.redelivered,
+                    exchange: qm.message.exchange.as_str().into(),
+                    routing_key: qm.message.routing_key.as_str().into(),
+                })),
+            );
+            codec::put_content(
+                &mut out,
+                c.channel,
+                &qm.message.properties,
+                &qm.message.body,
+                frame_max,
+            );
+            if let Some(x) = conns.get(&c.conn) {
+                let _ = x.out.send(out.freeze());
+            }
+            counters.messages_sent.inc();
+            if c.no_ack {
+                forgotten.push(qm);
+            } else {
+                c.unacked += 1;
+                q.unacked += 1;
+                chan.unacked.insert(
+                    tag,
+                    Unacked {
+                        queue: name.to_string(),
+                        consumer_tag: Some(c.tag.clone()),
+                        message: qm,
+                    },
+                );
+            }
+        }
+        if !forgotten.is_empty() {
+            self.forget(name, forgotten.iter());
+        }
+    }
+
+    /// Runs the deliveries and dead-lettering that earlier steps made due.
+    fn settle(&mut self, counters: &ProtocolCounters) {
+        let mut hops = 0;
+        loop {
+            if let Some((queue, m, reason)) = self.to_dead_letter.pop() {
+                hops += 1;
+                if hops <= MAX_DEAD_LETTER_HOPS {
+                    self.dead_letter(&queue, m, reason);
+                }
+                continue;
+            }
+            let mut names = std::mem::take(&mut self.to_dispatch);
+            if names.is_empty() {
+                break;
+            }
+            names.sort();
+            names.dedup();
+            for n in names {
+                self.dispatch(&n, counters);
+            }
+        }
+    }
+
+    fn dead_letter(&mut self, queue: &str, m: QueuedMessage, reason: DeadReason) {
+        let target = self.queues.get(queue).and_then(|q| {
+            q.messages
+                .args
+                .dead_letter_exchange
+                .clone()
+                .map(|x| (x, q.messages.args.dead_letter_routing_key.clone()))
+        });
+        self.forget(queue, std::iter::once(&m));
+        let Some((exchange, key)) = target else {
+            return;
+        };
+        let now_secs = now_ms() / 1000;
+        let Some(copy) = dead_letter(&m.message, queue, reason, key.as_deref(), now_secs) else {
+            return;
+        };
+        if self.exchanges.contains_key(&exchange) {
+            self.route_and_push(&exchange, Arc::new(copy));
+        }
+    }
+
+    fn expire_all(&mut self) {
+        let now = now_ms();
+        let mut expired = Vec::new();
+        for q in self
+            .queues
+            .values_mut()
+            .filter(|q| q.messages.has_expiring())
+        {
+            for m in q.messages.expire(now) {
+                expired.push((q.name.clone(), m, DeadReason::Expired));
+            }
+        }
+        self.to_dead_letter.extend(expired);
+    }
+
+    fn persist(&mut self, def: store::Definition) {
+        if let Some(store) = &mut self.store {
+            if let Err(e) = store.record(&def) {
+                tracing::error!("amqp: cannot record a definition: {e}");
+            }
+        }
+    }
+
+    fn take_sync_handles(&mut self) -> Vec<File> {
+        let mut files = Vec::new();
+        for name in std::mem::take(&mut self.dirty_queues) {
+            if let Some(log) = self.queues.get_mut(&name).and_then(|q| q.log.as_mut()) {
+                match log.take_sync_handle() {
+                    Ok(Some(f)) => files.push(f),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!("amqp: {e}"),
+                }
+            }
+        }
+        if let Some(store) = &mut self.store {
+            match store.take_sync_handle() {
+                Ok(Some(f)) => files.push(f),
+                Ok(None) => {}
+                Err(e) => tracing::error!("amqp: {e}"),
+            }
+        }
+        files
+    }
+
+    /// Applies one stored definition at start-up.
+    fn replay(&mut self, def: store::Definition, config: &AmqpConfig) -> Result<(), String> {
+        match def {
+            store::Definition::ExchangeDeclare(m) => {
+                self.exchange_declare(&m).map_err(|e| e.to_string())
+            }
+            store::Definition::ExchangeDelete(name) => {
+                self.exchanges.remove(&name);
+                Ok(())
+            }
+            store::Definition::QueueDeclare(m) => {
+                let name = m.queue.as_str().to_string();
+                // Recovery must not append a second declaration.
+                let store = self.store.take();
+                let ok = self.queue_declare(0, &m, config);
+                self.store = store;
+                ok.map_err(|e| e.to_string())?;
+                let Some(store) = &mut self.store else {
+                    return Ok(());
+                };
+                let (log, messages) = store.open_queue_log(&name).map_err(|e| e.to_string())?;
+                let q = self.queues.get_mut(&name).expect("declared above");
+                for m in messages {
+                    q.messages.push_recovered(m);
+                }
+                q.log = Some(log);
+                Ok(())
+            }
+            store::Definition::QueueDelete(name) => {
+                let store = self.store.take();
+                self.queues.remove(&name);
+                self.remove_bindings_to(&Destination::Queue(name));
+                self.store = store;
+                Ok(())
+            }
+            store::Definition::Bind { source, binding } => {
+                match self.exchanges.get_mut(&source) {
+                    Some(x) if !x.bindings.contains(&binding) => x.bindings.push(binding),
+                    Some(_) => {}
+                    None => return Err(format!("binding from unknown exchange '{source}'")),
+                }
+                Ok(())
+            }
+            store::Definition::Unbind { source, binding } => {
+                if let Some(x) = self.exchanges.get_mut(&source) {
+                    x.bindings.retain(|b| b != &binding);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Rewrites the definitions file with only what exists now.
+    fn compact_definitions(&mut self) -> Result<(), StorageError> {
+        if self.store.is_none() {
+            return Ok(());
+        }
+        let mut defs = Vec::new();
+        for x in self.exchanges.values() {
+            if x.durable && !BUILTIN_EXCHANGES.iter().any(|(n, _)| *n == x.name) {
+                defs.push(store::Definition::ExchangeDeclare(exchange::Declare {
+                    exchange: x.name.as_str().into(),
+                    kind: x.kind.as_str().into(),
+                    passive: false,
+                    durable: true,
+                    auto_delete: x.auto_delete,
+                    internal: x.internal,
+                    nowait: false,
+                    arguments: x.args.clone(),
+                }));
+            }
+        }
+        for q in self.queues.values().filter(|q| q.durable) {
+            defs.push(store::Definition::QueueDeclare(queue::Declare {
+                queue: q.name.as_str().into(),
+                passive: false,
+                durable: true,
+                exclusive: false,
+                auto_delete: q.auto_delete,
+                nowait: false,
+                arguments: q.args.clone(),
+            }));
+        }
+        for x in self.exchanges.values().filter(|x| x.durable) {
+            for b in x
+                .bindings
+                .iter()
+                .filter(|b| self.destination_durable(&b.destination))
+            {
+                defs.push(store::Definition::Bind {
+                    source: x.name.clone(),
+                    binding: b.clone(),
+                });
+            }
+        }
+        match &mut self.store {
+            Some(store) => store.rewrite(&defs),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amqp::codec::Frame;
+    use crate::platform::Platform;
+    use tokio::sync::mpsc;
+
+    fn hub(storage: StorageMode, dir: &Path) -> Arc<AmqpHub> {
+        let config = AmqpConfig {
+            storage,
+            ..AmqpConfig::default()
+        };
+        let metrics = Metrics::new(&Platform::detect(), 10);
+        AmqpHub::open(config, dir, metrics, Arc::new(Semaphore::new(10))).unwrap()
+    }
+
+    /// A connection with channel 1 open; frames the hub sends it land in the receiver.
+    fn client(hub: &AmqpHub) -> (ConnId, mpsc::UnboundedReceiver<Bytes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = hub.connect(tx, 131_072);
+        hub.open_channel(conn, 1);
+        (conn, rx)
+    }
+
+    /// The methods sent so far (content frames skipped).
+    fn methods(rx: &mut mpsc::UnboundedReceiver<Bytes>) -> Vec<AMQPClass> {
+        let mut buf = BytesMut::new();
+        while let Ok(b) = rx.try_recv() {
+            buf.extend_from_slice(&b);
+        }
+        let mut out = Vec::new();
+        while let Some(f) = codec::next_frame(&mut buf, u32::MAX).unwrap() {
+            if let Frame::Method(_, m) = f {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    fn delivery_tags(ms: &[AMQPClass]) -> Vec<u64> {
+        ms.iter()
+            .filter_map(|m| match m {
+                AMQPClass::Basic(basic::AMQPMethod::Deliver(d)) => Some(d.delivery_tag),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn declare(hub: &AmqpHub, conn: ConnId, name: &str, durable: bool) {
+        let m = AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: name.into(),
+            passive: false,
+            durable,
+            exclusive: false,
+            auto_delete: false,
+            nowait: true,
+            arguments: FieldTable::default(),
+        }));
+        hub.handle(conn, 1, &m).unwrap();
+    }
+
+    fn publish(
+        hub: &AmqpHub,
+        conn: ConnId,
+        queue: &str,
+        body: &[u8],
+        persistent: bool,
+    ) -> PublishOutcome {
+        let p = basic::Publish {
+            exchange: "".into(),
+            routing_key: queue.into(),
+            mandatory: false,
+            immediate: false,
+        };
+        let props = match persistent {
+            true => AMQPProperties::default().with_delivery_mode(2),
+            false => AMQPProperties::default(),
+        };
+        hub.publish(conn, 1, &p, props, Bytes::copy_from_slice(body))
+            .unwrap()
+    }
+
+    fn consume(hub: &AmqpHub, conn: ConnId, queue: &str, tag: &str) {
+        let m = AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+            queue: queue.into(),
+            consumer_tag: tag.into(),
+            no_local: false,
+            no_ack: false,
+            exclusive: false,
+            nowait: true,
+            arguments: FieldTable::default(),
+        }));
+        hub.handle(conn, 1, &m).unwrap();
+    }
+
+    fn qos(hub: &AmqpHub, conn: ConnId, count: u16, global: bool) {
+        let m = AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
+            prefetch_count: count,
+            global,
+        }));
+        hub.handle(conn, 1, &m).unwrap();
+    }
+
+    fn ack(hub: &AmqpHub, conn: ConnId, tag: u64, multiple: bool) {
+        let m = AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: tag,
+            multiple,
+        }));
+        hub.handle(conn, 1, &m).unwrap();
+    }
+
+    #[test]
+    fn prefetch_windows_per_consumer_and_per_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(StorageMode::Memory, dir.path());
+        let (conn, mut rx) = client(&hub);
+        declare(&hub, conn, "q", false);
+        for i in 0..10u8 {
+            publish(&hub, conn, "q", &[i], false);
+        }
+        qos(&hub, conn, 2, false);
+        consume(&hub, conn, "q", "c1");
+        assert_eq!(delivery_tags(&methods(&mut rx)), [1, 2]);
+        ack(&hub, conn, 1, false);
+        assert_eq!(delivery_tags(&methods(&mut rx)), [3], "one acked, one more");
+        ack(&hub, conn, 3, true);
+        assert_eq!(delivery_tags(&methods(&mut rx)), [4, 5]);
+        // A channel-wide window of 3 caps a second consumer too.
+        qos(&hub, conn, 3, true);
+        qos(&hub, conn, 0, false);
+        consume(&hub, conn, "q", "c2");
+        assert_eq!(
+            delivery_tags(&methods(&mut rx)),
+            [6],
+            "2 held + 1 = the channel's 3"
+        );
+        // An unknown tag is a channel error (406).
+        let m = AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: 99,
+            multiple: false,
+        }));
+        assert_eq!(
+            hub.handle(conn, 1, &m).unwrap_err().code,
+            PRECONDITION_FAILED
+        );
+        // Closing the channel requeues the 3 unacked, in order, redelivered.
+        hub.close_channel(conn, 1);
+        assert_eq!(hub.queue_len("q"), Some(3 + 4));
+        let st = hub.state();
+        let first: Vec<(u8, bool)> = st.queues["q"]
+            .messages
+            .iter()
+            .take(4)
+            .map(|m| (m.message.body[0], m.redelivered))
+            .collect();
+        assert_eq!(first, [(3, true), (4, true), (5, true), (6, false)]);
+    }
+
+    #[test]
+    fn durable_queue_recovers_after_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let hub = hub(StorageMode::Disk, dir.path());
+            let (conn, _rx) = client(&hub);
+            declare(&hub, conn, "jobs", true);
+            declare(&hub, conn, "scratch", false);
+            for i in 0..5u8 {
+                assert!(publish(&hub, conn, "jobs", &[i], true).wrote_to_disk);
+            }
+            assert!(
+                !publish(&hub, conn, "jobs", b"t", false).wrote_to_disk,
+                "transient stays in memory"
+            );
+            publish(&hub, conn, "scratch", b"s", true);
+            let m = AMQPClass::Basic(basic::AMQPMethod::Get(basic::Get {
+                queue: "jobs".into(),
+                no_ack: true,
+            }));
+            hub.handle(conn, 1, &m).unwrap();
+        }
+        // A crash in the middle of the next append.
+        let file = std::fs::read_dir(dir.path().join("amqp/queues"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        std::io::Write::write_all(&mut f, &[0, 0, 0, 50, 1, 2]).unwrap();
+        drop(f);
+        let hub = hub(StorageMode::Disk, dir.path());
+        assert_eq!(
+            hub.queue_len("jobs"),
+            Some(4),
+            "persistent, not taken by basic.get"
+        );
+        assert_eq!(
+            hub.queue_len("scratch"),
+            None,
+            "non-durable queues are not recovered"
+        );
+        let st = hub.state();
+        let bodies: Vec<u8> = st.queues["jobs"]
+            .messages
+            .iter()
+            .map(|m| m.message.body[0])
+            .collect();
+        assert_eq!(bodies, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn dead_letters_route_through_the_exchange() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(StorageMode::Memory, dir.path());
+        let (conn, _rx) = client(&hub);
+        declare(&hub, conn, "dlq", false);
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            amq_protocol::types::AMQPValue::LongString("".into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            amq_protocol::types::AMQPValue::LongString("dlq".into()),
+        );
+        args.insert(
+            "x-max-length".into(),
+            amq_protocol::types::AMQPValue::LongInt(1),
+        );
+        let m = AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: "src".into(),
+            passive: false,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            nowait: true,
+            arguments: args,
+        }));
+        hub.handle(conn, 1, &m).unwrap();
+        publish(&hub, conn, "src", b"a", false);
+        publish(&hub, conn, "src", b"b", false);
+        assert_eq!(hub.queue_len("src"), Some(1));
+        assert_eq!(
+            hub.queue_len("dlq"),
+            Some(1),
+            "the dropped head was dead-lettered"
+        );
+    }
+}

@@ -1,0 +1,740 @@
+//! The channel methods that change exchanges, queues, bindings, consumers
+//! and acknowledgements: one `match` over the method, one small handler each.
+
+use amq_protocol::protocol::{basic, channel, exchange, queue, AMQPClass};
+use amq_protocol::types::FieldTable;
+use bytes::BytesMut;
+
+use super::*;
+
+impl State {
+    pub(super) fn handle(
+        &mut self,
+        conn: ConnId,
+        ch: u16,
+        method: &AMQPClass,
+        config: &AmqpConfig,
+    ) -> AmqpResult<Option<AMQPClass>> {
+        use AMQPClass as C;
+        self.channel(conn, ch)?;
+        let reply = match method {
+            C::Exchange(exchange::AMQPMethod::Declare(m)) => {
+                self.exchange_declare(m)?;
+                (!m.nowait).then_some(C::Exchange(exchange::AMQPMethod::DeclareOk(
+                    exchange::DeclareOk {},
+                )))
+            }
+            C::Exchange(exchange::AMQPMethod::Delete(m)) => {
+                self.exchange_delete(m.exchange.as_str(), m.if_unused)?;
+                (!m.nowait).then_some(C::Exchange(exchange::AMQPMethod::DeleteOk(
+                    exchange::DeleteOk {},
+                )))
+            }
+            C::Exchange(exchange::AMQPMethod::Bind(m)) => {
+                self.bind(
+                    m.source.as_str(),
+                    Destination::Exchange(m.destination.as_str().to_string()),
+                    m.routing_key.as_str(),
+                    &m.arguments,
+                    conn,
+                )?;
+                (!m.nowait).then_some(C::Exchange(exchange::AMQPMethod::BindOk(
+                    exchange::BindOk {},
+                )))
+            }
+            C::Exchange(exchange::AMQPMethod::Unbind(m)) => {
+                self.unbind(
+                    m.source.as_str(),
+                    &Destination::Exchange(m.destination.as_str().to_string()),
+                    m.routing_key.as_str(),
+                    &m.arguments,
+                )?;
+                (!m.nowait).then_some(C::Exchange(exchange::AMQPMethod::UnbindOk(
+                    exchange::UnbindOk {},
+                )))
+            }
+            C::Queue(queue::AMQPMethod::Declare(m)) => {
+                let ok = self.queue_declare(conn, m, config)?;
+                self.channel(conn, ch)?.last_queue = Some(ok.queue.as_str().to_string());
+                (!m.nowait).then_some(C::Queue(queue::AMQPMethod::DeclareOk(ok)))
+            }
+            C::Queue(queue::AMQPMethod::Bind(m)) => {
+                let q = self.queue_name(conn, ch, &m.queue)?;
+                self.usable_queue(conn, &q)?;
+                self.bind(
+                    m.exchange.as_str(),
+                    Destination::Queue(q),
+                    m.routing_key.as_str(),
+                    &m.arguments,
+                    conn,
+                )?;
+                (!m.nowait).then_some(C::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})))
+            }
+            C::Queue(queue::AMQPMethod::Unbind(m)) => {
+                let q = self.queue_name(conn, ch, &m.queue)?;
+                self.usable_queue(conn, &q)?;
+                self.unbind(
+                    m.exchange.as_str(),
+                    &Destination::Queue(q),
+                    m.routing_key.as_str(),
+                    &m.arguments,
+                )?;
+                Some(C::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})))
+            }
+            C::Queue(queue::AMQPMethod::Purge(m)) => {
+                let name = self.queue_name(conn, ch, &m.queue)?;
+                let q = self.usable_queue(conn, &name)?;
+                let purged = q.messages.purge();
+                let count = purged.len() as u32;
+                self.forget(&name, purged.iter());
+                (!m.nowait).then_some(C::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                    message_count: count,
+                })))
+            }
+            C::Queue(queue::AMQPMethod::Delete(m)) => {
+                let name = self.queue_name(conn, ch, &m.queue)?;
+                let count = match self.usable_queue(conn, &name) {
+                    // Deleting what is not there succeeds (RabbitMQ does the same).
+                    Err(e) if e.code == NOT_FOUND => 0,
+                    Err(e) => return Err(e),
+                    Ok(q) => {
+                        if m.if_unused && !q.consumers.is_empty() {
+                            return Err(AmqpError::soft(
+                                PRECONDITION_FAILED,
+                                format!("PRECONDITION_FAILED - queue '{name}' in vhost '/' in use"),
+                            ));
+                        }
+                        if m.if_empty && !q.messages.is_empty() {
+                            return Err(AmqpError::soft(
+                                PRECONDITION_FAILED,
+                                format!(
+                                    "PRECONDITION_FAILED - queue '{name}' in vhost '/' not empty"
+                                ),
+                            ));
+                        }
+                        self.delete_queue(&name)
+                    }
+                };
+                (!m.nowait).then_some(C::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                    message_count: count,
+                })))
+            }
+            C::Channel(channel::AMQPMethod::Flow(m)) => {
+                self.channel(conn, ch)?.active = m.active;
+                self.dispatch_channel(conn, ch);
+                Some(C::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                    active: m.active,
+                })))
+            }
+            C::Basic(basic::AMQPMethod::Qos(m)) => {
+                let c = self.channel(conn, ch)?;
+                if m.global {
+                    c.prefetch_channel = m.prefetch_count;
+                } else {
+                    c.prefetch_consumer = m.prefetch_count;
+                }
+                self.dispatch_channel(conn, ch);
+                Some(C::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})))
+            }
+            C::Basic(basic::AMQPMethod::Consume(m)) => {
+                self.consume(conn, ch, m)?;
+                None
+            }
+            C::Basic(basic::AMQPMethod::Cancel(m)) => {
+                self.cancel(conn, ch, m.consumer_tag.as_str(), false);
+                (!m.nowait).then_some(C::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                    consumer_tag: m.consumer_tag.clone(),
+                })))
+            }
+            C::Basic(basic::AMQPMethod::Get(m)) => {
+                self.get(conn, ch, m)?;
+                None
+            }
+            C::Basic(basic::AMQPMethod::Ack(m)) => {
+                for (_, u) in self.take_unacked(conn, ch, m.delivery_tag, m.multiple)? {
+                    self.acked(conn, ch, u);
+                }
+                None
+            }
+            C::Basic(basic::AMQPMethod::Nack(m)) => {
+                for (_, u) in self.take_unacked(conn, ch, m.delivery_tag, m.multiple)? {
+                    self.rejected(conn, ch, u, m.requeue);
+                }
+                None
+            }
+            C::Basic(basic::AMQPMethod::Reject(m)) => {
+                for (_, u) in self.take_unacked(conn, ch, m.delivery_tag, false)? {
+                    self.rejected(conn, ch, u, m.requeue);
+                }
+                None
+            }
+            C::Basic(basic::AMQPMethod::Recover(_))
+            | C::Basic(basic::AMQPMethod::RecoverAsync(_)) => {
+                let all = std::mem::take(&mut self.channel(conn, ch)?.unacked);
+                for (_, u) in all.into_iter().rev() {
+                    self.rejected(conn, ch, u, true);
+                }
+                matches!(method, C::Basic(basic::AMQPMethod::Recover(_)))
+                    .then_some(C::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})))
+            }
+            other => {
+                return Err(AmqpError::hard(
+                    NOT_IMPLEMENTED,
+                    format!(
+                        "NOT_IMPLEMENTED - {}.{} is not supported",
+                        other.get_amqp_class_id(),
+                        other.get_amqp_method_id()
+                    ),
+                ))
+            }
+        };
+        Ok(reply)
+    }
+
+    pub(super) fn exchange_declare(&mut self, m: &exchange::Declare) -> AmqpResult<()> {
+        let name = m.exchange.as_str();
+        if let Some(x) = self.exchanges.get(name) {
+            if m.passive {
+                return Ok(());
+            }
+            if x.kind.as_str() != m.kind.as_str()
+                || x.durable != m.durable
+                || x.auto_delete != m.auto_delete
+                || x.internal != m.internal
+            {
+                return Err(AmqpError::soft(
+                    PRECONDITION_FAILED,
+                    format!("PRECONDITION_FAILED - inequivalent arg 'type', 'durable' or 'auto_delete' for exchange '{name}' in vhost '/': received '{}' but current is '{}'", m.kind.as_str(), x.kind.as_str()),
+                ));
+            }
+            return Ok(());
+        }
+        if m.passive {
+            return Err(not_found("exchange", name));
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::soft(
+                ACCESS_REFUSED,
+                format!("ACCESS_REFUSED - exchange name '{name}' contains reserved prefix 'amq.*'"),
+            ));
+        }
+        let Some(kind) = ExchangeKind::parse(m.kind.as_str()) else {
+            return Err(AmqpError::hard(
+                COMMAND_INVALID,
+                format!(
+                    "COMMAND_INVALID - unknown exchange type '{}'",
+                    m.kind.as_str()
+                ),
+            ));
+        };
+        if m.durable {
+            self.persist(store::Definition::ExchangeDeclare(m.clone()));
+        }
+        self.exchanges.insert(
+            name.to_string(),
+            Exchange {
+                name: name.to_string(),
+                kind,
+                durable: m.durable,
+                auto_delete: m.auto_delete,
+                internal: m.internal,
+                args: m.arguments.clone(),
+                bindings: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn exchange_delete(&mut self, name: &str, if_unused: bool) -> AmqpResult<()> {
+        if name.is_empty() || name.starts_with("amq.") {
+            return Err(AmqpError::soft(
+                ACCESS_REFUSED,
+                format!("ACCESS_REFUSED - exchange '{name}' is built in"),
+            ));
+        }
+        let Some(x) = self.exchanges.get(name) else {
+            return Ok(());
+        };
+        if if_unused && (!x.bindings.is_empty() || self.is_binding_destination(name)) {
+            return Err(AmqpError::soft(
+                PRECONDITION_FAILED,
+                format!("PRECONDITION_FAILED - exchange '{name}' in vhost '/' in use"),
+            ));
+        }
+        self.remove_exchange(name);
+        Ok(())
+    }
+
+    pub(super) fn is_binding_destination(&self, name: &str) -> bool {
+        self.exchanges.values().any(|x| {
+            x.bindings
+                .iter()
+                .any(|b| b.destination == Destination::Exchange(name.to_string()))
+        })
+    }
+
+    pub(super) fn remove_exchange(&mut self, name: &str) {
+        if let Some(x) = self.exchanges.remove(name) {
+            if x.durable {
+                self.persist(store::Definition::ExchangeDelete(name.to_string()));
+            }
+        }
+        let dest = Destination::Exchange(name.to_string());
+        self.remove_bindings_to(&dest);
+    }
+
+    pub(super) fn remove_bindings_to(&mut self, dest: &Destination) {
+        let mut emptied = Vec::new();
+        for x in self.exchanges.values_mut() {
+            let before = x.bindings.len();
+            x.bindings.retain(|b| &b.destination != dest);
+            if before != x.bindings.len() && x.bindings.is_empty() && x.auto_delete {
+                emptied.push(x.name.clone());
+            }
+        }
+        for name in emptied {
+            self.remove_exchange(&name);
+        }
+    }
+
+    pub(super) fn destination_durable(&self, dest: &Destination) -> bool {
+        match dest {
+            Destination::Queue(q) => self.queues.get(q).is_some_and(|q| q.durable),
+            Destination::Exchange(x) => self.exchanges.get(x).is_some_and(|x| x.durable),
+        }
+    }
+
+    pub(super) fn bind(
+        &mut self,
+        source: &str,
+        dest: Destination,
+        key: &str,
+        args: &FieldTable,
+        conn: ConnId,
+    ) -> AmqpResult<()> {
+        if source.is_empty() {
+            return Err(AmqpError::soft(
+                ACCESS_REFUSED,
+                "ACCESS_REFUSED - operation not permitted on the default exchange",
+            ));
+        }
+        if let Destination::Exchange(d) = &dest {
+            if !self.exchanges.contains_key(d) {
+                return Err(not_found("exchange", d));
+            }
+        }
+        if let Destination::Queue(q) = &dest {
+            self.usable_queue(conn, q)?;
+        }
+        let durable = self.destination_durable(&dest);
+        let Some(x) = self.exchanges.get_mut(source) else {
+            return Err(not_found("exchange", source));
+        };
+        let binding = Binding {
+            destination: dest,
+            key: key.to_string(),
+            args: args.clone(),
+        };
+        if x.bindings.contains(&binding) {
+            return Ok(());
+        }
+        let persist = x.durable && durable;
+        x.bindings.push(binding.clone());
+        if persist {
+            self.persist(store::Definition::Bind {
+                source: source.to_string(),
+                binding,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn unbind(
+        &mut self,
+        source: &str,
+        dest: &Destination,
+        key: &str,
+        args: &FieldTable,
+    ) -> AmqpResult<()> {
+        if source.is_empty() {
+            return Err(AmqpError::soft(
+                ACCESS_REFUSED,
+                "ACCESS_REFUSED - operation not permitted on the default exchange",
+            ));
+        }
+        let Some(x) = self.exchanges.get_mut(source) else {
+            return Err(not_found("exchange", source));
+        };
+        let before = x.bindings.len();
+        x.bindings.retain(|b| {
+            !(&b.destination == dest
+                && b.key == key
+                && (b.args == *args || source_is_not_headers(x.kind)))
+        });
+        let removed = before != x.bindings.len();
+        let auto_delete = x.auto_delete && x.bindings.is_empty();
+        if removed {
+            self.persist(store::Definition::Unbind {
+                source: source.to_string(),
+                binding: Binding {
+                    destination: dest.clone(),
+                    key: key.to_string(),
+                    args: args.clone(),
+                },
+            });
+            if auto_delete {
+                self.remove_exchange(source);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_declare(
+        &mut self,
+        conn: ConnId,
+        m: &queue::Declare,
+        config: &AmqpConfig,
+    ) -> AmqpResult<queue::DeclareOk> {
+        let mut name = m.queue.as_str().to_string();
+        if name.is_empty() {
+            if m.passive {
+                return Err(not_found("queue", ""));
+            }
+            self.next_name += 1;
+            name = format!("amq.gen-{:x}-{:x}", now_ms(), self.next_name);
+        }
+        if let Some(q) = self.queues.get(&name) {
+            if q.exclusive_owner.is_some_and(|o| o != conn) {
+                return Err(AmqpError::soft(RESOURCE_LOCKED, format!("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}' in vhost '/'")));
+            }
+            if !m.passive {
+                let args = QueueArgs::parse(&m.arguments, config.default_max_length)
+                    .map_err(|t| AmqpError::soft(PRECONDITION_FAILED, t))?;
+                if q.durable != m.durable
+                    || q.auto_delete != m.auto_delete
+                    || q.messages.args != args
+                {
+                    return Err(AmqpError::soft(PRECONDITION_FAILED, format!("PRECONDITION_FAILED - inequivalent arg 'durable', 'auto_delete' or x-arguments for queue '{name}' in vhost '/'")));
+                }
+            }
+            return Ok(queue::DeclareOk {
+                queue: name.as_str().into(),
+                message_count: q.messages.len() as u32,
+                consumer_count: q.consumers.len() as u32,
+            });
+        }
+        if m.passive {
+            return Err(not_found("queue", &name));
+        }
+        if name.starts_with("amq.") && !m.queue.as_str().is_empty() {
+            return Err(AmqpError::soft(
+                ACCESS_REFUSED,
+                format!("ACCESS_REFUSED - queue name '{name}' contains reserved prefix 'amq.*'"),
+            ));
+        }
+        let args = QueueArgs::parse(&m.arguments, config.default_max_length)
+            .map_err(|t| AmqpError::soft(PRECONDITION_FAILED, t))?;
+        let log = match (&mut self.store, m.durable && !m.exclusive) {
+            (Some(store), true) => Some(store.create_queue_log(&name).map_err(|e| {
+                AmqpError::soft(
+                    INTERNAL_ERROR,
+                    format!("INTERNAL_ERROR - cannot create the queue file: {e}"),
+                )
+            })?),
+            _ => None,
+        };
+        if m.durable && !m.exclusive {
+            let mut def = m.clone();
+            def.queue = name.as_str().into();
+            def.passive = false;
+            def.nowait = false;
+            self.persist(store::Definition::QueueDeclare(def));
+        }
+        self.queues.insert(
+            name.clone(),
+            Queue {
+                name: name.clone(),
+                durable: m.durable,
+                exclusive_owner: m.exclusive.then_some(conn),
+                auto_delete: m.auto_delete,
+                args: m.arguments.clone(),
+                messages: MessageQueue::new(args),
+                consumers: Vec::new(),
+                next_consumer: 0,
+                had_consumer: false,
+                unacked: 0,
+                log,
+            },
+        );
+        // Every queue is bound to the default exchange by its name (implicitly: see `route`).
+        Ok(queue::DeclareOk {
+            queue: name.as_str().into(),
+            message_count: 0,
+            consumer_count: 0,
+        })
+    }
+
+    /// Removes a queue, telling its consumers (basic.cancel); returns how many messages it held.
+    pub(super) fn delete_queue(&mut self, name: &str) -> u32 {
+        let Some(mut q) = self.queues.remove(name) else {
+            return 0;
+        };
+        let count = q.messages.len() as u32;
+        for c in q.consumers.drain(..) {
+            if let Some(chan) = self.channels.get_mut(&(c.conn, c.channel)) {
+                chan.consumers
+                    .retain(|(qn, t)| !(qn == name && *t == c.tag));
+            }
+            self.send_method(
+                c.conn,
+                c.channel,
+                AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                    consumer_tag: c.tag.as_str().into(),
+                    nowait: true,
+                })),
+            );
+        }
+        if let Some(log) = q.log.take() {
+            if let Err(e) = log.delete() {
+                tracing::error!("amqp: {e}");
+            }
+        }
+        self.dirty_queues.remove(name);
+        if q.durable && q.exclusive_owner.is_none() && self.store.is_some() {
+            self.persist(store::Definition::QueueDelete(name.to_string()));
+        }
+        self.remove_bindings_to(&Destination::Queue(name.to_string()));
+        count
+    }
+
+    pub(super) fn consume(&mut self, conn: ConnId, ch: u16, m: &basic::Consume) -> AmqpResult<()> {
+        let name = self.queue_name(conn, ch, &m.queue)?;
+        let tag = if m.consumer_tag.as_str().is_empty() {
+            self.next_name += 1;
+            format!("amq.ctag-{:x}-{:x}", now_ms(), self.next_name)
+        } else {
+            m.consumer_tag.as_str().to_string()
+        };
+        let prefetch = self.channel(conn, ch)?.prefetch_consumer;
+        if self
+            .channel(conn, ch)?
+            .consumers
+            .iter()
+            .any(|(_, t)| *t == tag)
+        {
+            return Err(AmqpError::hard(
+                NOT_ALLOWED,
+                format!("NOT_ALLOWED - attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        let q = self.usable_queue(conn, &name)?;
+        if q.consumers.iter().any(|c| c.exclusive) || (m.exclusive && !q.consumers.is_empty()) {
+            return Err(AmqpError::soft(
+                ACCESS_REFUSED,
+                format!("ACCESS_REFUSED - queue '{name}' in vhost '/' in exclusive use"),
+            ));
+        }
+        q.consumers.push(Consumer {
+            tag: tag.clone(),
+            conn,
+            channel: ch,
+            no_ack: m.no_ack,
+            exclusive: m.exclusive,
+            prefetch,
+            unacked: 0,
+        });
+        q.had_consumer = true;
+        self.channel(conn, ch)?
+            .consumers
+            .push((name.clone(), tag.clone()));
+        if !m.nowait {
+            self.send_method(
+                conn,
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: tag.as_str().into(),
+                })),
+            );
+        }
+        self.to_dispatch.push(name);
+        Ok(())
+    }
+
+    /// Removes a consumer; `notify` sends basic.cancel to the client (server-side cancel).
+    pub(super) fn cancel(&mut self, conn: ConnId, ch: u16, tag: &str, notify: bool) {
+        let Some(chan) = self.channels.get_mut(&(conn, ch)) else {
+            return;
+        };
+        let Some(pos) = chan.consumers.iter().position(|(_, t)| t == tag) else {
+            return;
+        };
+        let (qname, _) = chan.consumers.remove(pos);
+        let mut delete = false;
+        if let Some(q) = self.queues.get_mut(&qname) {
+            q.consumers
+                .retain(|c| !(c.conn == conn && c.channel == ch && c.tag == tag));
+            delete = q.auto_delete && q.had_consumer && q.consumers.is_empty();
+        }
+        if notify {
+            self.send_method(
+                conn,
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                    consumer_tag: tag.into(),
+                    nowait: true,
+                })),
+            );
+        }
+        if delete {
+            self.delete_queue(&qname);
+        }
+    }
+
+    pub(super) fn close_channel(&mut self, conn: ConnId, ch: u16) {
+        let Some(chan) = self.channels.get(&(conn, ch)) else {
+            return;
+        };
+        let tags: Vec<String> = chan.consumers.iter().map(|(_, t)| t.clone()).collect();
+        // Unacked messages go back before auto-delete queues lose their last consumer.
+        let unacked = self
+            .channels
+            .get_mut(&(conn, ch))
+            .map(|c| std::mem::take(&mut c.unacked))
+            .unwrap_or_default();
+        for (_, u) in unacked.into_iter().rev() {
+            self.rejected(conn, ch, u, true);
+        }
+        for tag in tags {
+            self.cancel(conn, ch, &tag, false);
+        }
+        self.channels.remove(&(conn, ch));
+    }
+
+    pub(super) fn get(&mut self, conn: ConnId, ch: u16, m: &basic::Get) -> AmqpResult<()> {
+        let name = self.queue_name(conn, ch, &m.queue)?;
+        let now = now_ms();
+        let q = self.usable_queue(conn, &name)?;
+        let mut expired = Vec::new();
+        let popped = q.messages.pop(now, &mut expired);
+        let remaining = q.messages.len() as u32;
+        for e in expired {
+            self.to_dead_letter
+                .push((name.clone(), e, DeadReason::Expired));
+        }
+        let Some(qm) = popped else {
+            self.send_method(
+                conn,
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            );
+            return Ok(());
+        };
+        let chan = self.channel(conn, ch)?;
+        let tag = chan.next_tag;
+        chan.next_tag += 1;
+        let mut out = BytesMut::new();
+        codec::put_method(
+            &mut out,
+            ch,
+            AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+                delivery_tag: tag,
+                redelivered: qm.redelivered,
+                exchange: qm.message.exchange.as_str().into(),
+                routing_key: qm.message.routing_key.as_str().into(),
+                message_count: remaining,
+            })),
+        );
+        let frame_max = self
+            .conns
+            .get(&conn)
+            .map_or(codec::FRAME_MIN_SIZE, |c| c.frame_max);
+        codec::put_content(
+            &mut out,
+            ch,
+            &qm.message.properties,
+            &qm.message.body,
+            frame_max,
+        );
+        self.send(conn, out.freeze());
+        if m.no_ack {
+            self.forget(&name, std::iter::once(&qm));
+        } else {
+            if let Some(q) = self.queues.get_mut(&name) {
+                q.unacked += 1;
+            }
+            self.channel(conn, ch)?.unacked.insert(
+                tag,
+                Unacked {
+                    queue: name,
+                    consumer_tag: None,
+                    message: qm,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn take_unacked(
+        &mut self,
+        conn: ConnId,
+        ch: u16,
+        tag: u64,
+        multiple: bool,
+    ) -> AmqpResult<Vec<(u64, Unacked)>> {
+        let chan = self.channel(conn, ch)?;
+        if multiple {
+            let upto = if tag == 0 { u64::MAX } else { tag };
+            let keep = chan.unacked.split_off(&upto.saturating_add(1));
+            let taken = std::mem::replace(&mut chan.unacked, keep);
+            return Ok(taken.into_iter().collect());
+        }
+        match chan.unacked.remove(&tag) {
+            Some(u) => Ok(vec![(tag, u)]),
+            None => Err(AmqpError::soft(
+                PRECONDITION_FAILED,
+                format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
+            )),
+        }
+    }
+
+    /// Bookkeeping when a delivery stops being outstanding.
+    pub(super) fn release(&mut self, conn: ConnId, ch: u16, u: &Unacked) {
+        if let Some(q) = self.queues.get_mut(&u.queue) {
+            q.unacked = q.unacked.saturating_sub(1);
+            if let Some(tag) = &u.consumer_tag {
+                if let Some(c) = q
+                    .consumers
+                    .iter_mut()
+                    .find(|c| c.conn == conn && c.channel == ch && c.tag == *tag)
+                {
+                    c.unacked = c.unacked.saturating_sub(1);
+                }
+            }
+        }
+        self.dispatch_channel(conn, ch);
+        self.to_dispatch.push(u.queue.clone());
+    }
+
+    pub(super) fn acked(&mut self, conn: ConnId, ch: u16, u: Unacked) {
+        self.release(conn, ch, &u);
+        self.forget(&u.queue, std::iter::once(&u.message));
+    }
+
+    pub(super) fn rejected(&mut self, conn: ConnId, ch: u16, u: Unacked, requeue: bool) {
+        self.release(conn, ch, &u);
+        if requeue {
+            if let Some(q) = self.queues.get_mut(&u.queue) {
+                q.messages.requeue(u.message);
+            }
+        } else {
+            self.to_dead_letter
+                .push((u.queue.clone(), u.message, DeadReason::Rejected));
+        }
+    }
+}
+
+/// Unbinding from a non-headers exchange ignores the arguments (clients
+/// rarely repeat them).
+fn source_is_not_headers(kind: ExchangeKind) -> bool {
+    kind != ExchangeKind::Headers
+}

@@ -1,0 +1,261 @@
+//! An append-only file of checksummed records, for state that is replayed in
+//! full at start-up (durable AMQP queues and their definitions).
+//!
+//! Each record is `len: u32 BE`, `crc32c(payload): u32 BE`, `payload`.
+//! Recovery reads records until the first one that is cut short or fails its
+//! checksum (a write torn by a crash) and truncates the file there, so later
+//! appends follow the last good record. The Kafka `SegmentedLog` does not fit
+//! here: it stores Kafka record batches and only ever deletes whole segments,
+//! while a queue removes single messages in any order.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::StorageError;
+
+/// Records larger than this are treated as corruption at recovery (the
+/// broker never writes one: messages are limited to 1 GiB by the config).
+const MAX_RECORD: usize = (1 << 30) + (1 << 20);
+const RECORD_HEADER: usize = 8;
+
+pub struct RecordLog {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    dirty: bool,
+}
+
+impl RecordLog {
+    /// Opens (creating) the file, returns it with every intact record; a torn
+    /// tail is cut off.
+    pub fn open(path: &Path) -> Result<(RecordLog, Vec<Vec<u8>>), StorageError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(StorageError::io("cannot create", dir))?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(StorageError::io("cannot open", path))?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)
+            .map_err(StorageError::io("cannot read", path))?;
+        let (records, good) = decode_records(&data);
+        if good < data.len() {
+            tracing::warn!(
+                "{}: dropping a torn tail of {} bytes after {} intact records",
+                path.display(),
+                data.len() - good,
+                records.len()
+            );
+            file.set_len(good as u64)
+                .map_err(StorageError::io("cannot truncate", path))?;
+        }
+        file.seek(SeekFrom::Start(good as u64))
+            .map_err(StorageError::io("cannot seek", path))?;
+        Ok((
+            RecordLog {
+                path: path.to_path_buf(),
+                file,
+                len: good as u64,
+                dirty: false,
+            },
+            records,
+        ))
+    }
+
+    /// Appends one record (buffered by the OS until [`RecordLog::sync`]).
+    pub fn append(&mut self, payload: &[u8]) -> Result<(), StorageError> {
+        let mut buf = Vec::with_capacity(RECORD_HEADER + payload.len());
+        encode_record(&mut buf, payload);
+        self.file
+            .write_all(&buf)
+            .map_err(StorageError::io("cannot append to", &self.path))?;
+        self.len += buf.len() as u64;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Replaces the whole file with `records` (atomically: write aside, fsync, rename).
+    pub fn rewrite<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), StorageError> {
+        let tmp = self.path.with_extension("compact");
+        let mut buf = Vec::new();
+        for r in records {
+            encode_record(&mut buf, r);
+        }
+        let mut file = File::create(&tmp).map_err(StorageError::io("cannot create", &tmp))?;
+        file.write_all(&buf)
+            .and_then(|()| file.sync_all())
+            .map_err(StorageError::io("cannot write", &tmp))?;
+        std::fs::rename(&tmp, &self.path).map_err(StorageError::io("cannot rename", &tmp))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(StorageError::io("cannot open", &self.path))?;
+        file.seek(SeekFrom::End(0))
+            .map_err(StorageError::io("cannot seek", &self.path))?;
+        self.file = file;
+        self.len = buf.len() as u64;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Empties the file (every record it held is obsolete).
+    pub fn clear(&mut self) -> Result<(), StorageError> {
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.seek(SeekFrom::Start(0)).map(|_| ()))
+            .map_err(StorageError::io("cannot truncate", &self.path))?;
+        self.len = 0;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Bytes in the file.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether appends wait for an fsync.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// A handle to fsync outside whatever lock guards the log; the log counts
+    /// as clean from now on.
+    pub fn take_sync_handle(&mut self) -> Result<Option<File>, StorageError> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        self.dirty = false;
+        self.file.try_clone().map(Some).map_err(StorageError::io(
+            "cannot duplicate the handle of",
+            &self.path,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the file.
+    pub fn delete(self) -> Result<(), StorageError> {
+        drop(self.file);
+        std::fs::remove_file(&self.path).map_err(StorageError::io("cannot delete", &self.path))
+    }
+}
+
+fn encode_record(buf: &mut Vec<u8>, payload: &[u8]) {
+    buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
+    buf.extend_from_slice(payload);
+}
+
+/// The intact records at the start of `data`, and how many bytes they span.
+fn decode_records(data: &[u8]) -> (Vec<Vec<u8>>, usize) {
+    let mut records = Vec::new();
+    let mut pos = 0;
+    while data.len() - pos >= RECORD_HEADER {
+        let len = u32::from_be_bytes(data[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_be_bytes(data[pos + 4..pos + 8].try_into().expect("4 bytes"));
+        let start = pos + RECORD_HEADER;
+        if len > MAX_RECORD || data.len() - start < len {
+            break;
+        }
+        let payload = &data[start..start + len];
+        if crc32c::crc32c(payload) != crc {
+            break;
+        }
+        records.push(payload.to_vec());
+        pos = start + len;
+    }
+    (records, pos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_reopen_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.log");
+        {
+            let (mut log, old) = RecordLog::open(&path).unwrap();
+            assert!(old.is_empty());
+            log.append(b"one").unwrap();
+            log.append(b"two").unwrap();
+            assert!(log.is_dirty());
+            let f = log
+                .take_sync_handle()
+                .unwrap()
+                .expect("dirty log gives a handle");
+            f.sync_data().unwrap();
+            assert!(!log.is_dirty());
+        }
+        // A crash in the middle of a third record: header and half the payload.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[0, 0, 0, 10, 1, 2, 3, 4, b'x']).unwrap();
+        drop(f);
+        let (mut log, records) = RecordLog::open(&path).unwrap();
+        assert_eq!(records, vec![b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * 11);
+        log.append(b"three").unwrap();
+        drop(log);
+        let (_, records) = RecordLog::open(&path).unwrap();
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[2], b"three");
+    }
+
+    #[test]
+    fn a_bad_checksum_ends_recovery() {
+        let mut data = Vec::new();
+        encode_record(&mut data, b"good");
+        let good = data.len();
+        encode_record(&mut data, b"flipped");
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        encode_record(&mut data, b"after");
+        let (records, end) = decode_records(&data);
+        assert_eq!(records, vec![b"good".to_vec()]);
+        assert_eq!(end, good);
+        // A length announcing 4 GiB is not trusted (and allocates nothing).
+        let (records, end) = decode_records(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1]);
+        assert!(records.is_empty());
+        assert_eq!(end, 0);
+    }
+
+    #[test]
+    fn rewrite_and_clear_replace_the_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.log");
+        let (mut log, _) = RecordLog::open(&path).unwrap();
+        for r in [&b"a"[..], b"b", b"c"] {
+            log.append(r).unwrap();
+        }
+        log.rewrite([&b"b"[..]]).unwrap();
+        log.append(b"d").unwrap();
+        drop(log);
+        let (mut log, records) = RecordLog::open(&path).unwrap();
+        assert_eq!(records, vec![b"b".to_vec(), b"d".to_vec()]);
+        log.clear().unwrap();
+        assert!(log.is_empty());
+        log.append(b"e").unwrap();
+        drop(log);
+        let (log, records) = RecordLog::open(&path).unwrap();
+        assert_eq!(records, vec![b"e".to_vec()]);
+        log.delete().unwrap();
+        assert!(!path.exists());
+    }
+}
