@@ -77,7 +77,7 @@ pub fn check(sh: &Shell, root: &Path) -> Result<()> {
     }
     if cmd!(
         sh,
-        "hadolint --config docker/.hadolint.yaml {dockerfiles...}"
+        "hadolint --no-color --config docker/.hadolint.yaml {dockerfiles...}"
     )
     .run()
     .is_err()
