@@ -118,4 +118,28 @@ mod tests {
             .contains(&PathBuf::from("docker/build-multiarch.sh")));
         assert!(f.workflows.iter().all(|p| p.starts_with("ci")));
     }
+
+    /// The scale-out worker templates are valid workloads once
+    /// docker/loadgen-worker.sh has put a worker id in, and each worker gets
+    /// its own topic and client ids.
+    #[test]
+    fn scaleout_workload_templates_parse_per_worker() {
+        let dir = crate::project_root().join("docker/workloads");
+        let mut templates = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.contains("@WORKER@"),
+                "{}: no @WORKER@, so workers would collide",
+                path.display()
+            );
+            let one = loadgen::Workload::parse(&text.replace("@WORKER@", "1")).unwrap();
+            let two = loadgen::Workload::parse(&text.replace("@WORKER@", "2")).unwrap();
+            assert_eq!(one.name, two.name, "merge needs one workload name");
+            assert_ne!(one.publisher_topic(0), two.publisher_topic(0));
+            templates += 1;
+        }
+        assert!(templates > 0);
+    }
 }
