@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: the test command CI runs; green here means green in CI.
 //!
-//! Steps: tools, rustfmt check, workload and suite files, clippy with
+//! Steps: tools, rustfmt check, workload and suite files, lint of the CI
+//! workflows, Dockerfiles and scripts (`cargo xtask lint`), clippy with
 //! warnings denied, release build of the broker, workspace tests against that
 //! release binary with the interop tests required rather than skipped,
 //! cross-builds with smoke runs under qemu-user for two targets, and the
@@ -49,6 +50,9 @@ pub fn run(options: &Options) -> Result<()> {
             || Ok(cmd!(sh, "{cargo} fmt --all -- --check").run()?),
         )?;
         steps.run("workloads", || suite::validate_all(&root))?;
+        steps.run("lint ci workflows and Dockerfile", || {
+            crate::lint::check(&sh, &root)
+        })?;
         steps.run("clippy", || {
             Ok(cmd!(
                 sh,

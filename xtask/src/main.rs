@@ -6,10 +6,12 @@ mod bench;
 mod build_all;
 mod ci;
 mod compare;
+mod docker;
 mod environment;
 mod gate;
 mod html;
 mod launcher;
+mod lint;
 mod merge;
 mod report;
 mod sampler;
@@ -38,7 +40,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// What CI runs: install missing tools, rustfmt check, workload files,
-    /// clippy, release build of the broker, workspace tests (interop tests
+    /// lint of CI workflows and Dockerfiles, clippy, release build of the broker, workspace tests (interop tests
     /// required), quick bench suite gated by the `ci` profile
     Ci {
         /// Install nothing; report missing tools and carry on
@@ -98,6 +100,28 @@ enum Command {
         /// Merged result file
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+    },
+    /// Lint the CI workflows in ci/ (actionlint + shellcheck), the
+    /// Dockerfiles in docker/ (hadolint) and the shell scripts; the `ci` step
+    /// of the same name
+    Lint {
+        /// Install nothing; report missing linters and carry on
+        #[arg(long)]
+        no_install: bool,
+    },
+    /// Build the multi-arch broker image (docker/Dockerfile) with docker
+    /// buildx; needs buildx and a running container engine
+    Docker {
+        /// Comma-separated Docker platforms; each maps to a triple in targets/
+        #[arg(long, value_delimiter = ',', value_name = "PLATFORMS", default_value = docker::DEFAULT_PLATFORMS)]
+        platforms: Vec<String>,
+        /// Push to the registry named in --tag (otherwise: --load for one
+        /// platform, an OCI archive in target/docker/ for several)
+        #[arg(long)]
+        push: bool,
+        /// Image name and tag
+        #[arg(long, value_name = "IMAGE", default_value = "broker:dev")]
+        tag: String,
     },
     /// Build the broker for every target triple in targets/ (in parallel);
     /// artifacts and manifest.{json,md} in target/dist/
@@ -314,6 +338,16 @@ fn main() -> anyhow::Result<()> {
             no_install,
         }) => setup::setup(&targets, !no_install),
         Some(Command::Doctor { targets }) => setup::doctor(&targets),
+        Some(Command::Lint { no_install }) => lint::run(!no_install),
+        Some(Command::Docker {
+            platforms,
+            push,
+            tag,
+        }) => docker::run(&docker::Options {
+            platforms,
+            push,
+            tag,
+        }),
     }
 }
 
@@ -597,6 +631,36 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["xtask", "merge", "--out", "m.json"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "merge", "a.json"]).is_err());
+    }
+
+    #[test]
+    fn docker_and_lint_flags_parse() {
+        let cli = Cli::try_parse_from(["xtask", "docker"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Docker { platforms, push: false, tag })
+                if platforms == ["linux/amd64", "linux/arm64", "linux/arm/v7"] && tag == "broker:dev"
+        ));
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "docker",
+            "--platforms",
+            "linux/arm64,linux/arm/v7",
+            "--push",
+            "--tag",
+            "ghcr.io/o/broker:1.0",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Docker { platforms, push: true, tag })
+                if platforms == ["linux/arm64", "linux/arm/v7"] && tag == "ghcr.io/o/broker:1.0"
+        ));
+        let cli = Cli::try_parse_from(["xtask", "lint", "--no-install"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Lint { no_install: true })
+        ));
     }
 
     #[test]

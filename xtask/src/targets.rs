@@ -411,7 +411,7 @@ pub fn output(program: &str, args: &[&str]) -> Option<String> {
 }
 
 /// stdout of a successful run, or a one-line reason (stderr's first line).
-fn output_within(
+pub(crate) fn output_within(
     program: &str,
     args: &[&str],
     limit: Duration,
