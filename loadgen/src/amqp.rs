@@ -9,7 +9,9 @@
 //! Per-subscriber queues are server-named and exclusive (gone when the
 //! subscriber disconnects); shared queues are named `<exchange>.<subscribe>`
 //! (`<subscribe>` on the default exchange) and auto-deleted with their last
-//! consumer. Durable queues are purged when declared, so nothing left by an
+//! consumer. Manual acks are basic.ack `multiple` over half the prefetch
+//! window (at most 100 deliveries), and whenever the consumer has caught up
+//! with its queue. Durable queues are purged when declared, so nothing left by an
 //! earlier run is counted. A subscriber's connect returns once basic.consume
 //! is confirmed, so everything published afterwards reaches it.
 
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -429,8 +431,8 @@ impl Driver for AmqpDriver {
             }
         };
         let sink = connection.sink.clone();
-        let manual = self.options.manual_ack();
-        let task = tokio::spawn(receive(consumer, sink, manual, describe(client)));
+        let policy = AckPolicy::of(&self.options);
+        let task = tokio::spawn(receive(consumer, sink, policy, describe(client)));
         Ok(AmqpSubscriber { connection, task })
     }
 
@@ -461,27 +463,77 @@ impl Driver for AmqpDriver {
     }
 }
 
-/// Hands every delivery to the runner (acknowledging it under manual ack)
-/// until the consumer is closed.
+/// How a consumer acknowledges: not at all (auto-ack), or with one
+/// basic.ack `multiple` for every `batch` deliveries and whenever it has
+/// caught up with the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckPolicy {
+    Auto,
+    Manual { batch: u32 },
+}
+
+/// Most deliveries covered by one basic.ack `multiple`.
+const MAX_ACK_BATCH: u32 = 100;
+
+impl AckPolicy {
+    fn of(options: &AmqpOptions) -> AckPolicy {
+        if !options.manual_ack() {
+            return AckPolicy::Auto;
+        }
+        // Half the prefetch window, so the broker always has room to send
+        // more while an ack is on its way.
+        let batch = match u32::from(options.prefetch) {
+            0 => MAX_ACK_BATCH,
+            prefetch => (prefetch / 2).clamp(1, MAX_ACK_BATCH),
+        };
+        AckPolicy::Manual { batch }
+    }
+}
+
+/// Hands every delivery to the runner (acknowledging as `policy` says)
+/// until the consumer is closed. One awaited basic.ack per delivery would
+/// cap a consumer at one round trip through lapin's I/O loop per message, so
+/// acks cover batches (`multiple`), as high-throughput consumers do.
 async fn receive(
     mut consumer: lapin::Consumer,
     sink: Arc<EventSink>,
-    manual: bool,
+    policy: AckPolicy,
     describe: String,
 ) {
-    while let Some(delivery) = consumer.next().await {
-        let delivery = match delivery {
-            Ok(d) => d,
-            Err(e) => {
+    let mut unacked: Option<(lapin::acker::Acker, u32)> = None;
+    loop {
+        let next = match consumer.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                // Caught up: acknowledge what we hold before waiting.
+                if let Some((acker, _)) = unacked.take() {
+                    if let Err(e) = ack_up_to(&acker).await {
+                        sink.lost(e.context(&describe));
+                        return;
+                    }
+                }
+                consumer.next().await
+            }
+        };
+        let delivery = match next {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
                 sink.lost(lapin_error(&e).context(&describe));
                 return;
             }
+            None => break,
         };
         sink.delivered(&delivery.data, Instant::now());
-        if manual {
-            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                sink.lost(lapin_error(&e).context(format!("{describe}: basic.ack")));
-                return;
+        if let AckPolicy::Manual { batch } = policy {
+            let held = unacked.as_ref().map_or(0, |(_, n)| *n) + 1;
+            if held >= batch {
+                unacked = None;
+                if let Err(e) = ack_up_to(&delivery.acker).await {
+                    sink.lost(e.context(&describe));
+                    return;
+                }
+            } else {
+                unacked = Some((delivery.acker, held));
             }
         }
     }
@@ -489,6 +541,15 @@ async fn receive(
         ErrorKind::ConnectionLost,
         format!("{describe}: the broker cancelled the consumer"),
     ));
+}
+
+/// basic.ack with `multiple`: this delivery and every earlier one.
+async fn ack_up_to(acker: &lapin::acker::Acker) -> Result<(), DriverError> {
+    acker
+        .ack(BasicAckOptions { multiple: true })
+        .await
+        .map(drop)
+        .map_err(|e| lapin_error(&e).context("basic.ack"))
 }
 
 /// AMQP topic matching: dot-separated words, `*` is exactly one word, `#`
@@ -522,6 +583,23 @@ mod tests {
         assert!(topic_matches("*.x.#", "a.x"));
         assert!(!topic_matches("bench.1", "bench.0"));
         assert!(!topic_matches("*", "a.b"));
+    }
+
+    #[test]
+    fn manual_acks_cover_half_the_prefetch_window() {
+        let policy = |ack: &str, prefetch: u16| {
+            AckPolicy::of(&AmqpOptions {
+                ack: ack.into(),
+                prefetch,
+                ..Default::default()
+            })
+        };
+        assert_eq!(policy("auto", 0), AckPolicy::Auto);
+        assert_eq!(policy("manual", 1), AckPolicy::Manual { batch: 1 });
+        assert_eq!(policy("manual", 200), AckPolicy::Manual { batch: 100 });
+        assert_eq!(policy("manual", 50), AckPolicy::Manual { batch: 25 });
+        assert_eq!(policy("manual", 0), AckPolicy::Manual { batch: 100 });
+        assert_eq!(policy("manual", 1000), AckPolicy::Manual { batch: 100 });
     }
 
     #[test]

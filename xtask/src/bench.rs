@@ -889,7 +889,10 @@ mod tests {
         let mut mosquitto = mqtt_only;
         mosquitto.info.kind = launcher::BrokerKind::Mosquitto;
         let reason = target_address(&mosquitto, Protocol::Amqp).unwrap_err();
-        assert!(reason.contains("mosquitto broker has no AMQP listener"), "{reason}");
+        assert!(
+            reason.contains("mosquitto broker has no AMQP listener"),
+            "{reason}"
+        );
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().to_string()

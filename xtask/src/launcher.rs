@@ -587,7 +587,8 @@ mod tests {
             parse_listener(line, "amqp"),
             Some("127.0.0.1:40777".parse().unwrap())
         );
-        let off = "listening: mqtt 127.0.0.1:1 | websocket off | kafka off | amqp off | metrics off";
+        let off =
+            "listening: mqtt 127.0.0.1:1 | websocket off | kafka off | amqp off | metrics off";
         assert_eq!(parse_listener(off, "kafka"), None);
         assert_eq!(parse_listener(off, "amqp"), None);
         // A broker from before AMQP has no amqp part at all.
