@@ -82,7 +82,7 @@ impl AmqpDriver {
         err.context(format!("cannot connect to AMQP at {}", self.target))
     }
 
-    /// Opens a connection whose errors end the client through its events.
+    /// Opens a connection; its errors end the client once [`ClientConnection::watch`]ed.
     async fn open(
         &self,
         client: &ClientSpec,
@@ -96,21 +96,11 @@ impl AmqpDriver {
         )
         .await
         .map_err(|e| self.connect_failed(e))?;
-        let sink = EventSink::new(events);
-        let mut errors = connection.events_listener();
-        let (on_error, describe) = (sink.clone(), describe(client));
-        let watcher = tokio::spawn(async move {
-            while let Some(event) = errors.next().await {
-                if let lapin::Event::Error(e) = event {
-                    on_error.lost(lapin_error(&e).context(&describe));
-                    return;
-                }
-            }
-        });
         Ok(ClientConnection {
             connection,
-            sink,
-            watcher,
+            sink: EventSink::new(events),
+            describe: describe(client),
+            watcher: None,
         })
     }
 
@@ -279,14 +269,34 @@ fn lapin_error(e: &lapin::Error) -> DriverError {
 struct ClientConnection {
     connection: lapin::Connection,
     sink: Arc<EventSink>,
-    watcher: JoinHandle<()>,
+    describe: String,
+    watcher: Option<JoinHandle<()>>,
 }
 
 impl ClientConnection {
+    /// From now on a connection or channel error is a lost connection.
+    /// Started once the client is set up: an error while connecting is the
+    /// connect's own result, with the operation that failed in its message.
+    fn watch(mut self) -> Self {
+        let mut events = self.connection.events_listener();
+        let (sink, describe) = (self.sink.clone(), self.describe.clone());
+        self.watcher = Some(tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                if let lapin::Event::Error(e) = event {
+                    sink.lost(lapin_error(&e).context(&describe));
+                    return;
+                }
+            }
+        }));
+        self
+    }
+
     /// Closes the connection politely, bounded in time; no `connection_lost` follows.
     async fn close(self) {
         self.sink.closing();
-        self.watcher.abort();
+        if let Some(watcher) = self.watcher {
+            watcher.abort();
+        }
         let _ =
             tokio::time::timeout(CLOSE_TIMEOUT, self.connection.close(REPLY_SUCCESS, "bye")).await;
     }
@@ -301,7 +311,6 @@ pub struct AmqpPublisher {
     properties: BasicProperties,
     /// Unconfirmed publishes still allowed in flight (None: no confirms).
     window: Option<Arc<Semaphore>>,
-    describe: String,
 }
 
 impl Connection for AmqpPublisher {
@@ -336,7 +345,7 @@ impl Publisher for AmqpPublisher {
             .map_err(|e| lapin_error(&e))?;
         if let Some(permit) = permit {
             let sink = self.connection.sink.clone();
-            let describe = self.describe.clone();
+            let describe = self.connection.describe.clone();
             tokio::spawn(async move {
                 match confirm.await {
                     Ok(Confirmation::Ack(_)) => sink.acked(token, Instant::now()),
@@ -404,7 +413,7 @@ impl Driver for AmqpDriver {
             properties = properties.with_delivery_mode(2);
         }
         Ok(AmqpPublisher {
-            connection,
+            connection: connection.watch(),
             channel,
             exchange: self.exchange.clone(),
             routing_key: topic.to_string(),
@@ -412,7 +421,6 @@ impl Driver for AmqpDriver {
             window: self
                 .confirms
                 .then(|| Arc::new(Semaphore::new(self.options.confirm_window as usize))),
-            describe: describe(client),
         })
     }
 
@@ -433,7 +441,10 @@ impl Driver for AmqpDriver {
         let sink = connection.sink.clone();
         let policy = AckPolicy::of(&self.options);
         let task = tokio::spawn(receive(consumer, sink, policy, describe(client)));
-        Ok(AmqpSubscriber { connection, task })
+        Ok(AmqpSubscriber {
+            connection: connection.watch(),
+            task,
+        })
     }
 
     async fn connect_idle(
@@ -442,7 +453,9 @@ impl Driver for AmqpDriver {
         events: Box<dyn ClientEvents>,
     ) -> Result<AmqpIdle, DriverError> {
         let connection = self.open(client, events).await?;
-        Ok(AmqpIdle { connection })
+        Ok(AmqpIdle {
+            connection: connection.watch(),
+        })
     }
 
     fn filter_matches(&self, filter: &str, topic: &str) -> bool {
