@@ -52,8 +52,6 @@ pub struct RunOptions {
 /// after that, including an unreachable broker, is reported in the result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RunError {
-    #[error("protocol = \"{0}\": this loadgen has no {0} driver yet")]
-    UnsupportedProtocol(Protocol),
     #[error("{0}")]
     BadTarget(String),
 }
