@@ -11,6 +11,8 @@
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -193,6 +195,44 @@ pub fn io_message(err: &std::io::Error) -> String {
     match text.rfind(" (os error ") {
         Some(i) => text[..i].to_string(),
         None => text,
+    }
+}
+
+/// One client's [`ClientEvents`], shared between the client library's
+/// callbacks or tasks (acks, deliveries and errors may come from different
+/// threads), with the at-most-once rule for `connection_lost`.
+pub(crate) struct EventSink {
+    events: Mutex<Box<dyn ClientEvents>>,
+    /// Set once `connection_lost` was called, or when closing on purpose.
+    done: AtomicBool,
+}
+
+impl EventSink {
+    pub(crate) fn new(events: Box<dyn ClientEvents>) -> Arc<EventSink> {
+        Arc::new(EventSink {
+            events: Mutex::new(events),
+            done: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn delivered(&self, payload: &[u8], at: Instant) {
+        self.events.lock().expect("events").delivered(payload, at);
+    }
+
+    pub(crate) fn acked(&self, token: u64, at: Instant) {
+        self.events.lock().expect("events").acked(token, at);
+    }
+
+    /// Reports the lost connection, unless it was reported or closed already.
+    pub(crate) fn lost(&self, error: DriverError) {
+        if !self.done.swap(true, Ordering::AcqRel) {
+            self.events.lock().expect("events").connection_lost(error);
+        }
+    }
+
+    /// The client is closing on purpose: later errors are not a lost connection.
+    pub(crate) fn closing(&self) {
+        self.done.store(true, Ordering::Release);
     }
 }
 

@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use crate::driver::{
     io_message, resolve_target, ClientEvents, ClientSpec, Connection, Driver, DriverError,
-    ErrorKind, Publisher, Role,
+    ErrorKind, EventSink, Publisher, Role,
 };
 use crate::spec::{KafkaOptions, Workload};
 
@@ -282,37 +282,11 @@ fn kafka_error(e: &KafkaError) -> DriverError {
     DriverError::new(kind, e.to_string())
 }
 
-/// Callbacks of one client, shared with librdkafka's threads.
-struct EventSink {
-    events: Mutex<Box<dyn ClientEvents>>,
-    /// Set once `connection_lost` was called, or when closing on purpose.
-    done: std::sync::atomic::AtomicBool,
-}
-
-impl EventSink {
-    fn new(events: Box<dyn ClientEvents>) -> Arc<EventSink> {
-        Arc::new(EventSink {
-            events: Mutex::new(events),
-            done: std::sync::atomic::AtomicBool::new(false),
-        })
-    }
-
-    fn lost(&self, error: DriverError) {
-        if !self.done.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            self.events.lock().expect("events").connection_lost(error);
-        }
-    }
-
-    fn closing(&self) {
-        self.done.store(true, std::sync::atomic::Ordering::Release);
-    }
-
-    /// librdkafka's client-level errors: only "all brokers down" ends a
-    /// client (everything else it retries on its own).
-    fn client_error(&self, describe: &str, error: &KafkaError) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.lost(kafka_error(error).context(describe));
-        }
+/// librdkafka's client-level errors: only "all brokers down" ends a
+/// client (everything else it retries on its own).
+fn client_error(sink: &EventSink, describe: &str, error: &KafkaError) {
+    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+        sink.lost(kafka_error(error).context(describe));
     }
 }
 
@@ -326,7 +300,7 @@ struct PublisherContext {
 impl ClientContext for PublisherContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::debug!("{}: {error}: {reason}", self.describe);
-        self.sink.client_error(&self.describe, &error);
+        client_error(&self.sink, &self.describe, &error);
     }
 }
 
@@ -337,11 +311,7 @@ impl ProducerContext for PublisherContext {
         match result {
             Ok(_) => {
                 if self.acks {
-                    self.sink
-                        .events
-                        .lock()
-                        .expect("events")
-                        .acked(*token, Instant::now());
+                    self.sink.acked(*token, Instant::now());
                 }
             }
             Err((e, _)) => self.sink.lost(
@@ -400,7 +370,7 @@ struct SubscriberContext {
 impl ClientContext for SubscriberContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::debug!("{}: {error}: {reason}", self.describe);
-        self.sink.client_error(&self.describe, &error);
+        client_error(&self.sink, &self.describe, &error);
     }
 }
 
@@ -602,12 +572,12 @@ async fn receive(
             Ok(message) => {
                 let at = Instant::now();
                 if let Some(payload) = message.payload() {
-                    sink.events.lock().expect("events").delivered(payload, at);
+                    sink.delivered(payload, at);
                 }
             }
             Err(e) => {
                 tracing::debug!("{describe}: {e}");
-                sink.client_error(&describe, &e);
+                client_error(&sink, &describe, &e);
             }
         }
     }

@@ -8,6 +8,8 @@ pub mod result;
 pub mod spec;
 
 #[cfg(feature = "drivers")]
+pub mod amqp;
+#[cfg(feature = "drivers")]
 pub mod driver;
 #[cfg(feature = "histogram")]
 pub mod histogram;

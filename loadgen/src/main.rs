@@ -144,9 +144,6 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         .context("starting the async runtime")?;
     let result = match runtime.block_on(runner::run(&workload, &options)) {
         Ok(result) => result,
-        Err(e @ RunError::UnsupportedProtocol(_)) => {
-            return bad_input(format_args!("{}: {e}", args.workload.display()))
-        }
         Err(e @ RunError::BadTarget(_)) => return bad_input(format_args!("--target: {e}")),
     };
     // Driver tasks still closing must not keep the process alive.

@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::amqp::AmqpDriver;
 use crate::driver::{ClientEvents, ClientSpec, Connection, Driver, DriverError, Publisher, Role};
 use crate::histogram;
 use crate::kafka::KafkaDriver;
@@ -51,8 +52,6 @@ pub struct RunOptions {
 /// after that, including an unreachable broker, is reported in the result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RunError {
-    #[error("protocol = \"{0}\": this loadgen has no {0} driver yet")]
-    UnsupportedProtocol(Protocol),
     #[error("{0}")]
     BadTarget(String),
 }
@@ -72,7 +71,12 @@ pub async fn run(workload: &Workload, options: &RunOptions) -> Result<LoadResult
             let loopback = driver.broker_addr().ip().is_loopback();
             Ok(run_with(Arc::new(driver), loopback, workload, options).await)
         }
-        other => Err(RunError::UnsupportedProtocol(other)),
+        Protocol::Amqp => {
+            let driver = AmqpDriver::new(workload, &options.target)
+                .map_err(|e| RunError::BadTarget(e.to_string()))?;
+            let loopback = driver.broker_addr().ip().is_loopback();
+            Ok(run_with(Arc::new(driver), loopback, workload, options).await)
+        }
     }
 }
 

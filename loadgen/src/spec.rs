@@ -92,7 +92,8 @@ pub struct Workload {
     #[serde(default = "one")]
     pub topics: u32,
     /// Delivery guarantee: MQTT QoS 0/1/2; Kafka acks 0/1/-1 mapped from 0/1/2
-    /// (unless `kafka.acks` says otherwise); AMQP 0 = no confirms, 1 = confirms.
+    /// (unless `kafka.acks` says otherwise); AMQP 0 = no confirms, 1 = confirms
+    /// (unless `amqp.confirms` says otherwise).
     #[serde(default)]
     pub qos: u8,
     /// Payload size in bytes (at least 24: the sequence header lives in the payload).
@@ -124,6 +125,9 @@ pub struct Workload {
     /// `[kafka]`; only with `protocol = "kafka"` (defaults when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaOptions>,
+    /// `[amqp]`; only with `protocol = "amqp"` (defaults when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp: Option<AmqpOptions>,
 }
 
 /// `[mqtt]` keys.
@@ -190,6 +194,74 @@ impl Default for KafkaOptions {
             consumer: "assign".into(),
             group_id: "loadgen".into(),
         }
+    }
+}
+
+/// `[amqp]` keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpOptions {
+    /// "direct", "fanout" or "topic": the type of the exchange publishers
+    /// publish to (routing key = `topic`; queues are bound with `subscribe`).
+    pub exchange_type: String,
+    /// The exchange's name; unset = `loadgen.<exchange_type>` (with
+    /// `.durable` when durable); "" = the default exchange (every queue by
+    /// its name: `subscribe` names the queue, `topic` must name it too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<String>,
+    /// Publisher confirms (confirm.select); unset = from `qos` (1 = confirms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirms: Option<bool>,
+    /// Most unconfirmed publishes in flight per publisher (with confirms).
+    pub confirm_window: u32,
+    /// basic.qos prefetch_count per consumer; 0 = no limit. Only matters
+    /// with `ack = "manual"` (auto-ack deliveries are never outstanding).
+    pub prefetch: u16,
+    /// "auto" (no-ack consume) or "manual" (basic.ack per delivery).
+    pub ack: String,
+    /// "per_subscriber": each subscriber its own queue (every subscriber
+    /// gets every matching message); "shared": subscribers with the same
+    /// `subscribe` consume one queue (each message reaches one of them).
+    pub queues: String,
+    /// Declare the exchange and queues durable.
+    pub durable: bool,
+    /// Publish with delivery mode 2 (persistent); stored on disk only in
+    /// durable queues of a broker with disk storage.
+    pub persistent: bool,
+}
+
+impl Default for AmqpOptions {
+    fn default() -> Self {
+        AmqpOptions {
+            exchange_type: "direct".into(),
+            exchange: None,
+            confirms: None,
+            confirm_window: 1_000,
+            prefetch: 0,
+            ack: "auto".into(),
+            queues: "per_subscriber".into(),
+            durable: false,
+            persistent: false,
+        }
+    }
+}
+
+impl AmqpOptions {
+    /// The exchange publishers publish to ("" = the default exchange).
+    pub fn exchange_name(&self) -> String {
+        match &self.exchange {
+            Some(name) => name.clone(),
+            None if self.durable => format!("loadgen.{}.durable", self.exchange_type),
+            None => format!("loadgen.{}", self.exchange_type),
+        }
+    }
+
+    pub fn manual_ack(&self) -> bool {
+        self.ack == "manual"
+    }
+
+    pub fn shared_queues(&self) -> bool {
+        self.queues == "shared"
     }
 }
 
@@ -352,7 +424,87 @@ impl Workload {
                 self.protocol
             ));
         }
+        if self.protocol == Protocol::Amqp {
+            self.validate_amqp()?;
+        } else if self.amqp.is_some() {
+            return Err(format!(
+                "[amqp] is set but protocol = \"{}\": remove the table or set protocol = \"amqp\"",
+                self.protocol
+            ));
+        }
         Ok(())
+    }
+
+    fn validate_amqp(&self) -> Result<(), String> {
+        let a = self.amqp_options();
+        if !matches!(a.exchange_type.as_str(), "direct" | "fanout" | "topic") {
+            return Err(format!(
+                "amqp.exchange_type = {:?}: must be \"direct\", \"fanout\" or \"topic\"",
+                a.exchange_type
+            ));
+        }
+        let exchange = a.exchange_name();
+        if exchange.starts_with("amq.") {
+            return Err(format!(
+                "amqp.exchange = {exchange:?}: names starting with \"amq.\" are reserved; pick another name or leave the key out"
+            ));
+        }
+        if exchange.is_empty() && a.exchange_type != "direct" {
+            return Err(format!(
+                "amqp.exchange = \"\" (the default exchange) routes directly by queue name, but amqp.exchange_type = {:?}: set exchange_type = \"direct\" or name an exchange",
+                a.exchange_type
+            ));
+        }
+        if a.confirm_window == 0 {
+            return Err(
+                "amqp.confirm_window = 0: must be at least 1 (unconfirmed publishes in flight)"
+                    .into(),
+            );
+        }
+        if !matches!(a.ack.as_str(), "auto" | "manual") {
+            return Err(format!(
+                "amqp.ack = {:?}: must be \"auto\" (no-ack consume) or \"manual\" (basic.ack per delivery)",
+                a.ack
+            ));
+        }
+        if !matches!(a.queues.as_str(), "per_subscriber" | "shared") {
+            return Err(format!(
+                "amqp.queues = {:?}: must be \"per_subscriber\" (every subscriber gets every message) or \"shared\" (subscribers split one queue)",
+                a.queues
+            ));
+        }
+        if a.prefetch > 0 && !a.manual_ack() {
+            return Err(format!(
+                "amqp.prefetch = {}: only limits manually acknowledged deliveries; set amqp.ack = \"manual\" or remove prefetch",
+                a.prefetch
+            ));
+        }
+        if exchange.is_empty() && !a.shared_queues() && self.subscribers > 1 {
+            let filters: std::collections::BTreeSet<String> = (0..self.subscribers)
+                .map(|i| self.subscriber_filter(i))
+                .collect();
+            if filters.len() < self.subscribers as usize {
+                return Err(format!(
+                    "subscribe = {:?}: with the default exchange (amqp.exchange = \"\") a subscriber's queue is named by subscribe, so per-subscriber queues need distinct names; use \"{{subscriber}}\" in subscribe or set amqp.queues = \"shared\"",
+                    self.subscribe
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `[amqp]` table, or its defaults when absent.
+    pub fn amqp_options(&self) -> AmqpOptions {
+        self.amqp.clone().unwrap_or_default()
+    }
+
+    /// Whether AMQP publishers put their channel in confirm mode:
+    /// `amqp.confirms`, else from `qos` (1 = confirms).
+    pub fn amqp_confirms(&self) -> bool {
+        self.amqp
+            .as_ref()
+            .and_then(|a| a.confirms)
+            .unwrap_or(self.qos > 0)
     }
 
     fn validate_kafka(&self) -> Result<(), String> {
@@ -442,7 +594,8 @@ impl Workload {
     pub fn expects_acks(&self) -> bool {
         match self.protocol {
             Protocol::Kafka => self.kafka_acks() != 0,
-            _ => self.qos > 0,
+            Protocol::Amqp => self.amqp_confirms(),
+            Protocol::Mqtt => self.qos > 0,
         }
     }
 
@@ -622,6 +775,86 @@ mod tests {
             "{err}"
         );
         let err = Workload::parse(&format!("{MINIMAL}[kafka]\npartitions = 2\n")).unwrap_err();
+        assert!(err.contains("protocol = \"mqtt\""), "{err}");
+    }
+
+    const AMQP: &str = "protocol = \"amqp\"\nscenario = \"fan_in\"\npublishers = 2\nsubscribers = 1\ntopic = \"k\"\nsubscribe = \"k\"\n";
+
+    #[test]
+    fn amqp_table_takes_defaults_and_confirms() {
+        let w = Workload::parse(AMQP).unwrap();
+        let a = w.amqp_options();
+        assert_eq!(a.exchange_name(), "loadgen.direct");
+        assert_eq!(
+            (a.ack.as_str(), a.queues.as_str()),
+            ("auto", "per_subscriber")
+        );
+        assert!(!w.amqp_confirms() && !w.expects_acks());
+        let w = Workload::parse(&format!("{AMQP}qos = 1\n")).unwrap();
+        assert!(w.amqp_confirms() && w.expects_acks());
+        let w = Workload::parse(&format!(
+            "{AMQP}qos = 1\n[amqp]\nconfirms = false\nexchange_type = \"fanout\"\ndurable = true\n"
+        ))
+        .unwrap();
+        assert!(!w.amqp_confirms(), "amqp.confirms wins over qos");
+        assert_eq!(w.amqp_options().exchange_name(), "loadgen.fanout.durable");
+        let w = Workload::parse(&format!(
+            "{AMQP}[amqp]\nconfirms = true\nconfirm_window = 8\nack = \"manual\"\nprefetch = 50\nqueues = \"shared\"\nexchange = \"\"\npersistent = true\n"
+        ))
+        .unwrap();
+        let a = w.amqp_options();
+        assert!(w.expects_acks() && a.manual_ack() && a.shared_queues() && a.persistent);
+        assert_eq!(
+            (a.exchange_name().as_str(), a.confirm_window, a.prefetch),
+            ("", 8, 50)
+        );
+    }
+
+    #[test]
+    fn amqp_keys_are_checked_and_named() {
+        let bad = |extra: &str| Workload::parse(&format!("{AMQP}{extra}")).unwrap_err();
+        let err = bad("[amqp]\nexchange_type = \"headers\"\n");
+        assert!(
+            err.starts_with("amqp.exchange_type = \"headers\"") && err.contains("\"topic\""),
+            "{err}"
+        );
+        let err = bad("[amqp]\nconfrims = true\n");
+        assert!(
+            err.contains("amqp.confrims") && err.contains("confirms"),
+            "{err}"
+        );
+        let err = bad("[amqp]\nconfirm_window = 0\n");
+        assert!(err.starts_with("amqp.confirm_window = 0"), "{err}");
+        let err = bad("[amqp]\nack = \"client\"\n");
+        assert!(
+            err.starts_with("amqp.ack = \"client\"") && err.contains("\"manual\""),
+            "{err}"
+        );
+        let err = bad("[amqp]\nqueues = \"one\"\n");
+        assert!(err.starts_with("amqp.queues = \"one\""), "{err}");
+        let err = bad("[amqp]\nprefetch = 10\n");
+        assert!(
+            err.starts_with("amqp.prefetch = 10") && err.contains("ack = \"manual\""),
+            "{err}"
+        );
+        let err = bad("[amqp]\nprefetch = 70000\n");
+        assert!(err.contains("amqp.prefetch"), "{err}");
+        let err = bad("[amqp]\nexchange = \"amq.direct\"\n");
+        assert!(err.contains("reserved"), "{err}");
+        let err = bad("[amqp]\nexchange = \"\"\nexchange_type = \"fanout\"\n");
+        assert!(err.contains("exchange_type = \"direct\""), "{err}");
+        let err = Workload::parse(&format!(
+            "{}subscribers = 2\n[amqp]\nexchange = \"\"\n",
+            AMQP.replace("subscribers = 1\n", "")
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("subscribe = \"k\"") && err.contains("{subscriber}"),
+            "{err}"
+        );
+        let err = bad("qos = 2\n");
+        assert!(err.starts_with("qos = 2"), "{err}");
+        let err = Workload::parse(&format!("{MINIMAL}[amqp]\nprefetch = 2\n")).unwrap_err();
         assert!(err.contains("protocol = \"mqtt\""), "{err}");
     }
 

@@ -35,11 +35,12 @@ const ABORT_GRACE: Duration = Duration::from_secs(5);
 pub enum BrokerChoice {
     /// Build this workspace's broker in release mode and start it.
     Built,
-    /// Someone else's broker at `mqtt` (and `kafka`, if it speaks Kafka);
-    /// sample `pid` if given.
+    /// Someone else's broker at `mqtt` (and `kafka`, `amqp`, if it speaks
+    /// Kafka or AMQP); sample `pid` if given.
     External {
         mqtt: String,
         kafka: Option<String>,
+        amqp: Option<String>,
         pid: Option<u32>,
     },
     /// The system mosquitto with a generated config.
@@ -174,9 +175,12 @@ pub fn run(options: &Options) -> Result<()> {
             )?
         }
         BrokerChoice::Mosquitto => launcher::start_mosquitto(&run_dir)?,
-        BrokerChoice::External { mqtt, kafka, pid } => {
-            launcher::external(mqtt, kafka.as_deref(), *pid)?
-        }
+        BrokerChoice::External {
+            mqtt,
+            kafka,
+            amqp,
+            pid,
+        } => launcher::external(mqtt, kafka.as_deref(), amqp.as_deref(), *pid)?,
     };
     println!(
         "==> broker ({}) ready at {}{}",
@@ -422,7 +426,17 @@ pub fn target_address(broker: &RunningBroker, protocol: Protocol) -> Result<Stri
                 ),
             }
         }),
-        other => Err(format!("no {other} listener on the broker under test")),
+        Protocol::Amqp => broker.amqp_address().map(str::to_string).ok_or_else(|| {
+            match broker.info.kind {
+                launcher::BrokerKind::External => {
+                    "an AMQP workload, and no AMQP address for the external broker: give --amqp HOST:PORT".to_string()
+                }
+                kind => format!(
+                    "an AMQP workload, and the {} broker has no AMQP listener",
+                    kind.as_str()
+                ),
+            }
+        }),
     }
 }
 
@@ -850,12 +864,44 @@ mod tests {
             mqtt.local_addr().unwrap().to_string(),
             kafka.local_addr().unwrap().to_string(),
         );
-        let both = launcher::external(&m, Some(&k), None).unwrap();
+        let both = launcher::external(&m, Some(&k), None, None).unwrap();
         assert_eq!(target_address(&both, Protocol::Mqtt).unwrap(), m);
         assert_eq!(target_address(&both, Protocol::Kafka).unwrap(), k);
-        let mqtt_only = launcher::external(&m, None, None).unwrap();
+        let mqtt_only = launcher::external(&m, None, None, None).unwrap();
         let reason = target_address(&mqtt_only, Protocol::Kafka).unwrap_err();
         assert!(reason.contains("--kafka HOST:PORT"), "{reason}");
+    }
+
+    #[test]
+    fn amqp_workloads_go_to_the_amqp_address_or_say_why_not() {
+        let mqtt = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let amqp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (m, a) = (
+            mqtt.local_addr().unwrap().to_string(),
+            amqp.local_addr().unwrap().to_string(),
+        );
+        let both = launcher::external(&m, None, Some(&a), None).unwrap();
+        assert_eq!(target_address(&both, Protocol::Amqp).unwrap(), a);
+        assert!(target_address(&both, Protocol::Kafka).is_err());
+        let mqtt_only = launcher::external(&m, None, None, None).unwrap();
+        let reason = target_address(&mqtt_only, Protocol::Amqp).unwrap_err();
+        assert!(reason.contains("--amqp HOST:PORT"), "{reason}");
+        let mut mosquitto = mqtt_only;
+        mosquitto.info.kind = launcher::BrokerKind::Mosquitto;
+        let reason = target_address(&mosquitto, Protocol::Amqp).unwrap_err();
+        assert!(
+            reason.contains("mosquitto broker has no AMQP listener"),
+            "{reason}"
+        );
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let err = launcher::external(&m, None, Some(&closed), None)
+            .err()
+            .expect("a closed AMQP port is refused")
+            .to_string();
+        assert!(err.contains("AMQP listener"), "{err}");
     }
 
     #[test]

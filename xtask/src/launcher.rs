@@ -55,6 +55,10 @@ pub struct BrokerInfo {
     /// Kafka listener (mosquitto, or external without `--kafka`).
     #[serde(default)]
     pub kafka_address: Option<String>,
+    /// AMQP address AMQP workloads were sent to; None: the broker has no
+    /// AMQP listener (mosquitto, or external without `--amqp`).
+    #[serde(default)]
+    pub amqp_address: Option<String>,
     pub pid: Option<u32>,
     /// The config file's text, as the broker read it.
     pub config: Option<String>,
@@ -85,6 +89,11 @@ impl RunningBroker {
     /// Where Kafka workloads go, if the broker speaks Kafka.
     pub fn kafka_address(&self) -> Option<&str> {
         self.info.kafka_address.as_deref()
+    }
+
+    /// Where AMQP workloads go, if the broker speaks AMQP.
+    pub fn amqp_address(&self) -> Option<&str> {
+        self.info.amqp_address.as_deref()
     }
 
     /// How the process ended, once it has (None while it runs or when we
@@ -265,11 +274,14 @@ pub fn start_built(invocation: Invocation<'_>, run_dir: &Path) -> Result<Running
         .with_context(|| format!("starting {}", binary.display()))?;
     let addr = addr.expect("spawn_logged waits for the address");
     // The log thread writes each line before it reports the address in it.
-    let kafka_address = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .lines()
-        .find_map(parse_kafka_listening)
-        .map(|a| a.to_string());
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let listener = |protocol| {
+        log_text
+            .lines()
+            .find_map(|line| parse_listener(line, protocol))
+            .map(|a| a.to_string())
+    };
+    let (kafka_address, amqp_address) = (listener("kafka"), listener("amqp"));
     let binary = match invocation
         .target
         .and_then(|t| t.def.runner.command.as_deref())
@@ -284,6 +296,7 @@ pub fn start_built(invocation: Invocation<'_>, run_dir: &Path) -> Result<Running
             binary: Some(binary),
             address: addr.to_string(),
             kafka_address,
+            amqp_address,
             pid: Some(child.id()),
             config: Some(config),
             version,
@@ -343,6 +356,7 @@ pub fn start_mosquitto(run_dir: &Path) -> Result<RunningBroker> {
             binary_size_bytes: std::fs::metadata(&binary).ok().map(|m| m.len()),
             address: addr.to_string(),
             kafka_address: None,
+            amqp_address: None,
             pid: Some(child.id()),
             config: Some(config),
             version,
@@ -374,16 +388,22 @@ pub fn start_mosquitto(run_dir: &Path) -> Result<RunningBroker> {
 }
 
 /// A broker someone else runs: it must accept a TCP connection now (on its
-/// Kafka address too, when given).
-pub fn external(mqtt: &str, kafka: Option<&str>, pid: Option<u32>) -> Result<RunningBroker> {
-    if let Some(kafka) = kafka {
-        let addr = kafka
+/// Kafka and AMQP addresses too, when given).
+pub fn external(
+    mqtt: &str,
+    kafka: Option<&str>,
+    amqp: Option<&str>,
+    pid: Option<u32>,
+) -> Result<RunningBroker> {
+    for (flag, name, address) in [("--kafka", "Kafka", kafka), ("--amqp", "AMQP", amqp)] {
+        let Some(address) = address else { continue };
+        let addr = address
             .to_socket_addrs()
-            .with_context(|| format!("--kafka {kafka}: not a HOST:PORT address"))?
+            .with_context(|| format!("{flag} {address}: not a HOST:PORT address"))?
             .next()
-            .with_context(|| format!("--kafka {kafka}: resolves to no address"))?;
+            .with_context(|| format!("{flag} {address}: resolves to no address"))?;
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| {
-            format!("external broker's Kafka listener at {kafka} does not accept connections")
+            format!("external broker's {name} listener at {address} does not accept connections")
         })?;
     }
     let addr = mqtt
@@ -409,6 +429,7 @@ pub fn external(mqtt: &str, kafka: Option<&str>, pid: Option<u32>) -> Result<Run
             binary_size_bytes: None,
             address: mqtt.to_string(),
             kafka_address: kafka.map(str::to_string),
+            amqp_address: amqp.map(str::to_string),
             pid,
             config: None,
             version: None,
@@ -431,13 +452,14 @@ pub fn parse_listening_line(line: &str) -> Option<SocketAddr> {
         .ok()
 }
 
-/// The Kafka address in our broker's `listening: ... | kafka ADDR | ...` line
-/// (None when it says `kafka off`).
-pub fn parse_kafka_listening(line: &str) -> Option<SocketAddr> {
+/// The address of `protocol` ("kafka", "amqp") in our broker's
+/// `listening: mqtt ADDR | ... | kafka ADDR | amqp ADDR | ...` line (None
+/// when it says `off` or is not there).
+pub fn parse_listener(line: &str, protocol: &str) -> Option<SocketAddr> {
     line.split("listening: mqtt ")
         .nth(1)?
         .split(" | ")
-        .find_map(|part| part.strip_prefix("kafka "))?
+        .find_map(|part| part.strip_prefix(protocol)?.strip_prefix(' '))?
         .split_whitespace()
         .next()?
         .parse()
@@ -555,19 +577,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kafka_address_parses_from_the_listening_line() {
-        let line = "2025-01-01T00:00:00Z INFO listening: mqtt 127.0.0.1:40123 | websocket off | kafka 127.0.0.1:40999 | metrics off";
+    fn kafka_and_amqp_addresses_parse_from_the_listening_line() {
+        let line = "2025-01-01T00:00:00Z INFO listening: mqtt 127.0.0.1:40123 | websocket off | kafka 127.0.0.1:40999 | amqp 127.0.0.1:40777 | metrics off";
         assert_eq!(
-            parse_kafka_listening(line),
+            parse_listener(line, "kafka"),
             Some("127.0.0.1:40999".parse().unwrap())
         );
         assert_eq!(
-            parse_kafka_listening(
-                "listening: mqtt 127.0.0.1:1 | websocket off | kafka off | metrics off"
+            parse_listener(line, "amqp"),
+            Some("127.0.0.1:40777".parse().unwrap())
+        );
+        let off =
+            "listening: mqtt 127.0.0.1:1 | websocket off | kafka off | amqp off | metrics off";
+        assert_eq!(parse_listener(off, "kafka"), None);
+        assert_eq!(parse_listener(off, "amqp"), None);
+        // A broker from before AMQP has no amqp part at all.
+        assert_eq!(
+            parse_listener(
+                "listening: mqtt 127.0.0.1:1 | websocket off | kafka off | metrics off",
+                "amqp"
             ),
             None
         );
-        assert_eq!(parse_kafka_listening("kafka 127.0.0.1:9092"), None);
+        assert_eq!(parse_listener("kafka 127.0.0.1:9092", "kafka"), None);
     }
 
     #[test]

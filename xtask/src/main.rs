@@ -229,13 +229,17 @@ struct BenchArgs {
     /// it Kafka workloads are not run
     #[arg(long, value_name = "HOST:PORT", requires = "mqtt")]
     kafka: Option<String>,
+    /// AMQP address of the external broker (with --broker external); without
+    /// it AMQP workloads are not run
+    #[arg(long, value_name = "HOST:PORT", requires = "mqtt")]
+    amqp: Option<String>,
     /// Pid of the external broker, to sample its memory and CPU
     #[arg(long, value_name = "PID", requires = "mqtt")]
     broker_pid: Option<u32>,
     /// Cross-build the broker for this triple (targets/<triple>.toml) and run
     /// it through the target's runner (qemu-user, wine); the load generator
     /// stays native. Emulated runs are labelled and their speed is not gated
-    #[arg(long, value_name = "TRIPLE", conflicts_with_all = ["mqtt", "kafka", "broker_pid"])]
+    #[arg(long, value_name = "TRIPLE", conflicts_with_all = ["mqtt", "kafka", "amqp", "broker_pid"])]
     target: Option<String>,
     /// Threshold profile in targets/profiles/ [default: the platform class of
     /// --target, else the host's: high_perf on x86_64/aarch64, embedded on
@@ -275,6 +279,7 @@ impl BenchArgs {
             (BrokerArg::External, Some(mqtt)) => bench::BrokerChoice::External {
                 mqtt,
                 kafka: self.kafka,
+                amqp: self.amqp,
                 pid: self.broker_pid,
             },
             (BrokerArg::External, None) => {
@@ -479,6 +484,7 @@ mod tests {
             bench::BrokerChoice::External {
                 mqtt: "10.0.0.2:1883".into(),
                 kafka: None,
+                amqp: None,
                 pid: Some(42)
             }
         );
@@ -489,6 +495,8 @@ mod tests {
             "10.0.0.2:1883",
             "--kafka",
             "10.0.0.2:9092",
+            "--amqp",
+            "10.0.0.2:5672",
         ])
         .unwrap();
         assert_eq!(
@@ -496,8 +504,13 @@ mod tests {
             bench::BrokerChoice::External {
                 mqtt: "10.0.0.2:1883".into(),
                 kafka: Some("10.0.0.2:9092".into()),
+                amqp: Some("10.0.0.2:5672".into()),
                 pid: None
             }
+        );
+        assert!(
+            parse(&["--amqp", "x:1"]).is_err(),
+            "--amqp needs --broker external"
         );
         assert!(
             parse(&["--kafka", "x:1"]).is_err(),

@@ -377,10 +377,12 @@ pub fn render_markdown(report: &Report) -> String {
         b.kind.as_str(),
         b.version.as_deref().unwrap_or(""),
         b.address,
-        b.kafka_address
-            .as_ref()
-            .map(|k| format!(" (Kafka {k})"))
-            .unwrap_or_default(),
+        match (&b.kafka_address, &b.amqp_address) {
+            (Some(k), Some(a)) => format!(" (Kafka {k}, AMQP {a})"),
+            (Some(k), None) => format!(" (Kafka {k})"),
+            (None, Some(a)) => format!(" (AMQP {a})"),
+            (None, None) => String::new(),
+        },
         b.binary
             .as_ref()
             .map(|p| format!(", `{p}`"))
@@ -865,6 +867,7 @@ pub mod tests {
                 binary_size_bytes: Some(3_500_000),
                 address: "127.0.0.1:40000".into(),
                 kafka_address: Some("127.0.0.1:40001".into()),
+                amqp_address: Some("127.0.0.1:40002".into()),
                 pid: Some(1234),
                 config: Some("[mqtt]\n".into()),
                 version: Some("broker 0.1.0".into()),

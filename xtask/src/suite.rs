@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn quick_scales_storm_and_durations() {
         let planned = plan_suite(&root(), "quick", &Overrides::default()).unwrap();
-        assert_eq!(planned.len(), 8);
+        assert_eq!(planned.len(), 12);
         assert_eq!(
             planned
                 .iter()
@@ -229,6 +229,14 @@ mod tests {
                 .count(),
             3,
             "quick covers the Kafka workloads"
+        );
+        assert_eq!(
+            planned
+                .iter()
+                .filter(|p| p.workload.protocol == loadgen::Protocol::Amqp)
+                .count(),
+            4,
+            "quick covers the AMQP workloads"
         );
         for p in &planned {
             let w = &p.workload;
