@@ -3,38 +3,12 @@
 //! through a fanout exchange, a shared queue under a prefetch limit, and a
 //! channel error that names what went wrong.
 
-use broker::platform::Platform;
-use broker::{Config, RunningBroker};
+mod common;
+
+use common::{run_against, start_broker, target, workload};
 use loadgen::amqp::AmqpDriver;
 use loadgen::driver::Driver;
-use loadgen::progress::ProgressMode;
-use loadgen::runner::{run, RunOptions};
-use loadgen::{LoadResult, Outcome, Workload};
-
-async fn start_broker() -> RunningBroker {
-    broker::start(Config::ephemeral(), &Platform::detect())
-        .await
-        .expect("broker starts on ephemeral ports")
-}
-
-fn amqp_target(broker: &RunningBroker) -> String {
-    broker
-        .amqp_addr
-        .expect("the ephemeral config serves AMQP")
-        .to_string()
-}
-
-fn workload(toml: &str) -> Workload {
-    Workload::parse(toml).unwrap_or_else(|e| panic!("test workload: {e}"))
-}
-
-async fn run_against(broker: &RunningBroker, w: &Workload) -> LoadResult {
-    let options = RunOptions {
-        target: amqp_target(broker),
-        progress: ProgressMode::Off,
-    };
-    run(w, &options).await.expect("workload runs")
-}
+use loadgen::{Outcome, Protocol};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_publish_with_manual_ack_loses_nothing() {
@@ -132,7 +106,7 @@ async fn shared_queue_with_prefetch_counts_each_message_once() {
         prefetch = 1
         "#,
     );
-    let driver = AmqpDriver::new(&w, &amqp_target(&broker)).unwrap();
+    let driver = AmqpDriver::new(&w, &target(&broker, Protocol::Amqp)).unwrap();
     assert!(driver.subscribers_share_deliveries());
     let r = run_against(&broker, &w).await;
     let c = &r.counts;

@@ -5,40 +5,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use broker::platform::Platform;
-use broker::{Config, RunningBroker};
+mod common;
+
 use bytes::Bytes;
+use common::{run_against, start_broker, target, workload};
 use loadgen::driver::{ClientEvents, ClientSpec, Connection, Driver, DriverError, Publisher, Role};
 use loadgen::kafka::KafkaDriver;
 use loadgen::payload::Header;
-use loadgen::progress::ProgressMode;
-use loadgen::runner::{run, RunOptions};
-use loadgen::{LoadResult, Outcome, Workload};
-
-async fn start_broker() -> RunningBroker {
-    broker::start(Config::ephemeral(), &Platform::detect())
-        .await
-        .expect("broker starts on ephemeral ports")
-}
-
-fn kafka_target(broker: &RunningBroker) -> String {
-    broker
-        .kafka_addr
-        .expect("the ephemeral config serves Kafka")
-        .to_string()
-}
-
-fn workload(toml: &str) -> Workload {
-    Workload::parse(toml).unwrap_or_else(|e| panic!("test workload: {e}"))
-}
-
-async fn run_against(broker: &RunningBroker, w: &Workload) -> LoadResult {
-    let options = RunOptions {
-        target: kafka_target(broker),
-        progress: ProgressMode::Off,
-    };
-    run(w, &options).await.expect("workload runs")
-}
+use loadgen::{Outcome, Protocol};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_produce_reaches_an_assigned_consumer_once_in_order() {
@@ -166,7 +140,7 @@ async fn group_members_split_the_partitions() {
         group_id = "lg-split"
         "#,
     );
-    let driver = KafkaDriver::new(&w, &kafka_target(&broker)).unwrap();
+    let driver = KafkaDriver::new(&w, &target(&broker, Protocol::Kafka)).unwrap();
     assert!(driver.subscribers_share_deliveries());
     let spec = |role, index| ClientSpec {
         role,

@@ -3,35 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use broker::platform::Platform;
-use broker::{Config, RunningBroker};
-use loadgen::progress::ProgressMode;
+mod common;
+
+use common::{options, run_against, start_broker, workload};
 use loadgen::result::LatencySummary;
-use loadgen::runner::{run, RunOptions};
-use loadgen::{LoadResult, Outcome, Workload};
-
-async fn start_broker() -> RunningBroker {
-    broker::start(Config::ephemeral(), &Platform::detect())
-        .await
-        .expect("broker starts on ephemeral ports")
-}
-
-fn workload(toml: &str) -> Workload {
-    Workload::parse(toml).unwrap_or_else(|e| panic!("test workload: {e}"))
-}
-
-fn options(target: String) -> RunOptions {
-    RunOptions {
-        target,
-        progress: ProgressMode::Off,
-    }
-}
-
-async fn run_against(broker: &RunningBroker, w: &Workload) -> LoadResult {
-    run(w, &options(broker.mqtt_addr.to_string()))
-        .await
-        .expect("workload runs")
-}
+use loadgen::runner::run;
+use loadgen::{LoadResult, Outcome};
 
 fn assert_sane(summary: &Option<LatencySummary>, what: &str) {
     let s = summary
