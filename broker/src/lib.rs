@@ -4,6 +4,8 @@
 pub mod amqp;
 pub mod config;
 pub mod core;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod kafka;
 pub mod metrics;
 pub mod mqtt;
