@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
 
 use super::codec::{self, Frame, FrameError};
+use super::content::{ContentError, PendingContent};
 use super::error::*;
 use super::hub::{AmqpHub, ConnId};
 use crate::config::AmqpFlushPolicy;
@@ -432,18 +433,11 @@ async fn handshake(
     Ok(tuning)
 }
 
-/// A basic.publish waiting for its content.
-struct PendingPublish {
-    publish: basic::Publish,
-    header: Option<(u64, AMQPProperties)>,
-    body: BytesMut,
-}
-
 #[derive(Default)]
 struct ChannelLocal {
     /// channel.close sent, waiting for close-ok: everything else is dropped.
     closing: bool,
-    content: Option<PendingPublish>,
+    content: Option<PendingContent>,
     confirm: bool,
     next_seq: u64,
 }
@@ -659,11 +653,7 @@ impl Session {
             }
             AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => Ok(()),
             AMQPClass::Basic(basic::AMQPMethod::Publish(p)) => {
-                local.content = Some(PendingPublish {
-                    publish: p,
-                    header: None,
-                    body: BytesMut::new(),
-                });
+                local.content = Some(PendingContent::new(p));
                 Ok(())
             }
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
@@ -695,52 +685,39 @@ impl Session {
         class_id: u16,
     ) -> AmqpResult<()> {
         let max = self.hub.config.max_message_bytes;
-        let local = self.channels.get_mut(&ch);
-        let pending = match local {
+        let pending = match self.channels.get_mut(&ch) {
             Some(l) if l.closing => return Ok(()),
-            Some(ChannelLocal { content: Some(p), .. }) if p.header.is_none() => p,
+            Some(ChannelLocal { content: Some(p), .. }) if p.wants_header() => p,
             _ => return Err(AmqpError::hard(UNEXPECTED_FRAME, format!("UNEXPECTED_FRAME - content header on channel {ch} without a basic.publish before it"))),
         };
-        if class_id != codec::BASIC_CLASS {
-            return Err(AmqpError::hard(
-                FRAME_ERROR,
-                format!("FRAME_ERROR - content header of class {class_id}, expected 60 (basic)"),
-            ));
-        }
-        if size > max {
-            let publish = AMQPClass::Basic(basic::AMQPMethod::Publish(pending.publish.clone()));
-            if let Some(l) = self.channels.get_mut(&ch) {
-                l.content = None;
+        match pending.on_header(class_id, size, properties, max) {
+            Ok(true) => self.complete(ch),
+            Ok(false) => Ok(()),
+            Err(e @ ContentError::TooLarge { .. }) => {
+                let publish = AMQPClass::Basic(basic::AMQPMethod::Publish(pending.publish.clone()));
+                if let Some(l) = self.channels.get_mut(&ch) {
+                    l.content = None;
+                }
+                Err(
+                    AmqpError::soft(PRECONDITION_FAILED, format!("PRECONDITION_FAILED - {e}"))
+                        .during(&publish),
+                )
             }
-            return Err(AmqpError::soft(PRECONDITION_FAILED, format!("PRECONDITION_FAILED - message size {size} is larger than configured max size {max}")).during(&publish));
+            Err(e) => Err(AmqpError::hard(FRAME_ERROR, format!("FRAME_ERROR - {e}"))),
         }
-        pending.header = Some((size, properties));
-        // The body is reserved as it arrives, never from the announced size.
-        if size == 0 {
-            self.complete(ch)?;
-        }
-        Ok(())
     }
 
     fn on_body(&mut self, ch: u16, part: Bytes) -> AmqpResult<()> {
         let pending = match self.channels.get_mut(&ch) {
             Some(l) if l.closing => return Ok(()),
-            Some(ChannelLocal { content: Some(p), .. }) if p.header.is_some() => p,
+            Some(ChannelLocal { content: Some(p), .. }) if !p.wants_header() => p,
             _ => return Err(AmqpError::hard(UNEXPECTED_FRAME, format!("UNEXPECTED_FRAME - content body on channel {ch} without a content header before it"))),
         };
-        let size = pending.header.as_ref().map_or(0, |(s, _)| *s);
-        pending.body.extend_from_slice(&part);
-        let have = pending.body.len() as u64;
-        if have > size {
-            return Err(AmqpError::hard(
-                FRAME_ERROR,
-                format!("FRAME_ERROR - content body of {have} bytes exceeds the {size} announced"),
-            ));
+        match pending.on_body(part) {
+            Ok(true) => self.complete(ch),
+            Ok(false) => Ok(()),
+            Err(e) => Err(AmqpError::hard(FRAME_ERROR, format!("FRAME_ERROR - {e}"))),
         }
-        if have == size {
-            self.complete(ch)?;
-        }
-        Ok(())
     }
 
     fn complete(&mut self, ch: u16) -> AmqpResult<()> {
@@ -750,16 +727,22 @@ impl Session {
         let Some(p) = local.content.take() else {
             return Ok(());
         };
-        let (_, properties) = p.header.unwrap_or_default();
+        let content = p.finish();
         let confirm = local.confirm.then(|| {
             let seq = local.next_seq;
             local.next_seq += 1;
             seq
         });
-        let method = AMQPClass::Basic(basic::AMQPMethod::Publish(p.publish.clone()));
+        let method = AMQPClass::Basic(basic::AMQPMethod::Publish(content.publish.clone()));
         let outcome = self
             .hub
-            .publish(self.conn, ch, &p.publish, properties, p.body.freeze())
+            .publish(
+                self.conn,
+                ch,
+                &content.publish,
+                content.properties,
+                content.body,
+            )
             .map_err(|e| e.during(&method))?;
         if outcome.wrote_to_disk
             && (confirm.is_some() || self.hub.config.flush == AmqpFlushPolicy::EveryPublish)

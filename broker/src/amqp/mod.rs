@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod connection;
+pub mod content;
 pub mod error;
 pub mod hub;
 pub mod queue;

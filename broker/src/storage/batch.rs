@@ -231,56 +231,9 @@ fn read_varint(b: &[u8]) -> Option<(i64, usize)> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use bytes::{Bytes, BytesMut};
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
 
-    /// An uncompressed batch of `values`, timestamps `ts0`, `ts0 + 1`, ...
-    pub(crate) fn batch(values: &[&str], ts0: i64) -> BytesMut {
-        batch_from(values, ts0, -1, -1, -1)
-    }
-
-    /// A batch from an idempotent producer.
-    pub(crate) fn batch_from(
-        values: &[&str],
-        ts0: i64,
-        producer_id: i64,
-        producer_epoch: i16,
-        base_sequence: i32,
-    ) -> BytesMut {
-        let records: Vec<Record> = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: 0,
-                producer_id,
-                producer_epoch,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // The encoder batches records whose offset - sequence is constant.
-                sequence: base_sequence + i as i32,
-                timestamp: ts0 + i as i64,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(v.to_string())),
-                headers: Default::default(),
-                delete_horizon: false,
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .expect("encodes");
-        buf
-    }
+    // Shared with the benchmarks in bench/.
+    pub(crate) use crate::fixtures::kafka::{batch, batch_from};
 
     #[test]
     fn parses_and_checks_an_encoded_batch() {
