@@ -1,6 +1,7 @@
 //! A multi-protocol message broker: MQTT 3.1.1 and 5.0 (TCP and WebSocket),
 //! the Kafka wire protocol, and AMQP 0.9.1.
 
+pub mod accel;
 pub mod amqp;
 pub mod config;
 pub mod core;

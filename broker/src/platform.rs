@@ -234,8 +234,16 @@ impl Platform {
             self.cpu_features.join(",")
         };
         format!(
-            "platform: arch={} os={}/{} cores={} memory={} class={} cpu_features={} io_uring={}",
-            self.arch, self.os, self.libc, self.cores, memory, self.class, features, self.io_uring
+            "platform: arch={} os={}/{} cores={} memory={} class={} cpu_features={} fast_paths={} io_uring={}",
+            self.arch,
+            self.os,
+            self.libc,
+            self.cores,
+            memory,
+            self.class,
+            features,
+            crate::accel::summary().replace(' ', ","),
+            self.io_uring
         )
     }
 }
@@ -653,6 +661,7 @@ mod tests {
         assert!(line.contains(p.arch), "{line}");
         assert!(line.contains(p.class.as_str()), "{line}");
         assert!(line.contains("io_uring="), "{line}");
+        assert!(line.contains(" fast_paths=crc32c="), "{line}");
         assert!(!line.contains('\n'), "{line}");
     }
 }

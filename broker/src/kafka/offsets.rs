@@ -55,7 +55,7 @@ fn encode(key: &Key, value: &Committed) -> BytesMut {
     put_str(&mut payload, &value.metadata);
     let mut record = BytesMut::with_capacity(payload.len() + 8);
     record.put_u32(payload.len() as u32);
-    record.put_u32(crc32c::crc32c(&payload));
+    record.put_u32(crate::accel::crc32c::checksum(&payload));
     record.put_slice(&payload);
     record
 }
@@ -104,7 +104,7 @@ impl OffsetStore {
             let Some(payload) = raw.get(at + 8..at + 8 + len) else {
                 break;
             };
-            if crc32c::crc32c(payload) != crc {
+            if crate::accel::crc32c::checksum(payload) != crc {
                 break;
             }
             let Some((key, value)) = decode(payload) else {

@@ -633,8 +633,8 @@ impl Connection {
             return Err(fail(reason::RETAIN_NOT_SUPPORTED, "retain_not_supported"));
         }
         let props = p.properties;
-        let bad_payload =
-            props.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err();
+        let bad_payload = props.payload_format_indicator == Some(1)
+            && crate::accel::utf8::validate(&p.payload).is_none();
         if p.qos == QoS::ExactlyOnce {
             let mut st = self.session.lock();
             if st.incoming_qos2.contains(&p.packet_id) {

@@ -177,7 +177,7 @@ pub fn count_records(data: &[u8]) -> u64 {
 
 /// Checks the CRC32C of one whole batch (`b` holds exactly the batch).
 pub fn check_crc(b: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
-    let computed = crc32c::crc32c(&b[CRC_START..]);
+    let computed = crate::accel::crc32c::checksum(&b[CRC_START..]);
     if computed != header.crc {
         return Err(BatchError::CrcMismatch {
             stored: header.crc,

@@ -158,7 +158,7 @@ impl RecordLog {
 
 fn encode_record(buf: &mut Vec<u8>, payload: &[u8]) {
     buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
+    buf.extend_from_slice(&crate::accel::crc32c::checksum(payload).to_be_bytes());
     buf.extend_from_slice(payload);
 }
 
@@ -174,7 +174,7 @@ fn decode_records(data: &[u8]) -> (Vec<Vec<u8>>, usize) {
             break;
         }
         let payload = &data[start..start + len];
-        if crc32c::crc32c(payload) != crc {
+        if crate::accel::crc32c::checksum(payload) != crc {
             break;
         }
         records.push(payload.to_vec());

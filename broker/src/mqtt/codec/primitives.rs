@@ -117,7 +117,7 @@ impl Reader {
 /// range U+D800..U+DFFF, which is what MQTT requires; U+0000 is valid UTF-8
 /// but forbidden in MQTT strings (3.1.1 1.5.3, 5.0 1.5.4), so check it too.
 fn utf8(raw: &[u8]) -> Result<String, DecodeError> {
-    let s = std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8)?;
+    let s = crate::accel::utf8::validate(raw).ok_or(DecodeError::InvalidUtf8)?;
     if s.contains('\0') {
         return Err(DecodeError::InvalidUtf8);
     }
