@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::environment::Environment;
 use crate::gate::{GateReport, VerdictKind};
 use crate::launcher::BrokerInfo;
+use crate::micro::MicroSection;
 use crate::sampler::{Sample, Usage};
 
 /// Bumped on any incompatible change of [`Report`].
@@ -39,6 +40,10 @@ pub struct Report {
     pub broker_usage: Option<Usage>,
     pub workloads: Vec<WorkloadReport>,
     pub gate: Option<GateReport>,
+    /// Criterion micro-benchmarks (`cargo xtask micro`); absent in load runs
+    /// and in reports written before micro existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro: Option<MicroSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -860,6 +865,7 @@ pub mod tests {
                 rustc: "rustc 1.85.0".into(),
                 timestamp: "2025-01-01T00:00:00Z".into(),
                 hostname: "testhost".into(),
+                cpu_features: vec!["sse4.2".into(), "avx2".into()],
             },
             broker: BrokerInfo {
                 kind: BrokerKind::Built,
@@ -887,6 +893,7 @@ pub mod tests {
             }),
             workloads,
             gate: None,
+            micro: None,
         }
     }
 
