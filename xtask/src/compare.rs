@@ -362,8 +362,21 @@ pub fn load_side(path: &Path) -> Result<Baseline> {
 
 fn describe(side: &Baseline) -> String {
     let e = &side.environment;
+    let what = match &side.micro {
+        Some(m) if side.workloads.is_empty() => format!(
+            "micro-benchmarks ({} from {})",
+            m.benchmarks.len(),
+            m.executables.join(", ")
+        ),
+        _ => format!(
+            "suite {}, {} repeat{}",
+            side.suite,
+            side.repeat,
+            if side.repeat == 1 { "" } else { "s" }
+        ),
+    };
     format!(
-        "{} {} on {} ({}, {} cores), suite {}, {} repeat{}",
+        "{} {} on {} ({}, {} cores), {what}",
         e.target_triple,
         if e.emulated {
             format!("emulated by {}", e.runner)
@@ -373,9 +386,6 @@ fn describe(side: &Baseline) -> String {
         e.hostname,
         e.cpu_model,
         e.cores,
-        side.suite,
-        side.repeat,
-        if side.repeat == 1 { "" } else { "s" }
     )
 }
 
@@ -395,7 +405,13 @@ pub fn compare(a: Baseline, b: Baseline, a_name: &str, b_name: &str) -> Comparis
     let mut notes = Vec::new();
     let (ea, eb) = (&a.environment, &b.environment);
     let mismatch = emulation_mismatch(&a, &b);
-    if let Some(why) = &mismatch {
+    let micro_only = a.workloads.is_empty() && b.workloads.is_empty();
+    if let (Some(why), true) = (&mismatch, micro_only) {
+        notes.push(format!(
+            "Emulation: {why}. Under emulation micro-benchmark times measure the emulator on this host, not the target CPU: \
+rows are labelled `not comparable` and get no faster/slower verdict."
+        ));
+    } else if let Some(why) = &mismatch {
         notes.push(format!(
             "Emulation: {why}. Under emulation throughput, latency, memory and CPU measure the emulator, not the architecture: \
 those rows are labelled `not comparable` and get no better/worse verdict; connections and lost messages are still judged."
@@ -1157,10 +1173,9 @@ mod tests {
                 .all(|r| r.verdict
                     == MicroVerdict::NotComparable("B emulated by qemu-aarch64".into()))
         );
-        assert!(c
-            .notes
-            .iter()
-            .any(|n| n.starts_with("Emulation: B emulated by qemu-aarch64")));
+        assert!(c.notes.iter().any(|n| n.starts_with(
+            "Emulation: B emulated by qemu-aarch64. Under emulation micro-benchmark times"
+        )));
         let md = render_markdown(&c);
         assert!(
             md.contains("not comparable (B emulated by qemu-aarch64)"),

@@ -120,6 +120,11 @@ pub struct MicroBenchmark {
     pub confidence_level: f64,
     pub median_ns: f64,
     pub std_dev_ns: f64,
+    /// The slope of the linear regression over iteration counts, when
+    /// criterion sampled linearly: the figure its terminal output leads
+    /// with (`time: [low slope high]`), so it can differ from the mean.
+    #[serde(default)]
+    pub slope_ns: Option<f64>,
     pub throughput: Option<Throughput>,
     /// Against `--baseline NAME`; None without one or when the baseline
     /// lacks this benchmark.
@@ -227,6 +232,7 @@ struct CriterionEstimates {
     mean: CriterionEstimate,
     median: CriterionEstimate,
     std_dev: CriterionEstimate,
+    slope: Option<CriterionEstimate>,
 }
 
 #[derive(Deserialize)]
@@ -318,6 +324,7 @@ pub fn read_benchmark(
         confidence_level: mean.confidence_interval.confidence_level,
         median_ns: est.median.point_estimate,
         std_dev_ns: est.std_dev.point_estimate,
+        slope_ns: est.slope.as_ref().map(|s| s.point_estimate),
         throughput,
         change,
     })
@@ -866,7 +873,7 @@ pub fn ci_label(benchmarks: &[MicroBenchmark]) -> String {
 /// The label under which a section says it was emulated.
 pub fn emulated_note(m: &MicroSection) -> String {
     format!(
-        "EMULATED: measured under {} on this host: the numbers measure the emulator on this host, not the target CPU ({}); never compare them with native runs.",
+        "EMULATED: measured under {}: the numbers measure the emulator on this host, not the target CPU ({}); never compare them with native runs.",
         m.runner, m.target_triple
     )
 }
@@ -976,7 +983,7 @@ pub fn markdown_section(m: &MicroSection) -> String {
     }
     let _ = writeln!(
         md,
-        "Mean time per iteration with criterion's bootstrap {ci} of the mean; throughput is the work per iteration the benchmark declares divided by the mean time."
+        "Mean time per iteration (the mean of criterion's per-iteration sample times, with its bootstrap {ci}; criterion's terminal line leads with the regression slope instead, kept in report.json as `slope_ns`). Throughput is the work per iteration the benchmark declares divided by the mean time."
     );
     md
 }
@@ -998,6 +1005,10 @@ pub mod tests {
             .replace("1050.0", &mean.to_string())
             .replace("1020.0", &lo.to_string())
             .replace("1080.0", &hi.to_string())
+            .replace(
+                "\"slope\":null",
+                &format!("\"slope\":{{\"confidence_interval\":{{\"confidence_level\":0.95,\"lower_bound\":{lo},\"upper_bound\":{hi}}},\"point_estimate\":{},\"standard_error\":1.0}}", mean * 0.98),
+            )
     }
 
     /// A criterion home with two benchmarks, one compared with baseline `main`.
@@ -1079,6 +1090,7 @@ pub mod tests {
             (b.median_ns, b.std_dev_ns, b.confidence_level),
             (1040.0, 30.0, 0.95)
         );
+        assert_eq!(b.slope_ns, None);
         let t = b.throughput.as_ref().unwrap();
         assert_eq!((t.unit, t.per_iteration), (ThroughputUnit::Bytes, 1069));
         assert!((t.per_sec - 1069.0 * 1e9 / 1050.0).abs() < 1e-3);
@@ -1097,6 +1109,7 @@ pub mod tests {
             ThroughputUnit::Elements
         );
         assert!(e.change.is_none(), "no change/ directory");
+        assert_eq!(e.slope_ns, Some(1_960_000.0));
 
         // Without --baseline, a change/ left by criterion's default
         // comparison with the previous run is not reported.
@@ -1210,6 +1223,26 @@ not json: a stray line
         assert!(check_baseline_name("--baseline", "main-2024.1").is_ok());
         assert!(check_baseline_name("--baseline", "new").is_err());
         assert!(check_baseline_name("--baseline", "../x").is_err());
+    }
+
+    #[test]
+    fn micro_runs_are_neither_gated_nor_load_baselines() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = crate::report::tests::report(Vec::new()).environment;
+        let r = micro_report(
+            "run".into(),
+            env,
+            section(false),
+            "2025-01-01T00:00:00Z".into(),
+            "2025-01-01T00:01:00Z".into(),
+        );
+        std::fs::write(dir.path().join("report.json"), r.to_json()).unwrap();
+        let out = dir.path().join("baseline.json");
+        let err = crate::baseline::run(dir.path(), Some(&out)).unwrap_err();
+        assert!(err.to_string().contains("--save-baseline NAME"), "{err}");
+        assert!(!out.exists());
+        let err = crate::gate::run(dir.path(), None).unwrap_err();
+        assert!(err.to_string().contains("not gated"), "{err}");
     }
 
     #[test]

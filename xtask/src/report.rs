@@ -439,7 +439,7 @@ pub fn render_markdown(report: &Report) -> String {
                 report.profile
             ),
         ),
-        ("CPU features", env.cpu_features.join(", ")),
+        ("Host CPU features", env.cpu_features.join(", ")),
     ];
     for (k, v) in lines {
         // A micro-only run started no broker, ran no suite and has no gate.
@@ -1090,7 +1090,7 @@ pub mod tests {
             md.contains("| mqtt_decode/publish_1KiB | 1.05 µs |"),
             "{md}"
         );
-        assert!(md.contains("- **CPU features**: sse4.2, avx2"), "{md}");
+        assert!(md.contains("- **Host CPU features**: sse4.2, avx2"), "{md}");
         for load_only in [
             "## Summary",
             "## How measured",
