@@ -226,9 +226,9 @@ fn micro_section(h: &mut String, m: &MicroSection) {
     let with_change = m.benchmarks.iter().any(|b| b.change.is_some());
     for (group, benches) in micro::by_group(&m.benchmarks) {
         let _ = writeln!(h, "<h3>{}</h3>", esc(group));
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<table class=\"micro\"><tr><th class=\"text\">benchmark</th><th>mean</th><th>{ci}</th><th>throughput</th>{}</tr>\n",
+            "<table class=\"micro\"><tr><th class=\"text\">benchmark</th><th>mean</th><th>{ci}</th><th>throughput</th>{}</tr>",
             if with_change {
                 "<th class=\"text\">change vs baseline</th>"
             } else {
@@ -848,6 +848,39 @@ mod tests {
             assert!(html.contains(&format!("{}: broker memory", w.name)));
         }
         assert!(!html.contains("class=\"banner emulated\""));
+    }
+
+    #[test]
+    fn micro_page_has_a_table_and_chart_per_group_and_no_load_sections() {
+        let mut env = report(Vec::new()).environment;
+        env.emulated = true;
+        env.runner = "qemu-aarch64".into();
+        let r = crate::micro::micro_report(
+            "run".into(),
+            env,
+            crate::micro::tests::section(true),
+            "2025-01-01T00:00:00Z".into(),
+            "2025-01-01T00:01:00Z".into(),
+        );
+        let html = render(&r);
+        assert!(
+            html.contains(
+                "id=\"emulated\">EMULATED: the benchmarks ran under emulation (qemu-aarch64)"
+            ),
+            "{html}"
+        );
+        assert!(html.contains("<h2 id=\"micro\">Micro-benchmarks</h2>"));
+        assert!(html.contains("not the target CPU"));
+        assert_eq!(html.matches("<tr class=\"micro-row\">").count(), 2);
+        assert_eq!(html.matches("<svg").count(), 2, "one bar chart per group");
+        assert!(
+            html.contains("throughput (MiB/s, higher is better)"),
+            "{html}"
+        );
+        assert!(html.contains("-6.0 % (-8.1 % – -4.2 %) improved"));
+        for load_only in ["<h2>Summary</h2>", "How measured", "<dt>Broker</dt>"] {
+            assert!(!html.contains(load_only), "{load_only}");
+        }
     }
 
     #[test]
