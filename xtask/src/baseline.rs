@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::{self, Comparison, Verdict, METRICS};
 use crate::environment::Environment;
+use crate::micro::MicroSection;
 use crate::report::{RepeatReport, Report};
 
 pub const BASELINE_SCHEMA_VERSION: u32 = 1;
@@ -36,6 +37,9 @@ pub struct Baseline {
     pub suite: String,
     pub repeat: u32,
     pub workloads: Vec<WorkloadNumbers>,
+    /// A micro run's criterion estimates, as the report has them (for `compare`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro: Option<MicroSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +132,7 @@ impl Baseline {
             suite: report.suite.clone(),
             repeat: report.repeat,
             workloads,
+            micro: report.micro.clone(),
         }
     }
 
@@ -170,6 +175,12 @@ pub fn default_file(root: &Path, env: &Environment) -> PathBuf {
 /// `cargo xtask baseline <run> [--out FILE]`.
 pub fn run(path: &Path, out: Option<&Path>) -> Result<()> {
     let report = Report::load(path)?;
+    if !report.has_load() {
+        bail!(
+            "{} is a micro-benchmark run: criterion keeps micro baselines itself (`cargo xtask micro --save-baseline NAME`, then `--baseline NAME`); `compare` sets two micro runs side by side",
+            path.display()
+        );
+    }
     if report.environment.git_dirty {
         eprintln!("warning: the run was taken with uncommitted changes; the baseline records that (environment.git_dirty)");
     }

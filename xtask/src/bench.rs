@@ -301,6 +301,7 @@ pub fn run(options: &Options) -> Result<()> {
         broker_usage: Usage::of(&samples),
         workloads,
         gate: None,
+        micro: None,
     };
     let gate = gate::evaluate(&report, &profile);
     report.gate = Some(gate.clone());
@@ -369,7 +370,7 @@ pub fn run(options: &Options) -> Result<()> {
 }
 
 /// `targets/<triple>.toml`, which must be runnable here.
-fn load_target(root: &Path, triple: &str) -> Result<Target> {
+pub(crate) fn load_target(root: &Path, triple: &str) -> Result<Target> {
     let all = targets::load_all(root)?;
     let target = targets::select(all, &[triple.to_string()])?.remove(0);
     if target.build_only() {
@@ -791,7 +792,7 @@ fn died_in(workloads: &[WorkloadReport]) -> String {
         .unwrap_or_else(|| "an earlier workload".into())
 }
 
-fn absolute(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn absolute(dir: &Path) -> Result<PathBuf> {
     Ok(if dir.is_absolute() {
         dir.to_path_buf()
     } else {
@@ -828,7 +829,7 @@ fn prepare_run_dir(dir: &Path) -> Result<()> {
 
 /// Makes `reports/latest` a relative symlink to the run, replacing the old
 /// link atomically.
-fn point_latest(reports: &Path, run_dir: &Path) -> Result<()> {
+pub(crate) fn point_latest(reports: &Path, run_dir: &Path) -> Result<()> {
     let link = reports.join("latest");
     let target = run_dir.strip_prefix(reports).unwrap_or(run_dir);
     let tmp = reports.join(".latest.tmp");

@@ -2,7 +2,8 @@
 //!
 //! Steps: tools, rustfmt check, workload and suite files, lint of the CI
 //! workflows, Dockerfiles and scripts (`cargo xtask lint`), clippy with
-//! warnings denied, release build of the broker, workspace tests against that
+//! warnings denied, compile every criterion bench (`cargo bench --no-run`, so
+//! benches nobody runs in CI cannot rot), release build of the broker, workspace tests against that
 //! release binary with the interop tests required rather than skipped,
 //! cross-builds with smoke runs under qemu-user for two targets, and the
 //! quick bench suite gated by the `ci` threshold profile.
@@ -59,6 +60,11 @@ pub fn run(options: &Options) -> Result<()> {
                 "{cargo} clippy --workspace --all-targets -- -D warnings"
             )
             .run()?)
+        })?;
+        // Compiled, not run: criterion's numbers on a shared CI runner are
+        // noise, but a bench that no longer builds is a defect.
+        steps.run("compile benches", || {
+            Ok(cmd!(sh, "{cargo} bench --workspace --no-run").run()?)
         })?;
         steps.run("build release broker", || {
             Ok(cmd!(sh, "{cargo} build --release -p broker").run()?)

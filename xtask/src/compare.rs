@@ -16,6 +16,11 @@
 //! measure the emulator: a native side against an emulated one gets no
 //! better/worse verdict on them, only a label (functional metrics, connections
 //! and lost messages, are still judged).
+//!
+//! Micro-benchmark runs (`cargo xtask micro`) are compared per criterion
+//! benchmark id: faster or slower when the 95 % CIs of the two means do not
+//! overlap and the means differ by more than criterion's 2 % noise threshold,
+//! else within noise; again no verdict between emulated and native numbers.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,6 +30,7 @@ use anyhow::{Context, Result};
 
 use crate::baseline::{Baseline, WorkloadNumbers};
 use crate::html::esc;
+use crate::micro::{self, MicroBenchmark, MicroSection};
 use crate::report::{bytes, micros, percent, rate, thousands, Spread};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +219,123 @@ pub struct Comparison {
     /// What differs between the two sides (machine, target, emulation, suite).
     pub notes: Vec<String>,
     pub rows: Vec<Row>,
+    /// When at least one side has micro-benchmarks.
+    pub micro: Option<MicroComparison>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MicroVerdict {
+    Faster,
+    Slower,
+    WithinNoise,
+    NotComparable(String),
+}
+
+impl MicroVerdict {
+    pub fn text(&self) -> String {
+        match self {
+            MicroVerdict::Faster => "faster".into(),
+            MicroVerdict::Slower => "slower".into(),
+            MicroVerdict::WithinNoise => "within noise".into(),
+            MicroVerdict::NotComparable(why) => format!("not comparable ({why})"),
+        }
+    }
+
+    /// The CSS class compare.html colours it with.
+    pub fn class(&self) -> &'static str {
+        match self {
+            MicroVerdict::Faster => "better",
+            MicroVerdict::Slower => "worse",
+            MicroVerdict::WithinNoise => "within-noise",
+            MicroVerdict::NotComparable(_) => "not-comparable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MicroRow {
+    pub id: String,
+    pub a: MicroBenchmark,
+    pub b: MicroBenchmark,
+    /// B mean / A mean: below 1 means B takes less time.
+    pub time_ratio: f64,
+    /// B / A throughput per second, when both declare the same unit.
+    pub throughput_ratio: Option<f64>,
+    pub verdict: MicroVerdict,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MicroComparison {
+    /// Benchmarks on both sides, in A's order.
+    pub rows: Vec<MicroRow>,
+    pub only_a: Vec<String>,
+    pub only_b: Vec<String>,
+}
+
+/// Faster or slower only when the CIs of the means are apart and the means
+/// differ by more than criterion's noise threshold.
+pub fn micro_verdict(a: &MicroBenchmark, b: &MicroBenchmark) -> MicroVerdict {
+    let overlap = a.ci_lower_ns <= b.ci_upper_ns && b.ci_lower_ns <= a.ci_upper_ns;
+    let change = if a.mean_ns > 0.0 {
+        b.mean_ns / a.mean_ns - 1.0
+    } else {
+        0.0
+    };
+    if overlap || change.abs() <= micro::NOISE_THRESHOLD {
+        MicroVerdict::WithinNoise
+    } else if change < 0.0 {
+        MicroVerdict::Faster
+    } else {
+        MicroVerdict::Slower
+    }
+}
+
+/// Rows per benchmark id in both sections; `mismatch` (emulated against
+/// native) withholds the verdicts.
+pub fn compare_micro(
+    a: Option<&MicroSection>,
+    b: Option<&MicroSection>,
+    mismatch: Option<&str>,
+) -> MicroComparison {
+    let none = Vec::new();
+    let (ba, bb) = (
+        a.map(|m| &m.benchmarks).unwrap_or(&none),
+        b.map(|m| &m.benchmarks).unwrap_or(&none),
+    );
+    let mut c = MicroComparison::default();
+    for x in ba {
+        let Some(y) = bb.iter().find(|y| y.id == x.id) else {
+            c.only_a.push(x.id.clone());
+            continue;
+        };
+        let throughput_ratio = match (&x.throughput, &y.throughput) {
+            (Some(tx), Some(ty)) if tx.unit == ty.unit && tx.per_sec > 0.0 => {
+                Some(ty.per_sec / tx.per_sec)
+            }
+            _ => None,
+        };
+        c.rows.push(MicroRow {
+            id: x.id.clone(),
+            a: x.clone(),
+            b: y.clone(),
+            time_ratio: if x.mean_ns > 0.0 {
+                y.mean_ns / x.mean_ns
+            } else {
+                f64::NAN
+            },
+            throughput_ratio,
+            verdict: match mismatch {
+                Some(why) => MicroVerdict::NotComparable(why.to_string()),
+                None => micro_verdict(x, y),
+            },
+        });
+    }
+    c.only_b = bb
+        .iter()
+        .filter(|y| !ba.iter().any(|x| x.id == y.id))
+        .map(|y| y.id.clone())
+        .collect();
+    c
 }
 
 /// Loads a run directory, report.json or baseline file as numbers to compare.
@@ -239,8 +362,21 @@ pub fn load_side(path: &Path) -> Result<Baseline> {
 
 fn describe(side: &Baseline) -> String {
     let e = &side.environment;
+    let what = match &side.micro {
+        Some(m) if side.workloads.is_empty() => format!(
+            "micro-benchmarks ({} from {})",
+            m.benchmarks.len(),
+            m.executables.join(", ")
+        ),
+        _ => format!(
+            "suite {}, {} repeat{}",
+            side.suite,
+            side.repeat,
+            if side.repeat == 1 { "" } else { "s" }
+        ),
+    };
     format!(
-        "{} {} on {} ({}, {} cores), suite {}, {} repeat{}",
+        "{} {} on {} ({}, {} cores), {what}",
         e.target_triple,
         if e.emulated {
             format!("emulated by {}", e.runner)
@@ -250,9 +386,6 @@ fn describe(side: &Baseline) -> String {
         e.hostname,
         e.cpu_model,
         e.cores,
-        side.suite,
-        side.repeat,
-        if side.repeat == 1 { "" } else { "s" }
     )
 }
 
@@ -272,7 +405,13 @@ pub fn compare(a: Baseline, b: Baseline, a_name: &str, b_name: &str) -> Comparis
     let mut notes = Vec::new();
     let (ea, eb) = (&a.environment, &b.environment);
     let mismatch = emulation_mismatch(&a, &b);
-    if let Some(why) = &mismatch {
+    let micro_only = a.workloads.is_empty() && b.workloads.is_empty();
+    if let (Some(why), true) = (&mismatch, micro_only) {
+        notes.push(format!(
+            "Emulation: {why}. Under emulation micro-benchmark times measure the emulator on this host, not the target CPU: \
+rows are labelled `not comparable` and get no faster/slower verdict."
+        ));
+    } else if let Some(why) = &mismatch {
         notes.push(format!(
             "Emulation: {why}. Under emulation throughput, latency, memory and CPU measure the emulator, not the architecture: \
 those rows are labelled `not comparable` and get no better/worse verdict; connections and lost messages are still judged."
@@ -301,13 +440,21 @@ those rows are labelled `not comparable` and get no better/worse verdict; connec
             ea.cpu_model, ea.hostname, eb.cpu_model, eb.hostname
         ));
     }
-    if a.suite != b.suite {
+    let load = !a.workloads.is_empty() && !b.workloads.is_empty();
+    if a.micro.is_some() || b.micro.is_some() {
+        notes.push(match (&a.micro, &b.micro) {
+            (Some(_), Some(_)) => "Micro-benchmarks: criterion means with their 95 % CIs; faster/slower only when the CIs do not overlap and the means differ by more than 2 % (criterion's noise threshold).".to_string(),
+            (Some(_), None) => "Micro-benchmarks only in A: nothing to compare them with.".to_string(),
+            _ => "Micro-benchmarks only in B: nothing to compare them with.".to_string(),
+        });
+    }
+    if load && a.suite != b.suite {
         notes.push(format!(
             "Suites differ ({} vs {}): same-named workloads may not carry the same load.",
             a.suite, b.suite
         ));
     }
-    if a.repeat < 2 || b.repeat < 2 {
+    if load && (a.repeat < 2 || b.repeat < 2) {
         notes.push(
             "No repeats on at least one side: there is no spread to judge noise by, so verdicts use each metric's default band \
 (received msg/s ±10 %, e2e p50/p99 ±25 %, broker peak RSS ±10 %, broker CPU ±15 %, connections and lost exact). \
@@ -374,6 +521,8 @@ Run `cargo xtask bench --repeat 3` (or ≥ 5 for a bootstrap) for verdicts from 
             });
         }
     }
+    let micro = (a.micro.is_some() || b.micro.is_some())
+        .then(|| compare_micro(a.micro.as_ref(), b.micro.as_ref(), mismatch.as_deref()));
     Comparison {
         a,
         b,
@@ -381,6 +530,7 @@ Run `cargo xtask bench --repeat 3` (or ≥ 5 for a bootstrap) for verdicts from 
         b_name: b_name.to_string(),
         notes,
         rows,
+        micro,
     }
 }
 
@@ -516,6 +666,12 @@ pub fn render_markdown(c: &Comparison) -> String {
             let _ = writeln!(md, "> {n}\n");
         }
     }
+    if let Some(m) = &c.micro {
+        md.push_str(&micro_markdown(m));
+        if c.rows.is_empty() {
+            return md;
+        }
+    }
     let _ = writeln!(
         md,
         "\n| workload | metric | A | B | B/A | verdict | noise rule |"
@@ -542,6 +698,95 @@ pub fn render_markdown(c: &Comparison) -> String {
     let _ = writeln!(
         md,
         "\nA and B show the median of the repeats (min – max). Higher is better for received msg/s and connections; lower for latency, memory, CPU and lost messages."
+    );
+    md
+}
+
+/// `1.05 µs (1.02 µs – 1.08 µs)`.
+fn micro_cell(b: &MicroBenchmark) -> String {
+    format!(
+        "{} ({} – {})",
+        micro::duration_ns(b.mean_ns),
+        micro::duration_ns(b.ci_lower_ns),
+        micro::duration_ns(b.ci_upper_ns)
+    )
+}
+
+fn micro_ratios(r: &MicroRow) -> (String, String) {
+    (
+        format!("{:.3}", r.time_ratio),
+        r.throughput_ratio
+            .map(|t| format!("{t:.3}"))
+            .unwrap_or_else(|| "–".into()),
+    )
+}
+
+fn only_lines(m: &MicroComparison) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (side, ids) in [("A", &m.only_a), ("B", &m.only_b)] {
+        if !ids.is_empty() {
+            lines.push(format!("Only in {side}: {}", ids.join(", ")));
+        }
+    }
+    lines
+}
+
+fn micro_tally(m: &MicroComparison) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &m.rows {
+        let key = match r.verdict {
+            MicroVerdict::Faster => "faster",
+            MicroVerdict::Slower => "slower",
+            MicroVerdict::WithinNoise => "within noise",
+            MicroVerdict::NotComparable(_) => "not comparable",
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    format!(
+        "{} benchmarks in both: {}",
+        m.rows.len(),
+        if parts.is_empty() {
+            "none".to_string()
+        } else {
+            parts.join(", ")
+        }
+    )
+}
+
+/// The micro-benchmark table of compare.md.
+pub fn micro_markdown(m: &MicroComparison) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "\n## Micro-benchmarks\n");
+    if !m.rows.is_empty() {
+        let _ = writeln!(
+            md,
+            "| benchmark | A mean (95% CI) | B mean (95% CI) | B/A time | B/A throughput | verdict |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---|");
+        for r in &m.rows {
+            let (time, throughput) = micro_ratios(r);
+            let verdict = match r.verdict {
+                MicroVerdict::Slower => "**slower**".to_string(),
+                ref v => v.text(),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {time} | {throughput} | {} |",
+                r.id.replace('|', "\\|"),
+                micro_cell(&r.a),
+                micro_cell(&r.b),
+                verdict.replace('|', "\\|")
+            );
+        }
+    }
+    for line in only_lines(m) {
+        let _ = writeln!(md, "\n{line}");
+    }
+    let _ = writeln!(
+        md,
+        "\n{}. B/A time below 1: B is faster; B/A throughput above 1: B moves more per second.",
+        micro_tally(m)
     );
     md
 }
@@ -577,6 +822,34 @@ pub fn render_html(c: &Comparison) -> String {
     );
     for n in &c.notes {
         let _ = writeln!(h, "<p class=\"note\">{}</p>", esc(n));
+    }
+    if let Some(m) = &c.micro {
+        h.push_str("<h2>Micro-benchmarks</h2>\n");
+        if !m.rows.is_empty() {
+            h.push_str("<table class=\"compare micro\"><tr><th class=\"text\">benchmark</th><th>A mean (95% CI)</th><th>B mean (95% CI)</th><th>B/A time</th><th>B/A throughput</th><th class=\"text\">verdict</th></tr>\n");
+            for r in &m.rows {
+                let (time, throughput) = micro_ratios(r);
+                let _ = writeln!(
+                    h,
+                    "<tr class=\"micro-row\"><td class=\"text\">{}</td><td>{}</td><td>{}</td><td>{time}</td><td>{throughput}</td><td class=\"text {}\">{}</td></tr>",
+                    esc(&r.id),
+                    esc(&micro_cell(&r.a)),
+                    esc(&micro_cell(&r.b)),
+                    r.verdict.class(),
+                    esc(&r.verdict.text())
+                );
+            }
+            h.push_str("</table>\n");
+        }
+        for line in only_lines(m) {
+            let _ = writeln!(h, "<p>{}</p>", esc(&line));
+        }
+        let _ = writeln!(h, "<p>{}</p>", esc(&micro_tally(m)));
+        if c.rows.is_empty() {
+            h.push_str("</body></html>\n");
+            return h;
+        }
+        h.push_str("<h2>Load</h2>\n");
     }
     h.push_str("<table class=\"compare\"><tr><th class=\"text\">workload</th><th class=\"text\">metric</th><th>A</th><th>B</th><th>B/A</th><th class=\"text\">verdict</th><th class=\"text\">noise rule</th></tr>\n");
     for r in &c.rows {
@@ -810,5 +1083,104 @@ mod tests {
             .rows
             .iter()
             .any(|r| r.workload == "other" && r.verdict == Verdict::Missing("not in A".into())));
+    }
+
+    /// A micro-only run around `section`, as `compare` loads it.
+    fn micro_side(section: MicroSection) -> Baseline {
+        let mut env = report(Vec::new()).environment;
+        env.emulated = section.emulated;
+        env.runner = section.runner.clone();
+        env.target_triple = section.target_triple.clone();
+        let r = crate::micro::micro_report(
+            format!("run-{}", section.target_triple),
+            env,
+            section,
+            "2025-01-01T00:00:00Z".into(),
+            "2025-01-01T00:01:00Z".into(),
+        );
+        Baseline::of(&r, String::new())
+    }
+
+    #[test]
+    fn micro_sections_compare_by_ci_overlap_and_noise() {
+        let a = crate::micro::tests::section(false);
+        let mut b = a.clone();
+        // publish_1KiB: 20 % faster, CIs apart → faster.
+        let p = &mut b.benchmarks[0];
+        assert_eq!(p.id, "mqtt_decode/publish_1KiB");
+        (p.mean_ns, p.ci_lower_ns, p.ci_upper_ns) = (840.0, 830.0, 850.0);
+        p.throughput.as_mut().unwrap().per_sec *= 1.25;
+        // exact: 3 % slower but CIs overlap → within noise.
+        let e = &mut b.benchmarks[1];
+        e.mean_ns *= 1.03;
+        e.id = "topic_match/exact".into();
+        let mut only_b = e.clone();
+        only_b.id = "topic_match/wildcard".into();
+        b.benchmarks.push(only_b);
+
+        let c = compare(micro_side(a.clone()), micro_side(b.clone()), "A", "B");
+        assert!(c.rows.is_empty(), "no load rows from micro runs");
+        let m = c.micro.as_ref().unwrap();
+        assert_eq!(m.rows.len(), 2);
+        assert_eq!(m.rows[0].verdict, MicroVerdict::Faster);
+        assert!((m.rows[0].time_ratio - 0.8).abs() < 1e-9);
+        assert!((m.rows[0].throughput_ratio.unwrap() - 1.25).abs() < 1e-9);
+        assert_eq!(m.rows[1].verdict, MicroVerdict::WithinNoise);
+        assert_eq!(m.only_b, ["topic_match/wildcard"]);
+        assert!(m.only_a.is_empty());
+        assert!(
+            !c.notes.iter().any(|n| n.contains("repeats")),
+            "{:?}",
+            c.notes
+        );
+
+        // Swapped: B is the slow one; CIs apart but under 2 % apart is noise.
+        let c2 = compare(micro_side(b.clone()), micro_side(a.clone()), "B", "A");
+        let m2 = c2.micro.unwrap();
+        assert_eq!(m2.rows[0].verdict, MicroVerdict::Slower);
+        assert_eq!(m2.only_a, ["topic_match/wildcard"]);
+        let mut near = a.benchmarks[0].clone();
+        (near.mean_ns, near.ci_lower_ns, near.ci_upper_ns) = (1070.0, 1069.0, 1071.0);
+        let mut base = a.benchmarks[0].clone();
+        (base.mean_ns, base.ci_lower_ns, base.ci_upper_ns) = (1050.0, 1049.0, 1051.0);
+        assert_eq!(micro_verdict(&base, &near), MicroVerdict::WithinNoise);
+
+        let md = render_markdown(&c);
+        assert!(md.contains("## Micro-benchmarks"), "{md}");
+        assert!(
+            md.contains("| mqtt_decode/publish_1KiB | 1.05 µs (1.02 µs – 1.08 µs) | 840.0 ns (830.0 ns – 850.0 ns) | 0.800 | 1.250 | faster |"),
+            "{md}"
+        );
+        assert!(md.contains("Only in B: topic_match/wildcard"), "{md}");
+        assert!(
+            !md.contains("| workload | metric |"),
+            "no empty load table: {md}"
+        );
+        let html = render_html(&c);
+        assert_eq!(html.matches("<tr class=\"micro-row\">").count(), 2);
+        assert!(!html.contains("<th class=\"text\">workload</th>"));
+    }
+
+    #[test]
+    fn micro_native_vs_emulated_gets_no_verdict() {
+        let native = micro_side(crate::micro::tests::section(false));
+        let emulated = micro_side(crate::micro::tests::section(true));
+        let c = compare(native, emulated, "host", "aarch64");
+        let m = c.micro.as_ref().unwrap();
+        assert!(
+            m.rows
+                .iter()
+                .all(|r| r.verdict
+                    == MicroVerdict::NotComparable("B emulated by qemu-aarch64".into()))
+        );
+        assert!(c.notes.iter().any(|n| n.starts_with(
+            "Emulation: B emulated by qemu-aarch64. Under emulation micro-benchmark times"
+        )));
+        let md = render_markdown(&c);
+        assert!(
+            md.contains("not comparable (B emulated by qemu-aarch64)"),
+            "{md}"
+        );
+        assert!(render_html(&c).contains("id=\"emulated\""));
     }
 }

@@ -34,6 +34,11 @@ pub struct Environment {
     /// RFC 3339 UTC time the run started.
     pub timestamp: String,
     pub hostname: String,
+    /// CPU features of the host that the broker's fast paths can use (as
+    /// `broker::platform` names them), from /proc/cpuinfo; empty in reports
+    /// written before it was recorded.
+    #[serde(default)]
+    pub cpu_features: Vec<String>,
 }
 
 impl Environment {
@@ -78,6 +83,7 @@ impl Environment {
             rustc: rustc.unwrap_or_else(|| "unknown".into()),
             timestamp: timestamp(SystemTime::now()),
             hostname: read("/proc/sys/kernel/hostname").trim().to_string(),
+            cpu_features: parse_cpu_features(&cpuinfo),
         }
     }
 }
@@ -151,6 +157,70 @@ pub fn parse_mem_total(meminfo: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The host's CPU features from `/proc/cpuinfo`, under the names
+/// `broker::platform` reports (its `is_*_feature_detected!` probes on x86_64
+/// and aarch64, its cpuinfo list elsewhere), so host and target lists read alike.
+pub fn parse_cpu_features(cpuinfo: &str) -> Vec<String> {
+    // (cpuinfo flag, broker's name)
+    const X86: &[(&str, &str)] = &[
+        ("sse4_2", "sse4.2"),
+        ("popcnt", "popcnt"),
+        ("avx", "avx"),
+        ("avx2", "avx2"),
+        ("avx512f", "avx512f"),
+        ("aes", "aes"),
+        ("pclmulqdq", "pclmulqdq"),
+        ("bmi2", "bmi2"),
+    ];
+    const AARCH64: &[(&str, &str)] = &[
+        ("asimd", "neon"),
+        ("crc32", "crc"),
+        ("aes", "aes"),
+        ("sha2", "sha2"),
+        ("atomics", "lse"),
+        ("sve", "sve"),
+    ];
+    const ARM32: &[&str] = &[
+        "neon", "vfp", "vfpv3", "vfpv4", "idiva", "idivt", "lpae", "crc32", "aes", "pmull", "sha1",
+        "sha2", "thumb", "edsp", "half",
+    ];
+    for line in cpuinfo.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let flags: Vec<&str> = value.split_whitespace().collect();
+        let pick = |table: &[(&str, &str)]| {
+            table
+                .iter()
+                .filter(|(flag, _)| flags.contains(flag))
+                .map(|(_, name)| name.to_string())
+                .collect()
+        };
+        match key.trim() {
+            "flags" => return pick(X86),
+            // aarch64 kernels say `asimd`; 32-bit ARM ones say `neon`.
+            "Features" if flags.contains(&"asimd") => return pick(AARCH64),
+            "Features" => {
+                return ARM32
+                    .iter()
+                    .filter(|f| flags.contains(f))
+                    .map(|f| f.to_string())
+                    .collect()
+            }
+            "isa" => {
+                return value
+                    .trim()
+                    .split('_')
+                    .skip(1)
+                    .map(str::to_string)
+                    .collect()
+            }
+            _ => {}
+        }
+    }
+    Vec::new()
+}
+
 pub fn parse_os_release(text: &str) -> Option<String> {
     text.lines()
         .find_map(|l| l.strip_prefix("PRETTY_NAME="))
@@ -191,6 +261,34 @@ mod tests {
                 .as_deref(),
             Some("Debian GNU/Linux 12 (bookworm)")
         );
+    }
+
+    #[test]
+    fn cpu_features_use_the_broker_names() {
+        let x86 = "processor\t: 0\nflags\t\t: fpu sse4_1 sse4_2 popcnt aes avx avx2 bmi1 bmi2\nprocessor\t: 1\n";
+        assert_eq!(
+            parse_cpu_features(x86),
+            ["sse4.2", "popcnt", "avx", "avx2", "aes", "bmi2"]
+        );
+        let arm64 =
+            "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics\n";
+        assert_eq!(
+            parse_cpu_features(arm64),
+            ["neon", "crc", "aes", "sha2", "lse"]
+        );
+        let armv7 = "Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt\n";
+        assert_eq!(
+            parse_cpu_features(armv7),
+            ["neon", "vfp", "vfpv3", "vfpv4", "idiva", "idivt", "thumb", "edsp", "half"]
+        );
+        assert!(parse_cpu_features("").is_empty());
+    }
+
+    #[test]
+    fn environment_without_cpu_features_still_loads() {
+        let json = r#"{"git_revision":null,"git_dirty":false,"host_triple":"x","target_triple":"x","runner":"native","emulated":false,"cpu_model":"c","cores":1,"memory_bytes":1,"kernel":"k","os":"o","rustc":"r","timestamp":"t","hostname":"h"}"#;
+        let env: Environment = serde_json::from_str(json).unwrap();
+        assert!(env.cpu_features.is_empty());
     }
 
     #[test]

@@ -746,6 +746,12 @@ pub fn verdict_line(gate: &GateReport) -> String {
 /// failed threshold.
 pub fn run(path: &Path, profile: Option<&str>) -> Result<()> {
     let report = Report::load(path)?;
+    if !report.has_load() {
+        bail!(
+            "{} is a micro-benchmark run: micro numbers are not gated (compare two runs with `cargo xtask compare A B`)",
+            path.display()
+        );
+    }
     let root = crate::project_root();
     let name = profile.unwrap_or(&report.profile);
     let profile = Profile::load(&root, name)?;

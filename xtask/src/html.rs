@@ -12,6 +12,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::gate::{GateResult, VerdictKind};
+use crate::micro::{self, ChangeVerdict, MicroBenchmark, MicroSection, ThroughputUnit};
 use crate::report::{self, bytes, micros, percent, rate, thousands, Report, WorkloadReport};
 
 const CHART_SIZE: (u32, u32) = (560, 300);
@@ -69,7 +70,16 @@ pub fn render(report: &Report) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Bench report {}</title><style>{STYLE}</style></head><body>\n",
         esc(&report.run_id)
     );
-    if env.emulated {
+    let load = report.has_load();
+    if env.emulated && !load {
+        let _ = writeln!(
+            h,
+            "<div class=\"banner emulated\" id=\"emulated\">EMULATED: the benchmarks ran under emulation ({}). \
+The numbers measure the emulator on this host, not {}'s CPU; never compare them with native runs.</div>",
+            esc(&env.runner),
+            esc(&env.target_triple)
+        );
+    } else if env.emulated {
         let _ = writeln!(
             h,
             "<div class=\"banner emulated\" id=\"emulated\">EMULATED: the broker ran under emulation ({}). \
@@ -128,9 +138,14 @@ These numbers say whether it works, not how fast {} is; never compare them with 
                 report.profile
             ),
         ),
+        ("Host CPU features", env.cpu_features.join(", ")),
     ];
     h.push_str("<dl class=\"env\">\n");
     for (k, v) in rows {
+        // A micro-only run started no broker, ran no suite and has no gate.
+        if !load && matches!(k, "Broker" | "Suite") || v.is_empty() {
+            continue;
+        }
         let _ = writeln!(h, "<dt>{k}</dt><dd>{}</dd>", esc(&v));
     }
     h.push_str("</dl>\n");
@@ -142,6 +157,13 @@ These numbers say whether it works, not how fast {} is; never compare them with 
         );
     }
 
+    if !load {
+        if let Some(micro) = &report.micro {
+            micro_section(&mut h, micro);
+        }
+        h.push_str("</body></html>\n");
+        return h;
+    }
     summary_table(&mut h, report);
     if let Some(gate) = &report.gate {
         let _ = writeln!(h, "<h2>Gate: profile {}</h2>", esc(&gate.profile));
@@ -182,8 +204,167 @@ Broker RSS and CPU are sampled from /proc every 250 ms; CPU figures are % of the
 Throughput over time is loadgen's per-second timeline of the measured window.</p>",
         env.cores
     );
+    if let Some(micro) = &report.micro {
+        micro_section(&mut h, micro);
+    }
     h.push_str("</body></html>\n");
     h
+}
+
+/// The micro-benchmarks: per criterion group a table and a bar chart.
+fn micro_section(h: &mut String, m: &MicroSection) {
+    h.push_str("<h2 id=\"micro\">Micro-benchmarks</h2>\n");
+    if m.emulated {
+        let _ = writeln!(
+            h,
+            "<div class=\"banner emulated\">{}</div>",
+            esc(&micro::emulated_note(m))
+        );
+    }
+    let _ = writeln!(h, "<p class=\"note\">{}</p>", esc(&micro::settings_text(m)));
+    let ci = micro::ci_label(&m.benchmarks);
+    let with_change = m.benchmarks.iter().any(|b| b.change.is_some());
+    for (group, benches) in micro::by_group(&m.benchmarks) {
+        let _ = writeln!(h, "<h3>{}</h3>", esc(group));
+        let _ = writeln!(
+            h,
+            "<table class=\"micro\"><tr><th class=\"text\">benchmark</th><th>mean</th><th>{ci}</th><th>throughput</th>{}</tr>",
+            if with_change {
+                "<th class=\"text\">change vs baseline</th>"
+            } else {
+                ""
+            }
+        );
+        for b in &benches {
+            let change = match (&b.change, with_change) {
+                (_, false) => String::new(),
+                (None, true) => "<td class=\"text missing\">not in baseline</td>".into(),
+                (Some(c), true) => format!(
+                    "<td class=\"text {}\">{}</td>",
+                    match c.verdict {
+                        ChangeVerdict::Improved => "better",
+                        ChangeVerdict::Regressed => "worse",
+                        ChangeVerdict::NoChange => "within-noise",
+                    },
+                    esc(&micro::change_text(c))
+                ),
+            };
+            let _ = writeln!(
+                h,
+                "<tr class=\"micro-row\"><td class=\"text\">{}</td><td>{}</td><td>{} – {}</td><td>{}</td>{change}</tr>",
+                esc(&b.id),
+                esc(&micro::duration_ns(b.mean_ns)),
+                esc(&micro::duration_ns(b.ci_lower_ns)),
+                esc(&micro::duration_ns(b.ci_upper_ns)),
+                esc(&b
+                    .throughput
+                    .as_ref()
+                    .map(|t| micro::rate(t.unit, t.per_sec))
+                    .unwrap_or_else(|| "–".into()))
+            );
+        }
+        h.push_str("</table>\n");
+        if let Some(svg) = micro_chart(group, &benches) {
+            let _ = writeln!(h, "<div class=\"charts\">{svg}</div>");
+        }
+    }
+}
+
+/// Horizontal bars per benchmark of a group: throughput when every
+/// benchmark declares it in one unit, else mean time; whiskers span the CI.
+fn micro_chart(group: &str, benches: &[&MicroBenchmark]) -> Option<String> {
+    let unit = benches.first()?.throughput.as_ref().map(|t| t.unit);
+    let by_throughput = unit.is_some()
+        && benches
+            .iter()
+            .all(|b| b.throughput.as_ref().map(|t| t.unit) == unit);
+    // (label, value, low, high) in display units.
+    let (scale, what): (f64, String) = if let (true, Some(unit)) = (by_throughput, unit) {
+        let max = benches
+            .iter()
+            .filter_map(|b| b.throughput.as_ref())
+            .map(|t| t.per_sec_ci_upper)
+            .fold(0.0, f64::max);
+        let (scale, name) = match unit {
+            ThroughputUnit::Bytes if max >= 1024.0 * 1024.0 * 1024.0 => {
+                (1024.0 * 1024.0 * 1024.0, "GiB/s")
+            }
+            ThroughputUnit::Bytes => (1024.0 * 1024.0, "MiB/s"),
+            ThroughputUnit::Elements => (1e6, "Melem/s"),
+            ThroughputUnit::Bits => (1e6, "Mbit/s"),
+        };
+        (scale, format!("throughput ({name}, higher is better)"))
+    } else {
+        (1e3, "mean time (µs, lower is better)".into())
+    };
+    let bars: Vec<(String, f64, f64, f64)> = benches
+        .iter()
+        .map(|b| {
+            let label =
+                b.id.strip_prefix(&format!("{}/", b.group))
+                    .unwrap_or(&b.id)
+                    .to_string();
+            match (&b.throughput, by_throughput) {
+                (Some(t), true) => (
+                    label,
+                    t.per_sec / scale,
+                    t.per_sec_ci_lower / scale,
+                    t.per_sec_ci_upper / scale,
+                ),
+                _ => (
+                    label,
+                    b.mean_ns / scale,
+                    b.ci_lower_ns / scale,
+                    b.ci_upper_ns / scale,
+                ),
+            }
+        })
+        .collect();
+    let max = bars.iter().map(|b| b.3).fold(0.0, f64::max);
+    if !(max.is_finite() && max > 0.0) {
+        return None;
+    }
+    let n = bars.len();
+    let height = 80 + 30 * n as u32;
+    let mut svg = String::new();
+    let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
+        let root =
+            SVGBackend::with_string(&mut svg, (CHART_SIZE.0 + 160, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(group, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(150)
+            .build_cartesian_2d(0.0..max * 1.1, 0.0..n as f64)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(0)
+            .x_desc(what.as_str())
+            .x_label_formatter(&|x| short_number(*x))
+            .draw()?;
+        for (i, (label, value, low, high)) in bars.iter().enumerate() {
+            // Top to bottom in table order.
+            let y = (n - 1 - i) as f64;
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(0.0, y + 0.2), (*value, y + 0.8)],
+                color(0).mix(0.7).filled(),
+            )))?;
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(*low, y + 0.5), (*high, y + 0.5)],
+                BLACK.stroke_width(2),
+            )))?;
+            let (x, py) = chart.backend_coord(&(0.0, y + 0.5));
+            root.draw(&Text::new(
+                label.clone(),
+                (x - 145, py - 6),
+                ("sans-serif", 12),
+            ))?;
+        }
+        finish(&root)
+    })();
+    drawn.ok().map(|_| svg)
 }
 
 fn verdict_class(v: VerdictKind) -> &'static str {
@@ -667,6 +848,39 @@ mod tests {
             assert!(html.contains(&format!("{}: broker memory", w.name)));
         }
         assert!(!html.contains("class=\"banner emulated\""));
+    }
+
+    #[test]
+    fn micro_page_has_a_table_and_chart_per_group_and_no_load_sections() {
+        let mut env = report(Vec::new()).environment;
+        env.emulated = true;
+        env.runner = "qemu-aarch64".into();
+        let r = crate::micro::micro_report(
+            "run".into(),
+            env,
+            crate::micro::tests::section(true),
+            "2025-01-01T00:00:00Z".into(),
+            "2025-01-01T00:01:00Z".into(),
+        );
+        let html = render(&r);
+        assert!(
+            html.contains(
+                "id=\"emulated\">EMULATED: the benchmarks ran under emulation (qemu-aarch64)"
+            ),
+            "{html}"
+        );
+        assert!(html.contains("<h2 id=\"micro\">Micro-benchmarks</h2>"));
+        assert!(html.contains("not the target CPU"));
+        assert_eq!(html.matches("<tr class=\"micro-row\">").count(), 2);
+        assert_eq!(html.matches("<svg").count(), 2, "one bar chart per group");
+        assert!(
+            html.contains("throughput (MiB/s, higher is better)"),
+            "{html}"
+        );
+        assert!(html.contains("-6.0 % (-8.1 % – -4.2 %) improved"));
+        for load_only in ["<h2>Summary</h2>", "How measured", "<dt>Broker</dt>"] {
+            assert!(!html.contains(load_only), "{load_only}");
+        }
     }
 
     #[test]

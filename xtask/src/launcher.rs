@@ -30,6 +30,8 @@ pub enum BrokerKind {
     External,
     /// The system `mosquitto`, started by us with a generated config.
     Mosquitto,
+    /// No broker: a `cargo xtask micro` run (criterion benchmarks only).
+    None,
 }
 
 impl BrokerKind {
@@ -38,6 +40,7 @@ impl BrokerKind {
             BrokerKind::Built => "built",
             BrokerKind::External => "external",
             BrokerKind::Mosquitto => "mosquitto",
+            BrokerKind::None => "none",
         }
     }
 }

@@ -13,6 +13,7 @@ mod html;
 mod launcher;
 mod lint;
 mod merge;
+mod micro;
 mod report;
 mod sampler;
 mod setup;
@@ -50,6 +51,10 @@ enum Command {
     /// Build broker and loadgen (release), run a workload suite against the
     /// broker, write reports/runs/<id>/report.{json,md}, and gate the result
     Bench(BenchArgs),
+    /// Build the criterion micro-benchmarks (bench/benches/) for a target, run
+    /// them natively or through its runner (qemu-user), and write their means,
+    /// 95% CIs and throughput into reports/runs/<id>/report.{json,md,html}
+    Micro(MicroArgs),
     /// Judge a bench report against a threshold profile, or with --baseline
     /// against a baseline; exit 1 if a threshold fails or a metric regressed
     Gate {
@@ -254,6 +259,57 @@ struct BenchArgs {
     out: Option<PathBuf>,
 }
 
+#[derive(clap::Args, Debug)]
+struct MicroArgs {
+    /// Build for this triple (targets/<triple>.toml, cargo backend with its
+    /// linker) and run through its runner; numbers taken under emulation are
+    /// labelled [default: the host, natively]
+    #[arg(long, value_name = "TRIPLE")]
+    target: Option<String>,
+    /// Only this bench executable (a file in bench/benches/; repeatable)
+    #[arg(long = "bench", value_name = "NAME")]
+    benches: Vec<String>,
+    /// Criterion's filter: a regex over benchmark ids (e.g. `mqtt_decode/`)
+    #[arg(long, value_name = "REGEX")]
+    filter: Option<String>,
+    /// Short runs: 0.3 s warm-up, 1 s measurement per benchmark (smoke runs,
+    /// QEMU); explicit times below win
+    #[arg(long)]
+    quick: bool,
+    /// Criterion warm-up per benchmark [default: 3, criterion's]
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    warm_up_time: Option<f64>,
+    /// Criterion measurement time per benchmark [default: 5, criterion's]
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    measurement_time: Option<f64>,
+    /// Compare with criterion baseline NAME saved earlier for the same target
+    /// with --save-baseline NAME; the report gets a change column
+    #[arg(long, value_name = "NAME", conflicts_with = "save_baseline")]
+    baseline: Option<String>,
+    /// Save this run as criterion baseline NAME (per target)
+    #[arg(long, value_name = "NAME")]
+    save_baseline: Option<String>,
+    /// Run directory [default: reports/runs/<UTC timestamp>-<triple>/, linked as reports/latest]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+impl MicroArgs {
+    fn options(self) -> micro::Options {
+        micro::Options {
+            target: self.target,
+            benches: self.benches,
+            filter: self.filter,
+            quick: self.quick,
+            warm_up_secs: self.warm_up_time,
+            measurement_secs: self.measurement_time,
+            baseline: self.baseline,
+            save_baseline: self.save_baseline,
+            out: self.out,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum BrokerArg {
     /// This workspace's broker, built in release mode and started on a free port
@@ -319,6 +375,7 @@ fn main() -> anyhow::Result<()> {
             install: !no_install,
         }),
         Some(Command::Bench(args)) => bench::run(&args.options()?),
+        Some(Command::Micro(args)) => micro::run(&args.options()),
         Some(Command::Gate {
             report,
             profile,
@@ -577,6 +634,45 @@ mod tests {
         assert_eq!(o.target.as_deref(), Some("aarch64-unknown-linux-gnu"));
         assert!(parse(&["--target", "x", "--broker", "mosquitto"]).is_err());
         assert!(parse(&["--target", "x", "--broker", "external", "--mqtt", "h:1"]).is_err());
+    }
+
+    #[test]
+    fn micro_flags_parse() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["xtask", "micro"];
+            argv.extend_from_slice(args);
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Some(Command::Micro(m))) => Ok(m.options()),
+                Ok(_) => unreachable!("micro parses as micro"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let o = parse(&[]).unwrap();
+        assert!(o.target.is_none() && o.benches.is_empty() && !o.quick && o.baseline.is_none());
+        let o = parse(&[
+            "--target",
+            "aarch64-unknown-linux-gnu",
+            "--quick",
+            "--bench",
+            "mqtt_codec",
+            "--bench",
+            "topic_match",
+            "--filter",
+            "decode",
+            "--measurement-time",
+            "2",
+            "--baseline",
+            "main",
+        ])
+        .unwrap();
+        assert_eq!(o.target.as_deref(), Some("aarch64-unknown-linux-gnu"));
+        assert_eq!(o.benches, ["mqtt_codec", "topic_match"]);
+        assert_eq!(o.filter.as_deref(), Some("decode"));
+        assert!(o.quick);
+        assert_eq!(o.measurement_secs, Some(2.0));
+        assert_eq!(o.baseline.as_deref(), Some("main"));
+        assert!(parse(&["--baseline", "a", "--save-baseline", "b"]).is_err());
+        assert!(parse(&["--warm-up-time", "0"]).is_err());
     }
 
     #[test]

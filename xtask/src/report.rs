@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::environment::Environment;
 use crate::gate::{GateReport, VerdictKind};
 use crate::launcher::BrokerInfo;
+use crate::micro::MicroSection;
 use crate::sampler::{Sample, Usage};
 
 /// Bumped on any incompatible change of [`Report`].
@@ -39,6 +40,10 @@ pub struct Report {
     pub broker_usage: Option<Usage>,
     pub workloads: Vec<WorkloadReport>,
     pub gate: Option<GateReport>,
+    /// Criterion micro-benchmarks (`cargo xtask micro`); absent in load runs
+    /// and in reports written before micro existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro: Option<MicroSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,6 +262,11 @@ impl Report {
         serde_json::from_value(value).context("malformed bench report")
     }
 
+    /// Whether load workloads ran (a `cargo xtask micro` run has none).
+    pub fn has_load(&self) -> bool {
+        !self.workloads.is_empty() || self.micro.is_none()
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("reports serialize")
     }
@@ -350,7 +360,14 @@ pub fn render_markdown(report: &Report) -> String {
     let mut md = String::new();
     let env = &report.environment;
     let _ = writeln!(md, "# Bench report `{}`\n", report.run_id);
-    if env.emulated {
+    let load = report.has_load();
+    if env.emulated && !load {
+        let _ = writeln!(
+            md,
+            "> **EMULATED**: the benchmarks ran under emulation ({}). The numbers measure the emulator on this host, not the target CPU; never compare them with native runs.\n",
+            env.runner
+        );
+    } else if env.emulated {
         let _ = writeln!(
             md,
             "> **EMULATED**: the broker ran under emulation ({}). These numbers say whether it works, not how fast the target is; never compare them with native runs.{}\n",
@@ -422,9 +439,20 @@ pub fn render_markdown(report: &Report) -> String {
                 report.profile
             ),
         ),
+        ("Host CPU features", env.cpu_features.join(", ")),
     ];
     for (k, v) in lines {
+        // A micro-only run started no broker, ran no suite and has no gate.
+        if !load && matches!(k, "Broker" | "Suite") || v.is_empty() {
+            continue;
+        }
         let _ = writeln!(md, "- **{k}**: {v}");
+    }
+    if !load {
+        if let Some(micro) = &report.micro {
+            let _ = writeln!(md, "\n{}", crate::micro::markdown_section(micro));
+        }
+        return md;
     }
     if let Some(exit) = &report.broker_exit {
         let _ = writeln!(md, "\n**The broker {exit} during the run.**");
@@ -469,6 +497,9 @@ pub fn render_markdown(report: &Report) -> String {
 
     for w in &report.workloads {
         render_workload(&mut md, w);
+    }
+    if let Some(micro) = &report.micro {
+        let _ = writeln!(md, "\n{}", crate::micro::markdown_section(micro));
     }
 
     if let Some(gate) = &report.gate {
@@ -860,6 +891,7 @@ pub mod tests {
                 rustc: "rustc 1.85.0".into(),
                 timestamp: "2025-01-01T00:00:00Z".into(),
                 hostname: "testhost".into(),
+                cpu_features: vec!["sse4.2".into(), "avx2".into()],
             },
             broker: BrokerInfo {
                 kind: BrokerKind::Built,
@@ -887,6 +919,7 @@ pub mod tests {
             }),
             workloads,
             gate: None,
+            micro: None,
         }
     }
 
@@ -1035,6 +1068,56 @@ pub mod tests {
             "{md}"
         );
         assert!(!native_md.contains("informational"));
+    }
+
+    #[test]
+    fn micro_report_renders_only_its_section() {
+        let mut env = report(Vec::new()).environment;
+        env.emulated = true;
+        env.runner = "qemu-aarch64".into();
+        env.target_triple = "aarch64-unknown-linux-gnu".into();
+        let r = crate::micro::micro_report(
+            "20250101T000000Z-aarch64-unknown-linux-gnu".into(),
+            env,
+            crate::micro::tests::section(true),
+            "2025-01-01T00:00:00Z".into(),
+            "2025-01-01T00:01:00Z".into(),
+        );
+        let md = render_markdown(&r);
+        assert!(md.starts_with("# Bench report `20250101T000000Z-aarch64-unknown-linux-gnu`\n\n> **EMULATED**: the benchmarks ran under emulation (qemu-aarch64)"), "{md}");
+        assert!(md.contains("## Micro-benchmarks"), "{md}");
+        assert!(
+            md.contains("| mqtt_decode/publish_1KiB | 1.05 µs |"),
+            "{md}"
+        );
+        assert!(md.contains("- **Host CPU features**: sse4.2, avx2"), "{md}");
+        for load_only in [
+            "## Summary",
+            "## How measured",
+            "**Broker**",
+            "**Suite**",
+            "| workload |",
+        ] {
+            assert!(!md.contains(load_only), "{load_only} in {md}");
+        }
+        // Floats may lose their last bit in JSON; the rendering may not change.
+        let back = Report::from_json(&r.to_json()).unwrap();
+        assert_eq!(render_markdown(&back), md);
+        assert_eq!(back.micro.as_ref().map(|m| m.benchmarks.len()), Some(2));
+        assert!(!back.has_load());
+    }
+
+    #[test]
+    fn load_reports_without_micro_keep_their_json() {
+        let r = report(Vec::new());
+        assert!(!r.to_json().contains("\"micro\""));
+        assert!(r.has_load());
+        let committed = std::fs::read_to_string(
+            crate::project_root().join("reports/baselines/x86_64-unknown-linux-gnu.json"),
+        )
+        .unwrap();
+        let side = crate::baseline::Baseline::from_json(&committed).unwrap();
+        assert!(side.micro.is_none() && !side.workloads.is_empty());
     }
 
     #[test]
