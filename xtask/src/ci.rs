@@ -63,8 +63,10 @@ pub fn run(options: &Options) -> Result<()> {
         })?;
         // Compiled, not run: criterion's numbers on a shared CI runner are
         // noise, but a bench that no longer builds is a defect.
+        // `--benches`: only the bench targets, not every crate's test
+        // harness rebuilt in release mode (that doubled the step's time).
         steps.run("compile benches", || {
-            Ok(cmd!(sh, "{cargo} bench --workspace --no-run").run()?)
+            Ok(cmd!(sh, "{cargo} bench --workspace --benches --no-run").run()?)
         })?;
         steps.run("build release broker", || {
             Ok(cmd!(sh, "{cargo} build --release -p broker").run()?)
@@ -84,6 +86,17 @@ pub fn run(options: &Options) -> Result<()> {
                 out: None,
             })
         })?;
+        // The aarch64 fast paths (ARMv8 CRC, NEON UTF-8) checked against the
+        // portable code on an emulated CPU that has those features; the
+        // x86_64 ones ran natively in the test step.
+        steps.run("fast paths under qemu-aarch64", || {
+            let target = FAST_PATH_TARGET;
+            Ok(cmd!(
+                sh,
+                "{cargo} test -p bench --test fast_paths --target {target} -- --nocapture"
+            )
+            .run()?)
+        })?;
         // Out of the source tree, so CI runs never touch reports/.
         let bench_dir = crate::target_dir().join("ci-bench");
         steps.run("bench (quick suite, ci profile)", || {
@@ -102,6 +115,10 @@ pub fn run(options: &Options) -> Result<()> {
 
 /// The targets CI cross-builds and smoke-runs under qemu-user: a 64-bit
 /// server target (static) and the 32-bit embedded one with its size budget.
+/// Where `bench/tests/fast_paths.rs` runs under emulation: the static musl
+/// target needs no sysroot and its rust-std is installed for the cross step.
+const FAST_PATH_TARGET: &str = "aarch64-unknown-linux-musl";
+
 fn cross_targets() -> Vec<String> {
     vec![
         "aarch64-unknown-linux-musl".into(),

@@ -41,8 +41,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// What CI runs: install missing tools, rustfmt check, workload files,
-    /// lint of CI workflows and Dockerfiles, clippy, release build of the broker, workspace tests (interop tests
-    /// required), quick bench suite gated by the `ci` profile
+    /// lint of CI workflows and Dockerfiles, clippy, compile the criterion
+    /// benches, release build of the broker, workspace tests (interop tests
+    /// required), cross-build + smoke, fast-path tests under qemu-aarch64,
+    /// quick bench suite gated by the `ci` profile
     Ci {
         /// Install nothing; report missing tools and carry on
         #[arg(long)]
