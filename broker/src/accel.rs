@@ -44,8 +44,17 @@ pub mod utf8 {
     /// surrogates rejected, exactly as `std::str::from_utf8` does).
     #[inline]
     pub fn validate(bytes: &[u8]) -> Option<&str> {
+        // Below one SIMD block simdutf8 runs the standard library's code
+        // anyway; calling it directly keeps short strings (most topic names
+        // and client ids) on exactly the code they ran before.
+        if bytes.len() < SIMD_MIN_LEN {
+            return std::str::from_utf8(bytes).ok();
+        }
         simdutf8::basic::from_utf8(bytes).ok()
     }
+
+    /// simdutf8's block size: shorter inputs never reach the SIMD code.
+    pub const SIMD_MIN_LEN: usize = 64;
 
     /// Which implementation [`validate`] runs on this CPU for inputs of 64
     /// bytes and more (shorter ones always take the standard library's path).
