@@ -68,15 +68,17 @@ fn assemble(wire: &mut BytesMut, frame_max: u32) -> Content {
     panic!("fixture publish did not complete")
 }
 
-fn parse(c: &mut Criterion) {
-    let mut group = c.benchmark_group("amqp_frame_parse");
+/// One group over every case, each iteration running `run` on a fresh copy of
+/// the wire bytes (parsing consumes the buffer).
+fn over_cases<R>(c: &mut Criterion, group: &str, run: fn(&mut BytesMut, u32) -> R) {
+    let mut group = c.benchmark_group(group);
     for (label, len, frame_max) in CASES {
         let wire = fx::publish_frames(1, &body(len), frame_max);
         group.throughput(Throughput::Bytes(wire.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(label), &wire, |b, wire| {
             b.iter_batched_ref(
                 || wire.clone(),
-                |buf| parse_all(buf, frame_max),
+                |buf| run(buf, frame_max),
                 BatchSize::SmallInput,
             )
         });
@@ -84,20 +86,12 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
+fn parse(c: &mut Criterion) {
+    over_cases(c, "amqp_frame_parse", parse_all);
+}
+
 fn content(c: &mut Criterion) {
-    let mut group = c.benchmark_group("amqp_content_assembly");
-    for (label, len, frame_max) in CASES {
-        let wire = fx::publish_frames(1, &body(len), frame_max);
-        group.throughput(Throughput::Bytes(wire.len() as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(label), &wire, |b, wire| {
-            b.iter_batched_ref(
-                || wire.clone(),
-                |buf| assemble(buf, frame_max),
-                BatchSize::SmallInput,
-            )
-        });
-    }
-    group.finish();
+    over_cases(c, "amqp_content_assembly", assemble);
 }
 
 criterion_group!(benches, parse, content);
