@@ -3,7 +3,7 @@
 //! validation of MQTT strings and payloads.
 //!
 //! Both come from well-kept crates that do the run-time detection
-//! themselves: `crc32c` (SSE4.2 `crc32` on x86_64, the ARMv8 CRC extension on
+//! themselves (and cache it: no per-call probing): `crc32c` (SSE4.2 `crc32` on x86_64, the ARMv8 CRC extension on
 //! aarch64, slice-by-8 tables elsewhere) and `simdutf8` (AVX2 or SSE4.2 on
 //! x86_64, NEON on aarch64, the standard library below 64 bytes and
 //! elsewhere). Each is kept because `bench/benches/fast_paths.rs` shows it
@@ -24,7 +24,8 @@ pub mod crc32c {
         ::crc32c::crc32c(data)
     }
 
-    /// Which implementation [`checksum`] runs on this CPU.
+    /// Which implementation [`checksum`] runs on this CPU: the same probe
+    /// the `crc32c` crate (0.6) makes, repeated here only to name it.
     pub fn implementation() -> &'static str {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("sse4.2") {
@@ -44,17 +45,11 @@ pub mod utf8 {
     /// surrogates rejected, exactly as `std::str::from_utf8` does).
     #[inline]
     pub fn validate(bytes: &[u8]) -> Option<&str> {
-        // Below one SIMD block simdutf8 runs the standard library's code
-        // anyway; calling it directly keeps short strings (most topic names
-        // and client ids) on exactly the code they ran before.
-        if bytes.len() < SIMD_MIN_LEN {
-            return std::str::from_utf8(bytes).ok();
-        }
+        // simdutf8 itself sends inputs shorter than one SIMD block (64 bytes,
+        // most topic names and client ids) to the standard library's code, and
+        // caches the implementation it picked on first use.
         simdutf8::basic::from_utf8(bytes).ok()
     }
-
-    /// simdutf8's block size: shorter inputs never reach the SIMD code.
-    pub const SIMD_MIN_LEN: usize = 64;
 
     /// Which implementation [`validate`] runs on this CPU for inputs of 64
     /// bytes and more (shorter ones always take the standard library's path).

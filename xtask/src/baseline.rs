@@ -290,7 +290,14 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
 pub fn gate(run_path: &Path, baseline_file: &Path, max_regression: f64) -> Result<()> {
     let baseline = compare::load_side(baseline_file)?;
     let run = compare::load_side(run_path)?;
+    if run.workloads.is_empty() && run.micro.is_some() {
+        bail!(
+            "{} is a micro-benchmark run: a load baseline has nothing to gate in it (compare two micro runs with `cargo xtask compare A B`, or use criterion's own `cargo xtask micro --baseline NAME`)",
+            run_path.display()
+        );
+    }
     check_comparable(&baseline, &run)?;
+    let suite = baseline.suite.clone();
     let c = compare::compare(
         baseline,
         run,
@@ -298,6 +305,18 @@ pub fn gate(run_path: &Path, baseline_file: &Path, max_regression: f64) -> Resul
         &run_path.display().to_string(),
     );
     println!("{}", compare::render_markdown(&c));
+    // A gate that compared nothing has not passed: every row missing means
+    // the run and the baseline share no workload.
+    if c.rows
+        .iter()
+        .all(|r| matches!(r.verdict, compare::Verdict::Missing(_)))
+    {
+        bail!(
+            "baseline gate: the run and {} share no workload, so nothing was compared; gate a run of the baseline's suite (`cargo xtask bench --suite {}`) or make a new baseline with `cargo xtask baseline <run>`",
+            baseline_file.display(),
+            suite
+        );
+    }
     let found = regressions(&c, max_regression);
     if found.is_empty() {
         println!(
@@ -459,6 +478,24 @@ mod tests {
         let q = write(dir.path(), "q.json", &q.to_json());
         let err = gate(&q, &baseline, 0.10).unwrap_err().to_string();
         assert!(err.contains("same target run the same way"), "{err}");
+    }
+
+    #[test]
+    fn gate_that_compared_nothing_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = run(100_000.0, 4_000, 1);
+        let baseline = write(
+            dir.path(),
+            "b.json",
+            &Baseline::of(&base, String::new()).to_json(),
+        );
+        let mut other = base.clone();
+        for (i, w) in other.workloads.iter_mut().enumerate() {
+            w.name = format!("renamed-{i}");
+        }
+        let other = write(dir.path(), "o.json", &other.to_json());
+        let err = gate(&other, &baseline, 0.10).unwrap_err().to_string();
+        assert!(err.contains("nothing was compared"), "{err}");
     }
 
     #[test]

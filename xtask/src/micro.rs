@@ -1243,6 +1243,11 @@ not json: a stray line
         assert!(!out.exists());
         let err = crate::gate::run(dir.path(), None).unwrap_err();
         assert!(err.to_string().contains("not gated"), "{err}");
+        // Nor against a load baseline: there would be no row to compare.
+        let baseline =
+            crate::project_root().join("reports/baselines/x86_64-unknown-linux-gnu.json");
+        let err = crate::baseline::gate(dir.path(), &baseline, 0.1).unwrap_err();
+        assert!(err.to_string().contains("nothing to gate"), "{err}");
     }
 
     #[test]
