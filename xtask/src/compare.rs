@@ -19,7 +19,7 @@
 //!
 //! Micro-benchmark runs (`cargo xtask micro`) are compared per criterion
 //! benchmark id: faster or slower when the 95 % CIs of the two means do not
-//! overlap and the means differ by more than criterion's 2 % noise threshold,
+//! overlap and the means differ by more than the 2 % noise threshold `micro` gives criterion,
 //! else within noise; again no verdict between emulated and native numbers.
 
 use std::collections::BTreeMap;
@@ -273,7 +273,7 @@ pub struct MicroComparison {
 }
 
 /// Faster or slower only when the CIs of the means are apart and the means
-/// differ by more than criterion's noise threshold.
+/// differ by more than the noise threshold (`micro::NOISE_THRESHOLD`).
 pub fn micro_verdict(a: &MicroBenchmark, b: &MicroBenchmark) -> MicroVerdict {
     let overlap = a.ci_lower_ns <= b.ci_upper_ns && b.ci_lower_ns <= a.ci_upper_ns;
     let change = if a.mean_ns > 0.0 {
@@ -443,7 +443,7 @@ those rows are labelled `not comparable` and get no better/worse verdict; connec
     let load = !a.workloads.is_empty() && !b.workloads.is_empty();
     if a.micro.is_some() || b.micro.is_some() {
         notes.push(match (&a.micro, &b.micro) {
-            (Some(_), Some(_)) => "Micro-benchmarks: criterion means with their 95 % CIs; faster/slower only when the CIs do not overlap and the means differ by more than 2 % (criterion's noise threshold).".to_string(),
+            (Some(_), Some(_)) => "Micro-benchmarks: criterion means with their 95 % CIs; faster/slower only when the CIs do not overlap and the means differ by more than 2 % (the noise threshold `micro` gives criterion; criterion's own default is 1 %).".to_string(),
             (Some(_), None) => "Micro-benchmarks only in A: nothing to compare them with.".to_string(),
             _ => "Micro-benchmarks only in B: nothing to compare them with.".to_string(),
         });

@@ -290,6 +290,8 @@ fn micro_chart(group: &str, benches: &[&MicroBenchmark]) -> Option<String> {
                 (1024.0 * 1024.0 * 1024.0, "GiB/s")
             }
             ThroughputUnit::Bytes => (1024.0 * 1024.0, "MiB/s"),
+            ThroughputUnit::BytesDecimal if max >= 1e9 => (1e9, "GB/s"),
+            ThroughputUnit::BytesDecimal => (1e6, "MB/s"),
             ThroughputUnit::Elements => (1e6, "Melem/s"),
             ThroughputUnit::Bits => (1e6, "Mbit/s"),
         };
