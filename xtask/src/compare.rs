@@ -290,6 +290,23 @@ pub fn micro_verdict(a: &MicroBenchmark, b: &MicroBenchmark) -> MicroVerdict {
     }
 }
 
+/// Why two runs of one benchmark id did different work per iteration (the
+/// declared throughput changed), so their times cannot be set side by side.
+fn work_changed(a: &MicroBenchmark, b: &MicroBenchmark) -> Option<String> {
+    match (&a.throughput, &b.throughput) {
+        (Some(ta), Some(tb)) if ta.unit != tb.unit || ta.per_iteration != tb.per_iteration => {
+            Some(format!(
+                "work per iteration changed: {} {:?} vs {} {:?}",
+                ta.per_iteration, ta.unit, tb.per_iteration, tb.unit
+            ))
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            Some("only one side declares its work per iteration".into())
+        }
+        _ => None,
+    }
+}
+
 /// Rows per benchmark id in both sections; `mismatch` (emulated against
 /// native) withholds the verdicts.
 pub fn compare_micro(
@@ -324,9 +341,10 @@ pub fn compare_micro(
                 f64::NAN
             },
             throughput_ratio,
-            verdict: match mismatch {
-                Some(why) => MicroVerdict::NotComparable(why.to_string()),
-                None => micro_verdict(x, y),
+            verdict: match (mismatch, work_changed(x, y)) {
+                (Some(why), _) => MicroVerdict::NotComparable(why.to_string()),
+                (None, Some(why)) => MicroVerdict::NotComparable(why),
+                (None, None) => micro_verdict(x, y),
             },
         });
     }
@@ -447,6 +465,33 @@ those rows are labelled `not comparable` and get no better/worse verdict; connec
             (Some(_), None) => "Micro-benchmarks only in A: nothing to compare them with.".to_string(),
             _ => "Micro-benchmarks only in B: nothing to compare them with.".to_string(),
         });
+        if let (Some(ma), Some(mb)) = (&a.micro, &b.micro) {
+            let (ca, cb) = (&ma.criterion, &mb.criterion);
+            if ca.warm_up_secs != cb.warm_up_secs || ca.measurement_secs != cb.measurement_secs {
+                let times = |c: &micro::CriterionSettings| {
+                    format!(
+                        "warm-up {}, measurement {}",
+                        c.warm_up_secs
+                            .map_or("3 s (default)".into(), |s| format!("{s} s")),
+                        c.measurement_secs
+                            .map_or("5 s (default)".into(), |s| format!("{s} s"))
+                    )
+                };
+                notes.push(format!(
+                    "Criterion ran for different times (A: {}; B: {}): the means are comparable, but the shorter run's CIs are wider and its verdicts weaker.",
+                    times(ca),
+                    times(cb)
+                ));
+            }
+            if ca.noise_threshold != cb.noise_threshold {
+                notes.push(format!(
+                    "Noise thresholds differ (A {:.0} %, B {:.0} %): verdicts use {:.0} %.",
+                    ca.noise_threshold * 100.0,
+                    cb.noise_threshold * 100.0,
+                    micro::NOISE_THRESHOLD * 100.0
+                ));
+            }
+        }
     }
     if load && a.suite != b.suite {
         notes.push(format!(
@@ -1159,6 +1204,32 @@ mod tests {
         let html = render_html(&c);
         assert_eq!(html.matches("<tr class=\"micro-row\">").count(), 2);
         assert!(!html.contains("<th class=\"text\">workload</th>"));
+    }
+
+    #[test]
+    fn micro_rows_with_changed_work_or_settings_are_flagged() {
+        let mut a = crate::micro::tests::section(false);
+        (a.criterion.warm_up_secs, a.criterion.measurement_secs) = (None, None);
+        let mut b = a.clone();
+        // The benchmark now decodes a bigger packet: same id, other work.
+        b.benchmarks[0].throughput.as_mut().unwrap().per_iteration += 1;
+        b.benchmarks[0].mean_ns *= 0.5;
+        b.criterion.warm_up_secs = Some(0.3);
+        b.criterion.measurement_secs = Some(1.0);
+        let c = compare(micro_side(a), micro_side(b), "A", "B");
+        let m = c.micro.as_ref().unwrap();
+        assert!(
+            matches!(&m.rows[0].verdict, MicroVerdict::NotComparable(why) if why.starts_with("work per iteration changed")),
+            "{:?}",
+            m.rows[0].verdict
+        );
+        assert!(
+            c.notes.iter().any(|n| n.contains(
+                "A: warm-up 3 s (default), measurement 5 s (default); B: warm-up 0.3 s, measurement 1 s"
+            )),
+            "{:?}",
+            c.notes
+        );
     }
 
     #[test]
