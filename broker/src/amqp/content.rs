@@ -23,27 +23,10 @@ pub enum ContentError {
 pub struct PendingContent {
     pub publish: basic::Publish,
     header: Option<(u64, AMQPProperties)>,
-    body: Body,
-}
-
-/// The body so far. A body that arrives in one frame (the common case:
-/// frame_max is 128 KiB) is kept as that frame's bytes, without a copy.
-#[derive(Debug, Default)]
-enum Body {
-    #[default]
-    Empty,
-    One(Bytes),
-    Many(BytesMut),
-}
-
-impl Body {
-    fn len(&self) -> usize {
-        match self {
-            Body::Empty => 0,
-            Body::One(b) => b.len(),
-            Body::Many(b) => b.len(),
-        }
-    }
+    /// The body so far, in a buffer of its own: the frames' bytes are views
+    /// of the connection's read buffer, and a queued message must not keep
+    /// that whole allocation alive (nor be counted smaller than it holds).
+    body: BytesMut,
 }
 
 /// A publish whose header and whole body have arrived.
@@ -59,7 +42,7 @@ impl PendingContent {
         PendingContent {
             publish,
             header: None,
-            body: Body::Empty,
+            body: BytesMut::new(),
         }
     }
 
@@ -96,16 +79,8 @@ impl PendingContent {
         if have > size {
             return Err(ContentError::BodyOverflow { have, size });
         }
-        self.body = match std::mem::take(&mut self.body) {
-            Body::Empty if have == size => Body::One(part),
-            Body::Empty => Body::Many(BytesMut::from(&part[..])),
-            // One holds a complete body, so only an empty frame can follow it.
-            Body::One(first) => Body::Many(BytesMut::from(&[&first[..], &part[..]].concat()[..])),
-            Body::Many(mut b) => {
-                b.extend_from_slice(&part);
-                Body::Many(b)
-            }
-        };
+        // Grows as frames arrive, never reserved from the announced size.
+        self.body.extend_from_slice(&part);
         Ok(have == size)
     }
 
@@ -114,11 +89,7 @@ impl PendingContent {
         Content {
             publish: self.publish,
             properties: self.header.map(|(_, p)| p).unwrap_or_default(),
-            body: match self.body {
-                Body::Empty => Bytes::new(),
-                Body::One(b) => b,
-                Body::Many(b) => b.freeze(),
-            },
+            body: self.body.freeze(),
         }
     }
 }
@@ -188,6 +159,26 @@ mod tests {
         );
         assert_eq!(p.on_body(Bytes::from_static(b"c")), Ok(true));
         assert_eq!(&p.finish().body[..], b"abc");
+    }
+
+    /// A one-frame body is copied out of the frame: a queued message must
+    /// not pin the connection's whole read buffer.
+    #[test]
+    fn body_does_not_share_the_read_buffer() {
+        let mut read_buf = BytesMut::with_capacity(8192);
+        read_buf.extend_from_slice(b"xxxxyyyyzz");
+        let frame = read_buf.split_to(4).freeze();
+        let (start, end) = (frame.as_ptr() as usize, frame.as_ptr() as usize + 8192);
+        let mut p = PendingContent::new(fx::publish_method());
+        assert_eq!(p.on_header(60, 4, AMQPProperties::default(), 10), Ok(false));
+        assert_eq!(p.on_body(frame), Ok(true));
+        let body = p.finish().body;
+        assert_eq!(&body[..], b"xxxx");
+        let at = body.as_ptr() as usize;
+        assert!(
+            !(start..end).contains(&at),
+            "body is a view of the read buffer"
+        );
     }
 
     #[test]

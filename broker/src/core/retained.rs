@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::message::Message;
 use super::topic::matches;
 
@@ -18,7 +20,13 @@ impl RetainedStore {
         if message.payload.is_empty() {
             self.messages.remove(&message.topic);
         } else {
-            self.messages.insert(message.topic.clone(), message);
+            // A retained message can outlive its publisher's connection by
+            // days; its payload is a view of that connection's read buffer
+            // (8 KiB on servers), so keep a copy of just the payload instead
+            // of pinning the whole buffer per retained topic.
+            let mut own = Message::clone(&message);
+            own.payload = Bytes::copy_from_slice(&message.payload);
+            self.messages.insert(own.topic.clone(), Arc::new(own));
         }
     }
 
@@ -46,7 +54,7 @@ mod tests {
     use super::*;
     use crate::core::MessageProperties;
     use crate::mqtt::packet::QoS;
-    use bytes::Bytes;
+    use bytes::BytesMut;
     use std::time::Duration;
 
     fn msg(topic: &str, payload: &'static [u8], expires_at: Option<Instant>) -> Arc<Message> {
@@ -59,6 +67,21 @@ mod tests {
             publisher: None,
             expires_at,
         })
+    }
+
+    #[test]
+    fn stored_payload_does_not_pin_the_read_buffer() {
+        let mut read_buf = BytesMut::with_capacity(8192);
+        read_buf.extend_from_slice(b"21.5 and the next packet");
+        let payload = read_buf.split_to(4).freeze();
+        let buffer = payload.as_ptr() as usize..payload.as_ptr() as usize + 8192;
+        let mut m = Message::clone(&msg("t", b"", None));
+        m.payload = payload;
+        let mut store = RetainedStore::default();
+        store.store(Arc::new(m));
+        let kept = &store.matching("t", Instant::now())[0];
+        assert_eq!(&kept.payload[..], b"21.5");
+        assert!(!buffer.contains(&(kept.payload.as_ptr() as usize)));
     }
 
     #[test]
