@@ -244,7 +244,7 @@ fn put_fixed_header(out: &mut BytesMut, first_byte: u8, remaining_len: usize) {
 }
 
 #[cfg(test)]
-mod test_support {
+pub(crate) mod test_support {
     use bytes::BytesMut;
 
     use super::{decode, encode, DecodeError};
