@@ -11,6 +11,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+mod cpu_features;
+pub use cpu_features::from_cpuinfo as cpu_features_from_cpuinfo;
+
 /// Below this much RAM a 64-bit server architecture still gets embedded defaults
 /// (a Raspberry Pi Zero 2 or a small VM should not plan for a million sockets).
 pub const HIGH_PERF_MIN_MEMORY_BYTES: u64 = 1 << 30;
@@ -212,7 +215,7 @@ impl Platform {
             arch: std::env::consts::ARCH,
             os: std::env::consts::OS,
             libc: TARGET_LIBC,
-            cpu_features: cpu_features(),
+            cpu_features: cpu_features::detect(),
             io_uring: detect_io_uring(),
             cores: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -311,103 +314,6 @@ pub fn parse_meminfo_total(meminfo: &str) -> Option<u64> {
         Some(_) => return None,
     };
     value.checked_mul(scale)
-}
-
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-fn cpu_features() -> Vec<&'static str> {
-    let mut found = Vec::new();
-    macro_rules! probe {
-        ($($name:tt),*) => {
-            $(if std::is_x86_feature_detected!($name) { found.push($name); })*
-        };
-    }
-    probe!(
-        "sse4.2",
-        "popcnt",
-        "avx",
-        "avx2",
-        "avx512f",
-        "aes",
-        "pclmulqdq",
-        "bmi2"
-    );
-    found
-}
-
-#[cfg(target_arch = "aarch64")]
-fn cpu_features() -> Vec<&'static str> {
-    let mut found = Vec::new();
-    macro_rules! probe {
-        ($($name:tt),*) => {
-            $(if std::arch::is_aarch64_feature_detected!($name) { found.push($name); })*
-        };
-    }
-    probe!("neon", "crc", "aes", "sha2", "lse", "sve");
-    found
-}
-
-#[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
-fn cpu_features() -> Vec<&'static str> {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|text| cpu_features_from_cpuinfo(&text))
-        .unwrap_or_default()
-}
-
-/// Features worth reporting from `/proc/cpuinfo` on architectures without a
-/// std detection macro: ARM `Features` flags and RISC-V `isa` extensions.
-#[rustfmt::skip]
-const CPUINFO_FEATURES: &[&str] = &[
-    // 32-bit ARM
-    "neon", "vfp", "vfpv3", "vfpv4", "idiva", "idivt", "lpae", "crc32", "aes", "pmull",
-    "sha1", "sha2", "thumb", "edsp", "half",
-    // RISC-V single-letter and multi-letter extensions
-    "i", "m", "a", "f", "d", "c", "v",
-    "zba", "zbb", "zbc", "zbs", "zicsr", "zifencei", "zicbom", "zicboz", "zihintpause",
-    "zfh", "zvfh", "zkt",
-    // MIPS (`ASEs implemented`)
-    "mips16", "dsp", "dsp2", "msa", "vz",
-];
-
-/// Parse `/proc/cpuinfo` text best-effort: the first `Features` line (ARM),
-/// `isa` line (RISC-V) or `ASEs implemented` line (MIPS). Unknown flags are
-/// dropped so the result can stay `&'static str`.
-pub fn cpu_features_from_cpuinfo(cpuinfo: &str) -> Vec<&'static str> {
-    let mut found: Vec<&'static str> = Vec::new();
-    let mut push = |name: &str| {
-        if let Some(known) = CPUINFO_FEATURES.iter().find(|k| **k == name) {
-            if !found.contains(known) {
-                found.push(known);
-            }
-        }
-    };
-    for line in cpuinfo.lines() {
-        let Some((key, value)) = line.split_once(':') else {
-            continue;
-        };
-        match key.trim() {
-            "Features" | "ASEs implemented" => {
-                value.split_whitespace().for_each(&mut push);
-                break;
-            }
-            "isa" => {
-                let isa = value.trim().to_ascii_lowercase();
-                let mut parts = isa.split('_');
-                let base = parts.next().unwrap_or_default();
-                let letters = base
-                    .strip_prefix("rv64")
-                    .or_else(|| base.strip_prefix("rv32"))
-                    .unwrap_or_default();
-                let mut buf = [0u8; 4];
-                for letter in letters.chars() {
-                    push(letter.encode_utf8(&mut buf));
-                }
-                parts.for_each(&mut push);
-                break;
-            }
-            _ => {}
-        }
-    }
-    found
 }
 
 #[cfg(target_os = "linux")]

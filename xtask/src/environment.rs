@@ -7,6 +7,13 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use xshell::{cmd, Shell};
 
+// The broker's feature probe, compiled into xtask: std only, no dependency on
+// the broker crate. `from_cpuinfo` is only called on hosts without a std
+// detection macro.
+#[allow(dead_code)]
+#[path = "../../broker/src/platform/cpu_features.rs"]
+mod cpu_features;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
     /// `git rev-parse HEAD`; None outside a git checkout.
@@ -35,7 +42,7 @@ pub struct Environment {
     pub timestamp: String,
     pub hostname: String,
     /// CPU features of the host that the broker's fast paths can use (as
-    /// `broker::platform` names them), from /proc/cpuinfo; empty in reports
+    /// `broker::platform` names them), by the broker's own probe; empty in reports
     /// written before it was recorded.
     #[serde(default)]
     pub cpu_features: Vec<String>,
@@ -83,7 +90,7 @@ impl Environment {
             rustc: rustc.unwrap_or_else(|| "unknown".into()),
             timestamp: timestamp(SystemTime::now()),
             hostname: read("/proc/sys/kernel/hostname").trim().to_string(),
-            cpu_features: parse_cpu_features(&cpuinfo),
+            cpu_features: host_cpu_features(),
         }
     }
 }
@@ -157,68 +164,13 @@ pub fn parse_mem_total(meminfo: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The host's CPU features from `/proc/cpuinfo`, under the names
-/// `broker::platform` reports (its `is_*_feature_detected!` probes on x86_64
-/// and aarch64, its cpuinfo list elsewhere), so host and target lists read alike.
-pub fn parse_cpu_features(cpuinfo: &str) -> Vec<String> {
-    // (cpuinfo flag, broker's name)
-    const X86: &[(&str, &str)] = &[
-        ("sse4_2", "sse4.2"),
-        ("popcnt", "popcnt"),
-        ("avx", "avx"),
-        ("avx2", "avx2"),
-        ("avx512f", "avx512f"),
-        ("aes", "aes"),
-        ("pclmulqdq", "pclmulqdq"),
-        ("bmi2", "bmi2"),
-    ];
-    const AARCH64: &[(&str, &str)] = &[
-        ("asimd", "neon"),
-        ("crc32", "crc"),
-        ("aes", "aes"),
-        ("sha2", "sha2"),
-        ("atomics", "lse"),
-        ("sve", "sve"),
-    ];
-    const ARM32: &[&str] = &[
-        "neon", "vfp", "vfpv3", "vfpv4", "idiva", "idivt", "lpae", "crc32", "aes", "pmull", "sha1",
-        "sha2", "thumb", "edsp", "half",
-    ];
-    for line in cpuinfo.lines() {
-        let Some((key, value)) = line.split_once(':') else {
-            continue;
-        };
-        let flags: Vec<&str> = value.split_whitespace().collect();
-        let pick = |table: &[(&str, &str)]| {
-            table
-                .iter()
-                .filter(|(flag, _)| flags.contains(flag))
-                .map(|(_, name)| name.to_string())
-                .collect()
-        };
-        match key.trim() {
-            "flags" => return pick(X86),
-            // aarch64 kernels say `asimd`; 32-bit ARM ones say `neon`.
-            "Features" if flags.contains(&"asimd") => return pick(AARCH64),
-            "Features" => {
-                return ARM32
-                    .iter()
-                    .filter(|f| flags.contains(f))
-                    .map(|f| f.to_string())
-                    .collect()
-            }
-            "isa" => {
-                return value
-                    .trim()
-                    .split('_')
-                    .skip(1)
-                    .map(str::to_string)
-                    .collect()
-            }
-            _ => {}
-        }
-    }
-    Vec::new()
+/// The host's CPU features, detected by the broker's own code (the same
+/// file, compiled in here) so host and target lists read alike.
+fn host_cpu_features() -> Vec<String> {
+    cpu_features::detect()
+        .into_iter()
+        .map(String::from)
+        .collect()
 }
 
 pub fn parse_os_release(text: &str) -> Option<String> {
@@ -264,24 +216,17 @@ mod tests {
     }
 
     #[test]
-    fn cpu_features_use_the_broker_names() {
-        let x86 = "processor\t: 0\nflags\t\t: fpu sse4_1 sse4_2 popcnt aes avx avx2 bmi1 bmi2\nprocessor\t: 1\n";
+    fn host_cpu_features_are_the_brokers_probe() {
+        let found = host_cpu_features();
+        #[cfg(target_arch = "x86_64")]
         assert_eq!(
-            parse_cpu_features(x86),
-            ["sse4.2", "popcnt", "avx", "avx2", "aes", "bmi2"]
+            found.iter().any(|f| f == "sse4.2"),
+            std::arch::is_x86_feature_detected!("sse4.2"),
+            "{found:?}"
         );
-        let arm64 =
-            "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics\n";
-        assert_eq!(
-            parse_cpu_features(arm64),
-            ["neon", "crc", "aes", "sha2", "lse"]
-        );
-        let armv7 = "Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt\n";
-        assert_eq!(
-            parse_cpu_features(armv7),
-            ["neon", "vfp", "vfpv3", "vfpv4", "idiva", "idivt", "thumb", "edsp", "half"]
-        );
-        assert!(parse_cpu_features("").is_empty());
+        #[cfg(target_arch = "aarch64")]
+        assert!(found.iter().any(|f| f == "neon"), "{found:?}");
+        let _ = found;
     }
 
     #[test]
