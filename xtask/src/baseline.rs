@@ -377,6 +377,13 @@ mod tests {
         p
     }
 
+    /// A one-repeat run and its baseline file `b.json` in `dir`.
+    fn one_repeat_baseline(dir: &Path) -> (Report, PathBuf) {
+        let base = run(100_000.0, 4_000, 1);
+        let file = write(dir, "b.json", &Baseline::of(&base, String::new()).to_json());
+        (base, file)
+    }
+
     #[test]
     fn baseline_is_small_and_round_trips() {
         let r = run(100_000.0, 4_000, 3);
@@ -451,12 +458,7 @@ mod tests {
     #[test]
     fn gate_ignores_regressions_within_the_noise() {
         let dir = tempfile::tempdir().unwrap();
-        let base = run(100_000.0, 4_000, 1);
-        let baseline = write(
-            dir.path(),
-            "b.json",
-            &Baseline::of(&base, String::new()).to_json(),
-        );
+        let (_, baseline) = one_repeat_baseline(dir.path());
         // p99 20 % up with no repeats: inside the ±25 % default band.
         let noisy = write(dir.path(), "n.json", &run(100_000.0, 4_800, 1).to_json());
         gate(&noisy, &baseline, 0.10).unwrap();
@@ -465,12 +467,7 @@ mod tests {
     #[test]
     fn gate_refuses_another_target_or_emulation() {
         let dir = tempfile::tempdir().unwrap();
-        let base = run(100_000.0, 4_000, 1);
-        let baseline = write(
-            dir.path(),
-            "b.json",
-            &Baseline::of(&base, String::new()).to_json(),
-        );
+        let (base, baseline) = one_repeat_baseline(dir.path());
         let mut q = base.clone();
         q.environment.emulated = true;
         q.environment.runner = "qemu-aarch64".into();
@@ -483,12 +480,7 @@ mod tests {
     #[test]
     fn gate_that_compared_nothing_fails() {
         let dir = tempfile::tempdir().unwrap();
-        let base = run(100_000.0, 4_000, 1);
-        let baseline = write(
-            dir.path(),
-            "b.json",
-            &Baseline::of(&base, String::new()).to_json(),
-        );
+        let (base, baseline) = one_repeat_baseline(dir.path());
         let mut other = base.clone();
         for (i, w) in other.workloads.iter_mut().enumerate() {
             w.name = format!("renamed-{i}");
