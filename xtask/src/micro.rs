@@ -826,17 +826,8 @@ pub fn rate(unit: ThroughputUnit, per_sec: f64) -> String {
                 format!("{per_sec:.0} B/s")
             }
         }
-        ThroughputUnit::BytesDecimal => {
-            if per_sec >= 1e9 {
-                format!("{:.2} GB/s", per_sec / 1e9)
-            } else if per_sec >= 1e6 {
-                format!("{:.1} MB/s", per_sec / 1e6)
-            } else if per_sec >= 1e3 {
-                format!("{:.1} kB/s", per_sec / 1e3)
-            } else {
-                format!("{per_sec:.0} B/s")
-            }
-        }
+        // Decimal bytes read as the rest of the report writes them.
+        ThroughputUnit::BytesDecimal => format!("{}/s", crate::report::bytes(per_sec)),
         ThroughputUnit::Elements | ThroughputUnit::Bits => {
             let what = if unit == ThroughputUnit::Bits {
                 "bit"
