@@ -3,8 +3,8 @@
 //! validation of MQTT strings and payloads.
 //!
 //! Both come from well-kept crates that do the run-time detection
-//! themselves (and cache it: no per-call probing): `crc32c` (SSE4.2 `crc32` on x86_64, the ARMv8 CRC extension on
-//! aarch64, slice-by-8 tables elsewhere) and `simdutf8` (AVX2 or SSE4.2 on
+//! themselves and cache it (no per-call probing): `crc32c` (SSE4.2 `crc32`
+//! on x86_64, the ARMv8 CRC extension on aarch64, slice-by-8 tables elsewhere) and `simdutf8` (AVX2 or SSE4.2 on
 //! x86_64, NEON on aarch64, the standard library below 64 bytes and
 //! elsewhere). Each is kept because `bench/benches/fast_paths.rs` shows it
 //! beating the portable code on the architecture it targets; the README has
