@@ -30,6 +30,7 @@ use super::content::{ContentError, PendingContent};
 use super::error::*;
 use super::hub::{AmqpHub, ConnId};
 use crate::config::AmqpFlushPolicy;
+use crate::core::io;
 use crate::metrics::{Protocol, ProtocolCounters};
 
 /// Queued frames are written in batches of up to this many bytes.
@@ -81,7 +82,9 @@ async fn write_now(
     out: &[u8],
     counters: &ProtocolCounters,
 ) -> Result<(), String> {
-    crate::server::write_counted(wr, out, counters).await
+    io::write_counted(wr, out, &counters.bytes_sent)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn method_frame(channel: u16, method: AMQPClass) -> BytesMut {

@@ -22,15 +22,13 @@ use super::packet::{
 use super::session::{Delivery, Kick, OutFlight, OutState, Session, NEVER_EXPIRES};
 use super::transport::Transport;
 use crate::config::Limits;
+use crate::core::io::{farewell, write_within, WRITE_TIMEOUT};
 use crate::core::topic::{parse_filter, valid_topic_name};
 use crate::core::{ClientId, Message, MessageProperties};
 use crate::metrics::{Protocol, ProtocolCounters};
 
 /// Packets handled in a row before a connection task lets others run.
 const YIELD_EVERY_PACKETS: u32 = 64;
-
-/// A write that cannot make progress for this long means a dead or stuck peer.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a connection ended, which decides what happens to the will and session.
 enum Exit {
@@ -409,11 +407,9 @@ impl Connection {
         loop {
             if !self.out.is_empty() {
                 let n = self.out.len();
-                match timeout(WRITE_TIMEOUT, io.write_all(&self.out)).await {
-                    Ok(Ok(())) => {
-                        self.counters.bytes_sent.inc_by(n as u64);
-                    }
-                    _ => return Exit::WithWill,
+                let written = write_within(io.write_all(&self.out), n, &self.counters.bytes_sent);
+                if written.await.is_err() {
+                    return Exit::WithWill;
                 }
                 if self.out.capacity() > self.hub.limits.read_buffer_size {
                     self.out = BytesMut::new();
@@ -425,13 +421,13 @@ impl Connection {
             tokio::select! {
                 _ = shutdown.changed() => {
                     self.disconnect_v5(reason::SERVER_SHUTTING_DOWN);
-                    let _ = timeout(Duration::from_secs(1), io.write_all(&self.out)).await;
+                    farewell(io.write_all(&self.out)).await;
                     return Exit::Shutdown;
                 }
                 kick = &mut kicked, if kick_open => match kick {
                     Ok(kick) => {
                         self.disconnect_v5(reason::SESSION_TAKEN_OVER);
-                        let _ = timeout(Duration::from_secs(1), io.write_all(&self.out)).await;
+                        farewell(io.write_all(&self.out)).await;
                         return Exit::TakenOver(kick);
                     }
                     Err(_) => kick_open = false,
@@ -439,7 +435,7 @@ impl Connection {
                 _ = &mut keep_alive_timer => {
                     self.hub.metrics.protocol_error(Protocol::Mqtt, "keep_alive_timeout");
                     self.disconnect_v5(reason::KEEP_ALIVE_TIMEOUT);
-                    let _ = timeout(Duration::from_secs(1), io.write_all(&self.out)).await;
+                    farewell(io.write_all(&self.out)).await;
                     return Exit::WithWill;
                 }
                 _ = wait_for_space(paused_on.clone()), if paused_on.is_some() => {
@@ -523,7 +519,7 @@ impl Connection {
     async fn fail<T: Transport>(&mut self, io: &mut T, fail: Fail) -> Exit {
         self.hub.metrics.protocol_error(Protocol::Mqtt, fail.kind);
         self.disconnect_v5(fail.reason);
-        let _ = timeout(Duration::from_secs(1), io.write_all(&self.out)).await;
+        farewell(io.write_all(&self.out)).await;
         self.out.clear();
         Exit::WithWill
     }
