@@ -26,10 +26,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
 
 use super::codec::{self, Frame, FrameError};
+use super::config::AmqpFlushPolicy;
 use super::content::{ContentError, PendingContent};
 use super::error::*;
 use super::hub::{AmqpHub, ConnId};
-use crate::config::AmqpFlushPolicy;
 use crate::core::io;
 use crate::metrics::{Protocol, ProtocolCounters};
 

@@ -19,15 +19,16 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Semaphore;
 
 use super::codec;
+use super::config::AmqpConfig;
 use super::error::*;
 use super::queue::{
     dead_letter, DeadReason, Message, MessageQueue, PushOutcome, QueueArgs, QueuedMessage,
 };
 use super::routing::ExchangeKind;
 use super::store::{self, Store};
-use crate::config::{AmqpConfig, StorageMode};
 use crate::metrics::{Metrics, Protocol, ProtocolCounters};
 use crate::storage::StorageError;
+use crate::storage::StorageMode;
 
 /// How often queue heads are checked for expired messages.
 const EXPIRY_TICK: Duration = Duration::from_millis(50);

@@ -5,6 +5,7 @@
 //! encoded and decoded by the `amq-protocol` crate.
 
 pub mod codec;
+pub mod config;
 pub mod connection;
 pub mod content;
 pub mod error;

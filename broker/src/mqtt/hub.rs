@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Semaphore};
 
+use super::config::MqttConfig;
 use super::packet::{LastWill, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
 use super::session::{
     ConnectionLink, Delivery, Kick, Queued, Session, SubscriptionEntry, NEVER_EXPIRES,
 };
-use crate::config::{Limits, MqttConfig};
+use crate::config::Limits;
 use crate::core::retained::RetainedStore;
 use crate::core::topic::{parse_filter, Matched, SubscriptionTree};
 use crate::core::{ClientId, Message, MessageProperties};

@@ -1,6 +1,7 @@
 //! MQTT 3.1.1 and 5.0: codec, sessions, routing and the per-connection handler.
 
 pub mod codec;
+pub mod config;
 pub mod connection;
 pub mod hub;
 pub mod packet;

@@ -12,10 +12,21 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
 
 pub use batch::{BatchError, BatchHeader};
 pub use disk::SegmentedLog;
 pub use memory::MemoryLog;
+
+/// Where a protocol keeps what must survive a restart (Kafka logs, durable AMQP queues).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageMode {
+    /// Files under `server.data_dir/<protocol>`; survives restarts.
+    Disk,
+    /// Nothing on disk; everything is lost when the broker stops.
+    Memory,
+}
 
 /// What a log keeps and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
