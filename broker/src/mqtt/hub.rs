@@ -187,7 +187,7 @@ impl MqttHub {
                 }
             }
             session.set_connected(true);
-            self.metrics.sessions.set(self.session_count() as i64);
+            self.metrics.mqtt.sessions.set(self.session_count() as i64);
             return Attached {
                 session,
                 session_present,
@@ -297,7 +297,7 @@ impl MqttHub {
             {
                 sessions.remove(&session.client_id);
             }
-            self.metrics.sessions.set(sessions.len() as i64);
+            self.metrics.mqtt.sessions.set(sessions.len() as i64);
             st.pending_will.take()
         };
         if let Some(will) = will {
@@ -322,7 +322,7 @@ impl MqttHub {
                 tree.remove(spec, &session.client_id);
             }
         }
-        self.metrics.subscriptions.set(tree.len() as i64);
+        self.metrics.mqtt.subscriptions.set(tree.len() as i64);
     }
 
     fn publish_will(&self, will: LastWill) {
@@ -371,7 +371,7 @@ impl MqttHub {
                     identifier,
                 },
             );
-            self.metrics.subscriptions.set(tree.len() as i64);
+            self.metrics.mqtt.subscriptions.set(tree.len() as i64);
             !added
         };
         session
@@ -392,7 +392,7 @@ impl MqttHub {
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
             let removed = tree.remove(spec, &session.client_id);
-            self.metrics.subscriptions.set(tree.len() as i64);
+            self.metrics.mqtt.subscriptions.set(tree.len() as i64);
             removed
         };
         session.lock().subscriptions.remove(raw_filter);
@@ -420,7 +420,10 @@ impl MqttHub {
         }
         let mut retained = lock(&self.retained);
         let found = retained.matching(spec.filter, Instant::now());
-        self.metrics.retained_messages.set(retained.len() as i64);
+        self.metrics
+            .mqtt
+            .retained_messages
+            .set(retained.len() as i64);
         found
     }
 
@@ -432,7 +435,10 @@ impl MqttHub {
         if message.retain && self.config.retain_available {
             let mut retained = lock(&self.retained);
             retained.store(message.clone());
-            self.metrics.retained_messages.set(retained.len() as i64);
+            self.metrics
+                .mqtt
+                .retained_messages
+                .set(retained.len() as i64);
         }
         let mut direct: HashMap<ClientId, Delivery> = HashMap::new();
         let mut targets: Vec<(Arc<Session>, Delivery)> = Vec::new();

@@ -4,6 +4,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod hub;
+pub mod metrics;
 pub mod packet;
 pub mod session;
 pub mod transport;
