@@ -336,7 +336,7 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::batch::tests::{batch, batch_from};
+    use crate::fixtures::kafka::{batch, batch_from};
 
     #[test]
     fn topic_names() {
