@@ -3,8 +3,10 @@
 pub mod codec;
 pub mod config;
 pub mod connection;
+mod handshake;
 pub mod hub;
 pub mod metrics;
 pub mod packet;
 pub mod session;
+mod state;
 pub mod transport;
