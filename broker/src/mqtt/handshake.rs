@@ -3,7 +3,6 @@
 //! session, and queue CONNACK. A refused client gets a CONNACK with the reason
 //! in its own protocol level's format, then the connection is closed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,35 +144,14 @@ pub(super) async fn handshake<T: Transport>(
         ack_props.maximum_qos = (hub.config.max_qos < 2).then_some(hub.config.max_qos);
         ack_props.session_expiry_interval = (expiry != requested_expiry).then_some(expiry);
     }
-    let client_props = &connect.properties;
-    let mut conn = Connection {
-        hub: hub.clone(),
-        version,
-        session: attached.session,
-        connection_id: attached.connection_id,
+    let mut conn = Connection::new(
+        hub.clone(),
+        attached.session,
+        attached.connection_id,
         client_id,
-        out: BytesMut::new(),
-        counters: hub.metrics.counters(Protocol::Mqtt),
-        send_window: usize::from(
-            client_props
-                .receive_maximum
-                .unwrap_or(u16::MAX)
-                .min(limits.max_inflight),
-        ),
-        client_max_packet: client_props
-            .maximum_packet_size
-            .map_or(usize::MAX, |n| n as usize),
-        incoming_aliases: HashMap::new(),
-        outgoing_aliases: HashMap::new(),
-        outgoing_alias_limit: client_props
-            .topic_alias_maximum
-            .unwrap_or(0)
-            .min(hub.config.outgoing_topic_aliases),
-        will: connect.will.take(),
-        connect_expiry: expiry,
-        paused_on: Vec::new(),
-        handled: 0,
-    };
+        &mut connect,
+        expiry,
+    );
     conn.send(Packet::ConnAck(ConnAck {
         session_present: attached.session_present,
         code: reason::SUCCESS,
@@ -315,4 +293,93 @@ fn assign_client_id(hub: &MqttHub) -> String {
     );
     h.write_usize(hub.session_count());
     format!("auto-{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::platform::Platform;
+
+    fn hub(configure: impl FnOnce(&mut Config)) -> Arc<MqttHub> {
+        let mut config = Config::ephemeral();
+        configure(&mut config);
+        let platform = Platform::detect();
+        let limits = config.limits(platform.class);
+        let metrics = Metrics::new(&platform, limits.max_connections);
+        MqttHub::new(config.mqtt, limits, metrics, Arc::new(Semaphore::new(1)))
+    }
+
+    fn decode_connect(bytes: &[u8]) -> Connect {
+        let mut buf = BytesMut::from(bytes);
+        match codec::decode(&mut buf, ProtocolVersion::V311, 1 << 20) {
+            Ok(Some(Packet::Connect(c))) => *c,
+            other => panic!("not a CONNECT: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn v31_needs_a_client_id() {
+        let connect = decode_connect(&[
+            0x10, 0x0E, // CONNECT, remaining length 14
+            0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03, // MQTT 3.1
+            0x02, 0x00, 0x3C, // clean session, keep-alive 60
+            0x00, 0x00, // empty client id
+        ]);
+        let refused = check_connect(&hub(|_| {}), &connect).unwrap_err();
+        assert_eq!(refused, (0x85, 2, "identifier_rejected"));
+    }
+
+    #[test]
+    fn v311_empty_id_needs_a_clean_session() {
+        let connect = decode_connect(&[
+            0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, // MQTT 3.1.1
+            0x00, 0x00, 0x3C, // no clean session, keep-alive 60
+            0x00, 0x00, // empty client id
+        ]);
+        let refused = check_connect(&hub(|_| {}), &connect).unwrap_err();
+        assert_eq!(refused, (0x85, 2, "identifier_rejected"));
+    }
+
+    #[test]
+    fn credentials_must_match_a_configured_user() {
+        let connect = decode_connect(&[
+            0x10, 0x13, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, // MQTT 3.1.1
+            0xC2, 0x00, 0x3C, // user name, password, clean session; keep-alive 60
+            0x00, 0x01, b'a', // client id "a"
+            0x00, 0x01, b'u', // user name "u"
+            0x00, 0x01, b'p', // password "p"
+        ]);
+        let with_user = |pass: &str| {
+            let pass = pass.to_string();
+            hub(move |c| {
+                c.mqtt.users.insert("u".into(), pass);
+            })
+        };
+        assert_eq!(check_connect(&with_user("p"), &connect), Ok(()));
+        let refused = check_connect(&with_user("other"), &connect).unwrap_err();
+        assert_eq!(refused, (0x86, 4, "bad_credentials"));
+        let closed = hub(|c| c.mqtt.allow_anonymous = false);
+        assert_eq!(
+            check_connect(&closed, &connect).unwrap_err().2,
+            "not_authorized"
+        );
+    }
+
+    #[test]
+    fn will_qos_above_the_maximum_is_refused() {
+        let connect = decode_connect(&[
+            0x10, 0x15, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, // MQTT 3.1.1
+            0x16, 0x00, 0x3C, // will QoS 2, will flag, clean session; keep-alive 60
+            0x00, 0x01, b'a', // client id "a"
+            0x00, 0x01, b'w', // will topic "w"
+            0x00, 0x03, b'b', b'y', b'e', // will payload "bye"
+        ]);
+        assert_eq!(check_connect(&hub(|_| {}), &connect), Ok(()));
+        let refused = check_connect(&hub(|c| c.mqtt.max_qos = 1), &connect).unwrap_err();
+        assert_eq!(refused, (0x9B, 3, "will_qos_not_supported"));
+    }
 }

@@ -16,8 +16,8 @@ use bytes::BytesMut;
 use super::codec::{self, DecodeError};
 use super::hub::MqttHub;
 use super::packet::{
-    reason, Disconnect, LastWill, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS,
-    SubAck, Subscribe, UnsubAck, Unsubscribe,
+    reason, Connect, Disconnect, LastWill, Packet, Properties, ProtocolVersion, PubResponse,
+    Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use super::session::{Delivery, Kick, OutFlight, OutState, Session};
 use crate::core::topic::{parse_filter, valid_topic_name};
@@ -81,23 +81,67 @@ pub(super) struct Connection {
     pub out: BytesMut,
     pub counters: ProtocolCounters,
     /// QoS 1/2 messages we may have in flight to the client.
-    pub send_window: usize,
+    send_window: usize,
     /// The client's Maximum Packet Size (5.0); larger messages are not sent to it.
-    pub client_max_packet: usize,
-    pub incoming_aliases: HashMap<u16, Arc<str>>,
-    pub outgoing_aliases: HashMap<Arc<str>, u16>,
-    pub outgoing_alias_limit: u16,
+    client_max_packet: usize,
+    incoming_aliases: HashMap<u16, Arc<str>>,
+    outgoing_aliases: HashMap<Arc<str>, u16>,
+    outgoing_alias_limit: u16,
     pub will: Option<LastWill>,
     /// Session expiry granted at CONNECT (5.0 forbids raising it from 0 at DISCONNECT).
-    pub connect_expiry: u32,
+    connect_expiry: u32,
     /// Live sessions whose queue this client's messages filled: reading from
     /// this client pauses until they have room again (flow control).
     pub paused_on: Vec<Arc<Session>>,
     /// Packets handled so far, for [`YIELD_EVERY_PACKETS`].
-    pub handled: u32,
+    handled: u32,
 }
 
 impl Connection {
+    /// The state of a client whose CONNECT was accepted, with the session
+    /// it is attached to and the session expiry granted. The limits the
+    /// client announced (5.0 Receive Maximum, Maximum Packet Size, Topic Alias
+    /// Maximum) are read from `connect`, and its will is taken from it.
+    pub fn new(
+        hub: Arc<MqttHub>,
+        session: Arc<Session>,
+        connection_id: u64,
+        client_id: ClientId,
+        connect: &mut Connect,
+        expiry: u32,
+    ) -> Connection {
+        let limits = hub.limits;
+        let client = &connect.properties;
+        Connection {
+            counters: hub.metrics.counters(Protocol::Mqtt),
+            send_window: usize::from(
+                client
+                    .receive_maximum
+                    .unwrap_or(u16::MAX)
+                    .min(limits.max_inflight),
+            ),
+            client_max_packet: client
+                .maximum_packet_size
+                .map_or(usize::MAX, |n| n as usize),
+            incoming_aliases: HashMap::new(),
+            outgoing_aliases: HashMap::new(),
+            outgoing_alias_limit: client
+                .topic_alias_maximum
+                .unwrap_or(0)
+                .min(hub.config.outgoing_topic_aliases),
+            hub,
+            version: connect.protocol,
+            session,
+            connection_id,
+            client_id,
+            out: BytesMut::new(),
+            will: connect.will.take(),
+            connect_expiry: expiry,
+            paused_on: Vec::new(),
+            handled: 0,
+        }
+    }
+
     /// Decodes and handles the whole packets in `buf`, stopping early when a
     /// subscriber's full queue pauses this publisher (the rest stays buffered).
     pub fn process(&mut self, buf: &mut BytesMut) -> Step {
@@ -594,3 +638,6 @@ impl Connection {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
