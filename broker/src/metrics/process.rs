@@ -10,7 +10,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
-/// Reads this process's figures when the registry is encoded.
+/// Reads this process's figures when the registry is encoded. (Help texts
+/// end with a period, as the registry writes them for registered metrics.)
 #[derive(Debug, Default)]
 pub struct ProcessCollector;
 
@@ -108,21 +109,21 @@ impl Collector for ProcessCollector {
             counter(
                 e,
                 "process_cpu",
-                "Total user and system CPU time spent",
+                "Total user and system CPU time spent.",
                 seconds,
                 s.cpu_seconds,
             )?;
             gauge(
                 e,
                 "process_resident_memory",
-                "Resident memory size",
+                "Resident memory size.",
                 bytes,
                 s.resident_bytes as i64,
             )?;
             gauge(
                 e,
                 "process_virtual_memory",
-                "Virtual memory size",
+                "Virtual memory size.",
                 bytes,
                 s.virtual_bytes as i64,
             )?;
@@ -134,7 +135,7 @@ impl Collector for ProcessCollector {
                 gauge(
                     e,
                     "process_start_time",
-                    "Start time of the process since the Unix epoch",
+                    "Start time of the process since the Unix epoch.",
                     seconds,
                     start,
                 )?;
@@ -144,7 +145,7 @@ impl Collector for ProcessCollector {
             gauge(
                 &mut encoder,
                 "process_open_fds",
-                "Open file descriptors",
+                "Open file descriptors.",
                 None,
                 n,
             )?;
@@ -153,7 +154,7 @@ impl Collector for ProcessCollector {
             gauge(
                 &mut encoder,
                 "process_max_fds",
-                "Limit on open file descriptors",
+                "Limit on open file descriptors.",
                 None,
                 n,
             )?;
