@@ -209,7 +209,144 @@ pub(super) async fn handshake(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use amq_protocol::types::ShortString;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::Semaphore;
+
     use super::*;
+    use crate::amqp::config::AmqpConfig;
+    use crate::metrics::Metrics;
+    use crate::platform::Platform;
+    use crate::storage::StorageMode;
+
+    fn hub() -> Arc<AmqpHub> {
+        let config = AmqpConfig {
+            storage: StorageMode::Memory,
+            ..AmqpConfig::default()
+        };
+        let metrics = Metrics::new(&Platform::detect(), 10);
+        AmqpHub::open(
+            config,
+            Path::new("."),
+            metrics,
+            Arc::new(Semaphore::new(10)),
+        )
+        .unwrap()
+    }
+
+    /// The broker's end of a loopback connection, split, and the client's end.
+    async fn pair() -> ((OwnedReadHalf, OwnedWriteHalf), TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (server.into_split(), client)
+    }
+
+    /// Reads one method frame the broker sent.
+    async fn next_method(client: &mut TcpStream, buf: &mut BytesMut) -> AMQPClass {
+        loop {
+            if let Some(frame) = codec::next_frame(buf, u32::MAX).unwrap() {
+                match frame {
+                    Frame::Method(0, m) => return m,
+                    other => panic!("expected a method on channel 0, got {other:?}"),
+                }
+            }
+            assert!(client.read_buf(buf).await.unwrap() > 0, "broker closed");
+        }
+    }
+
+    async fn send(client: &mut TcpStream, method: connection::AMQPMethod) {
+        let frame = method_frame(0, AMQPClass::Connection(method));
+        client.write_all(&frame).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_wrong_protocol_header_is_answered_with_ours() {
+        let hub = hub();
+        let ((mut rd, mut wr), mut client) = pair().await;
+        let counters = hub.metrics.counters(Protocol::Amqp);
+        client.write_all(b"HTTP/1.1").await.unwrap();
+        let mut buf = BytesMut::new();
+        let why = handshake(&mut rd, &mut wr, &mut buf, &hub, &counters, true)
+            .await
+            .unwrap_err();
+        assert_eq!(why, "bad protocol header: answered with AMQP 0-9-1");
+        let mut answer = [0u8; 8];
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, codec::PROTOCOL_HEADER);
+        assert!(hub.metrics.encode().contains(
+            "broker_protocol_errors_total{protocol=\"amqp\",kind=\"bad_protocol_header\"} 1"
+        ));
+    }
+
+    #[tokio::test]
+    async fn plain_login_tunes_and_opens() {
+        let hub = hub();
+        let ((mut rd, mut wr), mut client) = pair().await;
+        let counters = hub.metrics.counters(Protocol::Amqp);
+        let broker = tokio::spawn(async move {
+            let mut buf = BytesMut::new();
+            handshake(&mut rd, &mut wr, &mut buf, &hub, &counters, true).await
+        });
+        client.write_all(codec::PROTOCOL_HEADER).await.unwrap();
+        let mut buf = BytesMut::new();
+        let AMQPClass::Connection(connection::AMQPMethod::Start(start)) =
+            next_method(&mut client, &mut buf).await
+        else {
+            panic!("expected connection.start");
+        };
+        assert_eq!(start.mechanisms.to_string(), "PLAIN AMQPLAIN");
+        send(
+            &mut client,
+            connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: FieldTable::default(),
+                mechanism: ShortString::from("PLAIN"),
+                response: LongString::from(b"\0guest\0guest".to_vec()),
+                locale: ShortString::from("en_US"),
+            }),
+        )
+        .await;
+        let AMQPClass::Connection(connection::AMQPMethod::Tune(tune)) =
+            next_method(&mut client, &mut buf).await
+        else {
+            panic!("expected connection.tune");
+        };
+        assert_eq!(
+            (tune.channel_max, tune.frame_max, tune.heartbeat),
+            (2047, 131_072, 60)
+        );
+        send(
+            &mut client,
+            connection::AMQPMethod::TuneOk(connection::TuneOk {
+                channel_max: 10,
+                frame_max: 0, // no preference: the broker's value
+                heartbeat: 5,
+            }),
+        )
+        .await;
+        send(
+            &mut client,
+            connection::AMQPMethod::Open(connection::Open {
+                virtual_host: ShortString::from("/"),
+            }),
+        )
+        .await;
+        assert!(matches!(
+            next_method(&mut client, &mut buf).await,
+            AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))
+        ));
+        let tuning = broker.await.unwrap().unwrap();
+        assert_eq!(
+            (tuning.channel_max, tuning.frame_max, tuning.heartbeat),
+            (10, 131_072, 5)
+        );
+    }
 
     #[test]
     fn plain_and_amqplain_credentials() {
