@@ -25,6 +25,15 @@ pub enum WriteError {
     TimedOut,
 }
 
+/// Runs `write` within [`WRITE_TIMEOUT`].
+pub async fn write_timed(write: impl Future<Output = io::Result<()>>) -> Result<(), WriteError> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(WriteError::Failed(e)),
+        Err(_) => Err(WriteError::TimedOut),
+    }
+}
+
 /// Runs `write`, which writes `len` bytes, within [`WRITE_TIMEOUT`], and adds
 /// `len` to `bytes_sent` when it completes.
 pub async fn write_within(
@@ -32,14 +41,9 @@ pub async fn write_within(
     len: usize,
     bytes_sent: &Counter,
 ) -> Result<(), WriteError> {
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-        Ok(Ok(())) => {
-            bytes_sent.inc_by(len as u64);
-            Ok(())
-        }
-        Ok(Err(e)) => Err(WriteError::Failed(e)),
-        Err(_) => Err(WriteError::TimedOut),
-    }
+    write_timed(write).await?;
+    bytes_sent.inc_by(len as u64);
+    Ok(())
 }
 
 /// Writes all of `bytes` to `w` through [`write_within`].

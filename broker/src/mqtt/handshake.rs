@@ -17,7 +17,7 @@ use super::session::{Kick, NEVER_EXPIRES};
 use super::state::{decode_error_kind, Connection};
 use super::transport::Transport;
 use crate::config::Limits;
-use crate::core::io::WRITE_TIMEOUT;
+use crate::core::io::write_timed;
 use crate::core::topic::valid_topic_name;
 use crate::core::ClientId;
 use crate::metrics::Protocol;
@@ -63,7 +63,8 @@ pub(super) async fn handshake<T: Transport>(
                     properties: Properties::default(),
                 });
                 codec::encode(&ack, ProtocolVersion::V311, &mut out);
-                let _ = timeout(WRITE_TIMEOUT, io.write_all(&out)).await;
+                // Not counted as sent: the client never became a connection.
+                let _ = write_timed(io.write_all(&out)).await;
             }
             io.close().await;
             return None;
@@ -105,7 +106,8 @@ pub(super) async fn handshake<T: Transport>(
         Err(ack) => {
             let mut out = BytesMut::new();
             codec::encode(&ack, version, &mut out);
-            let _ = timeout(WRITE_TIMEOUT, io.write_all(&out)).await;
+            // Not counted as sent: the client never became a connection.
+            let _ = write_timed(io.write_all(&out)).await;
             io.close().await;
             return None;
         }
