@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
 use broker::fixtures::kafka as fx;
-use broker::storage::records::RecordLog;
+use broker::storage::RecordLog;
 use broker::storage::{BatchHeader, LogConfig, MemoryLog, SegmentedLog};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

@@ -1,8 +1,14 @@
 //! Prometheus metrics (served at `/metrics`) and the periodic stats line.
 //!
-//! Counters are labelled by protocol so Kafka and AMQP listeners share them.
-//! Hot paths take a [`ProtocolCounters`] handle once per connection instead of
-//! looking labels up per message.
+//! Counters every protocol keeps (connections, messages, bytes, errors) are
+//! labelled by protocol and defined here; a protocol's own metrics are defined
+//! in its `metrics` module, next to the code that sets them, and registered
+//! here. Hot paths take a [`ProtocolCounters`] handle once per connection
+//! instead of looking labels up per message. Names follow Prometheus practice:
+//! `broker_` prefix, unit suffixes, and the standard `process_*` metrics.
+
+#[cfg(target_os = "linux")]
+mod process;
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -14,10 +20,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::mqtt::metrics::MqttMetrics;
 use crate::platform::Platform;
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -82,9 +89,7 @@ pub struct Metrics {
     protocol_errors: Family<KindLabels, Counter>,
     messages_dropped: Family<KindLabels, Counter>,
     pub max_connections: Gauge,
-    pub sessions: Gauge,
-    pub subscriptions: Gauge,
-    pub retained_messages: Gauge,
+    pub mqtt: MqttMetrics,
 }
 
 /// Per-connection handles on the hot counters of one protocol.
@@ -98,7 +103,10 @@ pub struct ProtocolCounters {
 
 impl Metrics {
     pub fn new(platform: &Platform, max_connections: usize) -> Arc<Metrics> {
-        let mut registry = Registry::with_prefix("broker");
+        let mut root = Registry::default();
+        #[cfg(target_os = "linux")]
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("broker");
         let m = Metrics {
             connections_total: Family::default(),
             connections_current: Family::default(),
@@ -110,9 +118,7 @@ impl Metrics {
             protocol_errors: Family::default(),
             messages_dropped: Family::default(),
             max_connections: Gauge::default(),
-            sessions: Gauge::default(),
-            subscriptions: Gauge::default(),
-            retained_messages: Gauge::default(),
+            mqtt: MqttMetrics::default(),
             registry: Registry::default(),
         };
         m.max_connections
@@ -142,14 +148,16 @@ impl Metrics {
             "Messages delivered to clients",
             m.messages_sent.clone(),
         );
-        registry.register(
-            "bytes_received",
+        registry.register_with_unit(
+            "received",
             "Bytes read from clients",
+            Unit::Bytes,
             m.bytes_received.clone(),
         );
-        registry.register(
-            "bytes_sent",
+        registry.register_with_unit(
+            "sent",
             "Bytes written to clients",
+            Unit::Bytes,
             m.bytes_sent.clone(),
         );
         registry.register(
@@ -167,17 +175,7 @@ impl Metrics {
             "Configured connection limit",
             m.max_connections.clone(),
         );
-        registry.register("sessions", "Client sessions held", m.sessions.clone());
-        registry.register(
-            "subscriptions",
-            "Subscriptions held",
-            m.subscriptions.clone(),
-        );
-        registry.register(
-            "retained_messages",
-            "Retained messages held",
-            m.retained_messages.clone(),
-        );
+        m.mqtt.register(registry);
         registry.register(
             "platform",
             "Platform the broker detected at start-up",
@@ -191,7 +189,10 @@ impl Metrics {
                 cores: platform.cores.to_string(),
             }),
         );
-        Arc::new(Metrics { registry, ..m })
+        Arc::new(Metrics {
+            registry: root,
+            ..m
+        })
     }
 
     pub fn counters(&self, protocol: Protocol) -> ProtocolCounters {
@@ -268,9 +269,9 @@ impl Metrics {
             self.max_connections.get(),
             received,
             sent,
-            self.subscriptions.get(),
-            self.retained_messages.get(),
-            self.sessions.get(),
+            self.mqtt.subscriptions.get(),
+            self.mqtt.retained_messages.get(),
+            self.mqtt.sessions.get(),
         );
         line
     }
@@ -339,4 +340,63 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> Arc<Metrics> {
+        Metrics::new(&Platform::detect(), 100)
+    }
+
+    #[test]
+    fn names_carry_prefix_and_units() {
+        let m = metrics();
+        let c = m.counters(Protocol::Mqtt);
+        c.bytes_received.inc_by(7);
+        c.bytes_sent.inc_by(9);
+        m.mqtt.retained_messages.set(2);
+        let text = m.encode();
+        for line in [
+            "broker_received_bytes_total{protocol=\"mqtt\"} 7",
+            "broker_sent_bytes_total{protocol=\"mqtt\"} 9",
+            "broker_retained_messages 2",
+            "broker_max_connections 100",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_come_from_proc() {
+        let text = metrics().encode();
+        let value = |name: &str| -> f64 {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+                .unwrap_or_else(|| panic!("no {name} in:\n{text}"));
+            line[name.len() + 1..].parse().unwrap()
+        };
+        // A fresh test process may not have used a whole clock tick yet.
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(value("process_resident_memory_bytes") > 1e5);
+        assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = value("process_start_time_seconds");
+        assert!(
+            start > now - 86_400.0 && start <= now + 1.0,
+            "{start} vs {now}"
+        );
+        assert!(
+            !text.contains("broker_process_"),
+            "process_* are unprefixed"
+        );
+    }
 }

@@ -20,27 +20,6 @@ use crate::platform::Platform;
 
 /// How long shutdown waits for connections to say goodbye before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// A write that cannot make progress for this long means a dead or stuck peer.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Writes all of `bytes` within [`WRITE_TIMEOUT`] and counts them as sent
-/// (the Kafka and AMQP connection loops); the error says why the connection ends.
-pub async fn write_counted<W: tokio::io::AsyncWrite + Unpin>(
-    w: &mut W,
-    bytes: &[u8],
-    counters: &crate::metrics::ProtocolCounters,
-) -> Result<(), String> {
-    use tokio::io::AsyncWriteExt;
-    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(bytes)).await {
-        Ok(Ok(())) => {
-            counters.bytes_sent.inc_by(bytes.len() as u64);
-            Ok(())
-        }
-        Ok(Err(e)) => Err(format!("write failed: {e}")),
-        Err(_) => Err("write timed out".into()),
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen for {what} on {addr}: {source} (is another broker running? pick another address with --{flag} or in the config file)")]

@@ -19,15 +19,16 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Semaphore;
 
 use super::codec;
+use super::config::AmqpConfig;
 use super::error::*;
 use super::queue::{
     dead_letter, DeadReason, Message, MessageQueue, PushOutcome, QueueArgs, QueuedMessage,
 };
 use super::routing::ExchangeKind;
 use super::store::{self, Store};
-use crate::config::{AmqpConfig, StorageMode};
 use crate::metrics::{Metrics, Protocol, ProtocolCounters};
 use crate::storage::StorageError;
+use crate::storage::StorageMode;
 
 /// How often queue heads are checked for expired messages.
 const EXPIRY_TICK: Duration = Duration::from_millis(50);
@@ -35,6 +36,9 @@ const EXPIRY_TICK: Duration = Duration::from_millis(50);
 /// guard against rejection loops that never settle).
 const MAX_DEAD_LETTER_HOPS: usize = 10_000;
 
+mod consumers;
+mod delivery;
+mod durable;
 mod methods;
 
 pub type ConnId = u64;
@@ -558,301 +562,6 @@ impl State {
             }
         }
         outcome
-    }
-
-    fn dispatch_channel(&mut self, conn: ConnId, ch: u16) {
-        if let Some(c) = self.channels.get(&(conn, ch)) {
-            self.to_dispatch
-                .extend(c.consumers.iter().map(|(q, _)| q.clone()));
-        }
-    }
-
-    /// Hands ready messages of `name` to consumers with room in their prefetch windows (round robin).
-    fn dispatch(&mut self, name: &str, counters: &ProtocolCounters) {
-        let now = now_ms();
-        let State {
-            queues,
-            channels,
-            conns,
-            to_dead_letter,
-            ..
-        } = self;
-        let Some(q) = queues.get_mut(name) else {
-            return;
-        };
-        let mut forgotten = Vec::new();
-        loop {
-            to_dead_letter.extend(
-                q.messages
-                    .expire(now)
-                    .into_iter()
-                    .map(|m| (name.to_string(), m, DeadReason::Expired)),
-            );
-            if q.messages.is_empty() || q.consumers.is_empty() {
-                break;
-            }
-            let n = q.consumers.len();
-            let pick = (0..n).map(|i| (q.next_consumer + i) % n).find(|&i| {
-                let c = &q.consumers[i];
-                let Some(chan) = channels.get(&(c.conn, c.channel)) else {
-                    return false;
-                };
-                chan.active
-                    && (c.no_ack || c.prefetch == 0 || c.unacked < usize::from(c.prefetch))
-                    && (c.no_ack
-                        || chan.prefetch_channel == 0
-                        || chan.unacked.len() < usize::from(chan.prefetch_channel))
-            });
-            let Some(i) = pick else { break };
-            q.next_consumer = (i + 1) % n;
-            let mut expired = Vec::new();
-            let Some(qm) = q.messages.pop(now, &mut expired) else {
-                break;
-            };
-            to_dead_letter.extend(
-                expired
-                    .into_iter()
-                    .map(|m| (name.to_string(), m, DeadReason::Expired)),
-            );
-            let c = &mut q.consumers[i];
-            let Some(chan) = channels.get_mut(&(c.conn, c.channel)) else {
-                break;
-            };
-            let tag = chan.next_tag;
-            chan.next_tag += 1;
-            let frame_max = conns
-                .get(&c.conn)
-                .map_or(codec::FRAME_MIN_SIZE, |x| x.frame_max);
-            let mut out = BytesMut::new();
-            codec::put_method(
-                &mut out,
-                c.channel,
-                AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                    consumer_tag: c.tag.as_str().into(),
-                    delivery_tag: tag,
-                    redelivered: qm.redelivered,
-                    exchange: qm.message.exchange.as_str().into(),
-                    routing_key: qm.message.routing_key.as_str().into(),
-                })),
-            );
-            codec::put_content(
-                &mut out,
-                c.channel,
-                &qm.message.properties,
-                &qm.message.body,
-                frame_max,
-            );
-            if let Some(x) = conns.get(&c.conn) {
-                let _ = x.out.send(out.freeze());
-            }
-            counters.messages_sent.inc();
-            if c.no_ack {
-                forgotten.push(qm);
-            } else {
-                c.unacked += 1;
-                q.unacked += 1;
-                chan.unacked.insert(
-                    tag,
-                    Unacked {
-                        queue: name.to_string(),
-                        consumer_tag: Some(c.tag.clone()),
-                        message: qm,
-                    },
-                );
-            }
-        }
-        if !forgotten.is_empty() {
-            self.forget(name, forgotten.iter());
-        }
-    }
-
-    /// Runs the deliveries and dead-lettering that earlier steps made due.
-    fn settle(&mut self, counters: &ProtocolCounters) {
-        let mut hops = 0;
-        loop {
-            if let Some((queue, m, reason)) = self.to_dead_letter.pop() {
-                hops += 1;
-                if hops <= MAX_DEAD_LETTER_HOPS {
-                    self.dead_letter(&queue, m, reason);
-                }
-                continue;
-            }
-            let mut names = std::mem::take(&mut self.to_dispatch);
-            if names.is_empty() {
-                break;
-            }
-            names.sort();
-            names.dedup();
-            for n in names {
-                self.dispatch(&n, counters);
-            }
-        }
-    }
-
-    fn dead_letter(&mut self, queue: &str, m: QueuedMessage, reason: DeadReason) {
-        let target = self.queues.get(queue).and_then(|q| {
-            q.messages
-                .args
-                .dead_letter_exchange
-                .clone()
-                .map(|x| (x, q.messages.args.dead_letter_routing_key.clone()))
-        });
-        self.forget(queue, std::iter::once(&m));
-        let Some((exchange, key)) = target else {
-            return;
-        };
-        let now_secs = now_ms() / 1000;
-        let Some(copy) = dead_letter(&m.message, queue, reason, key.as_deref(), now_secs) else {
-            return;
-        };
-        if self.exchanges.contains_key(&exchange) {
-            self.route_and_push(&exchange, Arc::new(copy));
-        }
-    }
-
-    fn expire_all(&mut self) {
-        let now = now_ms();
-        let mut expired = Vec::new();
-        for q in self
-            .queues
-            .values_mut()
-            .filter(|q| q.messages.has_expiring())
-        {
-            for m in q.messages.expire(now) {
-                expired.push((q.name.clone(), m, DeadReason::Expired));
-            }
-        }
-        self.to_dead_letter.extend(expired);
-    }
-
-    fn persist(&mut self, def: store::Definition) {
-        if let Some(store) = &mut self.store {
-            if let Err(e) = store.record(&def) {
-                tracing::error!("amqp: cannot record a definition: {e}");
-            }
-        }
-    }
-
-    fn take_sync_handles(&mut self) -> Vec<File> {
-        let mut files = Vec::new();
-        for name in std::mem::take(&mut self.dirty_queues) {
-            if let Some(log) = self.queues.get_mut(&name).and_then(|q| q.log.as_mut()) {
-                match log.take_sync_handle() {
-                    Ok(Some(f)) => files.push(f),
-                    Ok(None) => {}
-                    Err(e) => tracing::error!("amqp: {e}"),
-                }
-            }
-        }
-        if let Some(store) = &mut self.store {
-            match store.take_sync_handle() {
-                Ok(Some(f)) => files.push(f),
-                Ok(None) => {}
-                Err(e) => tracing::error!("amqp: {e}"),
-            }
-        }
-        files
-    }
-
-    /// Applies one stored definition at start-up.
-    fn replay(&mut self, def: store::Definition, config: &AmqpConfig) -> Result<(), String> {
-        match def {
-            store::Definition::ExchangeDeclare(m) => {
-                self.exchange_declare(&m).map_err(|e| e.to_string())
-            }
-            store::Definition::ExchangeDelete(name) => {
-                self.exchanges.remove(&name);
-                Ok(())
-            }
-            store::Definition::QueueDeclare(m) => {
-                let name = m.queue.as_str().to_string();
-                // Recovery must not append a second declaration.
-                let store = self.store.take();
-                let ok = self.queue_declare(0, &m, config);
-                self.store = store;
-                ok.map_err(|e| e.to_string())?;
-                let Some(store) = &mut self.store else {
-                    return Ok(());
-                };
-                let (log, messages) = store.open_queue_log(&name).map_err(|e| e.to_string())?;
-                let q = self.queues.get_mut(&name).expect("declared above");
-                for m in messages {
-                    q.messages.push_recovered(m);
-                }
-                q.log = Some(log);
-                Ok(())
-            }
-            store::Definition::QueueDelete(name) => {
-                let store = self.store.take();
-                self.queues.remove(&name);
-                self.remove_bindings_to(&Destination::Queue(name));
-                self.store = store;
-                Ok(())
-            }
-            store::Definition::Bind { source, binding } => {
-                match self.exchanges.get_mut(&source) {
-                    Some(x) if !x.bindings.contains(&binding) => x.bindings.push(binding),
-                    Some(_) => {}
-                    None => return Err(format!("binding from unknown exchange '{source}'")),
-                }
-                Ok(())
-            }
-            store::Definition::Unbind { source, binding } => {
-                if let Some(x) = self.exchanges.get_mut(&source) {
-                    x.bindings.retain(|b| b != &binding);
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Rewrites the definitions file with only what exists now.
-    fn compact_definitions(&mut self) -> Result<(), StorageError> {
-        if self.store.is_none() {
-            return Ok(());
-        }
-        let mut defs = Vec::new();
-        for x in self.exchanges.values() {
-            if x.durable && !BUILTIN_EXCHANGES.iter().any(|(n, _)| *n == x.name) {
-                defs.push(store::Definition::ExchangeDeclare(exchange::Declare {
-                    exchange: x.name.as_str().into(),
-                    kind: x.kind.as_str().into(),
-                    passive: false,
-                    durable: true,
-                    auto_delete: x.auto_delete,
-                    internal: x.internal,
-                    nowait: false,
-                    arguments: x.args.clone(),
-                }));
-            }
-        }
-        for q in self.queues.values().filter(|q| q.durable) {
-            defs.push(store::Definition::QueueDeclare(queue::Declare {
-                queue: q.name.as_str().into(),
-                passive: false,
-                durable: true,
-                exclusive: false,
-                auto_delete: q.auto_delete,
-                nowait: false,
-                arguments: q.args.clone(),
-            }));
-        }
-        for x in self.exchanges.values().filter(|x| x.durable) {
-            for b in x
-                .bindings
-                .iter()
-                .filter(|b| self.destination_durable(&b.destination))
-            {
-                defs.push(store::Definition::Bind {
-                    source: x.name.clone(),
-                    binding: b.clone(),
-                });
-            }
-        }
-        match &mut self.store {
-            Some(store) => store.rewrite(&defs),
-            None => Ok(()),
-        }
     }
 }
 

@@ -5,12 +5,15 @@
 //! encoded and decoded by the `amq-protocol` crate.
 
 pub mod codec;
+pub mod config;
 pub mod connection;
 pub mod content;
 pub mod error;
+mod handshake;
 pub mod hub;
 pub mod queue;
 pub mod routing;
+mod state;
 pub mod store;
 
 pub use hub::AmqpHub;

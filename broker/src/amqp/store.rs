@@ -23,7 +23,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use super::codec::{self, Frame};
 use super::hub::{Binding, Destination};
 use super::queue::{Message, QueuedMessage};
-use crate::storage::records::RecordLog;
+use crate::storage::RecordLog;
 use crate::storage::StorageError;
 
 const ENQUEUE: u8 = 1;

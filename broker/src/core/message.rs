@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::mqtt::packet::QoS;
+use super::QoS;
 
 /// Client identifiers are shared between the session table and the
 /// subscription trie, so they are reference counted.

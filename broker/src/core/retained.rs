@@ -53,7 +53,7 @@ impl RetainedStore {
 mod tests {
     use super::*;
     use crate::core::MessageProperties;
-    use crate::mqtt::packet::QoS;
+    use crate::core::QoS;
     use bytes::BytesMut;
     use std::time::Duration;
 

@@ -13,10 +13,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
+use super::config::FlushPolicy;
 use super::hub::{KafkaHub, NODE_ID};
 use super::metadata::str_bytes;
 use super::topic::valid_topic_name;
-use crate::config::FlushPolicy;
 
 /// Most partitions one CreateTopics may ask for per topic.
 const MAX_PARTITIONS: i32 = 10_000;

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::codec;
 use super::dispatch;
 use super::hub::KafkaHub;
+use crate::core::io;
 use crate::metrics::{Protocol, ProtocolCounters};
 
 /// Responses are written once this much is queued, or when no request is waiting.
@@ -40,7 +41,9 @@ async fn write(
     if out.is_empty() {
         return Ok(());
     }
-    crate::server::write_counted(stream, out, counters).await?;
+    io::write_counted(stream, out, &counters.bytes_sent)
+        .await
+        .map_err(|e| e.to_string())?;
     out.clear();
     Ok(())
 }

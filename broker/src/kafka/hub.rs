@@ -9,11 +9,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Semaphore;
 
+use super::config::{FlushPolicy, KafkaConfig, KafkaStorage};
 use super::group::{GroupConfig, GroupCoordinator};
 use super::offsets::OffsetStore;
 use super::producer::ProducerIds;
 use super::topic::Topics;
-use crate::config::{FlushPolicy, KafkaConfig, KafkaStorage};
 use crate::metrics::Metrics;
 use crate::storage::StorageError;
 

@@ -5,6 +5,7 @@
 mod admin;
 pub mod api_versions;
 pub mod codec;
+pub mod config;
 pub mod connection;
 mod dispatch;
 mod fetch;

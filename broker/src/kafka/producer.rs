@@ -150,7 +150,7 @@ impl ProducerIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::batch::tests::batch_from;
+    use crate::fixtures::kafka::batch_from;
 
     fn header(pid: i64, epoch: i16, seq: i32, n: usize) -> BatchHeader {
         let values: Vec<&str> = std::iter::repeat_n("v", n).collect();

@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 
+use super::config::KafkaStorage;
 use super::producer::{ProducerStates, SequenceCheck};
-use crate::config::KafkaStorage;
 use crate::storage::batch::{self, BatchError};
 use crate::storage::{LogConfig, MemoryLog, PartitionLog, SegmentedLog, StorageError};
 
@@ -336,7 +336,7 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::batch::tests::{batch, batch_from};
+    use crate::fixtures::kafka::{batch, batch_from};
 
     #[test]
     fn topic_names() {

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Semaphore};
 
+use super::config::MqttConfig;
 use super::packet::{LastWill, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
 use super::session::{
     ConnectionLink, Delivery, Kick, Queued, Session, SubscriptionEntry, NEVER_EXPIRES,
 };
-use crate::config::{Limits, MqttConfig};
+use crate::config::Limits;
 use crate::core::retained::RetainedStore;
 use crate::core::topic::{parse_filter, Matched, SubscriptionTree};
 use crate::core::{ClientId, Message, MessageProperties};
@@ -186,7 +187,7 @@ impl MqttHub {
                 }
             }
             session.set_connected(true);
-            self.metrics.sessions.set(self.session_count() as i64);
+            self.metrics.mqtt.sessions.set(self.session_count() as i64);
             return Attached {
                 session,
                 session_present,
@@ -296,7 +297,7 @@ impl MqttHub {
             {
                 sessions.remove(&session.client_id);
             }
-            self.metrics.sessions.set(sessions.len() as i64);
+            self.metrics.mqtt.sessions.set(sessions.len() as i64);
             st.pending_will.take()
         };
         if let Some(will) = will {
@@ -321,7 +322,7 @@ impl MqttHub {
                 tree.remove(spec, &session.client_id);
             }
         }
-        self.metrics.subscriptions.set(tree.len() as i64);
+        self.metrics.mqtt.subscriptions.set(tree.len() as i64);
     }
 
     fn publish_will(&self, will: LastWill) {
@@ -370,7 +371,7 @@ impl MqttHub {
                     identifier,
                 },
             );
-            self.metrics.subscriptions.set(tree.len() as i64);
+            self.metrics.mqtt.subscriptions.set(tree.len() as i64);
             !added
         };
         session
@@ -391,7 +392,7 @@ impl MqttHub {
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
             let removed = tree.remove(spec, &session.client_id);
-            self.metrics.subscriptions.set(tree.len() as i64);
+            self.metrics.mqtt.subscriptions.set(tree.len() as i64);
             removed
         };
         session.lock().subscriptions.remove(raw_filter);
@@ -419,7 +420,10 @@ impl MqttHub {
         }
         let mut retained = lock(&self.retained);
         let found = retained.matching(spec.filter, Instant::now());
-        self.metrics.retained_messages.set(retained.len() as i64);
+        self.metrics
+            .mqtt
+            .retained_messages
+            .set(retained.len() as i64);
         found
     }
 
@@ -431,7 +435,10 @@ impl MqttHub {
         if message.retain && self.config.retain_available {
             let mut retained = lock(&self.retained);
             retained.store(message.clone());
-            self.metrics.retained_messages.set(retained.len() as i64);
+            self.metrics
+                .mqtt
+                .retained_messages
+                .set(retained.len() as i64);
         }
         let mut direct: HashMap<ClientId, Delivery> = HashMap::new();
         let mut targets: Vec<(Arc<Session>, Delivery)> = Vec::new();

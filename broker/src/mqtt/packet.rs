@@ -6,6 +6,8 @@
 
 use bytes::Bytes;
 
+pub use crate::core::QoS;
+
 /// Protocol level negotiated by CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProtocolVersion {
@@ -29,27 +31,6 @@ impl ProtocolVersion {
 
     pub fn is_v5(self) -> bool {
         self == ProtocolVersion::V5
-    }
-}
-
-/// Quality of service level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum QoS {
-    #[default]
-    AtMostOnce = 0,
-    AtLeastOnce = 1,
-    ExactlyOnce = 2,
-}
-
-impl QoS {
-    /// `None` for 3 and above: a QoS of 3 is a malformed packet.
-    pub fn from_u8(v: u8) -> Option<QoS> {
-        match v {
-            0 => Some(QoS::AtMostOnce),
-            1 => Some(QoS::AtLeastOnce),
-            2 => Some(QoS::ExactlyOnce),
-            _ => None,
-        }
     }
 }
 

@@ -1,41 +1,28 @@
-//! Partition logs for the Kafka listener: an in-memory log and an on-disk
-//! segmented log with the same operations (append a batch, read from an
-//! offset, find an offset by timestamp, flush, enforce retention); and a
-//! checksummed record file for durable AMQP queues (`records`).
+//! What the broker keeps on disk (or, with `storage = "memory"`, in memory),
+//! named by what is stored: Kafka partition logs (`partition_log`) and the
+//! checksummed record file of durable AMQP queues (`record_file`).
 
-pub mod batch;
-pub mod disk;
-pub mod memory;
-pub mod records;
+pub mod partition_log;
+pub mod record_file;
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
 
-pub use batch::{BatchError, BatchHeader};
-pub use disk::SegmentedLog;
-pub use memory::MemoryLog;
+pub use partition_log::{
+    batch, BatchError, BatchHeader, LogConfig, MemoryLog, PartitionLog, SegmentedLog,
+};
+pub use record_file::RecordLog;
 
-/// What a log keeps and for how long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogConfig {
-    /// A new segment starts when the active one would grow beyond this.
-    pub segment_bytes: u64,
-    /// Oldest data is deleted while the log is larger (None = no limit).
-    pub retention_bytes: Option<u64>,
-    /// Data older than this is deleted (None = kept forever).
-    pub retention: Option<Duration>,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            segment_bytes: 1 << 30,
-            retention_bytes: None,
-            retention: Some(Duration::from_secs(7 * 24 * 3600)),
-        }
-    }
+/// Where a protocol keeps what must survive a restart (Kafka logs, durable AMQP queues).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageMode {
+    /// Files under `server.data_dir/<protocol>`; survives restarts.
+    Disk,
+    /// Nothing on disk; everything is lost when the broker stops.
+    Memory,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,74 +44,6 @@ impl StorageError {
     ) -> impl FnOnce(std::io::Error) -> StorageError {
         let path = path.into();
         move |source| StorageError::Io { what, path, source }
-    }
-}
-
-/// One partition's records: in memory or on disk.
-pub enum PartitionLog {
-    Memory(MemoryLog),
-    Disk(SegmentedLog),
-}
-
-impl PartitionLog {
-    /// Appends one validated batch, assigning its offsets; returns the base offset.
-    pub fn append(&mut self, batch: BytesMut, header: &BatchHeader) -> Result<i64, StorageError> {
-        match self {
-            PartitionLog::Memory(l) => Ok(l.append(batch, header)),
-            PartitionLog::Disk(l) => l.append(batch, header),
-        }
-    }
-
-    /// Whole batches from the one holding `offset`, up to about `max_bytes`
-    /// (at least one batch, so a large batch is never stuck).
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
-        match self {
-            PartitionLog::Memory(l) => l.read(offset, max_bytes),
-            PartitionLog::Disk(l) => l.read(offset, max_bytes),
-        }
-    }
-
-    /// The offset of the first record with a timestamp at or after `ts`.
-    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<i64>, StorageError> {
-        match self {
-            PartitionLog::Memory(l) => Ok(l.offset_for_timestamp(ts)),
-            PartitionLog::Disk(l) => l.offset_for_timestamp(ts),
-        }
-    }
-
-    pub fn start_offset(&self) -> i64 {
-        match self {
-            PartitionLog::Memory(l) => l.start_offset(),
-            PartitionLog::Disk(l) => l.start_offset(),
-        }
-    }
-
-    /// The offset the next record gets (the high watermark of a single broker).
-    pub fn next_offset(&self) -> i64 {
-        match self {
-            PartitionLog::Memory(l) => l.next_offset(),
-            PartitionLog::Disk(l) => l.next_offset(),
-        }
-    }
-
-    /// Makes every appended batch durable (fsync); a no-op in memory.
-    pub fn flush(&mut self) -> Result<(), StorageError> {
-        match self {
-            PartitionLog::Memory(_) => Ok(()),
-            PartitionLog::Disk(l) => l.flush(),
-        }
-    }
-
-    /// Deletes what retention no longer covers; returns the bytes freed.
-    pub fn enforce_retention(&mut self, now: SystemTime) -> Result<u64, StorageError> {
-        match self {
-            PartitionLog::Memory(l) => Ok(l.enforce_retention(now)),
-            PartitionLog::Disk(l) => l.enforce_retention(now),
-        }
-    }
-
-    pub fn is_disk(&self) -> bool {
-        matches!(self, PartitionLog::Disk(_))
     }
 }
 

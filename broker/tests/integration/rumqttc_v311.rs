@@ -818,11 +818,11 @@ async fn rumqttc_v311_shutdown_closes_and_sends_wills() {
     o.set_last_will(LastWill::new("will/sd", "bye", QoS::AtLeastOnce, true));
     let (_c, mut el, _) = start(o).await;
     let metrics = b.metrics.clone();
-    assert_eq!(metrics.retained_messages.get(), 0);
+    assert_eq!(metrics.mqtt.retained_messages.get(), 0);
     b.shutdown().await;
     expect_connection_closed(&mut el).await;
     // The subscribers are gone too, so the retained will is the observable trace.
-    assert_eq!(metrics.retained_messages.get(), 1);
+    assert_eq!(metrics.mqtt.retained_messages.get(), 1);
 }
 
 // 18. WebSocket

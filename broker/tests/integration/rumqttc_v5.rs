@@ -1333,14 +1333,14 @@ async fn rumqttc_v5_shutdown_sends_0x8b_and_wills() {
     let (_c, mut el, _) = start(o).await;
     let mut s = raw_v5(&b, "v5-sd-raw", 60).await;
     let metrics = b.metrics.clone();
-    assert_eq!(metrics.retained_messages.get(), 0);
+    assert_eq!(metrics.mqtt.retained_messages.get(), 0);
     let stopping = tokio::spawn(b.shutdown());
     assert_eq!(raw_expect_disconnect(&mut s).await, 0x8B);
     raw::expect_closed(&mut s).await;
     expect_server_disconnect(&mut el, DisconnectReasonCode::ServerShuttingDown).await;
     stopping.await.unwrap();
     // The retained will is the observable trace once every client is gone.
-    assert_eq!(metrics.retained_messages.get(), 1);
+    assert_eq!(metrics.mqtt.retained_messages.get(), 1);
 }
 
 // 18. WebSocket

@@ -289,10 +289,10 @@ async fn shutdown_publishes_delayed_wills() {
         &connect_v5("sd", true, &session_expiry(100), Some(&will)),
     )
     .await;
-    assert_eq!(metrics.retained_messages.get(), 0);
+    assert_eq!(metrics.mqtt.retained_messages.get(), 0);
     b.shutdown().await;
     assert_eq!(
-        metrics.retained_messages.get(),
+        metrics.mqtt.retained_messages.get(),
         1,
         "the retained will was published at shutdown, not left to its 60 s delay"
     );

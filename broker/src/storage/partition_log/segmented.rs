@@ -17,7 +17,8 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 
 use super::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
-use super::{LogConfig, StorageError};
+use super::LogConfig;
+use crate::storage::StorageError;
 
 /// Log bytes between two index entries.
 const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -549,7 +550,7 @@ impl SegmentedLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::batch::tests::batch;
+    use crate::fixtures::kafka::batch;
     use crate::storage::batch::validate_batches;
     use std::time::Duration;
 

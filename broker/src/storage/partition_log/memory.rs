@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 
 use super::batch::{self, BatchHeader};
-use super::{millis_since_epoch, LogConfig, StorageError};
+use super::LogConfig;
+use crate::storage::{millis_since_epoch, StorageError};
 
 struct StoredBatch {
     base_offset: i64,
@@ -124,7 +125,7 @@ impl MemoryLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::batch::tests::batch;
+    use crate::fixtures::kafka::batch;
     use crate::storage::batch::validate_batches;
     use std::time::Duration;
 

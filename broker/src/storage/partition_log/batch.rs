@@ -229,11 +229,10 @@ fn read_varint(b: &[u8]) -> Option<(i64, usize)> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
     // Shared with the benchmarks in bench/.
-    pub(crate) use crate::fixtures::kafka::{batch, batch_from};
+    use crate::fixtures::kafka::{batch, batch_from};
 
     #[test]
     fn parses_and_checks_an_encoded_batch() {

@@ -1,0 +1,371 @@
+//! The AMQP handshake: protocol header, start/start-ok with PLAIN or
+//! AMQPLAIN, tune/tune-ok, open/open-ok. A refused login or an unexpected
+//! method is answered with connection.close and ends the connection.
+
+use amq_protocol::protocol::{connection, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use bytes::BytesMut;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::codec::{self, Frame};
+use super::connection::{fill, write_now};
+use super::error::*;
+use super::hub::AmqpHub;
+use super::state::{connection_close, method_frame, Tuning};
+use crate::metrics::{Protocol, ProtocolCounters};
+
+/// Reads until one whole frame is there (handshake only).
+async fn read_frame(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    frame_max: u32,
+    counters: &ProtocolCounters,
+) -> Result<Frame, String> {
+    loop {
+        match codec::next_frame(buf, frame_max) {
+            Ok(Some(Frame::Heartbeat(_))) => continue,
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => fill(rd, buf, counters).await?,
+            Err(e) => return Err(format!("bad frame during the handshake: {e}")),
+        }
+    }
+}
+
+fn server_properties() -> FieldTable {
+    let mut caps = FieldTable::default();
+    for cap in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "per_consumer_qos",
+        "authentication_failure_close",
+    ] {
+        caps.insert(cap.into(), AMQPValue::Boolean(true));
+    }
+    caps.insert("connection.blocked".into(), AMQPValue::Boolean(false));
+    let mut props = FieldTable::default();
+    let long = |s: &str| AMQPValue::LongString(s.into());
+    props.insert("product".into(), long("bench-broker"));
+    props.insert("version".into(), long(env!("CARGO_PKG_VERSION")));
+    props.insert("platform".into(), long("Rust"));
+    props.insert(
+        "information".into(),
+        long("multi-protocol broker: MQTT, Kafka, AMQP 0.9.1"),
+    );
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    props
+}
+
+/// The user name and password in a start-ok response.
+pub fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {
+    match mechanism {
+        "PLAIN" => {
+            // [authzid] NUL authcid NUL passwd
+            let mut parts = response.split(|b| *b == 0);
+            let _authzid = parts.next()?;
+            let user = parts.next()?;
+            let pass = parts.next()?;
+            Some((
+                String::from_utf8(user.to_vec()).ok()?,
+                String::from_utf8(pass.to_vec()).ok()?,
+            ))
+        }
+        "AMQPLAIN" => {
+            // A field table without its length prefix.
+            let mut framed = (response.len() as u32).to_be_bytes().to_vec();
+            framed.extend_from_slice(response);
+            if codec::nesting_exceeds(&framed, 0, codec::MAX_NESTING) {
+                return None;
+            }
+            let (_, table) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
+            let text = |k: &str| match table.inner().get(k)? {
+                AMQPValue::LongString(s) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
+                AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+                _ => None,
+            };
+            Some((text("LOGIN")?, text("PASSWORD")?))
+        }
+        _ => None,
+    }
+}
+
+pub(super) async fn handshake(
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    buf: &mut BytesMut,
+    hub: &AmqpHub,
+    counters: &ProtocolCounters,
+    loopback: bool,
+) -> Result<Tuning, String> {
+    loop {
+        match codec::read_protocol_header(buf) {
+            Ok(Some(())) => break,
+            Ok(None) => fill(rd, buf, counters).await?,
+            Err(codec::BadProtocolHeader) => {
+                hub.metrics
+                    .protocol_error(Protocol::Amqp, "bad_protocol_header");
+                write_now(wr, codec::PROTOCOL_HEADER, counters).await?;
+                return Err("bad protocol header: answered with AMQP 0-9-1".into());
+            }
+        }
+    }
+    let cfg = &hub.config;
+    let start = AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: server_properties(),
+        mechanisms: LongString::from("PLAIN AMQPLAIN"),
+        locales: LongString::from("en_US"),
+    }));
+    write_now(wr, &method_frame(0, start), counters).await?;
+    let refuse = |code: u16, text: String| AmqpError::hard(code, text);
+    let fail = async |wr: &mut OwnedWriteHalf, e: AmqpError| -> String {
+        hub.metrics
+            .protocol_error(Protocol::Amqp, "handshake_refused");
+        let _ = write_now(wr, &method_frame(0, connection_close(&e)), counters).await;
+        e.text
+    };
+    let start_ok = match read_frame(rd, buf, cfg.frame_max, counters).await? {
+        Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(m))) => m,
+        other => {
+            return Err(fail(
+                wr,
+                refuse(
+                    COMMAND_INVALID,
+                    format!("COMMAND_INVALID - expected connection.start-ok, got {other:?}"),
+                ),
+            )
+            .await)
+        }
+    };
+    let mechanism = start_ok.mechanism.as_str();
+    let Some((user, pass)) = credentials(mechanism, start_ok.response.as_bytes()) else {
+        let e = refuse(ACCESS_REFUSED, format!("ACCESS_REFUSED - unsupported mechanism '{mechanism}' or bad response (use PLAIN or AMQPLAIN)"));
+        return Err(fail(wr, e).await);
+    };
+    let allowed = match cfg.users.is_empty() {
+        true => cfg.allow_anonymous || (loopback && user == "guest" && pass == "guest"),
+        false => cfg.users.get(&user).is_some_and(|p| *p == pass),
+    };
+    if !allowed {
+        let e = refuse(
+            ACCESS_REFUSED,
+            format!("ACCESS_REFUSED - login refused for user '{user}' (mechanism {mechanism})"),
+        );
+        return Err(fail(wr, e).await);
+    }
+    let tune = AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
+        channel_max: cfg.channel_max,
+        frame_max: cfg.frame_max,
+        heartbeat: cfg.heartbeat_secs,
+    }));
+    write_now(wr, &method_frame(0, tune), counters).await?;
+    let tune_ok = match read_frame(rd, buf, cfg.frame_max, counters).await? {
+        Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(m))) => m,
+        other => {
+            return Err(fail(
+                wr,
+                refuse(
+                    COMMAND_INVALID,
+                    format!("COMMAND_INVALID - expected connection.tune-ok, got {other:?}"),
+                ),
+            )
+            .await)
+        }
+    };
+    let pick = |client: u32, server: u32| {
+        if client == 0 {
+            server
+        } else {
+            client.min(server)
+        }
+    };
+    let tuning = Tuning {
+        frame_max: pick(tune_ok.frame_max, cfg.frame_max).max(codec::FRAME_MIN_SIZE),
+        channel_max: pick(u32::from(tune_ok.channel_max), u32::from(cfg.channel_max)) as u16,
+        // The client has the last word on heartbeats (0 switches them off).
+        heartbeat: tune_ok.heartbeat,
+    };
+    match read_frame(rd, buf, tuning.frame_max, counters).await? {
+        Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Open(_))) => {}
+        other => {
+            return Err(fail(
+                wr,
+                refuse(
+                    COMMAND_INVALID,
+                    format!("COMMAND_INVALID - expected connection.open, got {other:?}"),
+                ),
+            )
+            .await)
+        }
+    }
+    let open_ok = AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {}));
+    write_now(wr, &method_frame(0, open_ok), counters).await?;
+    Ok(tuning)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use amq_protocol::types::ShortString;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::amqp::config::AmqpConfig;
+    use crate::metrics::Metrics;
+    use crate::platform::Platform;
+    use crate::storage::StorageMode;
+
+    fn hub() -> Arc<AmqpHub> {
+        let config = AmqpConfig {
+            storage: StorageMode::Memory,
+            ..AmqpConfig::default()
+        };
+        let metrics = Metrics::new(&Platform::detect(), 10);
+        AmqpHub::open(
+            config,
+            Path::new("."),
+            metrics,
+            Arc::new(Semaphore::new(10)),
+        )
+        .unwrap()
+    }
+
+    /// The broker's end of a loopback connection, split, and the client's end.
+    async fn pair() -> ((OwnedReadHalf, OwnedWriteHalf), TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (server.into_split(), client)
+    }
+
+    /// Reads one method frame the broker sent.
+    async fn next_method(client: &mut TcpStream, buf: &mut BytesMut) -> AMQPClass {
+        loop {
+            if let Some(frame) = codec::next_frame(buf, u32::MAX).unwrap() {
+                match frame {
+                    Frame::Method(0, m) => return m,
+                    other => panic!("expected a method on channel 0, got {other:?}"),
+                }
+            }
+            assert!(client.read_buf(buf).await.unwrap() > 0, "broker closed");
+        }
+    }
+
+    async fn send(client: &mut TcpStream, method: connection::AMQPMethod) {
+        let frame = method_frame(0, AMQPClass::Connection(method));
+        client.write_all(&frame).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_wrong_protocol_header_is_answered_with_ours() {
+        let hub = hub();
+        let ((mut rd, mut wr), mut client) = pair().await;
+        let counters = hub.metrics.counters(Protocol::Amqp);
+        client.write_all(b"HTTP/1.1").await.unwrap();
+        let mut buf = BytesMut::new();
+        let why = handshake(&mut rd, &mut wr, &mut buf, &hub, &counters, true)
+            .await
+            .unwrap_err();
+        assert_eq!(why, "bad protocol header: answered with AMQP 0-9-1");
+        let mut answer = [0u8; 8];
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, codec::PROTOCOL_HEADER);
+        assert!(hub.metrics.encode().contains(
+            "broker_protocol_errors_total{protocol=\"amqp\",kind=\"bad_protocol_header\"} 1"
+        ));
+    }
+
+    #[tokio::test]
+    async fn plain_login_tunes_and_opens() {
+        let hub = hub();
+        let ((mut rd, mut wr), mut client) = pair().await;
+        let counters = hub.metrics.counters(Protocol::Amqp);
+        let broker = tokio::spawn(async move {
+            let mut buf = BytesMut::new();
+            handshake(&mut rd, &mut wr, &mut buf, &hub, &counters, true).await
+        });
+        client.write_all(codec::PROTOCOL_HEADER).await.unwrap();
+        let mut buf = BytesMut::new();
+        let AMQPClass::Connection(connection::AMQPMethod::Start(start)) =
+            next_method(&mut client, &mut buf).await
+        else {
+            panic!("expected connection.start");
+        };
+        assert_eq!(start.mechanisms.to_string(), "PLAIN AMQPLAIN");
+        send(
+            &mut client,
+            connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: FieldTable::default(),
+                mechanism: ShortString::from("PLAIN"),
+                response: LongString::from(b"\0guest\0guest".to_vec()),
+                locale: ShortString::from("en_US"),
+            }),
+        )
+        .await;
+        let AMQPClass::Connection(connection::AMQPMethod::Tune(tune)) =
+            next_method(&mut client, &mut buf).await
+        else {
+            panic!("expected connection.tune");
+        };
+        assert_eq!(
+            (tune.channel_max, tune.frame_max, tune.heartbeat),
+            (2047, 131_072, 60)
+        );
+        send(
+            &mut client,
+            connection::AMQPMethod::TuneOk(connection::TuneOk {
+                channel_max: 10,
+                frame_max: 0, // no preference: the broker's value
+                heartbeat: 5,
+            }),
+        )
+        .await;
+        send(
+            &mut client,
+            connection::AMQPMethod::Open(connection::Open {
+                virtual_host: ShortString::from("/"),
+            }),
+        )
+        .await;
+        assert!(matches!(
+            next_method(&mut client, &mut buf).await,
+            AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))
+        ));
+        let tuning = broker.await.unwrap().unwrap();
+        assert_eq!(
+            (tuning.channel_max, tuning.frame_max, tuning.heartbeat),
+            (10, 131_072, 5)
+        );
+    }
+
+    #[test]
+    fn plain_and_amqplain_credentials() {
+        assert_eq!(
+            credentials("PLAIN", b"\0guest\0guest"),
+            Some(("guest".into(), "guest".into()))
+        );
+        assert_eq!(
+            credentials("PLAIN", b"admin\0bob\0pw"),
+            Some(("bob".into(), "pw".into()))
+        );
+        assert_eq!(credentials("PLAIN", b"guest"), None);
+        let amqplain = amq_protocol::auth::Credentials::new("alice".into(), "s3cret".into())
+            .sasl_auth_string(amq_protocol::auth::SASLMechanism::AMQPlain);
+        assert_eq!(
+            credentials("AMQPLAIN", amqplain.as_bytes()),
+            Some(("alice".into(), "s3cret".into()))
+        );
+        assert_eq!(credentials("AMQPLAIN", &[0xff, 0xff]), None);
+        assert_eq!(credentials("EXTERNAL", b""), None);
+    }
+}

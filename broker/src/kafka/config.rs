@@ -1,0 +1,187 @@
+//! The `[kafka]` section of the config file: listener, advertised address,
+//! topic defaults, log storage and retention, and consumer-group timeouts.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use crate::storage::{LogConfig, StorageMode};
+
+/// The Kafka listener's storage setting (the same choice as every protocol's).
+pub type KafkaStorage = StorageMode;
+
+/// When the disk log is fsynced. Produce requests with acks=-1 are always
+/// fsynced before they are answered, whatever the policy.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FlushPolicy {
+    /// Every produce request (acks 0, 1 and -1) is fsynced before it is answered.
+    EveryProduce,
+    /// acks=0/1 data is fsynced every `flush_interval_ms` in the background.
+    Interval,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Serve the Kafka wire protocol.
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    /// Host name given to clients in Metadata and FindCoordinator; default: the bind address
+    /// (127.0.0.1 when bound to an unspecified address).
+    pub advertised_host: Option<String>,
+    /// Port given to clients; default: the port actually bound.
+    pub advertised_port: Option<u16>,
+    /// Partitions of auto-created topics and of CreateTopics with num_partitions = -1.
+    pub default_partitions: u32,
+    /// Create a topic when a client asks for its metadata (as Apache Kafka does by default).
+    pub auto_create_topics: bool,
+    pub storage: KafkaStorage,
+    /// Size at which the disk log starts a new segment file.
+    pub segment_bytes: u64,
+    /// Per partition: the oldest segments are deleted beyond this size; -1 = no limit.
+    pub retention_bytes: i64,
+    /// Segments whose last write is older than this are deleted; -1 = kept forever.
+    pub retention_ms: i64,
+    pub flush: FlushPolicy,
+    /// Period of the background fsync with `flush = "interval"`.
+    pub flush_interval_ms: u64,
+    /// Largest request frame; a larger (or negative) size closes the connection.
+    pub max_frame_bytes: usize,
+    /// Consumer-group session timeouts clients may ask for.
+    pub group_min_session_timeout_ms: u64,
+    pub group_max_session_timeout_ms: u64,
+    /// How long the first rebalance of an empty group waits for more members.
+    pub group_initial_rebalance_delay_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_host: None,
+            advertised_port: None,
+            default_partitions: 1,
+            auto_create_topics: true,
+            storage: KafkaStorage::Disk,
+            segment_bytes: 1 << 30,
+            retention_bytes: -1,
+            retention_ms: 7 * 24 * 3_600_000,
+            flush: FlushPolicy::Interval,
+            flush_interval_ms: 1000,
+            max_frame_bytes: 100 * 1024 * 1024,
+            group_min_session_timeout_ms: 1000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 0,
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if !(1..=10_000).contains(&self.default_partitions) {
+            return Err(format!(
+                "kafka.default_partitions = {}: must be between 1 and 10000",
+                self.default_partitions
+            ));
+        }
+        if !(4096..=(1 << 31)).contains(&self.segment_bytes) {
+            return Err(format!(
+                "kafka.segment_bytes = {}: must be between 4096 and 2147483648 (try 1073741824)",
+                self.segment_bytes
+            ));
+        }
+        for (key, value) in [
+            ("retention_bytes", self.retention_bytes),
+            ("retention_ms", self.retention_ms),
+        ] {
+            if value == 0 || value < -1 {
+                return Err(format!(
+                    "kafka.{key} = {value}: must be positive, or -1 for no limit"
+                ));
+            }
+        }
+        if self.flush_interval_ms == 0 {
+            return Err("kafka.flush_interval_ms = 0: must be at least 1 (try 1000)".into());
+        }
+        if !(1024..=i32::MAX as usize).contains(&self.max_frame_bytes) {
+            return Err(format!(
+                "kafka.max_frame_bytes = {}: must be between 1024 and 2147483647 (try 104857600)",
+                self.max_frame_bytes
+            ));
+        }
+        if self.advertised_host.as_deref().is_some_and(str::is_empty) {
+            return Err(
+                "kafka.advertised_host = \"\": give a host name or leave the key out".into(),
+            );
+        }
+        if self.advertised_port == Some(0) {
+            return Err(
+                "kafka.advertised_port = 0: give the port clients connect to, or leave the key out"
+                    .into(),
+            );
+        }
+        if self.group_min_session_timeout_ms == 0
+            || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
+        {
+            return Err(format!(
+                "kafka.group_min_session_timeout_ms = {}: must be at least 1 and at most kafka.group_max_session_timeout_ms ({})",
+                self.group_min_session_timeout_ms, self.group_max_session_timeout_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// The log settings of every partition.
+    pub fn log_config(&self) -> LogConfig {
+        let positive = |v: i64| u64::try_from(v).ok().filter(|v| *v > 0);
+        LogConfig {
+            segment_bytes: self.segment_bytes,
+            retention_bytes: positive(self.retention_bytes),
+            retention: positive(self.retention_ms).map(std::time::Duration::from_millis),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn kafka_section_parses_and_names_bad_keys() {
+        let c = Config::parse(
+            r#"
+            [kafka]
+            bind = "0.0.0.0:9093"
+            advertised_host = "broker.example"
+            default_partitions = 6
+            auto_create_topics = false
+            storage = "memory"
+            flush = "every_produce"
+            retention_bytes = 1048576
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.kafka.bind.port(), 9093);
+        assert_eq!(c.kafka.storage, KafkaStorage::Memory);
+        assert_eq!(c.kafka.flush, FlushPolicy::EveryProduce);
+        assert_eq!(c.kafka.log_config().retention_bytes, Some(1_048_576));
+        let d = Config::default();
+        assert_eq!(d.kafka.bind.port(), 9092);
+        assert!(d.kafka.bind.ip().is_loopback());
+        assert_eq!(d.kafka.storage, KafkaStorage::Disk);
+        assert_eq!(d.kafka.log_config().retention_bytes, None);
+
+        let err = Config::parse("[kafka]\nflush = \"sometimes\"\n").unwrap_err();
+        assert!(err.starts_with("line 2 key `kafka.flush`"), "{err}");
+        assert!(err.contains("every_produce"), "{err}");
+        let err = Config::parse("[kafka]\npartitions = 3\n").unwrap_err();
+        assert!(
+            err.contains("kafka.partitions") && err.contains("default_partitions"),
+            "{err}"
+        );
+    }
+}

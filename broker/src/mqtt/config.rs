@@ -1,0 +1,98 @@
+//! The `[mqtt]` section of the config file: listeners, limits and
+//! authentication of MQTT over TCP and WebSocket, with defaults and checks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+/// MQTT's largest encodable packet: 1 type byte, 4 length bytes, 268,435,455 body bytes.
+pub const MQTT_MAX_PACKET_SIZE: usize = 268_435_460;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// MQTT over TCP.
+    pub bind: SocketAddr,
+    /// Serve MQTT over WebSocket as well.
+    pub websocket: bool,
+    pub ws_bind: SocketAddr,
+    /// HTTP path of the WebSocket endpoint.
+    pub ws_path: String,
+    /// Largest packet accepted (and announced to 5.0 clients); class default.
+    pub max_packet_size: Option<usize>,
+    /// QoS 1/2 messages in flight per client, both ways (5.0 Receive Maximum); class default.
+    pub max_inflight: Option<u16>,
+    /// Messages queued per session beyond the in-flight window; class default.
+    pub max_queued_messages: Option<usize>,
+    /// Topic aliases a 5.0 client may use towards the broker (0 = none).
+    pub topic_alias_maximum: u16,
+    /// Topic aliases the broker uses towards a 5.0 client, at most what the client allows.
+    pub outgoing_topic_aliases: u16,
+    /// Highest QoS granted and accepted (0, 1 or 2).
+    pub max_qos: u8,
+    pub retain_available: bool,
+    /// Accept clients without a user name (only sensible on loopback or behind a gateway).
+    pub allow_anonymous: bool,
+    /// User name → password; when non-empty, a user name must match.
+    pub users: BTreeMap<String, String>,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Longest session expiry (seconds) granted to 5.0 clients; u32::MAX = no limit.
+    pub max_session_expiry_secs: u32,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            websocket: true,
+            ws_bind: SocketAddr::from(([127, 0, 0, 1], 8083)),
+            ws_path: "/mqtt".to_string(),
+            max_packet_size: None,
+            max_inflight: None,
+            max_queued_messages: None,
+            topic_alias_maximum: 10,
+            outgoing_topic_aliases: 10,
+            max_qos: 2,
+            retain_available: true,
+            allow_anonymous: true,
+            users: BTreeMap::new(),
+            connect_timeout_secs: 10,
+            max_session_expiry_secs: u32::MAX,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// Checks values that the types alone cannot; each message names the key.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let m = self;
+        if m.max_qos > 2 {
+            return Err(format!("mqtt.max_qos = {}: must be 0, 1 or 2", m.max_qos));
+        }
+        if let Some(size) = m.max_packet_size {
+            if !(64..=MQTT_MAX_PACKET_SIZE).contains(&size) {
+                return Err(format!(
+                    "mqtt.max_packet_size = {size}: must be between 64 and {MQTT_MAX_PACKET_SIZE} bytes"
+                ));
+            }
+        }
+        if m.max_inflight == Some(0) {
+            return Err("mqtt.max_inflight = 0: must be at least 1 (try 20)".into());
+        }
+        if m.max_queued_messages == Some(0) {
+            return Err("mqtt.max_queued_messages = 0: must be at least 1 (try 1000)".into());
+        }
+        if !m.ws_path.starts_with('/') {
+            return Err(format!(
+                "mqtt.ws_path = {:?}: must start with '/' (e.g. \"/mqtt\")",
+                m.ws_path
+            ));
+        }
+        if m.connect_timeout_secs == 0 {
+            return Err("mqtt.connect_timeout_secs = 0: must be at least 1 (try 10)".into());
+        }
+        Ok(())
+    }
+}

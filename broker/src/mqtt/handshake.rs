@@ -1,0 +1,387 @@
+//! The MQTT handshake: read CONNECT (within `connect_timeout_secs`), check
+//! the client id, credentials and will, take a connection permit, attach the
+//! session, and queue CONNACK. A refused client gets a CONNACK with the reason
+//! in its own protocol level's format, then the connection is closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
+use tokio::time::timeout;
+
+use super::codec::{self, DecodeError};
+use super::hub::MqttHub;
+use super::packet::{reason, ConnAck, Connect, Packet, Properties, ProtocolVersion};
+use super::session::{Kick, NEVER_EXPIRES};
+use super::state::{decode_error_kind, Connection};
+use super::transport::Transport;
+use crate::config::Limits;
+use crate::core::io::write_timed;
+use crate::core::topic::valid_topic_name;
+use crate::core::ClientId;
+use crate::metrics::Protocol;
+
+/// A client past CONNECT, with what the I/O loop needs to serve it.
+pub(super) struct Accepted {
+    pub conn: Connection,
+    /// Bytes read after CONNECT.
+    pub buf: BytesMut,
+    /// 1.5 times the keep-alive the client asked for; `None` = no limit.
+    pub keep_alive: Option<Duration>,
+    /// Fires when another connection takes the client id over.
+    pub kicked: oneshot::Receiver<Kick>,
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Runs the handshake; `None` when the connection ended in it (refused,
+/// timed out, closed, or the broker is shutting down).
+pub(super) async fn handshake<T: Transport>(
+    io: &mut T,
+    hub: &Arc<MqttHub>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Accepted> {
+    let limits = hub.limits;
+    let mut buf = BytesMut::new();
+    let connect_timeout = Duration::from_secs(hub.config.connect_timeout_secs);
+    let first = tokio::select! {
+        r = timeout(connect_timeout, read_connect(io, &mut buf, limits)) => r,
+        _ = shutdown.changed() => return None,
+    };
+    let mut connect = match first {
+        Ok(Ok(connect)) => connect,
+        Ok(Err(e)) => {
+            tracing::debug!("closing before CONNECT: {e:?}");
+            hub.metrics.protocol_error(Protocol::Mqtt, e.kind());
+            if let FirstPacketError::Decode(DecodeError::UnsupportedProtocolVersion(level)) = e {
+                tracing::debug!("refusing CONNECT with protocol level {level}");
+                // Answered in the 3.1.1 format, which every client level can read.
+                let mut out = BytesMut::new();
+                let ack = Packet::ConnAck(ConnAck {
+                    session_present: false,
+                    code: reason::v3::UNACCEPTABLE_PROTOCOL_VERSION,
+                    properties: Properties::default(),
+                });
+                codec::encode(&ack, ProtocolVersion::V311, &mut out);
+                // Not counted as sent: the client never became a connection.
+                let _ = write_timed(io.write_all(&out)).await;
+            }
+            io.close().await;
+            return None;
+        }
+        Err(_) => {
+            hub.metrics
+                .protocol_error(Protocol::Mqtt, "connect_timeout");
+            io.close().await;
+            return None;
+        }
+    };
+    let version = connect.protocol;
+    let refuse = |code_v5: u8, code_v3: u8| {
+        let code = if version.is_v5() { code_v5 } else { code_v3 };
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+            properties: Properties::default(),
+        })
+    };
+    let verdict = check_connect(hub, &connect);
+    let permit = match verdict {
+        Ok(()) => hub
+            .connection_permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                hub.metrics
+                    .connection_refused(Protocol::Mqtt, "max_connections");
+                refuse(reason::QUOTA_EXCEEDED, reason::v3::SERVER_UNAVAILABLE)
+            }),
+        Err((v5, v3, kind)) => {
+            hub.metrics.connection_refused(Protocol::Mqtt, kind);
+            Err(refuse(v5, v3))
+        }
+    };
+    let permit = match permit {
+        Ok(p) => p,
+        Err(ack) => {
+            let mut out = BytesMut::new();
+            codec::encode(&ack, version, &mut out);
+            // Not counted as sent: the client never became a connection.
+            let _ = write_timed(io.write_all(&out)).await;
+            io.close().await;
+            return None;
+        }
+    };
+
+    let assigned_id = connect.client_id.is_empty().then(|| assign_client_id(hub));
+    let client_id: ClientId = assigned_id
+        .clone()
+        .unwrap_or_else(|| connect.client_id.clone())
+        .into();
+    let requested_expiry = if version.is_v5() {
+        connect.properties.session_expiry_interval.unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        NEVER_EXPIRES
+    };
+    // The cap is a 5.0 notion (announced in CONNACK); 3.1.1 persistent sessions never expire.
+    let expiry = if version.is_v5() {
+        requested_expiry.min(hub.config.max_session_expiry_secs)
+    } else {
+        requested_expiry
+    };
+    let attached = hub
+        .attach(&client_id, version, connect.clean_start, expiry)
+        .await;
+
+    let mut ack_props = Properties::default();
+    if version.is_v5() {
+        ack_props.assigned_client_identifier = assigned_id;
+        ack_props.receive_maximum = Some(limits.max_inflight);
+        ack_props.topic_alias_maximum = Some(hub.config.topic_alias_maximum).filter(|&n| n > 0);
+        ack_props.maximum_packet_size =
+            Some(u32::try_from(limits.max_packet_size).unwrap_or(u32::MAX));
+        ack_props.retain_available = (!hub.config.retain_available).then_some(0);
+        ack_props.maximum_qos = (hub.config.max_qos < 2).then_some(hub.config.max_qos);
+        ack_props.session_expiry_interval = (expiry != requested_expiry).then_some(expiry);
+    }
+    let mut conn = Connection::new(
+        hub.clone(),
+        attached.session,
+        attached.connection_id,
+        client_id,
+        &mut connect,
+        expiry,
+    );
+    conn.send(Packet::ConnAck(ConnAck {
+        session_present: attached.session_present,
+        code: reason::SUCCESS,
+        properties: ack_props,
+    }));
+    hub.metrics.connection_opened(Protocol::Mqtt);
+    tracing::debug!(client = %conn.client_id, ?version, "connected");
+    conn.drain_queue();
+
+    let keep_alive = (connect.keep_alive > 0)
+        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    if buf.is_empty() {
+        buf = BytesMut::new();
+    }
+    Some(Accepted {
+        conn,
+        buf,
+        keep_alive,
+        kicked: attached.kicked,
+        permit,
+    })
+}
+
+#[derive(Debug)]
+enum FirstPacketError {
+    Decode(DecodeError),
+    NotConnect,
+    Closed,
+}
+
+impl FirstPacketError {
+    fn kind(&self) -> &'static str {
+        match self {
+            FirstPacketError::Decode(e) => decode_error_kind(e),
+            FirstPacketError::NotConnect => "packet_before_connect",
+            FirstPacketError::Closed => "closed_before_connect",
+        }
+    }
+}
+
+async fn read_connect<T: Transport>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    limits: Limits,
+) -> Result<Connect, FirstPacketError> {
+    loop {
+        match codec::decode(buf, ProtocolVersion::V311, limits.max_packet_size) {
+            Ok(Some(Packet::Connect(c))) => return Ok(*c),
+            Ok(Some(_)) => return Err(FirstPacketError::NotConnect),
+            Ok(None) => {}
+            Err(e) => return Err(FirstPacketError::Decode(e)),
+        }
+        // CONNECT is small: a small first read keeps the per-connection
+        // allocations of idle clients small (and the heap less fragmented).
+        match io.read_into(buf, 512.min(limits.read_buffer_size)).await {
+            Ok(0) | Err(_) => return Err(FirstPacketError::Closed),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Checks a CONNECT before any session is touched: client id, credentials, will.
+/// The error carries the 5.0 reason code, the 3.1.1 return code and a metrics label.
+fn check_connect(hub: &MqttHub, c: &Connect) -> Result<(), (u8, u8, &'static str)> {
+    let id_rejected = (
+        reason::CLIENT_IDENTIFIER_NOT_VALID,
+        reason::v3::IDENTIFIER_REJECTED,
+        "identifier_rejected",
+    );
+    match c.protocol {
+        // 3.1.1 [MQTT-3.1.3-8]: an empty id requires a clean session.
+        ProtocolVersion::V311 if c.client_id.is_empty() && !c.clean_start => {
+            return Err(id_rejected)
+        }
+        // 3.1 allowed 1 to 23 characters only.
+        ProtocolVersion::V31 if c.client_id.is_empty() || c.client_id.len() > 23 => {
+            return Err(id_rejected)
+        }
+        _ => {}
+    }
+    let cfg = &hub.config;
+    let not_authorized = (
+        reason::NOT_AUTHORIZED,
+        reason::v3::NOT_AUTHORIZED,
+        "not_authorized",
+    );
+    match &c.username {
+        None if !cfg.allow_anonymous => return Err(not_authorized),
+        Some(_) if cfg.users.is_empty() && !cfg.allow_anonymous => return Err(not_authorized),
+        Some(user) if !cfg.users.is_empty() => {
+            let ok = cfg
+                .users
+                .get(user)
+                .is_some_and(|p| c.password.as_deref() == Some(p.as_bytes()));
+            if !ok {
+                return Err((
+                    reason::BAD_USER_NAME_OR_PASSWORD,
+                    reason::v3::BAD_USER_NAME_OR_PASSWORD,
+                    "bad_credentials",
+                ));
+            }
+        }
+        _ => {}
+    }
+    if let Some(will) = &c.will {
+        if !valid_topic_name(&will.topic) {
+            return Err((
+                reason::TOPIC_NAME_INVALID,
+                reason::v3::SERVER_UNAVAILABLE,
+                "will_topic_invalid",
+            ));
+        }
+        if !hub.qos_allowed(will.qos) {
+            return Err((
+                reason::QOS_NOT_SUPPORTED,
+                reason::v3::SERVER_UNAVAILABLE,
+                "will_qos_not_supported",
+            ));
+        }
+        if will.retain && !cfg.retain_available {
+            return Err((
+                reason::RETAIN_NOT_SUPPORTED,
+                reason::v3::SERVER_UNAVAILABLE,
+                "will_retain_not_supported",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn assign_client_id(hub: &MqttHub) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded per process; mixed with time and a counter it is unique enough.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_usize(hub.session_count());
+    format!("auto-{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::platform::Platform;
+
+    fn hub(configure: impl FnOnce(&mut Config)) -> Arc<MqttHub> {
+        let mut config = Config::ephemeral();
+        configure(&mut config);
+        let platform = Platform::detect();
+        let limits = config.limits(platform.class);
+        let metrics = Metrics::new(&platform, limits.max_connections);
+        MqttHub::new(config.mqtt, limits, metrics, Arc::new(Semaphore::new(1)))
+    }
+
+    fn decode_connect(bytes: &[u8]) -> Connect {
+        let mut buf = BytesMut::from(bytes);
+        match codec::decode(&mut buf, ProtocolVersion::V311, 1 << 20) {
+            Ok(Some(Packet::Connect(c))) => *c,
+            other => panic!("not a CONNECT: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn v31_needs_a_client_id() {
+        let connect = decode_connect(&[
+            0x10, 0x0E, // CONNECT, remaining length 14
+            0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03, // MQTT 3.1
+            0x02, 0x00, 0x3C, // clean session, keep-alive 60
+            0x00, 0x00, // empty client id
+        ]);
+        let refused = check_connect(&hub(|_| {}), &connect).unwrap_err();
+        assert_eq!(refused, (0x85, 2, "identifier_rejected"));
+    }
+
+    #[test]
+    fn v311_empty_id_needs_a_clean_session() {
+        let connect = decode_connect(&[
+            0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, // MQTT 3.1.1
+            0x00, 0x00, 0x3C, // no clean session, keep-alive 60
+            0x00, 0x00, // empty client id
+        ]);
+        let refused = check_connect(&hub(|_| {}), &connect).unwrap_err();
+        assert_eq!(refused, (0x85, 2, "identifier_rejected"));
+    }
+
+    #[test]
+    fn credentials_must_match_a_configured_user() {
+        let connect = decode_connect(&[
+            0x10, 0x13, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, // MQTT 3.1.1
+            0xC2, 0x00, 0x3C, // user name, password, clean session; keep-alive 60
+            0x00, 0x01, b'a', // client id "a"
+            0x00, 0x01, b'u', // user name "u"
+            0x00, 0x01, b'p', // password "p"
+        ]);
+        let with_user = |pass: &str| {
+            let pass = pass.to_string();
+            hub(move |c| {
+                c.mqtt.users.insert("u".into(), pass);
+            })
+        };
+        assert_eq!(check_connect(&with_user("p"), &connect), Ok(()));
+        let refused = check_connect(&with_user("other"), &connect).unwrap_err();
+        assert_eq!(refused, (0x86, 4, "bad_credentials"));
+        let closed = hub(|c| c.mqtt.allow_anonymous = false);
+        assert_eq!(
+            check_connect(&closed, &connect).unwrap_err().2,
+            "not_authorized"
+        );
+    }
+
+    #[test]
+    fn will_qos_above_the_maximum_is_refused() {
+        let connect = decode_connect(&[
+            0x10, 0x15, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, // MQTT 3.1.1
+            0x16, 0x00, 0x3C, // will QoS 2, will flag, clean session; keep-alive 60
+            0x00, 0x01, b'a', // client id "a"
+            0x00, 0x01, b'w', // will topic "w"
+            0x00, 0x03, b'b', b'y', b'e', // will payload "bye"
+        ]);
+        assert_eq!(check_connect(&hub(|_| {}), &connect), Ok(()));
+        let refused = check_connect(&hub(|c| c.mqtt.max_qos = 1), &connect).unwrap_err();
+        assert_eq!(refused, (0x9B, 3, "will_qos_not_supported"));
+    }
+}
