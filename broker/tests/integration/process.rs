@@ -2,22 +2,10 @@
 //! signals, and interop with the mosquitto command-line clients.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-/// The binary under test: the release build when `cargo xtask ci` provides it
-/// (`BROKER_RELEASE_BIN`), otherwise the one cargo built for this test run.
-pub(crate) fn broker_bin() -> PathBuf {
-    match std::env::var_os("BROKER_RELEASE_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            eprintln!("note: BROKER_RELEASE_BIN not set; testing the debug binary");
-            PathBuf::from(env!("CARGO_BIN_EXE_broker"))
-        }
-    }
-}
+use crate::broker_process::{broker_bin, BrokerProcess, MQTT_ONLY};
 
 fn run_broker(args: &[&str]) -> Output {
     Command::new(broker_bin())
@@ -25,66 +13,6 @@ fn run_broker(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("broker binary runs")
-}
-
-/// A broker process on an ephemeral MQTT port; killed on drop.
-struct BrokerProcess {
-    child: Child,
-    mqtt: SocketAddr,
-}
-
-impl BrokerProcess {
-    fn start(extra: &[&str]) -> BrokerProcess {
-        let mut child = Command::new(broker_bin())
-            .args([
-                "--mqtt-bind",
-                "127.0.0.1:0",
-                "--no-websocket",
-                "--no-kafka",
-                "--no-amqp",
-                "--no-metrics",
-                "--stats-interval",
-                "0",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("broker binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening: mqtt ").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("broker logs its listening address");
-        BrokerProcess {
-            child,
-            mqtt: addr.parse().expect("listening address parses"),
-        }
-    }
-
-    fn port(&self) -> String {
-        self.mqtt.port().to_string()
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn one_line(stderr: &[u8]) -> String {
@@ -183,22 +111,20 @@ fn amqp_bind_failure_names_the_flag_and_the_address() {
 #[cfg(unix)]
 #[test]
 fn sigterm_shuts_down_cleanly() {
-    let mut broker = BrokerProcess::start(&[]);
-    let pid = i32::try_from(broker.child.id()).unwrap();
-    // SAFETY: sending a signal to a child process we own.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = broker.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "broker still running 10 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0));
+    let mut broker = BrokerProcess::spawn(MQTT_ONLY);
+    let ready = broker.addresses().clone();
+    assert!(
+        ready.websocket.is_none()
+            && ready.kafka.is_none()
+            && ready.amqp.is_none()
+            && ready.metrics.is_none(),
+        "listeners that are off are null: {ready:?}"
+    );
+    assert_eq!(broker.stop().code(), Some(0), "{}", broker.stderr());
+    assert!(
+        !broker.ready_file().exists(),
+        "a clean shutdown removes the ready file"
+    );
 }
 
 /// mosquitto_pub/mosquitto_sub are what a user tries first. They come from the
@@ -301,8 +227,8 @@ fn publish(port: &str, version: &str, qos: &str, topic: &str, message: &str, ret
 
 #[test]
 fn mosquitto_clients_interoperate() {
-    let broker = BrokerProcess::start(&[]);
-    let port = broker.port();
+    let broker = BrokerProcess::spawn(MQTT_ONLY);
+    let port = broker.mqtt().port().to_string();
     for version in ["mqttv311", "mqttv5"] {
         for qos in ["0", "1", "2"] {
             let topic = format!("interop/{version}/q{qos}");

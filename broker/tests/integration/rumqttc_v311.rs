@@ -774,17 +774,6 @@ async fn rumqttc_v311_offline_queue_limit_drops_newest() {
 
 // 16. Connection limit
 
-/// Waits until the broker has released a connection slot (no event exists for it).
-pub(crate) async fn wait_for_free_permits(b: &RunningBroker, n: usize) {
-    timeout(WAIT, async {
-        while b.hub.connection_permits.available_permits() < n {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("connection slot released");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rumqttc_v311_max_connections() {
     let b = common::start_broker_with(|cfg| cfg.server.max_connections = Some(2)).await;
@@ -804,7 +793,7 @@ async fn rumqttc_v311_max_connections() {
     c1.disconnect().await.unwrap();
     expect_connection_closed(&mut el1).await;
     drop(el1);
-    wait_for_free_permits(&b, 1).await;
+    common::wait_for_free_permits(&b, 1).await;
     let (_c4, _el4) = connect(&b, "v311-lim-4", true).await;
     b.shutdown().await;
 }

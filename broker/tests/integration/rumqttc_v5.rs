@@ -18,7 +18,6 @@ use tokio::time::timeout;
 
 use crate::common::{self, WAIT};
 use crate::raw;
-use crate::rumqttc_v311::wait_for_free_permits;
 
 fn options(addr: SocketAddr, id: &str) -> MqttOptions {
     let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
@@ -1312,7 +1311,7 @@ async fn rumqttc_v5_max_connections() {
     c1.disconnect().await.unwrap();
     expect_connection_closed(&mut el1).await;
     drop(el1);
-    wait_for_free_permits(&b, 1).await;
+    common::wait_for_free_permits(&b, 1).await;
     let (_c4, _el4) = connect(&b, "v5-lim-4").await;
     b.shutdown().await;
 }
