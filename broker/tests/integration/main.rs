@@ -14,6 +14,8 @@ mod kafka_kcat;
 mod kafka_malformed;
 mod kafka_rdkafka;
 mod malformed;
+mod mqtt_client;
+mod mqtt_scenarios;
 mod process;
 mod raw;
 mod rumqttc_v311;
