@@ -6,6 +6,7 @@ mod amqp_durability;
 mod amqp_lapin;
 mod amqp_malformed;
 mod amqp_pika;
+mod cli;
 mod common;
 mod fairness;
 mod kafka_durability;
