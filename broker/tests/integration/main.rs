@@ -7,6 +7,7 @@ mod amqp_lapin;
 mod amqp_malformed;
 mod amqp_pika;
 mod broker_process;
+mod cli;
 mod common;
 mod fairness;
 mod kafka_durability;

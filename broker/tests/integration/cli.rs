@@ -1,0 +1,211 @@
+//! The broker's command line as a container or a script drives it: the
+//! readiness file, `BROKER_…` environment overrides, `RUST_LOG`, and clap's
+//! usage errors and help.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::process::broker_bin;
+
+/// How long a broker may take to write its readiness file on a loaded CI box.
+const READY_WAIT: Duration = Duration::from_secs(30);
+
+/// A broker process started with `--ready-file`; killed on drop.
+struct ReadyBroker {
+    child: Child,
+    ready_file: PathBuf,
+    ready: Value,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ReadyBroker {
+    /// Starts the broker with `args` and `envs` (its data directory and ready
+    /// file in a fresh temporary directory) and waits for the ready file.
+    fn start(args: &[&str], envs: &[(&str, &str)]) -> ReadyBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let ready_file = dir.path().join("ready.json");
+        let mut child = Command::new(broker_bin())
+            .args(["--ready-file".as_ref(), ready_file.as_os_str()])
+            .args(["--data-dir".as_ref(), dir.path().as_os_str()])
+            .args(["--stats-interval", "0"])
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("broker binary starts");
+        // Drained in the background so a chatty log cannot fill the pipe and stall the broker.
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        });
+        let deadline = Instant::now() + READY_WAIT;
+        let ready = loop {
+            if let Some(v) = read_ready(&ready_file) {
+                break v;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "broker exited with {status} before writing its ready file:\n{}",
+                    stderr.join().unwrap()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no ready file after {READY_WAIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        ReadyBroker {
+            child,
+            ready_file,
+            ready,
+            stderr: Some(stderr),
+            _dir: dir,
+        }
+    }
+
+    /// The address the ready file lists for `listener`, or None for `null`.
+    fn addr(&self, listener: &str) -> Option<SocketAddr> {
+        match &self.ready[listener] {
+            Value::Null => None,
+            Value::String(s) => Some(s.parse().expect("an address")),
+            other => panic!("{listener}: {other} is neither an address nor null"),
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit code and everything logged on stderr.
+    #[cfg(unix)]
+    fn terminate(mut self) -> (Option<i32>, String) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: sending a signal to a child process we own.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker still running 10 s after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        (status.code(), stderr)
+    }
+}
+
+impl Drop for ReadyBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The ready file's JSON once it exists; the broker renames it into place, so
+/// an existing file is always complete.
+fn read_ready(path: &Path) -> Option<Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(serde_json::from_str(&text).expect("the ready file is JSON"))
+}
+
+fn mqtt_connects(addr: SocketAddr) -> bool {
+    let mut options =
+        rumqttc::MqttOptions::new("ready-file-probe", addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    let (_client, mut connection) = rumqttc::Client::new(options, 10);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match connection.recv_timeout(Duration::from_secs(1)) {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)))) => {
+                return ack.code == rumqttc::ConnectReturnCode::Success;
+            }
+            Ok(Ok(_)) | Err(rumqttc::RecvTimeoutError::Timeout) => {}
+            Ok(Err(e)) => panic!("MQTT connect to {addr}: {e}"),
+            Err(e) => panic!("MQTT connect to {addr}: {e:?}"),
+        }
+    }
+    false
+}
+
+#[cfg(unix)]
+#[test]
+fn ready_file_lists_every_bound_address_and_goes_on_sigterm() {
+    let broker = ReadyBroker::start(
+        &[
+            "--mqtt-bind",
+            "127.0.0.1:0",
+            "--ws-bind",
+            "127.0.0.1:0",
+            "--kafka-bind",
+            "127.0.0.1:0",
+            "--amqp-bind",
+            "127.0.0.1:0",
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(
+        broker.ready["pid"].as_u64(),
+        Some(u64::from(broker.child.id())),
+        "{}",
+        broker.ready
+    );
+    let mqtt = broker.addr("mqtt").expect("MQTT is always on");
+    assert_ne!(mqtt.port(), 0, "the bound port, not the requested 0");
+    assert!(mqtt_connects(mqtt), "MQTT CONNACK from {mqtt}");
+    for listener in ["websocket", "kafka", "amqp", "metrics"] {
+        let addr = broker
+            .addr(listener)
+            .unwrap_or_else(|| panic!("{listener} is on"));
+        assert_ne!(addr.port(), 0, "{listener}");
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{listener} at {addr}: {e}"));
+    }
+    let ready_file = broker.ready_file.clone();
+    assert!(
+        !PathBuf::from(format!("{}.tmp", ready_file.display())).exists(),
+        "the temporary file was renamed into place"
+    );
+    let (code, stderr) = broker.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!ready_file.exists(), "ready file removed on clean shutdown");
+    assert!(
+        stderr.contains(&format!("listening: mqtt {mqtt} ")),
+        "the human line stays: {stderr}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn ready_file_says_null_for_listeners_that_are_off() {
+    let broker = ReadyBroker::start(
+        &[
+            "--mqtt-bind",
+            "127.0.0.1:0",
+            "--no-websocket",
+            "--no-kafka",
+            "--no-amqp",
+            "--no-metrics",
+        ],
+        &[],
+    );
+    for listener in ["websocket", "kafka", "amqp", "metrics"] {
+        assert!(broker.ready[listener].is_null(), "{}", broker.ready);
+    }
+    let ready_file = broker.ready_file.clone();
+    let (code, stderr) = broker.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!ready_file.exists());
+}
