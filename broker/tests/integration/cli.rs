@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::process::broker_bin;
+use crate::broker_process::broker_bin;
 
 /// How long a broker may take to write its readiness file on a loaded CI box.
 const READY_WAIT: Duration = Duration::from_secs(30);
