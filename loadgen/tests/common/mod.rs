@@ -2,8 +2,6 @@
 //! workloads from TOML, and a run against the broker's listener for the
 //! workload's protocol.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 use broker::platform::Platform;
 use broker::{Config, RunningBroker};
 use loadgen::progress::ProgressMode;
