@@ -23,10 +23,6 @@ pub async fn start_broker() -> RunningBroker {
     start_broker_with(|_| {}).await
 }
 
-pub fn host_port(addr: SocketAddr) -> (String, u16) {
-    (addr.ip().to_string(), addr.port())
-}
-
 /// Upper bound for any single wait in a test; generous for a loaded 2-core CI box.
 pub const WAIT: Duration = Duration::from_secs(10);
 

@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use crate::common;
+use crate::mqtt_client::{MqttClient, QoS, V311};
 use crate::raw;
 
 /// Properties of a 5.0 CONNECT, as raw property bytes.
@@ -329,23 +330,15 @@ async fn absurdly_deep_filters_are_refused_and_the_broker_lives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_live_subscriber_slows_qos1_publishers_instead_of_losing_messages() {
-    use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
     let b = common::start_broker_with(|c| {
         c.mqtt.max_queued_messages = Some(10);
         c.mqtt.max_inflight = Some(1);
     })
     .await;
-    let (host, port) = common::host_port(b.mqtt_addr);
-    let (sub, mut events) = AsyncClient::new(MqttOptions::new("slow-sub", host, port), 64);
-    sub.subscribe("flow/t", QoS::AtLeastOnce).await.unwrap();
-    timeout(common::WAIT, async {
-        while !matches!(
-            events.poll().await.unwrap(),
-            Event::Incoming(Incoming::SubAck(_))
-        ) {}
-    })
-    .await
-    .expect("subscribed");
+    let mut sub = V311::connect(&b, "slow-sub").await;
+    sub.subscribe("flow/t", QoS::AtLeastOnce)
+        .await
+        .expect("subscribed");
 
     // 500 QoS 1 messages in one burst, 50 times the subscriber's queue limit.
     let mut publisher = raw::tcp(b.mqtt_addr).await;
@@ -364,9 +357,8 @@ async fn slow_live_subscriber_slows_qos1_publishers_instead_of_losing_messages()
     let mut got = Vec::new();
     timeout(Duration::from_secs(30), async {
         while got.len() < 500 {
-            if let Event::Incoming(Incoming::Publish(p)) = events.poll().await.unwrap() {
-                got.push(u16::from_be_bytes([p.payload[0], p.payload[1]]));
-            }
+            let p = sub.next_publish().await;
+            got.push(u16::from_be_bytes([p.payload[0], p.payload[1]]));
         }
     })
     .await
