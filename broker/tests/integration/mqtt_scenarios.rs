@@ -226,11 +226,10 @@ pub async fn qos2_dup_is_delivered_exactly_once<C: MqttClient>() {
     sc.subscribe("once/t", QoS::ExactlyOnce).await.unwrap();
 
     let mut s = raw::session(b.mqtt_addr, C::LEVEL, "once-raw", 60).await;
-    let mut body = raw::str("once/t");
-    body.extend_from_slice(&[0x00, 0x07]); // packet id 7
-    body.extend_from_slice(raw::no_properties(C::LEVEL));
-    body.extend_from_slice(b"only once");
-    // 3.1.1 acks are the packet id alone; 5.0 may add reason code 0 (success).
+    let qos2 = raw::publish(C::LEVEL, 2, "once/t", 7, b"only once");
+    let mut dup = qos2.clone();
+    dup[0] |= 0x08; // DUP
+                    // 3.1.1 acks are the packet id alone; 5.0 may add reason code 0 (success).
     let ok_for_7 = |body: Vec<u8>| {
         assert_eq!(body[..2], [0x00, 0x07], "{body:x?}");
         assert!(
@@ -238,9 +237,9 @@ pub async fn qos2_dup_is_delivered_exactly_once<C: MqttClient>() {
             "success: {body:x?}"
         );
     };
-    raw::send(&mut s, &raw::packet(0x34, &body)).await; // QoS 2
+    raw::send(&mut s, &qos2).await;
     ok_for_7(raw::expect_packet(&mut s, 5).await); // PUBREC
-    raw::send(&mut s, &raw::packet(0x3C, &body)).await; // DUP + QoS 2
+    raw::send(&mut s, &dup).await;
     ok_for_7(raw::expect_packet(&mut s, 5).await); // PUBREC again
     raw::send(&mut s, &raw::packet(0x62, &[0x00, 0x07])).await; // PUBREL
     ok_for_7(raw::expect_packet(&mut s, 7).await); // PUBCOMP

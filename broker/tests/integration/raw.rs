@@ -113,6 +113,26 @@ pub fn no_properties(level: u8) -> &'static [u8] {
     }
 }
 
+/// SUBSCRIBE at protocol `level` for one filter, no properties.
+pub fn subscribe(level: u8, packet_id: u16, filter: &str, qos: u8) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    body.extend_from_slice(no_properties(level));
+    body.extend_from_slice(&str(filter));
+    body.push(qos);
+    packet(0x82, &body)
+}
+
+/// PUBLISH at protocol `level` (the packet id only for QoS 1 and 2), no properties.
+pub fn publish(level: u8, qos: u8, topic: &str, packet_id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = str(topic);
+    if qos > 0 {
+        body.extend_from_slice(&packet_id.to_be_bytes());
+    }
+    body.extend_from_slice(no_properties(level));
+    body.extend_from_slice(payload);
+    packet(0x30 | (qos << 1), &body)
+}
+
 /// A raw client at protocol `level` (4 or 5): CONNECT sent and a successful
 /// CONNACK read.
 pub async fn session(addr: SocketAddr, level: u8, id: &str, keep_alive: u16) -> TcpStream {

@@ -148,10 +148,7 @@ async fn pings_keep_the_connection_alive() {
         );
     }
     // Still connected: a SUBSCRIBE is answered.
-    let mut sub = vec![0x00, 0x01, 0x00];
-    sub.extend_from_slice(&raw::str("ping/t"));
-    sub.push(0x01);
-    raw::send(&mut s, &raw::packet(0x82, &sub)).await;
+    raw::send(&mut s, &raw::subscribe(5, 1, "ping/t", 1)).await;
     assert_eq!(
         raw::expect_packet(&mut s, 9).await,
         [0x00, 0x01, 0x00, 0x01]
@@ -395,10 +392,7 @@ async fn topic_alias_from_broker() {
     hello.extend_from_slice(&raw::str("ta-raw"));
     raw::send(&mut s, &raw::packet(0x10, &hello)).await;
     assert_eq!(raw::expect_packet(&mut s, 2).await[..2], [0x00, 0x00]);
-    let mut sub = vec![0x00, 0x01, 0x00];
-    sub.extend_from_slice(&raw::str("ta/t"));
-    sub.push(0x00);
-    raw::send(&mut s, &raw::packet(0x82, &sub)).await;
+    raw::send(&mut s, &raw::subscribe(5, 1, "ta/t", 0)).await;
     raw::expect_packet(&mut s, 9).await;
 
     let mut pc = V5::connect(&b, "ta-pub").await;
@@ -600,10 +594,7 @@ async fn packet_above_broker_maximum_is_0x95() {
 
     // rumqttc enforces the announced maximum itself, so the big PUBLISH is raw.
     let mut s = raw::session(b.mqtt_addr, 5, "mps-raw", 60).await;
-    let mut body = raw::str("big/t");
-    body.push(0x00); // no properties
-    body.extend_from_slice(&[b'x'; 2000]);
-    raw::send(&mut s, &raw::packet(0x30, &body)).await;
+    raw::send(&mut s, &raw::publish(5, 0, "big/t", 0, &[b'x'; 2000])).await;
     assert_eq!(raw::expect_disconnect(&mut s).await, 0x95);
     raw::expect_closed(&mut s).await;
 
