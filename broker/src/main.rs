@@ -1,7 +1,7 @@
 //! The `broker` binary: flags and config file in, a running broker out.
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when a listener cannot be bound or
-//! the runtime cannot start, 2 for a bad flag or config file.
+//! the runtime cannot start, 2 for a bad flag, config file or `RUST_LOG`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,11 +39,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_max_level(cli.log_level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    if let Err(e) = init_logging(cli.log_level) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
 
     let config = match cli.config() {
         Ok(c) => c,
@@ -134,6 +133,42 @@ fn main() -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Logs to stderr through a `Targets` filter (not `EnvFilter`, whose regex
+/// engine would weigh on the armv7 binary): `RUST_LOG` when set, with
+/// `level` for every target it does not name; otherwise `level` for all.
+fn init_logging(level: tracing::Level) -> Result<(), String> {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let filter = match &rust_log {
+        Some(spec) => {
+            let targets: Targets = spec.parse().map_err(|e| {
+                format!(
+                    "RUST_LOG=`{spec}`: {e} (expected e.g. `info` or `info,broker::kafka=debug`)"
+                )
+            })?;
+            match targets.default_level() {
+                Some(_) => targets,
+                None => targets.with_default(level),
+            }
+        }
+        None => Targets::new().with_default(level),
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(LevelFilter::TRACE)
+        .with_writer(std::io::stderr)
+        // Whoever filters by target wants to see the targets.
+        .with_target(rust_log.is_some())
+        .finish()
+        .with(filter)
+        .init();
+    Ok(())
 }
 
 /// Writes the readiness file: one JSON object with the pid and every bound

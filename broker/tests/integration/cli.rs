@@ -2,10 +2,11 @@
 //! readiness file, `BROKER_…` environment overrides, `RUST_LOG`, and clap's
 //! usage errors and help.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,7 +21,7 @@ struct ReadyBroker {
     child: Child,
     ready_file: PathBuf,
     ready: Value,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    stderr: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
 
@@ -35,6 +36,7 @@ impl ReadyBroker {
             .args(["--data-dir".as_ref(), dir.path().as_os_str()])
             .args(["--stats-interval", "0"])
             .args(args)
+            .env_remove("RUST_LOG")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -42,11 +44,15 @@ impl ReadyBroker {
             .spawn()
             .expect("broker binary starts");
         // Drained in the background so a chatty log cannot fill the pipe and stall the broker.
-        let mut pipe = child.stderr.take().expect("piped stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
+        let pipe = child.stderr.take().expect("piped stderr");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
         });
         let deadline = Instant::now() + READY_WAIT;
         let ready = loop {
@@ -56,7 +62,7 @@ impl ReadyBroker {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!(
                     "broker exited with {status} before writing its ready file:\n{}",
-                    stderr.join().unwrap()
+                    stderr.lock().unwrap()
                 );
             }
             assert!(
@@ -69,7 +75,7 @@ impl ReadyBroker {
             child,
             ready_file,
             ready,
-            stderr: Some(stderr),
+            stderr,
             _dir: dir,
         }
     }
@@ -80,6 +86,19 @@ impl ReadyBroker {
             Value::Null => None,
             Value::String(s) => Some(s.parse().expect("an address")),
             other => panic!("{listener}: {other} is neither an address nor null"),
+        }
+    }
+
+    /// Waits (bounded) until a line the broker logged satisfies `wanted`.
+    fn wait_for_log(&self, what: &str, wanted: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.stderr.lock().unwrap().lines().any(&wanted) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what} logged within 10 s:\n{}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -100,7 +119,12 @@ impl ReadyBroker {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let stderr = self.stderr.take().unwrap().join().unwrap();
+        // The pipe closes with the process; give the reader a moment to take the last lines.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.stderr) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stderr = self.stderr.lock().unwrap().clone();
         (status.code(), stderr)
     }
 }
@@ -208,4 +232,91 @@ fn ready_file_says_null_for_listeners_that_are_off() {
     let (code, stderr) = broker.terminate();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!ready_file.exists());
+}
+
+/// MQTT and Kafka listeners only, on ephemeral ports.
+const MQTT_AND_KAFKA: [&str; 7] = [
+    "--mqtt-bind",
+    "127.0.0.1:0",
+    "--kafka-bind",
+    "127.0.0.1:0",
+    "--no-websocket",
+    "--no-amqp",
+    "--no-metrics",
+];
+
+fn is_debug(line: &str) -> bool {
+    line.contains("DEBUG")
+}
+
+#[cfg(unix)]
+#[test]
+fn rust_log_turns_on_debug_for_the_named_module_only() {
+    let broker = ReadyBroker::start(&MQTT_AND_KAFKA, &[("RUST_LOG", "broker::kafka=debug")]);
+    // A completed MQTT handshake has passed the MQTT connection's debug line
+    // (see the RUST_LOG=debug test below): it must be filtered out.
+    assert!(mqtt_connects(broker.addr("mqtt").unwrap()));
+    // A Kafka connection closing logs at debug in broker::kafka.
+    drop(TcpStream::connect(broker.addr("kafka").unwrap()).unwrap());
+    broker.wait_for_log("Kafka debug line", |l| {
+        is_debug(l) && l.contains("broker::kafka")
+    });
+    let (code, stderr) = broker.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    let stray: Vec<&str> = stderr
+        .lines()
+        .filter(|l| is_debug(l) && !l.contains("broker::kafka"))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "debug lines outside broker::kafka: {stray:#?}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("INFO") && l.contains("listening: mqtt ")),
+        "targets RUST_LOG does not name keep --log-level (info):\n{stderr}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn rust_log_debug_shows_the_mqtt_debug_line_too() {
+    let broker = ReadyBroker::start(&MQTT_AND_KAFKA, &[("RUST_LOG", "debug")]);
+    assert!(mqtt_connects(broker.addr("mqtt").unwrap()));
+    broker.wait_for_log("MQTT debug line", |l| {
+        is_debug(l) && l.contains("broker::mqtt")
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn log_level_applies_when_rust_log_is_unset() {
+    let broker = ReadyBroker::start(&MQTT_AND_KAFKA, &[("BROKER_LOG_LEVEL", "warn")]);
+    drop(TcpStream::connect(broker.addr("kafka").unwrap()).unwrap());
+    assert!(mqtt_connects(broker.addr("mqtt").unwrap()));
+    let (code, stderr) = broker.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("INFO") && !is_debug(&stderr),
+        "warn and above only:\n{stderr}"
+    );
+}
+
+#[test]
+fn bad_rust_log_is_one_clear_line_and_exit_2() {
+    let out = Command::new(broker_bin())
+        .args(["--print-platform"])
+        .env("RUST_LOG", "broker::kafka=loud")
+        .stdin(Stdio::null())
+        .output()
+        .expect("broker binary runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: RUST_LOG=`broker::kafka=loud`") && stderr.contains("debug"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing printed before the check");
 }
