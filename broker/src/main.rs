@@ -16,29 +16,9 @@ mod cli;
 use cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e)
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) =>
-        {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            // One line instead of clap's usage block: what is wrong, and where to look.
-            let first = e.to_string();
-            let first = first
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            eprintln!("error: {first} (see `broker --help`)");
-            return ExitCode::from(2);
-        }
-    };
+    // clap's own error (with its "a similar argument exists" tip and the
+    // usage line) and exit code 2; help and version exit 0.
+    let cli = Cli::parse();
     if let Err(e) = init_logging(cli.log_level) {
         eprintln!("error: {e}");
         return ExitCode::from(2);

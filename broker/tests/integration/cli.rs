@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -319,4 +319,124 @@ fn bad_rust_log_is_one_clear_line_and_exit_2() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty(), "nothing printed before the check");
+}
+
+fn run_broker_with(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(broker_bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("broker binary runs")
+}
+
+#[test]
+fn typo_in_a_flag_gets_clap_tip_and_exit_2() {
+    let out = run_broker_with(&["--max-connection", "5"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: unexpected argument '--max-connection'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tip: a similar argument exists: '--max-connections'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Usage: broker"), "{stderr}");
+}
+
+#[test]
+fn help_lists_class_and_runtime_values_and_the_environment() {
+    let out = run_broker_with(&["--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for value in [
+        "high_perf",
+        "embedded",
+        "generic",
+        "multi_thread",
+        "current_thread",
+    ] {
+        assert!(help.contains(value), "{value} missing from --help:\n{help}");
+    }
+    for var in [
+        "BROKER_MQTT_BIND",
+        "BROKER_MAX_CONNECTIONS",
+        "BROKER_LOG_LEVEL",
+        "BROKER_READY_FILE",
+        "BROKER_NO_KAFKA",
+    ] {
+        assert!(help.contains(var), "{var} missing from --help:\n{help}");
+    }
+}
+
+#[test]
+fn class_and_runtime_accept_any_case_and_dashes() {
+    let out = run_broker_with(
+        &[
+            "--class",
+            "High-Perf",
+            "--runtime",
+            "current-thread",
+            "--print-platform",
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("effective class: high_perf; runtime: current_thread"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn environment_overrides_limits_and_flags_win_over_it() {
+    let envs = [
+        ("BROKER_MAX_CONNECTIONS", "7"),
+        ("BROKER_CLASS", "embedded"),
+    ];
+    let out = run_broker_with(&["--print-platform"], &envs);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("effective class: embedded;"), "{stdout}");
+    assert!(stdout.contains("max_connections: 7,"), "{stdout}");
+
+    let out = run_broker_with(&["--print-platform", "--max-connections", "9"], &envs);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("max_connections: 9,"), "{stdout}");
+
+    let out = run_broker_with(&["--print-platform"], &[("BROKER_MAX_CONNECTIONS", "lots")]);
+    assert_eq!(out.status.code(), Some(2), "a bad value is a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("'lots'"), "{stderr}");
+}
+
+#[cfg(unix)]
+#[test]
+fn environment_sets_listeners_like_the_flags() {
+    let broker = ReadyBroker::start(
+        &[],
+        &[
+            ("BROKER_MQTT_BIND", "127.0.0.1:0"),
+            ("BROKER_NO_WEBSOCKET", "1"),
+            ("BROKER_NO_KAFKA", "true"),
+            ("BROKER_NO_AMQP", "yes"),
+            ("BROKER_METRICS_BIND", "127.0.0.1:0"),
+        ],
+    );
+    let mqtt = broker.addr("mqtt").unwrap();
+    assert!(mqtt.ip().is_loopback() && mqtt.port() != 1883, "{mqtt}");
+    let metrics = broker.addr("metrics").expect("metrics stay on");
+    assert_ne!(metrics.port(), 9090, "{metrics}");
+    for off in ["websocket", "kafka", "amqp"] {
+        assert!(broker.ready[off].is_null(), "{}", broker.ready);
+    }
 }
