@@ -193,37 +193,20 @@ fn remove_ready_file(path: &Path) {
     }
 }
 
-/// Raises the soft open-files limit to the hard limit (each connection is a
-/// file descriptor); returns the limit now in force.
-#[cfg(unix)]
-// rlim_t is u64 here but u32 on 32-bit glibc targets, hence the conversion.
-#[allow(clippy::useless_conversion)]
+/// Raises the soft open-files limit as far as the system allows (each
+/// connection is a file descriptor); returns the limit now in force. The
+/// `rlimit` crate knows that on macOS the hard limit reads as infinite and the
+/// real cap is `kern.maxfilesperproc`; where there is no such limit (Windows)
+/// it reports none.
 fn raise_open_files_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return None;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
-            }
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(u64::MAX) => None,
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            tracing::warn!("cannot raise the open-files limit: {e}");
+            None
         }
     }
-    Some(u64::from(lim.rlim_cur))
-}
-
-#[cfg(not(unix))]
-fn raise_open_files_limit() -> Option<u64> {
-    None
 }
 
 /// Installs the SIGINT/SIGTERM handlers now (before the broker announces it is

@@ -29,9 +29,19 @@ impl ReadyBroker {
     /// Starts the broker with `args` and `envs` (its data directory and ready
     /// file in a fresh temporary directory) and waits for the ready file.
     fn start(args: &[&str], envs: &[(&str, &str)]) -> ReadyBroker {
+        Self::start_with(args, envs, |_| {})
+    }
+
+    /// [`ReadyBroker::start`], with `tweak` adjusting the command first.
+    fn start_with(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Command),
+    ) -> ReadyBroker {
         let dir = tempfile::tempdir().unwrap();
         let ready_file = dir.path().join("ready.json");
-        let mut child = Command::new(broker_bin())
+        let mut command = Command::new(broker_bin());
+        command
             .args(["--ready-file".as_ref(), ready_file.as_os_str()])
             .args(["--data-dir".as_ref(), dir.path().as_os_str()])
             .args(["--stats-interval", "0"])
@@ -40,9 +50,9 @@ impl ReadyBroker {
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("broker binary starts");
+            .stderr(Stdio::piped());
+        tweak(&mut command);
+        let mut child = command.spawn().expect("broker binary starts");
         // Drained in the background so a chatty log cannot fill the pipe and stall the broker.
         let pipe = child.stderr.take().expect("piped stderr");
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -439,4 +449,48 @@ fn environment_sets_listeners_like_the_flags() {
     for off in ["websocket", "kafka", "amqp"] {
         assert!(broker.ready[off].is_null(), "{}", broker.ready);
     }
+}
+
+/// The soft and hard "Max open files" of a running process, from /proc.
+#[cfg(target_os = "linux")]
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut numbers = line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn broker_raises_its_open_files_limit_to_the_hard_limit() {
+    use std::os::unix::process::CommandExt;
+    let (_, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    let low = 256.min(hard);
+    let broker = ReadyBroker::start_with(
+        &[
+            "--mqtt-bind",
+            "127.0.0.1:0",
+            "--no-websocket",
+            "--no-kafka",
+            "--no-amqp",
+            "--no-metrics",
+        ],
+        &[],
+        |command| {
+            // SAFETY: setrlimit is async-signal-safe, and only touches the child.
+            unsafe {
+                command.pre_exec(move || rlimit::Resource::NOFILE.set(low, hard));
+            }
+        },
+    );
+    assert_eq!(
+        open_files_limits(broker.child.id()),
+        (hard, hard),
+        "soft limit raised from {low}"
+    );
 }
