@@ -1,7 +1,8 @@
 //! The `broker` binary: flags and config file in, a running broker out.
 //!
-//! Exit codes: 0 after a clean shutdown, 1 when a listener cannot be bound or
-//! the runtime cannot start, 2 for a bad flag, config file or `RUST_LOG`.
+//! Exit codes: 0 after a clean shutdown, 1 when a listener cannot be bound,
+//! the runtime cannot start or the ready file cannot be written, 2 for a bad
+//! flag, environment variable, config file or `RUST_LOG`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
