@@ -51,11 +51,23 @@ pub struct Cli {
     #[arg(long, value_name = "N", env = "BROKER_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
-    /// Platform class: high_perf, embedded or generic [default: detected].
-    #[arg(long, value_name = "CLASS", env = "BROKER_CLASS")]
+    /// Platform class [default: detected].
+    #[arg(
+        long,
+        value_name = "CLASS",
+        env = "BROKER_CLASS",
+        value_enum,
+        ignore_case = true
+    )]
     pub class: Option<PlatformClass>,
-    /// Runtime flavour: multi_thread or current_thread [default: per class].
-    #[arg(long, value_name = "FLAVOR", env = "BROKER_RUNTIME")]
+    /// Runtime flavour [default: per class].
+    #[arg(
+        long,
+        value_name = "FLAVOR",
+        env = "BROKER_RUNTIME",
+        value_enum,
+        ignore_case = true
+    )]
     pub runtime: Option<RuntimeFlavor>,
     /// Worker threads of the multi-threaded runtime [default: one per core].
     #[arg(long, value_name = "N", env = "BROKER_WORKER_THREADS",

@@ -1,7 +1,8 @@
 //! The `broker` binary: flags and config file in, a running broker out.
 //!
-//! Exit codes: 0 after a clean shutdown, 1 when a listener cannot be bound or
-//! the runtime cannot start, 2 for a bad flag or config file.
+//! Exit codes: 0 after a clean shutdown, 1 when a listener cannot be bound,
+//! the runtime cannot start or the ready file cannot be written, 2 for a bad
+//! flag, environment variable, config file or `RUST_LOG`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,34 +17,13 @@ mod cli;
 use cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e)
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) =>
-        {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            // One line instead of clap's usage block: what is wrong, and where to look.
-            let first = e.to_string();
-            let first = first
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            eprintln!("error: {first} (see `broker --help`)");
-            return ExitCode::from(2);
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(cli.log_level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    // clap's own error (with its "a similar argument exists" tip and the
+    // usage line) and exit code 2; help and version exit 0.
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_level) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
 
     let config = match cli.config() {
         Ok(c) => c,
@@ -136,6 +116,42 @@ fn main() -> ExitCode {
     })
 }
 
+/// Logs to stderr through a `Targets` filter (not `EnvFilter`, whose regex
+/// engine would weigh on the armv7 binary): `RUST_LOG` when set, with
+/// `level` for every target it does not name; otherwise `level` for all.
+fn init_logging(level: tracing::Level) -> Result<(), String> {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let filter = match &rust_log {
+        Some(spec) => {
+            let targets: Targets = spec.parse().map_err(|e| {
+                format!(
+                    "RUST_LOG=`{spec}`: {e} (expected e.g. `info` or `info,broker::kafka=debug`)"
+                )
+            })?;
+            match targets.default_level() {
+                Some(_) => targets,
+                None => targets.with_default(level),
+            }
+        }
+        None => Targets::new().with_default(level),
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(LevelFilter::TRACE)
+        .with_writer(std::io::stderr)
+        // Whoever filters by target wants to see the targets.
+        .with_target(rust_log.is_some())
+        .finish()
+        .with(filter)
+        .init();
+    Ok(())
+}
+
 /// Writes the readiness file: one JSON object with the pid and every bound
 /// address (null for a listener that is off). Written to `PATH.tmp` and
 /// renamed, so a reader never sees half of it.
@@ -178,37 +194,20 @@ fn remove_ready_file(path: &Path) {
     }
 }
 
-/// Raises the soft open-files limit to the hard limit (each connection is a
-/// file descriptor); returns the limit now in force.
-#[cfg(unix)]
-// rlim_t is u64 here but u32 on 32-bit glibc targets, hence the conversion.
-#[allow(clippy::useless_conversion)]
+/// Raises the soft open-files limit as far as the system allows (each
+/// connection is a file descriptor); returns the limit now in force. The
+/// `rlimit` crate knows that on macOS the hard limit reads as infinite and the
+/// real cap is `kern.maxfilesperproc`; where there is no such limit (Windows)
+/// it reports none.
 fn raise_open_files_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return None;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
-            }
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(u64::MAX) => None,
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            tracing::warn!("cannot raise the open-files limit: {e}");
+            None
         }
     }
-    Some(u64::from(lim.rlim_cur))
-}
-
-#[cfg(not(unix))]
-fn raise_open_files_limit() -> Option<u64> {
-    None
 }
 
 /// Installs the SIGINT/SIGTERM handlers now (before the broker announces it is

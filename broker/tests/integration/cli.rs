@@ -2,10 +2,11 @@
 //! readiness file, `BROKER_…` environment overrides, `RUST_LOG`, and clap's
 //! usage errors and help.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,7 +21,7 @@ struct ReadyBroker {
     child: Child,
     ready_file: PathBuf,
     ready: Value,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    stderr: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
 
@@ -28,25 +29,40 @@ impl ReadyBroker {
     /// Starts the broker with `args` and `envs` (its data directory and ready
     /// file in a fresh temporary directory) and waits for the ready file.
     fn start(args: &[&str], envs: &[(&str, &str)]) -> ReadyBroker {
+        Self::start_with(args, envs, |_| {})
+    }
+
+    /// [`ReadyBroker::start`], with `tweak` adjusting the command first.
+    fn start_with(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Command),
+    ) -> ReadyBroker {
         let dir = tempfile::tempdir().unwrap();
         let ready_file = dir.path().join("ready.json");
-        let mut child = Command::new(broker_bin())
+        let mut command = Command::new(broker_bin());
+        command
             .args(["--ready-file".as_ref(), ready_file.as_os_str()])
             .args(["--data-dir".as_ref(), dir.path().as_os_str()])
             .args(["--stats-interval", "0"])
             .args(args)
+            .env_remove("RUST_LOG")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("broker binary starts");
+            .stderr(Stdio::piped());
+        tweak(&mut command);
+        let mut child = command.spawn().expect("broker binary starts");
         // Drained in the background so a chatty log cannot fill the pipe and stall the broker.
-        let mut pipe = child.stderr.take().expect("piped stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
+        let pipe = child.stderr.take().expect("piped stderr");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
         });
         let deadline = Instant::now() + READY_WAIT;
         let ready = loop {
@@ -56,7 +72,7 @@ impl ReadyBroker {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!(
                     "broker exited with {status} before writing its ready file:\n{}",
-                    stderr.join().unwrap()
+                    stderr.lock().unwrap()
                 );
             }
             assert!(
@@ -69,7 +85,7 @@ impl ReadyBroker {
             child,
             ready_file,
             ready,
-            stderr: Some(stderr),
+            stderr,
             _dir: dir,
         }
     }
@@ -80,6 +96,19 @@ impl ReadyBroker {
             Value::Null => None,
             Value::String(s) => Some(s.parse().expect("an address")),
             other => panic!("{listener}: {other} is neither an address nor null"),
+        }
+    }
+
+    /// Waits (bounded) until a line the broker logged satisfies `wanted`.
+    fn wait_for_log(&self, what: &str, wanted: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.stderr.lock().unwrap().lines().any(&wanted) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what} logged within 10 s:\n{}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -100,7 +129,12 @@ impl ReadyBroker {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let stderr = self.stderr.take().unwrap().join().unwrap();
+        // The pipe closes with the process; give the reader a moment to take the last lines.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.stderr) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stderr = self.stderr.lock().unwrap().clone();
         (status.code(), stderr)
     }
 }
@@ -208,4 +242,255 @@ fn ready_file_says_null_for_listeners_that_are_off() {
     let (code, stderr) = broker.terminate();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!ready_file.exists());
+}
+
+/// MQTT and Kafka listeners only, on ephemeral ports.
+const MQTT_AND_KAFKA: [&str; 7] = [
+    "--mqtt-bind",
+    "127.0.0.1:0",
+    "--kafka-bind",
+    "127.0.0.1:0",
+    "--no-websocket",
+    "--no-amqp",
+    "--no-metrics",
+];
+
+fn is_debug(line: &str) -> bool {
+    line.contains("DEBUG")
+}
+
+#[cfg(unix)]
+#[test]
+fn rust_log_turns_on_debug_for_the_named_module_only() {
+    let broker = ReadyBroker::start(&MQTT_AND_KAFKA, &[("RUST_LOG", "broker::kafka=debug")]);
+    // A completed MQTT handshake has passed the MQTT connection's debug line
+    // (see the RUST_LOG=debug test below): it must be filtered out.
+    assert!(mqtt_connects(broker.addr("mqtt").unwrap()));
+    // A Kafka connection closing logs at debug in broker::kafka.
+    drop(TcpStream::connect(broker.addr("kafka").unwrap()).unwrap());
+    broker.wait_for_log("Kafka debug line", |l| {
+        is_debug(l) && l.contains("broker::kafka")
+    });
+    let (code, stderr) = broker.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    let stray: Vec<&str> = stderr
+        .lines()
+        .filter(|l| is_debug(l) && !l.contains("broker::kafka"))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "debug lines outside broker::kafka: {stray:#?}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("INFO") && l.contains("listening: mqtt ")),
+        "targets RUST_LOG does not name keep --log-level (info):\n{stderr}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn rust_log_debug_shows_the_mqtt_debug_line_too() {
+    let broker = ReadyBroker::start(&MQTT_AND_KAFKA, &[("RUST_LOG", "debug")]);
+    assert!(mqtt_connects(broker.addr("mqtt").unwrap()));
+    broker.wait_for_log("MQTT debug line", |l| {
+        is_debug(l) && l.contains("broker::mqtt")
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn log_level_applies_when_rust_log_is_unset() {
+    let broker = ReadyBroker::start(&MQTT_AND_KAFKA, &[("BROKER_LOG_LEVEL", "warn")]);
+    drop(TcpStream::connect(broker.addr("kafka").unwrap()).unwrap());
+    assert!(mqtt_connects(broker.addr("mqtt").unwrap()));
+    let (code, stderr) = broker.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("INFO") && !is_debug(&stderr),
+        "warn and above only:\n{stderr}"
+    );
+}
+
+#[test]
+fn bad_rust_log_is_one_clear_line_and_exit_2() {
+    let out = Command::new(broker_bin())
+        .args(["--print-platform"])
+        .env("RUST_LOG", "broker::kafka=loud")
+        .stdin(Stdio::null())
+        .output()
+        .expect("broker binary runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: RUST_LOG=`broker::kafka=loud`") && stderr.contains("debug"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing printed before the check");
+}
+
+fn run_broker_with(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(broker_bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("broker binary runs")
+}
+
+#[test]
+fn typo_in_a_flag_gets_clap_tip_and_exit_2() {
+    let out = run_broker_with(&["--max-connection", "5"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: unexpected argument '--max-connection'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tip: a similar argument exists: '--max-connections'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Usage: broker"), "{stderr}");
+}
+
+#[test]
+fn help_lists_class_and_runtime_values_and_the_environment() {
+    let out = run_broker_with(&["--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for value in [
+        "high_perf",
+        "embedded",
+        "generic",
+        "multi_thread",
+        "current_thread",
+    ] {
+        assert!(help.contains(value), "{value} missing from --help:\n{help}");
+    }
+    for var in [
+        "BROKER_MQTT_BIND",
+        "BROKER_MAX_CONNECTIONS",
+        "BROKER_LOG_LEVEL",
+        "BROKER_READY_FILE",
+        "BROKER_NO_KAFKA",
+    ] {
+        assert!(help.contains(var), "{var} missing from --help:\n{help}");
+    }
+}
+
+#[test]
+fn class_and_runtime_accept_any_case_and_dashes() {
+    let out = run_broker_with(
+        &[
+            "--class",
+            "High-Perf",
+            "--runtime",
+            "current-thread",
+            "--print-platform",
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("effective class: high_perf; runtime: current_thread"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn environment_overrides_limits_and_flags_win_over_it() {
+    let envs = [
+        ("BROKER_MAX_CONNECTIONS", "7"),
+        ("BROKER_CLASS", "embedded"),
+    ];
+    let out = run_broker_with(&["--print-platform"], &envs);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("effective class: embedded;"), "{stdout}");
+    assert!(stdout.contains("max_connections: 7,"), "{stdout}");
+
+    let out = run_broker_with(&["--print-platform", "--max-connections", "9"], &envs);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("max_connections: 9,"), "{stdout}");
+
+    let out = run_broker_with(&["--print-platform"], &[("BROKER_MAX_CONNECTIONS", "lots")]);
+    assert_eq!(out.status.code(), Some(2), "a bad value is a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("'lots'"), "{stderr}");
+}
+
+#[cfg(unix)]
+#[test]
+fn environment_sets_listeners_like_the_flags() {
+    let broker = ReadyBroker::start(
+        &[],
+        &[
+            ("BROKER_MQTT_BIND", "127.0.0.1:0"),
+            ("BROKER_NO_WEBSOCKET", "1"),
+            ("BROKER_NO_KAFKA", "true"),
+            ("BROKER_NO_AMQP", "yes"),
+            ("BROKER_METRICS_BIND", "127.0.0.1:0"),
+        ],
+    );
+    let mqtt = broker.addr("mqtt").unwrap();
+    assert!(mqtt.ip().is_loopback() && mqtt.port() != 1883, "{mqtt}");
+    let metrics = broker.addr("metrics").expect("metrics stay on");
+    assert_ne!(metrics.port(), 9090, "{metrics}");
+    for off in ["websocket", "kafka", "amqp"] {
+        assert!(broker.ready[off].is_null(), "{}", broker.ready);
+    }
+}
+
+/// The soft and hard "Max open files" of a running process, from /proc.
+#[cfg(target_os = "linux")]
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut numbers = line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn broker_raises_its_open_files_limit_to_the_hard_limit() {
+    use std::os::unix::process::CommandExt;
+    let (_, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    let low = 256.min(hard);
+    let broker = ReadyBroker::start_with(
+        &[
+            "--mqtt-bind",
+            "127.0.0.1:0",
+            "--no-websocket",
+            "--no-kafka",
+            "--no-amqp",
+            "--no-metrics",
+        ],
+        &[],
+        |command| {
+            // SAFETY: setrlimit is async-signal-safe, and only touches the child.
+            unsafe {
+                command.pre_exec(move || rlimit::Resource::NOFILE.set(low, hard));
+            }
+        },
+    );
+    assert_eq!(
+        open_files_limits(broker.child.id()),
+        (hard, hard),
+        "soft limit raised from {low}"
+    );
 }
