@@ -1,6 +1,8 @@
-//! Integration tests: the broker in-process on ephemeral ports, driven by real
-//! clients (rumqttc, mosquitto_pub/sub, rdkafka, lapin, pika) and by raw bytes for malformed input.
-//! One test binary keeps link time down on small CI machines.
+//! Integration tests: the broker in-process on ephemeral ports (common.rs) or
+//! as a child process (broker_process.rs), driven by real clients (rumqttc,
+//! mosquitto_pub/sub, rdkafka, lapin, pika) and by raw bytes for malformed
+//! input. MQTT scenarios are written once for 3.1.1 and 5.0 (mqtt_client.rs,
+//! mqtt_scenarios.rs). One test binary keeps link time down on small CI machines.
 
 mod amqp_durability;
 mod amqp_lapin;
