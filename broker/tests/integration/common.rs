@@ -2,6 +2,7 @@
 //! client helpers several test modules use.
 
 use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use broker::platform::Platform;
@@ -62,4 +63,20 @@ pub async fn wait_for_free_permits(b: &RunningBroker, n: usize) {
     })
     .await
     .expect("connection slot released");
+}
+
+/// A command-line client a test drives (`probe` is an argument it answers
+/// without a broker); panics with the package to install when it is missing.
+pub fn external_tool(tool: &str, probe: &str, debian_package: &str) -> Command {
+    let found = Command::new(tool)
+        .arg(probe)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "{tool} not found: install the Debian package {debian_package} (`cargo xtask ci` does it for you)"
+    );
+    Command::new(tool)
 }

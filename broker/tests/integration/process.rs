@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 
 use crate::broker_process::{broker_bin, BrokerProcess, MQTT_ONLY};
+use crate::common::external_tool;
 
 fn run_broker(args: &[&str]) -> Output {
     Command::new(broker_bin())
@@ -133,17 +134,7 @@ fn sigterm_shuts_down_cleanly() {
 /// mosquitto_pub/mosquitto_sub are what a user tries first. They come from the
 /// Debian package mosquitto-clients, which `cargo xtask ci` installs.
 fn mosquitto(tool: &str) -> Command {
-    let found = Command::new(tool)
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found,
-        "{tool} not found: install the Debian package mosquitto-clients (`cargo xtask ci` does it for you)"
-    );
-    Command::new(tool)
+    external_tool(tool, "--help", "mosquitto-clients")
 }
 
 /// A running `mosquitto_sub` and what it printed so far.
