@@ -57,6 +57,8 @@ pub struct Addresses {
 pub struct BrokerProcess {
     child: Child,
     addresses: Addresses,
+    /// The ready file's text as the broker wrote it.
+    ready_json: String,
     ready_file: PathBuf,
     stderr: Arc<Mutex<Vec<u8>>>,
     /// Joined once the broker has exited, so `stderr()` then has all it said.
@@ -69,21 +71,32 @@ pub struct BrokerProcess {
 impl BrokerProcess {
     /// Starts `broker ARGS --ready-file …` and waits until it is ready.
     pub fn spawn(args: &[&str]) -> BrokerProcess {
-        Self::start(args, None)
+        Self::start(args, None, |_| {})
     }
 
     /// Like [`spawn`](Self::spawn), with `--data-dir` on a fresh temporary
     /// directory this handle owns; [`kill`](Self::kill) hands it back.
     pub fn spawn_with_data_dir(args: &[&str]) -> BrokerProcess {
-        Self::start(args, Some(tempfile::tempdir().expect("temp data dir")))
+        Self::spawn_configured(args, |_| {})
+    }
+
+    /// Like [`spawn_with_data_dir`](Self::spawn_with_data_dir), with
+    /// `configure` adjusting the command (environment, limits) first.
+    pub fn spawn_configured(args: &[&str], configure: impl FnOnce(&mut Command)) -> BrokerProcess {
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        Self::start(args, Some(data_dir), configure)
     }
 
     /// Starts a broker on a data directory a previous process left behind.
     pub fn respawn(data_dir: TempDir, args: &[&str]) -> BrokerProcess {
-        Self::start(args, Some(data_dir))
+        Self::start(args, Some(data_dir), |_| {})
     }
 
-    fn start(args: &[&str], data_dir: Option<TempDir>) -> BrokerProcess {
+    fn start(
+        args: &[&str],
+        data_dir: Option<TempDir>,
+        configure: impl FnOnce(&mut Command),
+    ) -> BrokerProcess {
         // A fresh directory, so no stale ready file can be mistaken for this broker's.
         let scratch = tempfile::tempdir().expect("temp dir for the ready file");
         let ready_file = scratch.path().join("ready.json");
@@ -92,12 +105,14 @@ impl BrokerProcess {
         if let Some(dir) = &data_dir {
             command.arg("--data-dir").arg(dir.path());
         }
-        let mut child = command
+        // The child's log filter is the test's choice, not the calling shell's.
+        command
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("broker binary starts");
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().expect("broker binary starts");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let stderr_reader = {
             let mut pipe = child.stderr.take().expect("piped stderr");
@@ -111,10 +126,12 @@ impl BrokerProcess {
             })
         };
         let mut stderr_reader = Some(stderr_reader);
-        let addresses = wait_ready(args, &mut child, &ready_file, &stderr, &mut stderr_reader);
+        let (addresses, ready_json) =
+            wait_ready(args, &mut child, &ready_file, &stderr, &mut stderr_reader);
         BrokerProcess {
             child,
             addresses,
+            ready_json,
             ready_file,
             stderr,
             stderr_reader,
@@ -141,6 +158,28 @@ impl BrokerProcess {
 
     pub fn ready_file(&self) -> &Path {
         &self.ready_file
+    }
+
+    /// The ready file as the broker wrote it, for tests of its exact form.
+    pub fn ready_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ready_json).expect("the ready file is JSON")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded) until a line the broker logged satisfies `wanted`.
+    pub fn wait_for_log(&self, what: &str, wanted: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.stderr().lines().any(&wanted) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what} logged within 10 s:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// What the broker wrote to stderr so far.
@@ -196,7 +235,7 @@ fn wait_ready(
     ready_file: &Path,
     stderr: &Mutex<Vec<u8>>,
     stderr_reader: &mut Option<JoinHandle<()>>,
-) -> Addresses {
+) -> (Addresses, String) {
     let text =
         |stderr: &Mutex<Vec<u8>>| String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
     let deadline = Instant::now() + READY_WITHIN;
@@ -215,7 +254,7 @@ fn wait_ready(
             let addresses: Addresses = serde_json::from_str(&json)
                 .unwrap_or_else(|e| panic!("ready file {json:?} does not parse: {e}"));
             assert_eq!(addresses.pid, child.id(), "the ready file names our child");
-            return addresses;
+            return (addresses, json);
         }
         if Instant::now() >= deadline {
             let _ = child.kill();

@@ -2,155 +2,37 @@
 //! readiness file, `BROKER_…` environment overrides, `RUST_LOG`, and clap's
 //! usage errors and help.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::broker_process::broker_bin;
+use crate::broker_process::{broker_bin, BrokerProcess};
 
-/// How long a broker may take to write its readiness file on a loaded CI box.
-const READY_WAIT: Duration = Duration::from_secs(30);
-
-/// A broker process started with `--ready-file`; killed on drop.
-struct ReadyBroker {
-    child: Child,
-    ready_file: PathBuf,
-    ready: Value,
-    stderr: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
+/// The broker with `args` and `envs` (and no stats lines), ready.
+fn start(args: &[&str], envs: &[(&str, &str)]) -> BrokerProcess {
+    let args = [args, &["--stats-interval", "0"]].concat();
+    BrokerProcess::spawn_configured(&args, |command| {
+        command.envs(envs.iter().copied());
+    })
 }
 
-impl ReadyBroker {
-    /// Starts the broker with `args` and `envs` (its data directory and ready
-    /// file in a fresh temporary directory) and waits for the ready file.
-    fn start(args: &[&str], envs: &[(&str, &str)]) -> ReadyBroker {
-        Self::start_with(args, envs, |_| {})
-    }
-
-    /// [`ReadyBroker::start`], with `tweak` adjusting the command first.
-    fn start_with(
-        args: &[&str],
-        envs: &[(&str, &str)],
-        tweak: impl FnOnce(&mut Command),
-    ) -> ReadyBroker {
-        let dir = tempfile::tempdir().unwrap();
-        let ready_file = dir.path().join("ready.json");
-        let mut command = Command::new(broker_bin());
-        command
-            .args(["--ready-file".as_ref(), ready_file.as_os_str()])
-            .args(["--data-dir".as_ref(), dir.path().as_os_str()])
-            .args(["--stats-interval", "0"])
-            .args(args)
-            .env_remove("RUST_LOG")
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        tweak(&mut command);
-        let mut child = command.spawn().expect("broker binary starts");
-        // Drained in the background so a chatty log cannot fill the pipe and stall the broker.
-        let pipe = child.stderr.take().expect("piped stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut text = sink.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
-        let deadline = Instant::now() + READY_WAIT;
-        let ready = loop {
-            if let Some(v) = read_ready(&ready_file) {
-                break v;
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "broker exited with {status} before writing its ready file:\n{}",
-                    stderr.lock().unwrap()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no ready file after {READY_WAIT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        ReadyBroker {
-            child,
-            ready_file,
-            ready,
-            stderr,
-            _dir: dir,
-        }
-    }
-
-    /// The address the ready file lists for `listener`, or None for `null`.
-    fn addr(&self, listener: &str) -> Option<SocketAddr> {
-        match &self.ready[listener] {
-            Value::Null => None,
-            Value::String(s) => Some(s.parse().expect("an address")),
-            other => panic!("{listener}: {other} is neither an address nor null"),
-        }
-    }
-
-    /// Waits (bounded) until a line the broker logged satisfies `wanted`.
-    fn wait_for_log(&self, what: &str, wanted: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.stderr.lock().unwrap().lines().any(&wanted) {
-            assert!(
-                Instant::now() < deadline,
-                "no {what} logged within 10 s:\n{}",
-                self.stderr.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends SIGTERM and returns the exit code and everything logged on stderr.
-    #[cfg(unix)]
-    fn terminate(mut self) -> (Option<i32>, String) {
-        let pid = i32::try_from(self.child.id()).unwrap();
-        // SAFETY: sending a signal to a child process we own.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "broker still running 10 s after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // The pipe closes with the process; give the reader a moment to take the last lines.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Arc::strong_count(&self.stderr) > 1 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let stderr = self.stderr.lock().unwrap().clone();
-        (status.code(), stderr)
-    }
+/// Sends SIGTERM and returns the exit code and everything logged on stderr.
+#[cfg(unix)]
+fn terminate(mut broker: BrokerProcess) -> (Option<i32>, String) {
+    let code = broker.stop().code();
+    (code, broker.stderr())
 }
 
-impl Drop for ReadyBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The address the ready file lists for `listener`, or None for `null`.
+fn addr(broker: &BrokerProcess, listener: &str) -> Option<SocketAddr> {
+    match &broker.ready_json()[listener] {
+        Value::Null => None,
+        Value::String(s) => Some(s.parse().expect("an address")),
+        other => panic!("{listener}: {other} is neither an address nor null"),
     }
-}
-
-/// The ready file's JSON once it exists; the broker renames it into place, so
-/// an existing file is always complete.
-fn read_ready(path: &Path) -> Option<Value> {
-    let text = std::fs::read_to_string(path).ok()?;
-    Some(serde_json::from_str(&text).expect("the ready file is JSON"))
 }
 
 fn mqtt_connects(addr: SocketAddr) -> bool {
@@ -175,7 +57,7 @@ fn mqtt_connects(addr: SocketAddr) -> bool {
 #[cfg(unix)]
 #[test]
 fn ready_file_lists_every_bound_address_and_goes_on_sigterm() {
-    let broker = ReadyBroker::start(
+    let broker = start(
         &[
             "--mqtt-bind",
             "127.0.0.1:0",
@@ -191,28 +73,26 @@ fn ready_file_lists_every_bound_address_and_goes_on_sigterm() {
         &[],
     );
     assert_eq!(
-        broker.ready["pid"].as_u64(),
-        Some(u64::from(broker.child.id())),
+        broker.ready_json()["pid"].as_u64(),
+        Some(u64::from(broker.pid())),
         "{}",
-        broker.ready
+        broker.ready_json()
     );
-    let mqtt = broker.addr("mqtt").expect("MQTT is always on");
+    let mqtt = addr(&broker, "mqtt").expect("MQTT is always on");
     assert_ne!(mqtt.port(), 0, "the bound port, not the requested 0");
     assert!(mqtt_connects(mqtt), "MQTT CONNACK from {mqtt}");
     for listener in ["websocket", "kafka", "amqp", "metrics"] {
-        let addr = broker
-            .addr(listener)
-            .unwrap_or_else(|| panic!("{listener} is on"));
+        let addr = addr(&broker, listener).unwrap_or_else(|| panic!("{listener} is on"));
         assert_ne!(addr.port(), 0, "{listener}");
         TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("{listener} at {addr}: {e}"));
     }
-    let ready_file = broker.ready_file.clone();
+    let ready_file = broker.ready_file().to_path_buf();
     assert!(
         !PathBuf::from(format!("{}.tmp", ready_file.display())).exists(),
         "the temporary file was renamed into place"
     );
-    let (code, stderr) = broker.terminate();
+    let (code, stderr) = terminate(broker);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!ready_file.exists(), "ready file removed on clean shutdown");
     assert!(
@@ -224,7 +104,7 @@ fn ready_file_lists_every_bound_address_and_goes_on_sigterm() {
 #[cfg(unix)]
 #[test]
 fn ready_file_says_null_for_listeners_that_are_off() {
-    let broker = ReadyBroker::start(
+    let broker = start(
         &[
             "--mqtt-bind",
             "127.0.0.1:0",
@@ -236,10 +116,14 @@ fn ready_file_says_null_for_listeners_that_are_off() {
         &[],
     );
     for listener in ["websocket", "kafka", "amqp", "metrics"] {
-        assert!(broker.ready[listener].is_null(), "{}", broker.ready);
+        assert!(
+            broker.ready_json()[listener].is_null(),
+            "{}",
+            broker.ready_json()
+        );
     }
-    let ready_file = broker.ready_file.clone();
-    let (code, stderr) = broker.terminate();
+    let ready_file = broker.ready_file().to_path_buf();
+    let (code, stderr) = terminate(broker);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!ready_file.exists());
 }
@@ -262,16 +146,16 @@ fn is_debug(line: &str) -> bool {
 #[cfg(unix)]
 #[test]
 fn rust_log_turns_on_debug_for_the_named_module_only() {
-    let broker = ReadyBroker::start(&MQTT_AND_KAFKA, &[("RUST_LOG", "broker::kafka=debug")]);
+    let broker = start(&MQTT_AND_KAFKA, &[("RUST_LOG", "broker::kafka=debug")]);
     // A completed MQTT handshake has passed the MQTT connection's debug line
     // (see the RUST_LOG=debug test below): it must be filtered out.
-    assert!(mqtt_connects(broker.addr("mqtt").unwrap()));
+    assert!(mqtt_connects(addr(&broker, "mqtt").unwrap()));
     // A Kafka connection closing logs at debug in broker::kafka.
-    drop(TcpStream::connect(broker.addr("kafka").unwrap()).unwrap());
+    drop(TcpStream::connect(addr(&broker, "kafka").unwrap()).unwrap());
     broker.wait_for_log("Kafka debug line", |l| {
         is_debug(l) && l.contains("broker::kafka")
     });
-    let (code, stderr) = broker.terminate();
+    let (code, stderr) = terminate(broker);
     assert_eq!(code, Some(0), "{stderr}");
     let stray: Vec<&str> = stderr
         .lines()
@@ -292,8 +176,8 @@ fn rust_log_turns_on_debug_for_the_named_module_only() {
 #[cfg(unix)]
 #[test]
 fn rust_log_debug_shows_the_mqtt_debug_line_too() {
-    let broker = ReadyBroker::start(&MQTT_AND_KAFKA, &[("RUST_LOG", "debug")]);
-    assert!(mqtt_connects(broker.addr("mqtt").unwrap()));
+    let broker = start(&MQTT_AND_KAFKA, &[("RUST_LOG", "debug")]);
+    assert!(mqtt_connects(addr(&broker, "mqtt").unwrap()));
     broker.wait_for_log("MQTT debug line", |l| {
         is_debug(l) && l.contains("broker::mqtt")
     });
@@ -302,10 +186,10 @@ fn rust_log_debug_shows_the_mqtt_debug_line_too() {
 #[cfg(unix)]
 #[test]
 fn log_level_applies_when_rust_log_is_unset() {
-    let broker = ReadyBroker::start(&MQTT_AND_KAFKA, &[("BROKER_LOG_LEVEL", "warn")]);
-    drop(TcpStream::connect(broker.addr("kafka").unwrap()).unwrap());
-    assert!(mqtt_connects(broker.addr("mqtt").unwrap()));
-    let (code, stderr) = broker.terminate();
+    let broker = start(&MQTT_AND_KAFKA, &[("BROKER_LOG_LEVEL", "warn")]);
+    drop(TcpStream::connect(addr(&broker, "kafka").unwrap()).unwrap());
+    assert!(mqtt_connects(addr(&broker, "mqtt").unwrap()));
+    let (code, stderr) = terminate(broker);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         !stderr.contains("INFO") && !is_debug(&stderr),
@@ -432,7 +316,7 @@ fn environment_overrides_limits_and_flags_win_over_it() {
 #[cfg(unix)]
 #[test]
 fn environment_sets_listeners_like_the_flags() {
-    let broker = ReadyBroker::start(
+    let broker = start(
         &[],
         &[
             ("BROKER_MQTT_BIND", "127.0.0.1:0"),
@@ -442,12 +326,16 @@ fn environment_sets_listeners_like_the_flags() {
             ("BROKER_METRICS_BIND", "127.0.0.1:0"),
         ],
     );
-    let mqtt = broker.addr("mqtt").unwrap();
+    let mqtt = addr(&broker, "mqtt").unwrap();
     assert!(mqtt.ip().is_loopback() && mqtt.port() != 1883, "{mqtt}");
-    let metrics = broker.addr("metrics").expect("metrics stay on");
+    let metrics = addr(&broker, "metrics").expect("metrics stay on");
     assert_ne!(metrics.port(), 9090, "{metrics}");
     for off in ["websocket", "kafka", "amqp"] {
-        assert!(broker.ready[off].is_null(), "{}", broker.ready);
+        assert!(
+            broker.ready_json()[off].is_null(),
+            "{}",
+            broker.ready_json()
+        );
     }
 }
 
@@ -471,7 +359,7 @@ fn broker_raises_its_open_files_limit_to_the_hard_limit() {
     use std::os::unix::process::CommandExt;
     let (_, hard) = rlimit::Resource::NOFILE.get().unwrap();
     let low = 256.min(hard);
-    let broker = ReadyBroker::start_with(
+    let broker = BrokerProcess::spawn_configured(
         &[
             "--mqtt-bind",
             "127.0.0.1:0",
@@ -479,8 +367,9 @@ fn broker_raises_its_open_files_limit_to_the_hard_limit() {
             "--no-kafka",
             "--no-amqp",
             "--no-metrics",
+            "--stats-interval",
+            "0",
         ],
-        &[],
         |command| {
             // SAFETY: setrlimit is async-signal-safe, and only touches the child.
             unsafe {
@@ -489,7 +378,7 @@ fn broker_raises_its_open_files_limit_to_the_hard_limit() {
         },
     );
     assert_eq!(
-        open_files_limits(broker.child.id()),
+        open_files_limits(broker.pid()),
         (hard, hard),
         "soft limit raised from {low}"
     );
