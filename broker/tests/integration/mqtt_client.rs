@@ -97,7 +97,6 @@ impl<P> Msg<P> {
 }
 
 /// The CONNACK, with the version's own packet for its properties.
-#[derive(Debug)]
 pub struct Connected<C: MqttClient> {
     pub code: C::Code,
     pub session_present: bool,
@@ -456,19 +455,17 @@ fn from_v5(qos: rumqttc::v5::mqttbytes::QoS) -> QoS {
     }
 }
 
-impl V5 {
-    /// The server DISCONNECT that ended the connection, with `reason`.
-    pub fn check_server_disconnect(
-        e: rumqttc::v5::ConnectionError,
-        reason: packets5::DisconnectReasonCode,
-    ) {
-        use rumqttc::v5::{ConnectionError, StateError};
-        match e {
-            ConnectionError::MqttState(StateError::ServerDisconnect { reason_code, .. }) => {
-                assert_eq!(reason_code, reason)
-            }
-            other => panic!("expected a DISCONNECT {reason:?} from the broker, got {other:?}"),
+/// Asserts the 5.0 connection ended with the broker's DISCONNECT `reason`.
+fn check_server_disconnect(
+    e: rumqttc::v5::ConnectionError,
+    reason: packets5::DisconnectReasonCode,
+) {
+    use rumqttc::v5::{ConnectionError, StateError};
+    match e {
+        ConnectionError::MqttState(StateError::ServerDisconnect { reason_code, .. }) => {
+            assert_eq!(reason_code, reason)
         }
+        other => panic!("expected a DISCONNECT {reason:?} from the broker, got {other:?}"),
     }
 }
 
@@ -523,11 +520,11 @@ impl MqttClient for V5 {
     }
 
     fn check_taken_over(e: rumqttc::v5::ConnectionError) {
-        V5::check_server_disconnect(e, packets5::DisconnectReasonCode::SessionTakenOver)
+        check_server_disconnect(e, packets5::DisconnectReasonCode::SessionTakenOver)
     }
 
     fn check_shutdown(e: rumqttc::v5::ConnectionError) {
-        V5::check_server_disconnect(e, packets5::DisconnectReasonCode::ServerShuttingDown)
+        check_server_disconnect(e, packets5::DisconnectReasonCode::ServerShuttingDown)
     }
 
     async fn poll(&mut self) -> Result<Event<packets5::Publish>, rumqttc::v5::ConnectionError> {
