@@ -79,7 +79,8 @@ pub struct Cli {
     /// Data directory for on-disk storage [default: ./data].
     #[arg(long, value_name = "DIR", env = "BROKER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, wins).
+    /// Log level: error, warn, info, debug or trace. RUST_LOG (e.g.
+    /// `broker::kafka=debug`) sets levels per target; this one is for the rest.
     #[arg(
         long,
         value_name = "LEVEL",

@@ -56,7 +56,8 @@ struct RunArgs {
     #[arg(long)]
     quiet: bool,
     /// Log level: error, warn, info, debug or trace [default: info, warn with
-    /// --quiet]. RUST_LOG, when set, wins.
+    /// --quiet]. RUST_LOG (e.g. `loadgen::kafka=debug`) sets levels per
+    /// target; this one is for the rest.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<tracing::Level>,
 }
