@@ -1,110 +1,31 @@
 //! The `broker` binary: flags and config file in, a running broker out.
 //!
-//! Exit codes: 0 after a clean shutdown, 1 when a listener cannot be bound or
-//! the runtime cannot start, 2 for a bad flag or config file.
+//! Exit codes: 0 after a clean shutdown, 1 when a listener cannot be bound,
+//! the runtime cannot start or the ready file cannot be written, 2 for a bad
+//! flag, environment variable, config file or `RUST_LOG`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use broker::platform::{Platform, PlatformClass, RuntimeFlavor};
-use broker::Config;
+use broker::platform::{Platform, RuntimeFlavor};
+use broker::RunningBroker;
 use clap::Parser;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "broker",
-    version,
-    about = "Multi-protocol message broker (MQTT 3.1.1/5.0 over TCP and WebSocket, Kafka, AMQP 0.9.1)"
-)]
-struct Cli {
-    /// TOML config file; flags below override its keys.
-    #[arg(long, short = 'c', value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// MQTT over TCP listen address [default: 127.0.0.1:1883].
-    #[arg(long, value_name = "ADDR")]
-    mqtt_bind: Option<SocketAddr>,
-    /// MQTT over WebSocket listen address [default: 127.0.0.1:8083].
-    #[arg(long, value_name = "ADDR")]
-    ws_bind: Option<SocketAddr>,
-    /// Do not serve MQTT over WebSocket.
-    #[arg(long)]
-    no_websocket: bool,
-    /// Kafka listen address [default: 127.0.0.1:9092].
-    #[arg(long, value_name = "ADDR")]
-    kafka_bind: Option<SocketAddr>,
-    /// Do not serve the Kafka protocol.
-    #[arg(long)]
-    no_kafka: bool,
-    /// AMQP 0.9.1 listen address [default: 127.0.0.1:5672].
-    #[arg(long, value_name = "ADDR")]
-    amqp_bind: Option<SocketAddr>,
-    /// Do not serve AMQP 0.9.1.
-    #[arg(long)]
-    no_amqp: bool,
-    /// Prometheus metrics listen address [default: 127.0.0.1:9090].
-    #[arg(long, value_name = "ADDR")]
-    metrics_bind: Option<SocketAddr>,
-    /// Do not serve Prometheus metrics.
-    #[arg(long)]
-    no_metrics: bool,
-    /// Connection limit [default: per platform class].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    max_connections: Option<u64>,
-    /// Platform class: high_perf, embedded or generic [default: detected].
-    #[arg(long, value_name = "CLASS")]
-    class: Option<PlatformClass>,
-    /// Runtime flavour: multi_thread or current_thread [default: per class].
-    #[arg(long, value_name = "FLAVOR")]
-    runtime: Option<RuntimeFlavor>,
-    /// Worker threads of the multi-threaded runtime [default: one per core].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    worker_threads: Option<u64>,
-    /// Seconds between stats lines; 0 turns them off [default: 30].
-    #[arg(long, value_name = "SECS")]
-    stats_interval: Option<u64>,
-    /// Data directory for on-disk storage [default: ./data].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
-    log_level: tracing::Level,
-    /// Print the detected platform and the effective limits, then exit.
-    #[arg(long)]
-    print_platform: bool,
-}
+mod cli;
+
+use cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e)
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) =>
-        {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            // One line instead of clap's usage block: what is wrong, and where to look.
-            let first = e.to_string();
-            let first = first
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            eprintln!("error: {first} (see `broker --help`)");
-            return ExitCode::from(2);
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(cli.log_level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    // clap's own error (with its "a similar argument exists" tip and the
+    // usage line) and exit code 2; help and version exit 0.
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_level) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
 
-    let config = match build_config(&cli) {
+    let config = match cli.config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -178,107 +99,115 @@ fn main() -> ExitCode {
                 .metrics_addr
                 .map_or("off".to_string(), |a| format!("http://{a}/metrics")),
         );
+        if let Some(path) = &cli.ready_file {
+            if let Err(e) = write_ready_file(path, &running) {
+                eprintln!("error: {e:#}");
+                running.shutdown().await;
+                return ExitCode::from(1);
+            }
+        }
         signalled.await;
         tracing::info!("shutting down");
         running.shutdown().await;
+        if let Some(path) = &cli.ready_file {
+            remove_ready_file(path);
+        }
         ExitCode::SUCCESS
     })
 }
 
-fn build_config(cli: &Cli) -> Result<Config, broker::config::ConfigError> {
-    let mut config = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    let c = &mut config;
-    if let Some(a) = cli.mqtt_bind {
-        c.mqtt.bind = a;
-    }
-    if let Some(a) = cli.ws_bind {
-        c.mqtt.ws_bind = a;
-    }
-    if cli.no_websocket {
-        c.mqtt.websocket = false;
-    }
-    if let Some(a) = cli.kafka_bind {
-        c.kafka.bind = a;
-    }
-    if cli.no_kafka {
-        c.kafka.enabled = false;
-    }
-    if let Some(a) = cli.amqp_bind {
-        c.amqp.bind = a;
-    }
-    if cli.no_amqp {
-        c.amqp.enabled = false;
-    }
-    if let Some(a) = cli.metrics_bind {
-        c.metrics.bind = a;
-    }
-    if cli.no_metrics {
-        c.metrics.enabled = false;
-    }
-    if let Some(n) = cli.max_connections {
-        c.server.max_connections = Some(usize::try_from(n).unwrap_or(usize::MAX));
-    }
-    if let Some(class) = cli.class {
-        c.server.class = Some(class);
-    }
-    if let Some(r) = cli.runtime {
-        c.server.runtime = Some(r);
-    }
-    if let Some(n) = cli.worker_threads {
-        c.server.worker_threads = Some(usize::try_from(n).unwrap_or(usize::MAX));
-    }
-    if let Some(s) = cli.stats_interval {
-        c.server.stats_interval_secs = s;
-    }
-    if let Some(d) = &cli.data_dir {
-        c.server.data_dir = d.clone();
-    }
-    config
-        .validate()
-        .map_err(|message| broker::config::ConfigError {
-            source: cli
-                .config
-                .as_ref()
-                .map_or("command line".to_string(), |p| p.display().to_string()),
-            message,
-        })?;
-    Ok(config)
-}
+/// Logs to stderr through a `Targets` filter (not `EnvFilter`, whose regex
+/// engine would weigh on the armv7 binary): `RUST_LOG` when set, with
+/// `level` for every target it does not name; otherwise `level` for all.
+fn init_logging(level: tracing::Level) -> Result<(), String> {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
 
-/// Raises the soft open-files limit to the hard limit (each connection is a
-/// file descriptor); returns the limit now in force.
-#[cfg(unix)]
-// rlim_t is u64 here but u32 on 32-bit glibc targets, hence the conversion.
-#[allow(clippy::useless_conversion)]
-fn raise_open_files_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return None;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let filter = match &rust_log {
+        Some(spec) => {
+            let targets: Targets = spec.parse().map_err(|e| {
+                format!(
+                    "RUST_LOG=`{spec}`: {e} (expected e.g. `info` or `info,broker::kafka=debug`)"
+                )
+            })?;
+            match targets.default_level() {
+                Some(_) => targets,
+                None => targets.with_default(level),
             }
         }
-    }
-    Some(u64::from(lim.rlim_cur))
+        None => Targets::new().with_default(level),
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(LevelFilter::TRACE)
+        .with_writer(std::io::stderr)
+        // Whoever filters by target wants to see the targets.
+        .with_target(rust_log.is_some())
+        .finish()
+        .with(filter)
+        .init();
+    Ok(())
 }
 
-#[cfg(not(unix))]
+/// Writes the readiness file: one JSON object with the pid and every bound
+/// address (null for a listener that is off). Written to `PATH.tmp` and
+/// renamed, so a reader never sees half of it.
+fn write_ready_file(path: &Path, running: &RunningBroker) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, ready_json(std::process::id(), running))
+        .with_context(|| format!("--ready-file: cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| {
+        format!(
+            "--ready-file: cannot rename {} to {}",
+            tmp.display(),
+            path.display()
+        )
+    })
+}
+
+/// The readiness JSON by hand: a socket address prints only digits, dots,
+/// colons, brackets and hex, so nothing needs escaping and the binary does
+/// not link a JSON serializer for six fields.
+fn ready_json(pid: u32, running: &RunningBroker) -> String {
+    let addr = |a: Option<SocketAddr>| a.map_or("null".to_string(), |a| format!("\"{a}\""));
+    format!(
+        "{{\"pid\": {pid}, \"mqtt\": \"{}\", \"websocket\": {}, \"kafka\": {}, \"amqp\": {}, \"metrics\": {}}}\n",
+        running.mqtt_addr,
+        addr(running.ws_addr),
+        addr(running.kafka_addr),
+        addr(running.amqp_addr),
+        addr(running.metrics_addr),
+    )
+}
+
+fn remove_ready_file(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove the ready file {}: {e}", path.display()),
+    }
+}
+
+/// Raises the soft open-files limit as far as the system allows (each
+/// connection is a file descriptor); returns the limit now in force. The
+/// `rlimit` crate knows that on macOS the hard limit reads as infinite and the
+/// real cap is `kern.maxfilesperproc`; where there is no such limit (Windows)
+/// it reports none.
 fn raise_open_files_limit() -> Option<u64> {
-    None
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(u64::MAX) => None,
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            tracing::warn!("cannot raise the open-files limit: {e}");
+            None
+        }
+    }
 }
 
 /// Installs the SIGINT/SIGTERM handlers now (before the broker announces it is

@@ -19,10 +19,12 @@ pub use cpu_features::from_cpuinfo as cpu_features_from_cpuinfo;
 pub const HIGH_PERF_MIN_MEMORY_BYTES: u64 = 1 << 30;
 
 /// Which family of defaults a machine gets (connection limits, runtime, buffers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum PlatformClass {
     /// Servers: x86_64 and aarch64 with at least 1 GiB of RAM.
+    #[value(alias = "high-perf")]
     HighPerf,
     /// Small devices: 32-bit ARM, RISC-V, MIPS, or any machine under 1 GiB of RAM.
     Embedded,
@@ -96,10 +98,13 @@ impl FromStr for PlatformClass {
 }
 
 /// Which tokio runtime the broker starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum RuntimeFlavor {
+    #[value(alias = "multi-thread")]
     MultiThread,
+    #[value(alias = "current-thread")]
     CurrentThread,
 }
 

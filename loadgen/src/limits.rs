@@ -3,30 +3,12 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
+/// Raises the soft `RLIMIT_NOFILE` as far as the system allows; returns the
+/// new soft limit. The `rlimit` crate caps the request at what the kernel
+/// accepts, which on macOS is `kern.maxfilesperproc`, not the hard limit that
+/// reads as infinite.
 pub fn raise_open_files_limit() -> std::io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        lim.rlim_cur = lim.rlim_max;
-    }
-    // rlim_t is 32 bits on some 32-bit targets.
-    #[allow(clippy::unnecessary_cast)]
-    Ok(lim.rlim_cur as u64)
+    rlimit::increase_nofile_limit(u64::MAX)
 }
 
 /// Descriptors the process needs besides its sockets (stdio, runtime, files).

@@ -1,7 +1,7 @@
 //! `loadgen`: runs one workload against a broker and writes the result JSON.
 //!
 //! Exit codes: 0 completed, 3 aborted (the result is still written), 2 bad
-//! input (workload file, flag), 1 anything else.
+//! input (workload file, flag, `RUST_LOG`), 1 anything else.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +55,11 @@ struct RunArgs {
     /// No progress output on stderr (warnings and errors only).
     #[arg(long)]
     quiet: bool,
+    /// Log level: error, warn, info, debug or trace [default: info, warn with
+    /// --quiet]. RUST_LOG (e.g. `loadgen::kafka=debug`) sets levels per
+    /// target; this one is for the rest.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<tracing::Level>,
 }
 
 const EXIT_COMPLETED: u8 = 0;
@@ -67,7 +72,15 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { files } => validate(&files),
         Command::Run(args) => {
-            init_logging(args.quiet);
+            let level = args.log_level.unwrap_or(if args.quiet {
+                tracing::Level::WARN
+            } else {
+                tracing::Level::INFO
+            });
+            if let Err(e) = init_logging(level) {
+                eprintln!("loadgen: {e}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
             match run(args) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
@@ -79,17 +92,39 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(quiet: bool) {
-    let level = if quiet {
-        tracing::Level::WARN
-    } else {
-        tracing::Level::INFO
+/// Logs to stderr through a `Targets` filter: `RUST_LOG` when set, with
+/// `level` for every target it does not name; otherwise `level` for all.
+fn init_logging(level: tracing::Level) -> Result<(), String> {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let filter = match &rust_log {
+        Some(spec) => {
+            let targets: Targets = spec.parse().map_err(|e| {
+                format!(
+                    "RUST_LOG=`{spec}`: {e} (expected e.g. `info` or `info,loadgen::mqtt=debug`)"
+                )
+            })?;
+            match targets.default_level() {
+                Some(_) => targets,
+                None => targets.with_default(level),
+            }
+        }
+        None => Targets::new().with_default(level),
     };
     tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_max_level(LevelFilter::TRACE)
         .with_writer(std::io::stderr)
-        .with_target(false)
+        // Whoever filters by target wants to see the targets.
+        .with_target(rust_log.is_some())
+        .finish()
+        .with(filter)
         .init();
+    Ok(())
 }
 
 fn validate(files: &[PathBuf]) -> ExitCode {

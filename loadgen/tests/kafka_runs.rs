@@ -8,7 +8,7 @@ use std::time::Instant;
 mod common;
 
 use bytes::Bytes;
-use common::{run_against, start_broker, target, workload};
+use common::{assert_sane, run_against, start_broker, target, workload};
 use loadgen::driver::{ClientEvents, ClientSpec, Connection, Driver, DriverError, Publisher, Role};
 use loadgen::kafka::KafkaDriver;
 use loadgen::payload::Header;
@@ -46,12 +46,8 @@ async fn acked_produce_reaches_an_assigned_consumer_once_in_order() {
     assert_eq!(c.received, c.expected, "{c:?}");
     assert_eq!(c.acked, c.sent, "acks=all: every record acknowledged");
     assert_eq!((c.lost, c.duplicated, c.out_of_order), (0, 0, 0), "{c:?}");
-    let e2e = r.latency.end_to_end.as_ref().expect("end-to-end latency");
-    assert_eq!(e2e.count, c.received);
-    assert!(
-        e2e.min_us <= e2e.p99_us && e2e.p99_us <= e2e.max_us,
-        "{e2e:?}"
-    );
+    assert_sane(&r.latency.end_to_end, "end-to-end");
+    assert_eq!(r.latency.end_to_end.as_ref().unwrap().count, c.received);
     assert!(r.latency.ack.as_ref().is_some_and(|a| a.count == c.acked));
     assert_eq!(r.connections.established, 3);
     broker.shutdown().await;

@@ -5,22 +5,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{options, run_against, start_broker, workload};
-use loadgen::result::LatencySummary;
+use common::{assert_sane, options, run_against, start_broker, workload};
 use loadgen::runner::run;
 use loadgen::{LoadResult, Outcome};
-
-fn assert_sane(summary: &Option<LatencySummary>, what: &str) {
-    let s = summary
-        .as_ref()
-        .unwrap_or_else(|| panic!("{what} latency present"));
-    assert!(s.count > 0, "{what}: {s:?}");
-    assert!(
-        s.min_us <= s.p50_us && s.p50_us <= s.p99_us && s.p99_us <= s.max_us,
-        "{what}: percentiles ordered: {s:?}"
-    );
-    assert!(!s.histogram.is_empty(), "{what}: histogram serialized");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos1_fan_in_delivers_everything_once_in_order() {

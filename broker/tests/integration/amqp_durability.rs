@@ -3,108 +3,34 @@
 //! and exactly once, after a restart on the same data directory; acked
 //! messages stay gone; durable exchanges and bindings are recovered.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, ExchangeKind};
 use tokio::time::timeout;
 
-use crate::common::WAIT;
-use crate::process::broker_bin;
+use crate::broker_process::BrokerProcess;
+use crate::common::{amqp_connect_to, WAIT};
 
-/// The broker binary with durable AMQP storage in `data`; killed on drop.
-struct AmqpProcess {
-    child: Child,
-    amqp: SocketAddr,
-}
-
-impl AmqpProcess {
-    fn start(data: &Path) -> AmqpProcess {
-        let mut child = Command::new(broker_bin())
-            .args(["--data-dir"])
-            .arg(data)
-            .args([
-                "--mqtt-bind",
-                "127.0.0.1:0",
-                "--amqp-bind",
-                "127.0.0.1:0",
-                "--no-websocket",
-                "--no-kafka",
-                "--no-metrics",
-                "--stats-interval",
-                "0",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("broker binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening: mqtt ") {
-                    let addr = line
-                        .split("| amqp ")
-                        .nth(1)
-                        .and_then(|r| r.split_whitespace().next())
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("broker logs its listening line");
-        AmqpProcess {
-            child,
-            amqp: addr
-                .parse()
-                .unwrap_or_else(|_| panic!("an AMQP address in the listening line, got {addr:?}")),
-        }
-    }
-
-    async fn connect(&self) -> Connection {
-        timeout(
-            WAIT,
-            Connection::connect(
-                &format!("amqp://guest:guest@{}/%2f", self.amqp),
-                ConnectionProperties::default(),
-            ),
-        )
-        .await
-        .expect("connect in time")
-        .expect("lapin connects")
-    }
-
-    fn kill(mut self) {
-        // Child::kill is SIGKILL on Unix: no shutdown path runs.
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for AmqpProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// MQTT (always on) and AMQP on ephemeral ports, nothing else.
+const AMQP_ONLY: &[&str] = &[
+    "--mqtt-bind",
+    "127.0.0.1:0",
+    "--amqp-bind",
+    "127.0.0.1:0",
+    "--no-websocket",
+    "--no-kafka",
+    "--no-metrics",
+    "--stats-interval",
+    "0",
+];
 
 const TOTAL: u32 = 300;
 const ACKED: u32 = 40;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_persistent_messages_survive_sigkill() {
-    let data = tempfile::tempdir().unwrap();
-    let broker = AmqpProcess::start(data.path());
-    let conn = broker.connect().await;
+    let broker = BrokerProcess::spawn_with_data_dir(AMQP_ONLY);
+    let conn = amqp_connect_to(broker.amqp()).await;
     let ch = conn.create_channel().await.unwrap();
     let durable = QueueDeclareOptions {
         durable: true,
@@ -202,10 +128,11 @@ async fn confirmed_persistent_messages_survive_sigkill() {
         .await
         .unwrap();
     assert_eq!(left.message_count(), TOTAL - ACKED + 1);
-    broker.kill();
+    // SIGKILL: no shutdown path runs.
+    let data = broker.kill().expect("the data directory");
 
-    let broker = AmqpProcess::start(data.path());
-    let conn = broker.connect().await;
+    let broker = BrokerProcess::respawn(data, AMQP_ONLY);
+    let conn = amqp_connect_to(broker.amqp()).await;
     let ch = conn.create_channel().await.unwrap();
     ch.exchange_declare(
         "orders",

@@ -12,24 +12,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use tokio::time::timeout;
 
-use crate::common::{start_broker, start_broker_with, WAIT};
-
-pub(crate) fn amqp_uri(broker: &RunningBroker) -> String {
-    format!(
-        "amqp://guest:guest@{}/%2f",
-        broker.amqp_addr.expect("ephemeral config serves AMQP")
-    )
-}
-
-pub(crate) async fn connect(broker: &RunningBroker) -> Connection {
-    timeout(
-        WAIT,
-        Connection::connect(&amqp_uri(broker), ConnectionProperties::default()),
-    )
-    .await
-    .expect("connect in time")
-    .expect("lapin connects")
-}
+use crate::common::{amqp_connect as connect, start_broker, start_broker_with, WAIT};
 
 async fn channel(conn: &Connection) -> Channel {
     timeout(WAIT, conn.create_channel())

@@ -16,8 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Duration};
 
-use crate::amqp_lapin::connect;
-use crate::common::{start_broker, start_broker_with, WAIT};
+use crate::common::{amqp_connect as connect, start_broker, start_broker_with, WAIT};
 
 struct Raw {
     stream: TcpStream,

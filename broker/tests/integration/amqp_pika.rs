@@ -11,8 +11,7 @@ use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 
-use crate::amqp_lapin::connect;
-use crate::common::start_broker;
+use crate::common::{amqp_connect as connect, start_broker};
 
 const SCRIPT: &str = r#"
 import sys

@@ -1,10 +1,14 @@
-//! Shared test harness: an in-process broker on ephemeral ports.
+//! Shared test harness: an in-process broker on ephemeral ports and the
+//! client helpers several test modules use.
 
 use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use broker::platform::Platform;
 use broker::{Config, RunningBroker};
+use lapin::{Connection, ConnectionProperties};
+use tokio::time::timeout;
 
 /// Starts a broker on 127.0.0.1 with OS-assigned ports; `tweak` adjusts the config first.
 pub async fn start_broker_with(tweak: impl FnOnce(&mut Config)) -> RunningBroker {
@@ -20,10 +24,6 @@ pub async fn start_broker() -> RunningBroker {
     start_broker_with(|_| {}).await
 }
 
-pub fn host_port(addr: SocketAddr) -> (String, u16) {
-    (addr.ip().to_string(), addr.port())
-}
-
 /// Upper bound for any single wait in a test; generous for a loaded 2-core CI box.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -33,4 +33,50 @@ pub fn kafka_bootstrap(broker: &RunningBroker) -> String {
         .kafka_addr
         .expect("ephemeral config serves Kafka")
         .to_string()
+}
+
+/// A lapin connection as guest to the AMQP listener at `addr`.
+pub async fn amqp_connect_to(addr: SocketAddr) -> Connection {
+    timeout(
+        WAIT,
+        Connection::connect(
+            &format!("amqp://guest:guest@{addr}/%2f"),
+            ConnectionProperties::default(),
+        ),
+    )
+    .await
+    .expect("connect in time")
+    .expect("lapin connects")
+}
+
+/// A lapin connection as guest to the broker's AMQP listener.
+pub async fn amqp_connect(broker: &RunningBroker) -> Connection {
+    amqp_connect_to(broker.amqp_addr.expect("ephemeral config serves AMQP")).await
+}
+
+/// Waits until the broker has released `n` connection slots (no event exists for it).
+pub async fn wait_for_free_permits(b: &RunningBroker, n: usize) {
+    timeout(WAIT, async {
+        while b.hub.connection_permits.available_permits() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("connection slot released");
+}
+
+/// A command-line client a test drives (`probe` is an argument it answers
+/// without a broker); panics with the package to install when it is missing.
+pub fn external_tool(tool: &str, probe: &str, debian_package: &str) -> Command {
+    let found = Command::new(tool)
+        .arg(probe)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "{tool} not found: install the Debian package {debian_package} (`cargo xtask ci` does it for you)"
+    );
+    Command::new(tool)
 }

@@ -3,10 +3,6 @@
 //! partition, after a restart on the same data directory.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -14,72 +10,23 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::process::broker_bin;
+use crate::broker_process::BrokerProcess;
 
-/// The broker binary on a disk log in `data`; killed on drop.
-struct KafkaProcess {
-    child: Child,
-    kafka: SocketAddr,
-}
-
-impl KafkaProcess {
-    fn start(config: &Path, data: &Path) -> KafkaProcess {
-        let mut child = Command::new(broker_bin())
-            .args(["--config"])
-            .arg(config)
-            .args(["--data-dir"])
-            .arg(data)
-            .args([
-                "--mqtt-bind",
-                "127.0.0.1:0",
-                "--kafka-bind",
-                "127.0.0.1:0",
-                "--no-websocket",
-                "--no-amqp",
-                "--no-metrics",
-                "--stats-interval",
-                "0",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("broker binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("| kafka ").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("broker logs its Kafka address");
-        KafkaProcess {
-            child,
-            kafka: addr.parse().expect("Kafka address parses"),
-        }
-    }
-
-    fn kill(mut self) {
-        // Child::kill is SIGKILL on Unix: no shutdown path runs.
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for KafkaProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The flags for MQTT (always on) and Kafka on ephemeral ports, nothing else.
+fn kafka_only(config: &str) -> [&str; 11] {
+    [
+        "--config",
+        config,
+        "--mqtt-bind",
+        "127.0.0.1:0",
+        "--kafka-bind",
+        "127.0.0.1:0",
+        "--no-websocket",
+        "--no-amqp",
+        "--no-metrics",
+        "--stats-interval",
+        "0",
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,10 +39,10 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
         "[kafka]\nstorage = \"disk\"\ndefault_partitions = 3\nflush = \"interval\"\nflush_interval_ms = 60000\nsegment_bytes = 65536\n",
     )
     .unwrap();
-    let data = dir.path().join("data");
-    let broker = KafkaProcess::start(&config, &data);
+    let args = kafka_only(config.to_str().expect("UTF-8 temp path"));
+    let broker = BrokerProcess::spawn_with_data_dir(&args);
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.kafka.to_string())
+        .set("bootstrap.servers", broker.kafka().to_string())
         .set("acks", "all")
         .set("message.timeout.ms", "10000")
         .set("linger.ms", "2")
@@ -135,13 +82,14 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
             )
         })
         .collect();
-    broker.kill();
+    // SIGKILL: no shutdown path runs.
+    let data = broker.kill().expect("the data directory");
     drop(late);
     drop(producer);
 
-    let broker = KafkaProcess::start(&config, &data);
+    let broker = BrokerProcess::respawn(data, &args);
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.kafka.to_string())
+        .set("bootstrap.servers", broker.kafka().to_string())
         .set("group.id", "durability")
         .set("enable.auto.commit", "false")
         .create()

@@ -2,23 +2,13 @@
 //! list metadata, produce keyed messages from stdin, consume them back.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-use crate::common::{kafka_bootstrap, start_broker_with};
+use crate::common::{external_tool, kafka_bootstrap, start_broker_with};
 
 /// kcat is what a user tries first; `cargo xtask ci` installs it.
 fn kcat(args: &[&str], stdin: Option<&str>) -> Output {
-    let found = Command::new("kcat")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found,
-        "kcat not found: install the Debian package kcat (`cargo xtask ci` does it for you)"
-    );
-    let mut child = Command::new("kcat")
+    let mut child = external_tool("kcat", "-V", "kcat")
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()

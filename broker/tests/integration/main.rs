@@ -1,11 +1,15 @@
-//! Integration tests: the broker in-process on ephemeral ports, driven by real
-//! clients (rumqttc, mosquitto_pub/sub, rdkafka, lapin, pika) and by raw bytes for malformed input.
-//! One test binary keeps link time down on small CI machines.
+//! Integration tests: the broker in-process on ephemeral ports (common.rs) or
+//! as a child process (broker_process.rs), driven by real clients (rumqttc,
+//! mosquitto_pub/sub, rdkafka, lapin, pika) and by raw bytes for malformed
+//! input. MQTT scenarios are written once for 3.1.1 and 5.0 (mqtt_client.rs,
+//! mqtt_scenarios.rs). One test binary keeps link time down on small CI machines.
 
 mod amqp_durability;
 mod amqp_lapin;
 mod amqp_malformed;
 mod amqp_pika;
+mod broker_process;
+mod cli;
 mod common;
 mod fairness;
 mod kafka_durability;
@@ -13,6 +17,8 @@ mod kafka_kcat;
 mod kafka_malformed;
 mod kafka_rdkafka;
 mod malformed;
+mod mqtt_client;
+mod mqtt_scenarios;
 mod process;
 mod raw;
 mod rumqttc_v311;

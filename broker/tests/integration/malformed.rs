@@ -3,15 +3,14 @@
 //! a second client connected at the same time keeps working.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use broker::RunningBroker;
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::common::{self, WAIT};
+use crate::mqtt_client::{MqttClient, QoS, V311};
 
 /// CONNECT, MQTT 3.1.1, clean session, keep alive 60, client id "bad".
 const CONNECT_V311: &[u8] = &[
@@ -88,49 +87,26 @@ fn disconnect_reason(bytes: &[u8]) -> u8 {
 }
 
 /// A well-behaved subscriber on `probe/#`, connected before the bad client.
-struct Bystander {
-    client: AsyncClient,
-    eventloop: EventLoop,
-}
+struct Bystander(V311);
 
 impl Bystander {
     async fn join(broker: &RunningBroker, id: &str) -> Bystander {
-        let (host, port) = common::host_port(broker.mqtt_addr);
-        let mut opts = MqttOptions::new(id, host, port);
-        opts.set_keep_alive(Duration::from_secs(30));
-        let (client, mut eventloop) = AsyncClient::new(opts, 16);
-        client.subscribe("probe/#", QoS::AtLeastOnce).await.unwrap();
-        timeout(WAIT, async {
-            loop {
-                if let Event::Incoming(Incoming::SubAck(_)) = eventloop.poll().await.unwrap() {
-                    return;
-                }
-            }
-        })
-        .await
-        .expect("bystander subscribed");
-        Bystander { client, eventloop }
+        let mut c = V311::connect(broker, id).await;
+        c.subscribe("probe/#", QoS::AtLeastOnce)
+            .await
+            .expect("bystander subscribed");
+        Bystander(c)
     }
 
     /// Publishes to itself and proves the round trip still works.
     async fn still_served(mut self, tag: &str) {
         let topic = format!("probe/{tag}");
-        self.client
-            .publish(&topic, QoS::AtLeastOnce, false, tag.as_bytes().to_vec())
-            .await
-            .unwrap();
-        let got = timeout(WAIT, async {
-            loop {
-                if let Event::Incoming(Incoming::Publish(p)) = self.eventloop.poll().await.unwrap()
-                {
-                    return p;
-                }
-            }
-        })
-        .await
-        .expect("bystander still receives messages");
+        self.0
+            .publish(&topic, QoS::AtLeastOnce, false, tag.as_bytes())
+            .await;
+        let got = self.0.next_publish().await;
         assert_eq!(got.topic, topic);
-        assert_eq!(&got.payload[..], tag.as_bytes());
+        assert_eq!(got.payload, tag.as_bytes());
     }
 }
 

@@ -2,22 +2,11 @@
 //! signals, and interop with the mosquitto command-line clients.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-/// The binary under test: the release build when `cargo xtask ci` provides it
-/// (`BROKER_RELEASE_BIN`), otherwise the one cargo built for this test run.
-pub(crate) fn broker_bin() -> PathBuf {
-    match std::env::var_os("BROKER_RELEASE_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            eprintln!("note: BROKER_RELEASE_BIN not set; testing the debug binary");
-            PathBuf::from(env!("CARGO_BIN_EXE_broker"))
-        }
-    }
-}
+use crate::broker_process::{broker_bin, BrokerProcess, MQTT_ONLY};
+use crate::common::external_tool;
 
 fn run_broker(args: &[&str]) -> Output {
     Command::new(broker_bin())
@@ -25,66 +14,6 @@ fn run_broker(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("broker binary runs")
-}
-
-/// A broker process on an ephemeral MQTT port; killed on drop.
-struct BrokerProcess {
-    child: Child,
-    mqtt: SocketAddr,
-}
-
-impl BrokerProcess {
-    fn start(extra: &[&str]) -> BrokerProcess {
-        let mut child = Command::new(broker_bin())
-            .args([
-                "--mqtt-bind",
-                "127.0.0.1:0",
-                "--no-websocket",
-                "--no-kafka",
-                "--no-amqp",
-                "--no-metrics",
-                "--stats-interval",
-                "0",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("broker binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening: mqtt ").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("broker logs its listening address");
-        BrokerProcess {
-            child,
-            mqtt: addr.parse().expect("listening address parses"),
-        }
-    }
-
-    fn port(&self) -> String {
-        self.mqtt.port().to_string()
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn one_line(stderr: &[u8]) -> String {
@@ -123,7 +52,7 @@ fn bad_config_file_is_one_line_and_exit_2() {
 }
 
 #[test]
-fn bad_flag_is_one_line_and_exit_2() {
+fn bad_flag_is_clap_error_and_exit_2() {
     for args in [
         &["--max-connections", "lots"][..],
         &["--no-such-flag"][..],
@@ -132,8 +61,11 @@ fn bad_flag_is_one_line_and_exit_2() {
     ] {
         let out = run_broker(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let line = one_line(&out.stderr);
+        // clap's whole message (tip, usage); its first line says what is wrong.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = stderr.lines().next().unwrap_or_default();
         assert!(line.starts_with("error: "), "{line}");
+        assert!(stderr.contains("--help"), "points to --help: {stderr}");
         assert!(
             line.contains(args[0]) || line.contains(args[args.len() - 1]),
             "names the flag or value: {line}"
@@ -183,38 +115,26 @@ fn amqp_bind_failure_names_the_flag_and_the_address() {
 #[cfg(unix)]
 #[test]
 fn sigterm_shuts_down_cleanly() {
-    let mut broker = BrokerProcess::start(&[]);
-    let pid = i32::try_from(broker.child.id()).unwrap();
-    // SAFETY: sending a signal to a child process we own.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = broker.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "broker still running 10 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0));
+    let mut broker = BrokerProcess::spawn(MQTT_ONLY);
+    let ready = broker.addresses().clone();
+    assert!(
+        ready.websocket.is_none()
+            && ready.kafka.is_none()
+            && ready.amqp.is_none()
+            && ready.metrics.is_none(),
+        "listeners that are off are null: {ready:?}"
+    );
+    assert_eq!(broker.stop().code(), Some(0), "{}", broker.stderr());
+    assert!(
+        !broker.ready_file().exists(),
+        "a clean shutdown removes the ready file"
+    );
 }
 
 /// mosquitto_pub/mosquitto_sub are what a user tries first. They come from the
 /// Debian package mosquitto-clients, which `cargo xtask ci` installs.
 fn mosquitto(tool: &str) -> Command {
-    let found = Command::new(tool)
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found,
-        "{tool} not found: install the Debian package mosquitto-clients (`cargo xtask ci` does it for you)"
-    );
-    Command::new(tool)
+    external_tool(tool, "--help", "mosquitto-clients")
 }
 
 /// A running `mosquitto_sub` and what it printed so far.
@@ -301,8 +221,8 @@ fn publish(port: &str, version: &str, qos: &str, topic: &str, message: &str, ret
 
 #[test]
 fn mosquitto_clients_interoperate() {
-    let broker = BrokerProcess::start(&[]);
-    let port = broker.port();
+    let broker = BrokerProcess::spawn(MQTT_ONLY);
+    let port = broker.mqtt().port().to_string();
     for version in ["mqttv311", "mqttv5"] {
         for qos in ["0", "1", "2"] {
             let topic = format!("interop/{version}/q{qos}");

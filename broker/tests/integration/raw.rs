@@ -103,3 +103,62 @@ pub async fn expect_closed(s: &mut TcpStream) {
         panic!("expected the connection to be closed, got packet {p:x?}");
     }
 }
+
+/// The empty property list 5.0 puts in most packets; nothing in 3.1.1.
+pub fn no_properties(level: u8) -> &'static [u8] {
+    if level == 5 {
+        &[0x00]
+    } else {
+        &[]
+    }
+}
+
+/// SUBSCRIBE at protocol `level` for one filter, no properties.
+pub fn subscribe(level: u8, packet_id: u16, filter: &str, qos: u8) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    body.extend_from_slice(no_properties(level));
+    body.extend_from_slice(&str(filter));
+    body.push(qos);
+    packet(0x82, &body)
+}
+
+/// PUBLISH at protocol `level` (the packet id only for QoS 1 and 2), no properties.
+pub fn publish(level: u8, qos: u8, topic: &str, packet_id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = str(topic);
+    if qos > 0 {
+        body.extend_from_slice(&packet_id.to_be_bytes());
+    }
+    body.extend_from_slice(no_properties(level));
+    body.extend_from_slice(payload);
+    packet(0x30 | (qos << 1), &body)
+}
+
+/// A raw client at protocol `level` (4 or 5): CONNECT sent and a successful
+/// CONNACK read.
+pub async fn session(addr: SocketAddr, level: u8, id: &str, keep_alive: u16) -> TcpStream {
+    let mut s = tcp(addr).await;
+    send(&mut s, &connect(level, id, true, keep_alive)).await;
+    let connack = expect_packet(&mut s, 2).await;
+    if level == 5 {
+        assert_eq!(connack[..2], [0x00, 0x00], "CONNACK accepted: {connack:x?}");
+    } else {
+        assert_eq!(connack, [0x00, 0x00], "CONNACK accepted");
+    }
+    s
+}
+
+/// Reads the broker's (5.0) DISCONNECT and returns its reason code.
+pub async fn expect_disconnect(s: &mut TcpStream) -> u8 {
+    let body = expect_packet(s, 14).await;
+    assert!(!body.is_empty(), "DISCONNECT with a reason code");
+    body[0]
+}
+
+/// How the broker ends a connection at protocol `level`: a DISCONNECT with
+/// `reason` then close in 5.0; close alone in 3.1.1, which has no server DISCONNECT.
+pub async fn expect_server_close(s: &mut TcpStream, level: u8, reason: u8) {
+    if level == 5 {
+        assert_eq!(expect_disconnect(s).await, reason);
+    }
+    expect_closed(s).await;
+}

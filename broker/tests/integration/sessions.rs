@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use crate::common;
+use crate::mqtt_client::{MqttClient, QoS, V311};
 use crate::raw;
 
 /// Properties of a 5.0 CONNECT, as raw property bytes.
@@ -72,28 +73,6 @@ async fn connected(b: &RunningBroker, connect: &[u8]) -> (TcpStream, bool) {
     (s, ack[0] & 1 == 1)
 }
 
-fn subscribe(packet_id: u16, filter: &str, qos: u8, v5: bool) -> Vec<u8> {
-    let mut body = packet_id.to_be_bytes().to_vec();
-    if v5 {
-        body.push(0);
-    }
-    body.extend_from_slice(&raw::str(filter));
-    body.push(qos);
-    raw::packet(0x82, &body)
-}
-
-fn publish(qos: u8, topic: &str, packet_id: u16, payload: &[u8], v5: bool) -> Vec<u8> {
-    let mut body = raw::str(topic);
-    if qos > 0 {
-        body.extend_from_slice(&packet_id.to_be_bytes());
-    }
-    if v5 {
-        body.push(0);
-    }
-    body.extend_from_slice(payload);
-    raw::packet(0x30 | (qos << 1), &body)
-}
-
 /// True if the connection answers PINGREQ; false if the broker closed it
 /// (after whatever DISCONNECT it sent).
 async fn alive(s: &mut TcpStream) -> bool {
@@ -144,10 +123,10 @@ async fn takeover_of_a_stuck_connection_still_leaves_one_owner() {
     // The first owner subscribes and then stops reading: once the socket buffers are
     // full, the broker's write to it blocks and it cannot react to being taken over.
     let (mut stuck, _) = connected(&b, &connect_v5("stuck", true, &[], None)).await;
-    raw::send(&mut stuck, &subscribe(1, "big", 0, true)).await;
+    raw::send(&mut stuck, &raw::subscribe(5, 1, "big", 0)).await;
     raw::expect_packet(&mut stuck, 9).await;
     let (mut flooder, _) = connected(&b, &connect_v5("flooder", true, &[], None)).await;
-    let chunk = publish(0, "big", 0, &vec![b'x'; 64 * 1024], true);
+    let chunk = raw::publish(5, 0, "big", 0, &vec![b'x'; 64 * 1024]);
     for _ in 0..400 {
         raw::send(&mut flooder, &chunk).await;
     }
@@ -175,7 +154,7 @@ async fn takeover_of_a_stuck_connection_still_leaves_one_owner() {
 async fn clean_start_takeover_sends_a_delayed_will_at_once() {
     let b = common::start_broker().await;
     let (mut watcher, _) = connected(&b, &connect_v5("will-watcher", true, &[], None)).await;
-    raw::send(&mut watcher, &subscribe(1, "tw/will", 0, true)).await;
+    raw::send(&mut watcher, &raw::subscribe(5, 1, "tw/will", 0)).await;
     raw::expect_packet(&mut watcher, 9).await;
 
     let will = Will {
@@ -206,13 +185,13 @@ async fn clean_start_takeover_sends_a_delayed_will_at_once() {
 async fn resume_resends_within_the_new_receive_maximum() {
     let b = common::start_broker().await;
     let (mut sub, _) = connected(&b, &connect_v5("pacer", true, &session_expiry(60), None)).await;
-    raw::send(&mut sub, &subscribe(1, "pace/t", 1, true)).await;
+    raw::send(&mut sub, &raw::subscribe(5, 1, "pace/t", 1)).await;
     raw::expect_packet(&mut sub, 9).await;
     let (mut publisher, _) = connected(&b, &connect_v5("pace-pub", true, &[], None)).await;
     for id in 1..=3u16 {
         raw::send(
             &mut publisher,
-            &publish(1, "pace/t", id, format!("m{id}").as_bytes(), true),
+            &raw::publish(5, 1, "pace/t", id, format!("m{id}").as_bytes()),
         )
         .await;
         raw::expect_packet(&mut publisher, 4).await;
@@ -245,7 +224,7 @@ async fn v311_qos2_burst_is_not_held_to_an_unannounced_receive_maximum() {
     raw::send(&mut s, &raw::connect(4, "burst", true, 60)).await;
     raw::expect_packet(&mut s, 2).await;
     let burst: Vec<u8> = (1..=10u16)
-        .flat_map(|id| publish(2, "burst/t", id, b"x", false))
+        .flat_map(|id| raw::publish(4, 2, "burst/t", id, b"x"))
         .collect();
     raw::send(&mut s, &burst).await;
     for id in 1..=10u16 {
@@ -302,16 +281,9 @@ async fn shutdown_publishes_delayed_wills() {
 async fn absurdly_deep_filters_are_refused_and_the_broker_lives() {
     let b = common::start_broker().await;
     let deep = format!("x{}", "/x".repeat(5000));
-    for (v5, failure) in [(false, 0x80u8), (true, 0x8f)] {
-        let mut s = if v5 {
-            connected(&b, &connect_v5("deep5", true, &[], None)).await.0
-        } else {
-            let mut s = raw::tcp(b.mqtt_addr).await;
-            raw::send(&mut s, &raw::connect(4, "deep3", true, 60)).await;
-            raw::expect_packet(&mut s, 2).await;
-            s
-        };
-        raw::send(&mut s, &subscribe(1, &deep, 0, v5)).await;
+    for (level, failure) in [(4, 0x80u8), (5, 0x8f)] {
+        let mut s = raw::session(b.mqtt_addr, level, &format!("deep{level}"), 60).await;
+        raw::send(&mut s, &raw::subscribe(level, 1, &deep, 0)).await;
         let ack = raw::expect_packet(&mut s, 9).await;
         assert_eq!(
             *ack.last().unwrap(),
@@ -329,30 +301,22 @@ async fn absurdly_deep_filters_are_refused_and_the_broker_lives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_live_subscriber_slows_qos1_publishers_instead_of_losing_messages() {
-    use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
     let b = common::start_broker_with(|c| {
         c.mqtt.max_queued_messages = Some(10);
         c.mqtt.max_inflight = Some(1);
     })
     .await;
-    let (host, port) = common::host_port(b.mqtt_addr);
-    let (sub, mut events) = AsyncClient::new(MqttOptions::new("slow-sub", host, port), 64);
-    sub.subscribe("flow/t", QoS::AtLeastOnce).await.unwrap();
-    timeout(common::WAIT, async {
-        while !matches!(
-            events.poll().await.unwrap(),
-            Event::Incoming(Incoming::SubAck(_))
-        ) {}
-    })
-    .await
-    .expect("subscribed");
+    let mut sub = V311::connect(&b, "slow-sub").await;
+    sub.subscribe("flow/t", QoS::AtLeastOnce)
+        .await
+        .expect("subscribed");
 
     // 500 QoS 1 messages in one burst, 50 times the subscriber's queue limit.
     let mut publisher = raw::tcp(b.mqtt_addr).await;
     raw::send(&mut publisher, &raw::connect(4, "burst-pub", true, 60)).await;
     raw::expect_packet(&mut publisher, 2).await;
     let burst: Vec<u8> = (1..=500u16)
-        .flat_map(|id| publish(1, "flow/t", id, &id.to_be_bytes(), false))
+        .flat_map(|id| raw::publish(4, 1, "flow/t", id, &id.to_be_bytes()))
         .collect();
     let acks = tokio::spawn(async move {
         raw::send(&mut publisher, &burst).await;
@@ -364,9 +328,8 @@ async fn slow_live_subscriber_slows_qos1_publishers_instead_of_losing_messages()
     let mut got = Vec::new();
     timeout(Duration::from_secs(30), async {
         while got.len() < 500 {
-            if let Event::Incoming(Incoming::Publish(p)) = events.poll().await.unwrap() {
-                got.push(u16::from_be_bytes([p.payload[0], p.payload[1]]));
-            }
+            let p = sub.next_publish().await;
+            got.push(u16::from_be_bytes([p.payload[0], p.payload[1]]));
         }
     })
     .await

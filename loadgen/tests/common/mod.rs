@@ -2,11 +2,10 @@
 //! workloads from TOML, and a run against the broker's listener for the
 //! workload's protocol.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 use broker::platform::Platform;
 use broker::{Config, RunningBroker};
 use loadgen::progress::ProgressMode;
+use loadgen::result::LatencySummary;
 use loadgen::runner::{run, RunOptions};
 use loadgen::{LoadResult, Protocol, Workload};
 
@@ -43,4 +42,18 @@ pub async fn run_against(broker: &RunningBroker, w: &Workload) -> LoadResult {
     run(w, &options(target(broker, w.protocol)))
         .await
         .expect("workload runs")
+}
+
+/// A latency summary is present, counted something, has its percentiles in
+/// order and carries its histogram.
+pub fn assert_sane(summary: &Option<LatencySummary>, what: &str) {
+    let s = summary
+        .as_ref()
+        .unwrap_or_else(|| panic!("{what} latency present"));
+    assert!(s.count > 0, "{what}: {s:?}");
+    assert!(
+        s.min_us <= s.p50_us && s.p50_us <= s.p99_us && s.p99_us <= s.max_us,
+        "{what}: percentiles ordered: {s:?}"
+    );
+    assert!(!s.histogram.is_empty(), "{what}: histogram serialized");
 }
