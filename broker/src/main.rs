@@ -144,6 +144,8 @@ fn init_logging(level: tracing::Level) -> Result<(), String> {
     tracing_subscriber::fmt()
         .with_max_level(LevelFilter::TRACE)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // Whoever filters by target wants to see the targets.
         .with_target(rust_log.is_some())
         .finish()
