@@ -3,7 +3,9 @@
 //! nested deep enough to overflow a recursive parser. The process must answer
 //! with connection.close and stay up for MQTT and Kafka clients. A separate
 //! process, not the in-process harness, because a stack overflow aborts the
-//! whole process and would take the test binary down with it.
+//! whole process and would take the test binary down with it; flat server
+//! methods, which cannot crash anything, are checked in-process with the
+//! metric that counts them.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -18,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::common::WAIT;
+use crate::common::{start_broker, WAIT};
 use crate::process::broker_bin;
 
 /// Arrays nested in the crash frame: ~130 KB, under the default frame_max of 128 KiB.
@@ -110,10 +112,12 @@ impl BrokerProcess {
 
     /// Says how the process ended, with the end of its stderr.
     fn death_note(&mut self) -> String {
-        let status = self.exited(Duration::from_secs(2));
+        let status = self
+            .exited(Duration::from_secs(2))
+            .map_or("still running".to_string(), |s| s.to_string());
         let lines = self.stderr.lock().unwrap();
         let tail = lines[lines.len().saturating_sub(5)..].join("\n");
-        format!("broker process status {status:?}; stderr tail:\n{tail}")
+        format!("broker process: {status}; stderr tail:\n{tail}")
     }
 }
 
@@ -182,6 +186,26 @@ async fn amqp_hello(addr: SocketAddr) -> (TcpStream, BytesMut) {
         other => panic!("expected connection.start, got {other:?}"),
     }
     (s, buf)
+}
+
+/// Reads frames until connection.close and returns (reply code, class id, method id).
+async fn close_of(s: &mut TcpStream, buf: &mut BytesMut) -> (u16, u16, u16) {
+    loop {
+        match next_frame(s, buf).await {
+            Ok(Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(c)))) => {
+                return (c.reply_code, c.class_id, c.method_id)
+            }
+            Ok(_) => {}
+            Err(e) => panic!("expected connection.close: {e}"),
+        }
+    }
+}
+
+/// Sends `method` on `channel` as a client would.
+async fn send_method(s: &mut TcpStream, channel: u16, method: AMQPClass) {
+    let mut out = BytesMut::new();
+    codec::put_method(&mut out, channel, method);
+    s.write_all(&out).await.unwrap();
 }
 
 /// One MQTT round trip: subscribe, publish at QoS 1, receive it back.
@@ -289,4 +313,78 @@ async fn nested_connection_start_is_refused_and_the_broker_survives() {
         None,
         "still alive at the end"
     );
+}
+
+#[tokio::test]
+async fn server_methods_are_refused_in_and_after_the_handshake_and_counted() {
+    let broker = start_broker().await;
+    let amqp = broker.amqp_addr.unwrap();
+    // In the handshake, where start-ok is expected: a basic.deliver.
+    let (mut s, mut buf) = amqp_hello(amqp).await;
+    let deliver = AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Deliver(
+        amq_protocol::protocol::basic::Deliver {
+            consumer_tag: "c".into(),
+            delivery_tag: 1,
+            redelivered: false,
+            exchange: "".into(),
+            routing_key: "k".into(),
+        },
+    ));
+    send_method(&mut s, 0, deliver).await;
+    assert_eq!(close_of(&mut s, &mut buf).await, (503, 60, 60));
+
+    // After a complete handshake: a connection.tune.
+    let (mut s, mut buf) = amqp_hello(amqp).await;
+    send_method(
+        &mut s,
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+            client_properties: Default::default(),
+            mechanism: "PLAIN".into(),
+            response: "\0guest\0guest".into(),
+            locale: "en_US".into(),
+        })),
+    )
+    .await;
+    let tune = match next_frame(&mut s, &mut buf).await {
+        Ok(Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(t)))) => t,
+        other => panic!("expected connection.tune, got {other:?}"),
+    };
+    send_method(
+        &mut s,
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+            channel_max: tune.channel_max,
+            frame_max: tune.frame_max,
+            heartbeat: 0,
+        })),
+    )
+    .await;
+    send_method(
+        &mut s,
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
+            virtual_host: "/".into(),
+        })),
+    )
+    .await;
+    match next_frame(&mut s, &mut buf).await {
+        Ok(Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))) => {}
+        other => panic!("expected connection.open-ok, got {other:?}"),
+    }
+    send_method(
+        &mut s,
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Tune(tune)),
+    )
+    .await;
+    assert_eq!(close_of(&mut s, &mut buf).await, (503, 10, 30));
+
+    let metrics = broker.metrics.encode();
+    assert!(
+        metrics
+            .contains("broker_protocol_errors_total{protocol=\"amqp\",kind=\"server_method\"} 2"),
+        "{metrics}"
+    );
+    broker.shutdown().await;
 }
