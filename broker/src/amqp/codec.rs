@@ -665,8 +665,9 @@ mod tests {
 
     #[test]
     fn deep_tables_are_refused_in_any_frame() {
-        // basic.publish carries no table, yet amq-protocol never sees the
-        // nested bytes that follow its arguments: one check for every method.
+        // The check does not know where a method keeps its tables: nested
+        // bytes are refused even after the arguments of basic.publish,
+        // which has none.
         let mut publish = vec![0, 60, 0, 40, 0, 0, 1, b'x', 1, b'k', 0];
         publish.extend_from_slice(&nested_arrays(1_000));
         let err = next_client_frame(&mut frame_of(1, 1, &publish), 1 << 20).unwrap_err();
