@@ -5,12 +5,19 @@
 //! reading. Method and content-header payloads are decoded and every outgoing
 //! frame is encoded by the `amq-protocol` crate; this module checks the frame
 //! size against the negotiated `frame_max` *before* waiting for (or
-//! allocating) the payload, and checks the end octet.
+//! allocating) the payload, and checks the end octet. Before a payload
+//! reaches the crate's recursive parser it refuses methods only a server
+//! sends and field tables nested too deep, on the raw bytes.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use amq_protocol::frame::{gen_frame, AMQPContentHeader, AMQPFrame, WriteContext};
 use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{constants, parse_class, AMQPClass};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::error::{AmqpError, COMMAND_INVALID, FRAME_ERROR, SYNTAX_ERROR};
 
 /// What a client must send first.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -24,8 +31,9 @@ pub const FRAME_MIN_SIZE: u32 = 4096;
 pub const BASIC_CLASS: u16 = 60;
 /// Deepest nesting of field tables and arrays accepted. `amq-protocol`
 /// parses (and drops) nested values recursively: a frame nesting tables
-/// 18,000 deep overflowed the stack and aborted the broker, so depth is
-/// checked on the raw bytes first.
+/// 18,000 deep overflowed the stack and aborted the broker, and so did a
+/// connection.start nesting 26,000 arrays before any login, so depth is
+/// checked on the raw bytes of every method and content header first.
 pub const MAX_NESTING: usize = 64;
 
 /// One decoded frame. Bodies stay `Bytes` (no copy into a `Vec`).
@@ -58,14 +66,21 @@ pub enum FrameError {
     MissingEnd(u8),
     #[error("{what} payload does not decode: {detail}")]
     Malformed { what: &'static str, detail: String },
+    #[error("{name} ({class_id}.{method_id}) is sent by servers only, never by a client")]
+    ServerMethod {
+        name: &'static str,
+        class_id: u16,
+        method_id: u16,
+    },
 }
 
 impl FrameError {
     /// The connection.close reply code the spec gives for this error.
     pub fn reply_code(&self) -> u16 {
         match self {
-            FrameError::Malformed { .. } => 502, // SYNTAX_ERROR
-            _ => 501,                            // FRAME_ERROR
+            FrameError::Malformed { .. } => SYNTAX_ERROR,
+            FrameError::ServerMethod { .. } => COMMAND_INVALID,
+            _ => FRAME_ERROR,
         }
     }
 
@@ -76,8 +91,71 @@ impl FrameError {
             FrameError::UnknownType(_) => "frame_type_unknown",
             FrameError::MissingEnd(_) => "frame_end_missing",
             FrameError::Malformed { .. } => "malformed_frame",
+            FrameError::ServerMethod { .. } => "server_method",
         }
     }
+
+    /// The connection error that closes the connection over this frame.
+    pub fn connection_error(&self) -> AmqpError {
+        let code = self.reply_code();
+        let name = match code {
+            FRAME_ERROR => "FRAME_ERROR",
+            SYNTAX_ERROR => "SYNTAX_ERROR",
+            _ => "COMMAND_INVALID",
+        };
+        let mut e = AmqpError::hard(code, format!("{name} - {self}"));
+        if let FrameError::ServerMethod {
+            class_id,
+            method_id,
+            ..
+        } = self
+        {
+            e.class_id = *class_id;
+            e.method_id = *method_id;
+        }
+        e
+    }
+}
+
+/// The name of a method only a server may send, `None` for the others.
+/// From the AMQP 0-9-1 spec (methods whose only chassis is "client") with
+/// RabbitMQ's extensions (connection.blocked/unblocked, update-secret-ok,
+/// the bind-ok/unbind-ok of exchange-to-exchange bindings, confirm.select-ok).
+/// Methods either side may send (close, close-ok, channel.flow, basic.ack,
+/// basic.nack, basic.cancel and cancel-ok) are not here.
+pub fn server_only_method(class_id: u16, method_id: u16) -> Option<&'static str> {
+    Some(match (class_id, method_id) {
+        (10, 10) => "connection.start",
+        (10, 20) => "connection.secure",
+        (10, 30) => "connection.tune",
+        (10, 41) => "connection.open-ok",
+        (10, 60) => "connection.blocked",
+        (10, 61) => "connection.unblocked",
+        (10, 71) => "connection.update-secret-ok",
+        (20, 11) => "channel.open-ok",
+        (30, 11) => "access.request-ok",
+        (40, 11) => "exchange.declare-ok",
+        (40, 21) => "exchange.delete-ok",
+        (40, 31) => "exchange.bind-ok",
+        (40, 51) => "exchange.unbind-ok",
+        (50, 11) => "queue.declare-ok",
+        (50, 21) => "queue.bind-ok",
+        (50, 31) => "queue.purge-ok",
+        (50, 41) => "queue.delete-ok",
+        (50, 51) => "queue.unbind-ok",
+        (60, 11) => "basic.qos-ok",
+        (60, 21) => "basic.consume-ok",
+        (60, 50) => "basic.return",
+        (60, 60) => "basic.deliver",
+        (60, 71) => "basic.get-ok",
+        (60, 72) => "basic.get-empty",
+        (60, 111) => "basic.recover-ok",
+        (85, 11) => "confirm.select-ok",
+        (90, 11) => "tx.select-ok",
+        (90, 21) => "tx.commit-ok",
+        (90, 31) => "tx.rollback-ok",
+        _ => return None,
+    })
 }
 
 /// A client spoke something other than AMQP 0.9.1.
@@ -100,9 +178,25 @@ pub fn read_protocol_header(buf: &mut BytesMut) -> Result<Option<()>, BadProtoco
     Ok(Some(()))
 }
 
-/// Splits and decodes the next frame off `buf`; `Ok(None)` when more bytes
-/// are needed. `frame_max` bounds the whole frame (header and end octet included).
+/// Splits and decodes the next frame a client sent off `buf`; `Ok(None)`
+/// when more bytes are needed. `frame_max` bounds the whole frame (header
+/// and end octet included). Methods only a server sends are refused by
+/// their ids, before their arguments are parsed.
+pub fn next_client_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, FrameError> {
+    split_frame(buf, frame_max, true)
+}
+
+/// Like [`next_client_frame`] for frames from either side (what the broker
+/// stored or sent): every method is parsed.
 pub fn next_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, FrameError> {
+    split_frame(buf, frame_max, false)
+}
+
+fn split_frame(
+    buf: &mut BytesMut,
+    frame_max: u32,
+    from_client: bool,
+) -> Result<Option<Frame>, FrameError> {
     if buf.len() < FRAME_HEADER_LEN {
         return Ok(None);
     }
@@ -138,17 +232,31 @@ pub fn next_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, F
     frame.advance(FRAME_HEADER_LEN);
     frame.truncate(size as usize);
     let payload = frame.freeze();
-    decode_payload(kind, channel, payload).map(Some)
+    decode_payload(kind, channel, payload, from_client).map(Some)
 }
 
-fn decode_payload(kind: u8, channel: u16, payload: Bytes) -> Result<Frame, FrameError> {
+fn decode_payload(
+    kind: u8,
+    channel: u16,
+    payload: Bytes,
+    from_client: bool,
+) -> Result<Frame, FrameError> {
     let malformed = |what: &'static str, e: String| FrameError::Malformed { what, detail: e };
-    let table_at = match kind {
-        constants::FRAME_METHOD => method_table_offset(&payload),
-        constants::FRAME_HEADER => header_table_offset(&payload),
-        _ => None,
-    };
-    if table_at.is_some_and(|at| nesting_exceeds(&payload, at, MAX_NESTING)) {
+    if from_client && kind == constants::FRAME_METHOD && payload.len() >= 4 {
+        let class_id = u16::from_be_bytes([payload[0], payload[1]]);
+        let method_id = u16::from_be_bytes([payload[2], payload[3]]);
+        // Refused on the ids alone: their arguments are never parsed.
+        if let Some(name) = server_only_method(class_id, method_id) {
+            return Err(FrameError::ServerMethod {
+                name,
+                class_id,
+                method_id,
+            });
+        }
+    }
+    if matches!(kind, constants::FRAME_METHOD | constants::FRAME_HEADER)
+        && nesting_exceeds(&payload, MAX_NESTING)
+    {
         return Err(malformed(
             "field table",
             format!("tables or arrays nested deeper than {MAX_NESTING}"),
@@ -178,97 +286,38 @@ fn decode_payload(kind: u8, channel: u16, payload: Bytes) -> Result<Frame, Frame
     }
 }
 
-/// Where the field table of a client method starts (the methods with one:
-/// start-ok, exchange.declare/bind/unbind, queue.declare/bind/unbind,
-/// basic.consume); `None` for the others or when the payload is too short
-/// (the parser then reports it).
-fn method_table_offset(p: &[u8]) -> Option<usize> {
-    let class = u16::from_be_bytes([*p.first()?, *p.get(1)?]);
-    let method = u16::from_be_bytes([*p.get(2)?, *p.get(3)?]);
-    let shortstr = |at: usize| Some(at + 1 + usize::from(*p.get(at)?));
-    let after = |strings: usize, bits: bool| {
-        // reserved short, then short strings, then one octet of bits.
-        let mut at = 6;
-        for _ in 0..strings {
-            at = shortstr(at)?;
-        }
-        Some(at + usize::from(bits))
-    };
-    match (class, method) {
-        (10, 11) => Some(4),
-        (40, 10) => after(2, true),
-        (40, 30) | (40, 40) | (50, 20) => after(3, true),
-        (50, 50) => after(3, false),
-        (50, 10) => after(1, true),
-        (60, 20) => after(2, true),
-        _ => None,
-    }
-}
-
-/// Where the `headers` table of a basic content header starts, if present.
-fn header_table_offset(p: &[u8]) -> Option<usize> {
-    // class, weight, body size, property flags.
-    let flags = u16::from_be_bytes([*p.get(12)?, *p.get(13)?]);
-    let mut at = 14;
-    for bit in [15, 14] {
-        if flags & (1 << bit) != 0 {
-            at += 1 + usize::from(*p.get(at)?);
-        }
-    }
-    (flags & (1 << 13) != 0).then_some(at)
-}
-
-/// Whether the field table at `at` nests tables or arrays deeper than
-/// `max`, walked iteratively. Anything that does not follow the grammar
-/// answers `false`: the parser rejects it without recursing far.
-pub fn nesting_exceeds(data: &[u8], at: usize, max: usize) -> bool {
-    let len_at = |at: usize| -> Option<usize> {
-        let b = data.get(at..at + 4)?;
-        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
-    let Some(len) = len_at(at) else { return false };
-    // (end of the container, whether it is a table with keys)
-    let mut stack = vec![(at.saturating_add(4).saturating_add(len), true)];
-    let mut pos = at + 4;
-    while let Some(&(end, is_table)) = stack.last() {
-        if pos >= end {
-            stack.pop();
-            pos = pos.max(end);
+/// Whether `data` may nest field tables or arrays deeper than `max`,
+/// whatever the method and wherever its tables are.
+///
+/// Every `'F'` or `'A'` octet followed by a length that fits in `data` is
+/// taken as a container spanning its length, and the answer is whether some
+/// position lies inside more than `max` of them. Each table or array the
+/// parser would recurse into is such a span, nested inside its parent's, so
+/// the real depth is never undercounted; octets that only look like a
+/// container (a string ending in "F" before a table length) can add a level
+/// or two, which a legitimate payload, far below the limit, does not notice.
+/// One pass with a heap of open spans that never holds more than `max + 1`
+/// ends: O(n log max) time, O(max) memory, no recursion.
+pub fn nesting_exceeds(data: &[u8], max: usize) -> bool {
+    let mut open: BinaryHeap<Reverse<usize>> = BinaryHeap::new();
+    for (at, &octet) in data.iter().enumerate() {
+        if octet != b'F' && octet != b'A' {
             continue;
         }
-        if is_table {
-            let Some(&n) = data.get(pos) else {
-                return false;
-            };
-            pos += 1 + usize::from(n);
+        let Some(len) = data.get(at + 1..at + 5) else {
+            break;
+        };
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let Some(end) = (at + 5).checked_add(len).filter(|&e| e <= data.len()) else {
+            continue;
+        };
+        while open.peek().is_some_and(|&Reverse(e)| e <= at) {
+            open.pop();
         }
-        let Some(&kind) = data.get(pos) else {
-            return false;
-        };
-        pos += 1;
-        let size = match kind {
-            b't' | b'b' | b'B' => 1,
-            b's' | b'U' | b'u' => 2,
-            b'I' | b'i' | b'f' => 4,
-            b'L' | b'l' | b'd' | b'T' => 8,
-            b'D' => 5,
-            b'V' => 0,
-            b'S' | b'x' => match len_at(pos) {
-                Some(n) => 4 + n,
-                None => return false,
-            },
-            b'F' | b'A' => {
-                let Some(n) = len_at(pos) else { return false };
-                pos += 4;
-                stack.push((pos.saturating_add(n).min(end), kind == b'F'));
-                if stack.len() - 1 > max {
-                    return true;
-                }
-                continue;
-            }
-            _ => return false,
-        };
-        pos = pos.saturating_add(size);
+        open.push(Reverse(end));
+        if open.len() > max {
+            return true;
+        }
     }
     false
 }
@@ -341,7 +390,8 @@ pub fn put_content(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use amq_protocol::protocol::{basic, channel};
+    use amq_protocol::protocol::{basic, channel, connection, queue};
+    use amq_protocol::types::{AMQPValue, FieldTable};
 
     #[test]
     fn protocol_header_is_checked_early() {
@@ -429,17 +479,17 @@ mod tests {
             framed.extend_from_slice(&t);
             framed
         };
-        assert!(!nesting_exceeds(&nested(3), 0, 3));
-        assert!(nesting_exceeds(&nested(5), 0, 3));
-        assert!(nesting_exceeds(&nested(100_000), 0, MAX_NESTING));
+        assert!(!nesting_exceeds(&nested(3), 3));
+        assert!(nesting_exceeds(&nested(5), 3));
+        assert!(nesting_exceeds(&nested(100_000), MAX_NESTING));
         // Scalars and strings are skipped, arrays count too.
         let flat: &[u8] = &[
             0, 0, 0, 14, 1, b'k', b'S', 0, 0, 0, 1, b'v', 1, b'n', b'A', 0, 0, 0, 0,
         ];
         let mut flat = flat.to_vec();
         flat[3] = (flat.len() - 4) as u8;
-        assert!(!nesting_exceeds(&flat, 0, 1));
-        assert!(nesting_exceeds(&flat, 0, 0));
+        assert!(!nesting_exceeds(&flat, 1));
+        assert!(nesting_exceeds(&flat, 0));
         // queue.declare with deep arguments is a syntax error, not a crash.
         let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'q', 0];
         payload.extend_from_slice(&nested(10_000));
@@ -451,6 +501,268 @@ mod tests {
         frame.put_u8(0xCE);
         let err = next_frame(&mut frame, 1 << 20).unwrap_err();
         assert_eq!(err.reply_code(), 502, "{err}");
+    }
+
+    /// One frame of `kind` on `channel` around `payload`.
+    fn frame_of(kind: u8, channel: u16, payload: &[u8]) -> BytesMut {
+        let mut f = BytesMut::new();
+        f.put_u8(kind);
+        f.put_u16(channel);
+        f.put_u32(payload.len() as u32);
+        f.put_slice(payload);
+        f.put_u8(0xCE);
+        f
+    }
+
+    /// `depth` arrays nested in one another: `A len (A len (…))`.
+    fn nested_arrays(depth: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(5 * depth);
+        for level in 0..depth {
+            v.push(b'A');
+            v.extend_from_slice(&((5 * (depth - level - 1)) as u32).to_be_bytes());
+        }
+        v
+    }
+
+    /// connection.start whose server_properties are `{"a": <depth arrays>}`.
+    fn nested_connection_start(depth: usize) -> Vec<u8> {
+        let mut p = vec![0, 10, 0, 10, 0, 9];
+        p.extend_from_slice(&((2 + 5 * depth) as u32).to_be_bytes());
+        p.extend_from_slice(&[1, b'a']);
+        p.extend_from_slice(&nested_arrays(depth));
+        for s in [&b"PLAIN"[..], b"en_US"] {
+            p.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            p.extend_from_slice(s);
+        }
+        p
+    }
+
+    #[test]
+    fn nested_array_connection_start_is_refused_unparsed() {
+        // The ~130 KB frame that overflowed the stack before any login.
+        let payload = nested_connection_start(26_000);
+        let mut b = frame_of(1, 0, &payload);
+        assert!(b.len() > 130_000 && b.len() <= 131_072, "{}", b.len());
+        let err = next_client_frame(&mut b, 131_072).unwrap_err();
+        assert_eq!(
+            err,
+            FrameError::ServerMethod {
+                name: "connection.start",
+                class_id: 10,
+                method_id: 10
+            }
+        );
+        assert!(b.is_empty(), "the frame is consumed, framing stays in step");
+        assert_eq!(err.reply_code(), 503);
+        assert_eq!(err.kind(), "server_method");
+        let close = err.connection_error();
+        assert!(close.hard);
+        assert_eq!((close.code, close.class_id, close.method_id), (503, 10, 10));
+        assert!(
+            close.text.starts_with("COMMAND_INVALID - connection.start"),
+            "{}",
+            close.text
+        );
+        // Even a well-formed, flat one is refused: a client never sends it.
+        let mut out = BytesMut::new();
+        put_method(
+            &mut out,
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
+                version_major: 0,
+                version_minor: 9,
+                server_properties: FieldTable::default(),
+                mechanisms: "PLAIN".into(),
+                locales: "en_US".into(),
+            })),
+        );
+        assert_eq!(
+            next_client_frame(&mut out, 4096).unwrap_err().reply_code(),
+            503
+        );
+        // connection.start was not among the methods whose table was
+        // checked; now the nesting check alone refuses it too, even read as
+        // a frame the server sent, wherever its table sits.
+        assert!(nesting_exceeds(&payload, MAX_NESTING));
+        let err = next_frame(&mut frame_of(1, 0, &payload), 131_072).unwrap_err();
+        assert_eq!(err.reply_code(), 502, "{err}");
+        assert!(err.to_string().contains("nested deeper"), "{err}");
+    }
+
+    #[test]
+    fn every_server_only_method_is_refused_before_its_arguments() {
+        // Ids alone, no arguments at all: parsing them would fail with 502.
+        let server_only = [
+            (10, 10),
+            (10, 20),
+            (10, 30),
+            (10, 41),
+            (10, 60),
+            (10, 61),
+            (10, 71),
+            (20, 11),
+            (30, 11),
+            (40, 11),
+            (40, 21),
+            (40, 31),
+            (40, 51),
+            (50, 11),
+            (50, 21),
+            (50, 31),
+            (50, 41),
+            (50, 51),
+            (60, 11),
+            (60, 21),
+            (60, 50),
+            (60, 60),
+            (60, 71),
+            (60, 72),
+            (60, 111),
+            (85, 11),
+            (90, 11),
+            (90, 21),
+            (90, 31),
+        ];
+        for (class, method) in server_only {
+            let payload = [(class >> 8) as u8, class as u8, 0, method];
+            let err = next_client_frame(&mut frame_of(1, 1, &payload), 4096).unwrap_err();
+            assert_eq!(err.reply_code(), 503, "{class}.{method}: {err}");
+            // Read as what a server sent, it goes to the parser (which
+            // fails on the missing arguments, unless there are none).
+            let read = next_frame(&mut frame_of(1, 1, &payload), 4096);
+            assert!(
+                !matches!(read, Err(FrameError::ServerMethod { .. })),
+                "{class}.{method}: {read:?}"
+            );
+        }
+        // What a client sends, and what either side sends, still reaches the parser.
+        for method in [
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+            AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                active: true,
+            })),
+            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: 1,
+                multiple: false,
+            })),
+            AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                delivery_tag: 1,
+                multiple: false,
+                requeue: true,
+            })),
+            AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                consumer_tag: "c".into(),
+            })),
+        ] {
+            let mut out = BytesMut::new();
+            put_method(&mut out, 1, method.clone());
+            assert_eq!(
+                next_client_frame(&mut out, 4096),
+                Ok(Some(Frame::Method(1, method)))
+            );
+        }
+    }
+
+    #[test]
+    fn deep_tables_are_refused_in_any_frame() {
+        // The check does not know where a method keeps its tables: nested
+        // bytes are refused even after the arguments of basic.publish,
+        // which has none.
+        let mut publish = vec![0, 60, 0, 40, 0, 0, 1, b'x', 1, b'k', 0];
+        publish.extend_from_slice(&nested_arrays(1_000));
+        let err = next_client_frame(&mut frame_of(1, 1, &publish), 1 << 20).unwrap_err();
+        assert_eq!(err.reply_code(), 502, "{err}");
+        assert!(err.to_string().contains("nested deeper"), "{err}");
+        // exchange.declare with a long type name before its arguments: no
+        // per-method offset to get wrong.
+        let mut declare = vec![0, 40, 0, 10, 0, 0, 1, b'e', 200];
+        declare.extend_from_slice(&[b't'; 200]);
+        declare.push(0);
+        let deep = nested_arrays(MAX_NESTING + 1);
+        declare.extend_from_slice(&((2 + deep.len()) as u32).to_be_bytes());
+        declare.extend_from_slice(&[1, b'a']);
+        declare.extend_from_slice(&deep);
+        let err = next_client_frame(&mut frame_of(1, 1, &declare), 1 << 20).unwrap_err();
+        assert_eq!(err.reply_code(), 502, "{err}");
+        // A content header whose headers table nests arrays.
+        let mut header = vec![0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x20, 0];
+        let deep = nested_arrays(10_000);
+        header.extend_from_slice(&((2 + deep.len()) as u32).to_be_bytes());
+        header.extend_from_slice(&[1, b'h']);
+        header.extend_from_slice(&deep);
+        let err = next_client_frame(&mut frame_of(2, 1, &header), 1 << 20).unwrap_err();
+        assert_eq!(err.reply_code(), 502, "{err}");
+        // Body frames are never parsed, so they are never scanned.
+        let body = nested_arrays(10_000);
+        assert!(matches!(
+            next_client_frame(&mut frame_of(3, 1, &body), 1 << 20),
+            Ok(Some(Frame::Body(1, _)))
+        ));
+    }
+
+    #[test]
+    fn shallow_tables_are_still_accepted() {
+        // queue.declare arguments nested exactly MAX_NESTING deep, plus scalars.
+        let mut inner = AMQPValue::LongString("leaf".into());
+        for level in 0..MAX_NESTING {
+            inner = if level % 2 == 0 {
+                AMQPValue::FieldArray(vec![AMQPValue::LongInt(1), inner].into())
+            } else {
+                let mut t = FieldTable::default();
+                t.insert("k".into(), inner);
+                AMQPValue::FieldTable(t)
+            };
+        }
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-message-ttl".into(), AMQPValue::LongInt(1000));
+        arguments.insert("x-deep".into(), inner);
+        let declare = AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: "FA".into(),
+            passive: false,
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            nowait: false,
+            arguments,
+        }));
+        let mut out = BytesMut::new();
+        put_method(&mut out, 1, declare.clone());
+        assert_eq!(
+            next_client_frame(&mut out, 1 << 20),
+            Ok(Some(Frame::Method(1, declare)))
+        );
+        // Content headers with a headers table, and client properties in start-ok.
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "list".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::Boolean(true)].into()),
+        );
+        let props = AMQPProperties::default()
+            .with_content_type("application/F".into())
+            .with_headers(headers);
+        let mut out = BytesMut::new();
+        put_content(&mut out, 1, &props, b"body", 4096);
+        match next_client_frame(&mut out, 4096) {
+            Ok(Some(Frame::Header(1, h))) => assert_eq!(h.properties, props),
+            other => panic!("expected a header, got {other:?}"),
+        }
+        let mut caps = FieldTable::default();
+        caps.insert("publisher_confirms".into(), AMQPValue::Boolean(true));
+        let mut client_properties = FieldTable::default();
+        client_properties.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        let start_ok =
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties,
+                mechanism: "PLAIN".into(),
+                response: "\0guest\0guest".into(),
+                locale: "en_US".into(),
+            }));
+        let mut out = BytesMut::new();
+        put_method(&mut out, 0, start_ok.clone());
+        assert_eq!(
+            next_client_frame(&mut out, 4096),
+            Ok(Some(Frame::Method(0, start_ok)))
+        );
     }
 
     #[test]

@@ -14,19 +14,27 @@ use super::hub::AmqpHub;
 use super::state::{connection_close, method_frame, Tuning};
 use crate::metrics::{Protocol, ProtocolCounters};
 
-/// Reads until one whole frame is there (handshake only).
+/// Reads until one whole frame is there (handshake only). A frame that
+/// does not decode (or a method only a server sends) is answered with
+/// connection.close, as after the handshake.
 async fn read_frame(
-    rd: &mut OwnedReadHalf,
+    (rd, wr): (&mut OwnedReadHalf, &mut OwnedWriteHalf),
     buf: &mut BytesMut,
     frame_max: u32,
+    hub: &AmqpHub,
     counters: &ProtocolCounters,
 ) -> Result<Frame, String> {
     loop {
-        match codec::next_frame(buf, frame_max) {
+        match codec::next_client_frame(buf, frame_max) {
             Ok(Some(Frame::Heartbeat(_))) => continue,
             Ok(Some(f)) => return Ok(f),
             Ok(None) => fill(rd, buf, counters).await?,
-            Err(e) => return Err(format!("bad frame during the handshake: {e}")),
+            Err(e) => {
+                hub.metrics.protocol_error(Protocol::Amqp, e.kind());
+                let close = connection_close(&e.connection_error());
+                let _ = write_now(wr, &method_frame(0, close), counters).await;
+                return Err(format!("bad frame during the handshake: {e}"));
+            }
         }
     }
 }
@@ -75,7 +83,7 @@ pub fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)>
             // A field table without its length prefix.
             let mut framed = (response.len() as u32).to_be_bytes().to_vec();
             framed.extend_from_slice(response);
-            if codec::nesting_exceeds(&framed, 0, codec::MAX_NESTING) {
+            if codec::nesting_exceeds(&framed, codec::MAX_NESTING) {
                 return None;
             }
             let (_, table) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
@@ -128,7 +136,7 @@ pub(super) async fn handshake(
         let _ = write_now(wr, &method_frame(0, connection_close(&e)), counters).await;
         e.text
     };
-    let start_ok = match read_frame(rd, buf, cfg.frame_max, counters).await? {
+    let start_ok = match read_frame((rd, wr), buf, cfg.frame_max, hub, counters).await? {
         Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(m))) => m,
         other => {
             return Err(fail(
@@ -163,7 +171,7 @@ pub(super) async fn handshake(
         heartbeat: cfg.heartbeat_secs,
     }));
     write_now(wr, &method_frame(0, tune), counters).await?;
-    let tune_ok = match read_frame(rd, buf, cfg.frame_max, counters).await? {
+    let tune_ok = match read_frame((rd, wr), buf, cfg.frame_max, hub, counters).await? {
         Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(m))) => m,
         other => {
             return Err(fail(
@@ -189,7 +197,7 @@ pub(super) async fn handshake(
         // The client has the last word on heartbeats (0 switches them off).
         heartbeat: tune_ok.heartbeat,
     };
-    match read_frame(rd, buf, tuning.frame_max, counters).await? {
+    match read_frame((rd, wr), buf, tuning.frame_max, hub, counters).await? {
         Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Open(_))) => {}
         other => {
             return Err(fail(

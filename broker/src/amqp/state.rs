@@ -99,7 +99,7 @@ impl Session {
     /// the confirms of the batch go out (group commit).
     pub fn process(&mut self, buf: &mut BytesMut) {
         loop {
-            match codec::next_frame(buf, self.tuning.frame_max) {
+            match codec::next_client_frame(buf, self.tuning.frame_max) {
                 Ok(Some(frame)) => self.on_frame(frame),
                 Ok(None) => break,
                 Err(e) => {
@@ -120,13 +120,7 @@ impl Session {
 
     fn frame_error(&mut self, e: &FrameError) {
         self.hub.metrics.protocol_error(Protocol::Amqp, e.kind());
-        let code = e.reply_code();
-        let name = if code == FRAME_ERROR {
-            "FRAME_ERROR"
-        } else {
-            "SYNTAX_ERROR"
-        };
-        self.close_connection(&AmqpError::hard(code, format!("{name} - {e}")));
+        self.close_connection(&e.connection_error());
         // Framing is lost: nothing more can be read reliably.
         self.done = Some(e.to_string());
     }

@@ -5,6 +5,7 @@
 //! mqtt_scenarios.rs). One test binary keeps link time down on small CI machines.
 
 mod amqp_durability;
+mod amqp_hostile;
 mod amqp_lapin;
 mod amqp_malformed;
 mod amqp_pika;
