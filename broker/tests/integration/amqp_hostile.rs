@@ -8,8 +8,6 @@
 //! metric that counts them.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use amq_protocol::protocol::{connection, AMQPClass};
@@ -20,112 +18,35 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use crate::broker_process::BrokerProcess;
 use crate::common::{start_broker, WAIT};
-use crate::process::broker_bin;
 
 /// Arrays nested in the crash frame: ~130 KB, under the default frame_max of 128 KiB.
 const CRASH_DEPTH: usize = 26_000;
 
-/// A `broker` process serving MQTT, Kafka and AMQP on ephemeral ports; killed on drop.
-struct BrokerProcess {
-    child: Child,
-    mqtt: SocketAddr,
-    kafka: SocketAddr,
-    amqp: SocketAddr,
-    stderr: Arc<Mutex<Vec<String>>>,
-    _data: tempfile::TempDir,
-}
+/// Flags for a broker process serving MQTT, Kafka and AMQP on ephemeral ports.
+const THREE_PROTOCOLS: &[&str] = &[
+    "--mqtt-bind",
+    "127.0.0.1:0",
+    "--kafka-bind",
+    "127.0.0.1:0",
+    "--amqp-bind",
+    "127.0.0.1:0",
+    "--no-websocket",
+    "--no-metrics",
+    "--stats-interval",
+    "0",
+];
 
-impl BrokerProcess {
-    fn start() -> BrokerProcess {
-        let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(broker_bin())
-            .args([
-                "--mqtt-bind",
-                "127.0.0.1:0",
-                "--kafka-bind",
-                "127.0.0.1:0",
-                "--amqp-bind",
-                "127.0.0.1:0",
-                "--no-websocket",
-                "--no-metrics",
-                "--stats-interval",
-                "0",
-                "--data-dir",
-            ])
-            .arg(data.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("broker binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let kept = lines.clone();
-        // Drains stderr for the life of the process (a full pipe would block the broker).
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(rest) = line.split("listening: ").nth(1) {
-                    let _ = tx.send(rest.to_string());
-                }
-                kept.lock().unwrap().push(line);
-            }
-        });
-        let listening = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("broker logs its listening addresses");
-        // "mqtt A | websocket off | kafka B | amqp C | metrics off"
-        let addr = |name: &str| -> SocketAddr {
-            listening
-                .split(" | ")
-                .find_map(|part| part.strip_prefix(name)?.trim().parse().ok())
-                .unwrap_or_else(|| panic!("{name} address in {listening:?}"))
-        };
-        BrokerProcess {
-            mqtt: addr("mqtt "),
-            kafka: addr("kafka "),
-            amqp: addr("amqp "),
-            child,
-            stderr: lines,
-            _data: data,
-        }
-    }
-
-    /// The exit status if the process has ended, waiting up to `grace` for it.
-    fn exited(&mut self, grace: Duration) -> Option<ExitStatus> {
-        let until = std::time::Instant::now() + grace;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if std::time::Instant::now() >= until {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Says how the process ended, with the end of its stderr.
-    fn death_note(&mut self) -> String {
-        let status = self
-            .exited(Duration::from_secs(2))
-            .map_or("still running".to_string(), |s| s.to_string());
-        let lines = self.stderr.lock().unwrap();
-        let tail = lines[lines.len().saturating_sub(5)..].join("\n");
-        format!("broker process: {status}; stderr tail:\n{tail}")
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Says how the process ended, with the end of its stderr.
+fn death_note(broker: &mut BrokerProcess) -> String {
+    let status = broker
+        .exited(Duration::from_secs(2))
+        .map_or("still running".to_string(), |s| s.to_string());
+    let stderr = broker.stderr();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join("\n");
+    format!("broker process: {status}; stderr tail:\n{tail}")
 }
 
 /// A method frame on channel 0 around `payload`.
@@ -259,17 +180,17 @@ async fn kafka_round_trip(addr: SocketAddr) {
 
 #[tokio::test]
 async fn nested_connection_start_is_refused_and_the_broker_survives() {
-    let mut broker = BrokerProcess::start();
+    let mut broker = BrokerProcess::spawn_with_data_dir(THREE_PROTOCOLS);
     let mut opts = MqttOptions::new(
         "bystander",
-        broker.mqtt.ip().to_string(),
-        broker.mqtt.port(),
+        broker.mqtt().ip().to_string(),
+        broker.mqtt().port(),
     );
     opts.set_keep_alive(Duration::from_secs(30));
     let (mqtt, mut el) = AsyncClient::new(opts, 16);
     mqtt_round_trip(&mqtt, &mut el, "hostile/before").await;
 
-    let (mut s, mut buf) = amqp_hello(broker.amqp).await;
+    let (mut s, mut buf) = amqp_hello(broker.amqp()).await;
     let crash = nested_connection_start(CRASH_DEPTH);
     assert!(
         crash.len() > 130_000 && crash.len() <= 131_072,
@@ -283,7 +204,7 @@ async fn nested_connection_start_is_refused_and_the_broker_survives() {
         Ok(other) => panic!("expected connection.close, got {other:?}"),
         Err(e) => panic!(
             "expected connection.close, got: {e}; {}",
-            broker.death_note()
+            death_note(&mut broker)
         ),
     };
     assert!(
@@ -305,9 +226,9 @@ async fn nested_connection_start_is_refused_and_the_broker_survives() {
         "the broker process is alive"
     );
     mqtt_round_trip(&mqtt, &mut el, "hostile/after").await;
-    kafka_round_trip(broker.kafka).await;
+    kafka_round_trip(broker.kafka()).await;
     // The AMQP listener itself still greets new clients.
-    drop(amqp_hello(broker.amqp).await);
+    drop(amqp_hello(broker.amqp()).await);
     assert_eq!(
         broker.exited(Duration::ZERO),
         None,

@@ -187,28 +187,37 @@ impl BrokerProcess {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
+    /// The exit status if the process has ended, waiting up to `grace` for it.
+    pub fn exited(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + grace;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the broker") {
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, then waits (bounded) for the exit: the clean shutdown path.
     #[cfg(unix)]
     pub fn stop(&mut self) -> ExitStatus {
         let pid = i32::try_from(self.child.id()).expect("pid fits in pid_t");
         // SAFETY: sending a signal to a child process we own and have not reaped.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM sent");
-        let deadline = Instant::now() + STOP_WITHIN;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll the broker") {
-                // The pipe is closed now: wait for its last bytes so `stderr()` is whole.
-                if let Some(reader) = self.stderr_reader.take() {
-                    let _ = reader.join();
-                }
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let Some(status) = self.exited(STOP_WITHIN) else {
+            panic!(
                 "broker still running {STOP_WITHIN:?} after SIGTERM; stderr:\n{}",
                 self.stderr()
             );
-            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The pipe is closed now: wait for its last bytes so `stderr()` is whole.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
         }
+        status
     }
 
     /// SIGKILL (no shutdown path runs) and reap; hands back the data
