@@ -1,0 +1,64 @@
+//! Baselines: the numbers of a bench run that `compare` and the regression
+//! gate need (per workload and metric, one value per repeat; no histograms),
+//! small enough to commit as `reports/baselines/<target triple>.json`.
+//! `cargo xtask baseline <run>` writes one; `cargo xtask gate <run>
+//! --baseline FILE --max-regression 10%` fails only on regressions beyond
+//! both the noise and the allowed regression.
+
+use std::path::{Path};
+
+use anyhow::{bail, Context, Result};
+
+use crate::model::report::Report;
+use crate::model::baseline::{Baseline, default_file};
+
+/// `cargo xtask baseline <run> [--out FILE]`.
+pub fn run(path: &Path, out: Option<&Path>) -> Result<()> {
+    let report = Report::load(path)?;
+    if !report.has_load() {
+        bail!(
+            "{} is a micro-benchmark run: criterion keeps micro baselines itself (`cargo xtask micro --save-baseline NAME`, then `--baseline NAME`); `compare` sets two micro runs side by side",
+            path.display()
+        );
+    }
+    if report.environment.git_dirty {
+        eprintln!("warning: the run was taken with uncommitted changes; the baseline records that (environment.git_dirty)");
+    }
+    let env = &report.environment;
+    let about = format!(
+        "Baseline from `cargo xtask bench --suite {}{}` on {} ({}, {} cores, {} memory, {}), target {} ({}), revision {}{}, {}.",
+        report.suite,
+        if report.repeat > 1 {
+            format!(" --repeat {}", report.repeat)
+        } else {
+            String::new()
+        },
+        env.hostname,
+        env.cpu_model,
+        env.cores,
+        crate::render::format::bytes(env.memory_bytes as f64),
+        env.os,
+        env.target_triple,
+        if env.emulated {
+            format!("emulated by {}", env.runner)
+        } else {
+            "native".into()
+        },
+        env.git_revision.as_deref().unwrap_or("unknown"),
+        if env.git_dirty { " (dirty)" } else { "" },
+        env.timestamp
+    );
+    let baseline = Baseline::of(&report, about);
+    let file = match out {
+        Some(f) => f.to_path_buf(),
+        None => default_file(&crate::infra::cargo::project_root(), env),
+    };
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&file, baseline.to_json())
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    println!("{}\n{}", baseline.about, file.display());
+    Ok(())
+}
+

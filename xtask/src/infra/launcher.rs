@@ -1,0 +1,646 @@
+//! Starting the broker under test: our release build, the system mosquitto,
+//! or an external broker someone else runs. Each ends up as a
+//! [`RunningBroker`]: an address to send load to, maybe a pid to sample, and a
+//! way to notice that the process died.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::infra::targets::Target;
+
+
+
+use loadgen::{Protocol};
+
+use crate::model::broker::{BrokerInfo, BrokerKind};
+
+/// How long a broker may take to listen before we give up.
+/// Generous for wine, whose first start creates its prefix.
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A broker the bench can send load to.
+pub struct RunningBroker {
+    pub info: BrokerInfo,
+    child: Option<Child>,
+    log_thread: Option<JoinHandle<()>>,
+    exited: Option<String>,
+}
+
+impl RunningBroker {
+    pub fn pid(&self) -> Option<u32> {
+        self.info.pid
+    }
+
+    pub fn address(&self) -> &str {
+        &self.info.address
+    }
+
+    /// Where Kafka workloads go, if the broker speaks Kafka.
+    pub fn kafka_address(&self) -> Option<&str> {
+        self.info.kafka_address.as_deref()
+    }
+
+    /// Where AMQP workloads go, if the broker speaks AMQP.
+    pub fn amqp_address(&self) -> Option<&str> {
+        self.info.amqp_address.as_deref()
+    }
+
+    /// How the process ended, once it has (None while it runs or when we
+    /// cannot tell: an external broker without a pid).
+    pub fn exited(&mut self) -> Option<String> {
+        if self.exited.is_none() {
+            self.exited = match (&mut self.child, self.info.pid) {
+                (Some(child), _) => match child.try_wait() {
+                    Ok(Some(status)) => Some(describe_exit(status)),
+                    Ok(None) => None,
+                    Err(e) => Some(format!("cannot wait for the broker: {e}")),
+                },
+                (None, Some(pid)) => (!Path::new(&format!("/proc/{pid}")).exists())
+                    .then(|| format!("process {pid} is gone")),
+                (None, None) => None,
+            };
+        }
+        self.exited.clone()
+    }
+
+    /// Stops a broker we started: SIGTERM, then SIGKILL after 5 s.
+    pub fn stop(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        if let Ok(None) = child.try_wait() {
+            terminate(child, Duration::from_secs(5));
+        }
+        let _ = child.wait();
+        if let Some(thread) = self.log_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RunningBroker {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// SIGTERM so the process can shut down cleanly, SIGKILL if it has not
+/// exited after `grace`.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: signalling a child process we own and have not reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+}
+
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}{}", signal_name(signal)),
+        _ => format!("exited: {status}"),
+    }
+}
+
+pub(crate) fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGKILL => " (SIGKILL; out of memory?)",
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGABRT => " (SIGABRT)",
+        libc::SIGTERM => " (SIGTERM)",
+        libc::SIGINT => " (SIGINT)",
+        _ => "",
+    }
+}
+
+/// The config our broker gets: ephemeral MQTT, Kafka and AMQP ports, nothing else
+/// listening, no stats lines, data (Kafka logs) under the run directory.
+pub fn built_config(run_dir: &Path) -> String {
+    let data = run_dir.join("broker-data");
+    format!(
+        "# Written by `cargo xtask bench` for this run.\n\
+         [server]\n\
+         stats_interval_secs = 0\n\
+         data_dir = {}\n\
+         \n\
+         [mqtt]\n\
+         bind = \"127.0.0.1:0\"\n\
+         websocket = false\n\
+         \n\
+         [kafka]\n\
+         bind = \"127.0.0.1:0\"\n\
+         \n\
+         [amqp]\n\
+         bind = \"127.0.0.1:0\"\n\
+         \n\
+         [metrics]\n\
+         enabled = false\n",
+        toml_string(&data.display().to_string())
+    )
+}
+
+pub(crate) fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// How to start our broker binary: directly, or through a cross target's
+/// runner (qemu-user, wine).
+#[derive(Clone, Copy)]
+pub struct Invocation<'a> {
+    pub binary: &'a Path,
+    /// None: the host's own build, run directly.
+    pub target: Option<&'a Target>,
+}
+
+impl Invocation<'_> {
+    /// The command that runs the binary (with the runner in front, if any).
+    pub fn command(&self) -> Result<Command> {
+        match self.target {
+            None => Ok(Command::new(self.binary)),
+            Some(t) => t.run_command(self.binary).with_context(|| {
+                format!(
+                    "{} is build only ([runner] kind = \"none\" in {}): nothing here can run it",
+                    t.triple(),
+                    t.file.display()
+                )
+            }),
+        }
+    }
+}
+
+/// Starts our broker with a generated config in `run_dir`; ready once it has
+/// logged `listening: mqtt ADDR` and ADDR accepts a TCP connection.
+pub fn start_built(invocation: Invocation<'_>, run_dir: &Path) -> Result<RunningBroker> {
+    let binary = invocation.binary;
+    let config = built_config(run_dir);
+    let config_file = run_dir.join("broker.toml");
+    std::fs::write(&config_file, &config)
+        .with_context(|| format!("cannot write {}", config_file.display()))?;
+    let version = invocation
+        .command()?
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let platform = invocation
+        .command()?
+        .args(["--print-platform", "--config"])
+        .arg(&config_file)
+        .env("NO_COLOR", "1")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let mut command = invocation.command()?;
+    command
+        .args([
+            "--mqtt-bind",
+            "127.0.0.1:0",
+            "--no-websocket",
+            "--no-metrics",
+            "--stats-interval",
+            "0",
+            "--config",
+        ])
+        .arg(&config_file)
+        // Its stderr goes to a log file: no colour codes.
+        .env("NO_COLOR", "1")
+        .current_dir(run_dir);
+    let log = run_dir.join("broker.log");
+    let (child, log_thread, addr) = spawn_logged(command, &log, Some(parse_listening_line))
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let addr = addr.expect("spawn_logged waits for the address");
+    // The log thread writes each line before it reports the address in it.
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let listener = |protocol| {
+        log_text
+            .lines()
+            .find_map(|line| parse_listener(line, protocol))
+            .map(|a| a.to_string())
+    };
+    let (kafka_address, amqp_address) = (listener("kafka"), listener("amqp"));
+    let binary = match invocation
+        .target
+        .and_then(|t| t.def.runner.command.as_deref())
+    {
+        Some(runner) => format!("{} (through {runner})", binary.display()),
+        None => binary.display().to_string(),
+    };
+    Ok(RunningBroker {
+        info: BrokerInfo {
+            kind: BrokerKind::Built,
+            binary_size_bytes: std::fs::metadata(invocation.binary).ok().map(|m| m.len()),
+            binary: Some(binary),
+            address: addr.to_string(),
+            kafka_address,
+            amqp_address,
+            pid: Some(child.id()),
+            config: Some(config),
+            version,
+            platform,
+            log: Some("broker.log".into()),
+        },
+        child: Some(child),
+        log_thread: Some(log_thread),
+        exited: None,
+    })
+}
+
+/// The mosquitto config the bench uses: one loopback listener, anonymous
+/// clients, no connection limit, mosquitto's default queue depth spelled out.
+pub fn mosquitto_config(port: u16) -> String {
+    format!(
+        "# Written by `cargo xtask bench` for this run.\n\
+         listener {port} 127.0.0.1\n\
+         allow_anonymous true\n\
+         max_connections -1\n\
+         max_queued_messages 1000\n\
+         persistence false\n\
+         log_dest stderr\n\
+         connection_messages false\n"
+    )
+}
+
+/// Starts the system `mosquitto` on a free loopback port.
+pub fn start_mosquitto(run_dir: &Path) -> Result<RunningBroker> {
+    let binary = which("mosquitto").context(
+        "`mosquitto` is not installed (not on PATH, nor in /usr/sbin): install the Debian package `mosquitto` (apt-get install mosquitto)",
+    )?;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("cannot find a free port for mosquitto")?
+        .port();
+    let config = mosquitto_config(port);
+    let config_file = run_dir.join("mosquitto.conf");
+    std::fs::write(&config_file, &config)
+        .with_context(|| format!("cannot write {}", config_file.display()))?;
+    let version = Command::new(&binary).arg("-h").output().ok().and_then(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .map(|l| l.trim().to_string())
+    });
+    let mut command = Command::new(&binary);
+    command.arg("-c").arg(&config_file).current_dir(run_dir);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let log = run_dir.join("broker.log");
+    let (child, log_thread, _) = spawn_logged(command, &log, None)
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let mut broker = RunningBroker {
+        info: BrokerInfo {
+            kind: BrokerKind::Mosquitto,
+            binary: Some(binary.display().to_string()),
+            binary_size_bytes: std::fs::metadata(&binary).ok().map(|m| m.len()),
+            address: addr.to_string(),
+            kafka_address: None,
+            amqp_address: None,
+            pid: Some(child.id()),
+            config: Some(config),
+            version,
+            platform: None,
+            log: Some("broker.log".into()),
+        },
+        child: Some(child),
+        log_thread: Some(log_thread),
+        exited: None,
+    };
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Some(how) = broker.exited() {
+            bail!(
+                "mosquitto {how} before accepting connections; its log:\n{}",
+                tail(&log, 10)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "mosquitto did not accept connections on {addr} within {} s; see {}",
+                READY_TIMEOUT.as_secs(),
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(broker)
+}
+
+/// A broker someone else runs: it must accept a TCP connection now (on its
+/// Kafka and AMQP addresses too, when given).
+pub fn external(
+    mqtt: &str,
+    kafka: Option<&str>,
+    amqp: Option<&str>,
+    pid: Option<u32>,
+) -> Result<RunningBroker> {
+    for (flag, name, address) in [("--kafka", "Kafka", kafka), ("--amqp", "AMQP", amqp)] {
+        let Some(address) = address else { continue };
+        let addr = address
+            .to_socket_addrs()
+            .with_context(|| format!("{flag} {address}: not a HOST:PORT address"))?
+            .next()
+            .with_context(|| format!("{flag} {address}: resolves to no address"))?;
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| {
+            format!("external broker's {name} listener at {address} does not accept connections")
+        })?;
+    }
+    let addr = mqtt
+        .to_socket_addrs()
+        .with_context(|| format!("--mqtt {mqtt}: not a HOST:PORT address"))?
+        .next()
+        .with_context(|| format!("--mqtt {mqtt}: resolves to no address"))?;
+    TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("external broker at {mqtt} does not accept connections"))?;
+    if let Some(pid) = pid {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            bail!("--broker-pid {pid}: no such process on this host");
+        }
+    }
+    Ok(RunningBroker {
+        info: BrokerInfo {
+            kind: BrokerKind::External,
+            binary: pid.and_then(|p| {
+                std::fs::read_link(format!("/proc/{p}/exe"))
+                    .ok()
+                    .map(|b| b.display().to_string())
+            }),
+            binary_size_bytes: None,
+            address: mqtt.to_string(),
+            kafka_address: kafka.map(str::to_string),
+            amqp_address: amqp.map(str::to_string),
+            pid,
+            config: None,
+            version: None,
+            platform: None,
+            log: None,
+        },
+        child: None,
+        log_thread: None,
+        exited: None,
+    })
+}
+
+/// The address in a `listening: mqtt ADDR` line of our broker's log.
+pub fn parse_listening_line(line: &str) -> Option<SocketAddr> {
+    line.split("listening: mqtt ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The address of `protocol` ("kafka", "amqp") in our broker's
+/// `listening: mqtt ADDR | ... | kafka ADDR | amqp ADDR | ...` line (None
+/// when it says `off` or is not there).
+pub fn parse_listener(line: &str, protocol: &str) -> Option<SocketAddr> {
+    line.split("listening: mqtt ")
+        .nth(1)?
+        .split(" | ")
+        .find_map(|part| part.strip_prefix(protocol)?.strip_prefix(' '))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+pub(crate) type Spawned = (Child, JoinHandle<()>, Option<SocketAddr>);
+
+/// Spawns `command` with stderr copied line by line into `log`. With an
+/// address parser that can match, waits (bounded) for the address line and
+/// for the address to accept a TCP connection.
+pub(crate) fn spawn_logged(
+    mut command: Command,
+    log: &Path,
+    find_addr: Option<fn(&str) -> Option<SocketAddr>>,
+) -> Result<Spawned> {
+    let mut file = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let stdout = file.try_clone()?;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+            if let Some(addr) = find_addr.and_then(|find| find(&line)) {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    if find_addr.is_none() {
+        return Ok((child, thread, None));
+    }
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let addr = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(addr) => break addr,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // stderr closed: the process is exiting.
+                let status = child.wait()?;
+                let _ = thread.join();
+                bail!(
+                    "broker {} before it was ready; its log ({}):\n{}",
+                    describe_exit(status),
+                    log.display(),
+                    tail(log, 10)
+                );
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            let _ = thread.join();
+            bail!(
+                "broker {} before it was ready; its log ({}):\n{}",
+                describe_exit(status),
+                log.display(),
+                tail(log, 10)
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "broker printed no `listening: mqtt ADDR` line within {} s; see {}",
+                READY_TIMEOUT.as_secs(),
+                log.display()
+            );
+        }
+    };
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "broker said it listens on {addr} but does not accept connections within {} s; see {}",
+                READY_TIMEOUT.as_secs(),
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((child, thread, Some(addr)))
+}
+
+/// The last `n` lines of a log file, indented, for error messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    if lines.is_empty() {
+        return "    (empty)".into();
+    }
+    lines[start..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// An executable on PATH, or in the sbin directories daemons live in (not on
+/// every user's PATH).
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Where loadgen sends a workload of `protocol`, or why it cannot run.
+pub fn target_address(broker: &RunningBroker, protocol: Protocol) -> Result<String, String> {
+    match protocol {
+        Protocol::Mqtt => Ok(broker.address().to_string()),
+        Protocol::Kafka => broker.kafka_address().map(str::to_string).ok_or_else(|| {
+            match broker.info.kind {
+                crate::model::broker::BrokerKind::External => {
+                    "a Kafka workload, and no Kafka address for the external broker: give --kafka HOST:PORT".to_string()
+                }
+                kind => format!(
+                    "a Kafka workload, and the {} broker has no Kafka listener",
+                    kind.as_str()
+                ),
+            }
+        }),
+        Protocol::Amqp => broker.amqp_address().map(str::to_string).ok_or_else(|| {
+            match broker.info.kind {
+                crate::model::broker::BrokerKind::External => {
+                    "an AMQP workload, and no AMQP address for the external broker: give --amqp HOST:PORT".to_string()
+                }
+                kind => format!(
+                    "an AMQP workload, and the {} broker has no AMQP listener",
+                    kind.as_str()
+                ),
+            }
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+
+    #[test]
+    fn kafka_and_amqp_addresses_parse_from_the_listening_line() {
+        let line = "2025-01-01T00:00:00Z INFO listening: mqtt 127.0.0.1:40123 | websocket off | kafka 127.0.0.1:40999 | amqp 127.0.0.1:40777 | metrics off";
+        assert_eq!(
+            parse_listener(line, "kafka"),
+            Some("127.0.0.1:40999".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listener(line, "amqp"),
+            Some("127.0.0.1:40777".parse().unwrap())
+        );
+        let off =
+            "listening: mqtt 127.0.0.1:1 | websocket off | kafka off | amqp off | metrics off";
+        assert_eq!(parse_listener(off, "kafka"), None);
+        assert_eq!(parse_listener(off, "amqp"), None);
+        // A broker from before AMQP has no amqp part at all.
+        assert_eq!(
+            parse_listener(
+                "listening: mqtt 127.0.0.1:1 | websocket off | kafka off | metrics off",
+                "amqp"
+            ),
+            None
+        );
+        assert_eq!(parse_listener("kafka 127.0.0.1:9092", "kafka"), None);
+    }
+
+    #[test]
+    fn listening_line_parses() {
+        assert_eq!(
+            parse_listening_line("2025-01-01T00:00:00Z INFO listening: mqtt 127.0.0.1:40123"),
+            Some("127.0.0.1:40123".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listening_line("listening: mqtt [::1]:1883 (tcp)"),
+            Some("[::1]:1883".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listening_line("listening: websocket 127.0.0.1:8083"),
+            None
+        );
+    }
+
+    #[test]
+    fn configs_say_what_the_bench_needs() {
+        let conf = mosquitto_config(4321);
+        for line in [
+            "listener 4321 127.0.0.1",
+            "allow_anonymous true",
+            "max_connections -1",
+            "max_queued_messages 1000",
+        ] {
+            assert!(conf.lines().any(|l| l == line), "{line} in\n{conf}");
+        }
+        let conf = built_config(Path::new("/tmp/run \"x\""));
+        let parsed: toml::Table = toml::from_str(&conf).unwrap();
+        assert_eq!(parsed["mqtt"]["bind"].as_str(), Some("127.0.0.1:0"));
+        assert_eq!(parsed["kafka"]["bind"].as_str(), Some("127.0.0.1:0"));
+        assert_eq!(parsed["amqp"]["bind"].as_str(), Some("127.0.0.1:0"));
+        assert_eq!(
+            parsed["server"]["data_dir"].as_str(),
+            Some("/tmp/run \"x\"/broker-data")
+        );
+    }
+
+    #[test]
+    fn broker_that_never_listens_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("xtask-launcher-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo 'error: cannot bind' >&2; exit 1"]);
+        let err = spawn_logged(command, &dir.join("b.log"), Some(parse_listening_line))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("exited with code 1") && err.contains("cannot bind"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
