@@ -347,10 +347,21 @@ impl BenchArgs {
     }
 }
 
+/// Parses `10%`, `10 %` or `10` as 0.10.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim().trim_end_matches('%').trim();
+    match t.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v / 100.0),
+        _ => Err(format!("`{s}` is not a percentage (e.g. 10%)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
-    use crate::infra::cargo::{project_root, release_binary_in, target_dir_from};
+    use std::path::Path;
 
     #[test]
     fn cli_is_well_formed() {
@@ -663,56 +674,11 @@ mod tests {
     }
 
     #[test]
-    fn release_binary_defaults_to_workspace_target() {
-        let dir = target_dir_from(Path::new("/ws"), None);
-        assert_eq!(
-            release_binary_in(&dir, None, "broker"),
-            Path::new("/ws/target/release").join(format!("broker{}", std::env::consts::EXE_SUFFIX))
-        );
-    }
-
-    #[test]
-    fn target_dir_honours_cargo_target_dir() {
-        assert_eq!(
-            target_dir_from(Path::new("/ws"), Some("/tmp/t".into())),
-            Path::new("/tmp/t")
-        );
-        assert_eq!(
-            target_dir_from(Path::new("/ws"), Some("out".into())),
-            Path::new("/ws/out")
-        );
-        assert_eq!(
-            target_dir_from(Path::new("/ws"), Some("".into())),
-            Path::new("/ws/target")
-        );
-    }
-
-    #[test]
-    fn release_binary_includes_build_target_triple() {
-        let bin = release_binary_in(
-            Path::new("/ws/target"),
-            Some("aarch64-unknown-linux-gnu".into()),
-            "loadgen",
-        );
-        assert!(
-            bin.starts_with("/ws/target/aarch64-unknown-linux-gnu/release"),
-            "{}",
-            bin.display()
-        );
-    }
-
-    #[test]
-    fn project_root_holds_the_workspace_manifest() {
-        let manifest = std::fs::read_to_string(project_root().join("Cargo.toml")).unwrap();
-        assert!(manifest.contains("[workspace]"));
-    }
-}
-
-/// Parses `10%`, `10 %` or `10` as 0.10.
-pub fn parse_percent(s: &str) -> Result<f64, String> {
-    let t = s.trim().trim_end_matches('%').trim();
-    match t.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v / 100.0),
-        _ => Err(format!("`{s}` is not a percentage (e.g. 10%)")),
+    fn percentages_parse() {
+        assert_eq!(parse_percent("10%"), Ok(0.10));
+        assert_eq!(parse_percent("25 %"), Ok(0.25));
+        assert_eq!(parse_percent("5"), Ok(0.05));
+        assert!(parse_percent("-3%").is_err());
+        assert!(parse_percent("ten").is_err());
     }
 }

@@ -22,18 +22,16 @@
 //! overlap and the means differ by more than the 2 % noise threshold `micro` gives criterion,
 //! else within noise; again no verdict between emulated and native numbers.
 
-
-
 use crate::model::baseline::Baseline;
 use crate::model::baseline::WorkloadNumbers;
 use crate::model::micro::MicroBenchmark;
 use crate::model::micro::MicroSection;
+use crate::model::report::Spread;
 use crate::render::format::bytes;
 use crate::render::format::micros;
 use crate::render::format::percent;
 use crate::render::format::rate;
 use crate::render::format::thousands;
-use crate::model::report::Spread;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -606,10 +604,10 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::compare::{render_html, render_markdown};
     use crate::model::report::test_support::{repeat, report, result, workload, workload_report};
     use crate::model::report::Report;
-use crate::model::report::Status;
+    use crate::model::report::Status;
+    use crate::render::compare::{render_html, render_markdown};
 
     fn m(key: &str) -> &'static Metric {
         METRICS.iter().find(|m| m.key == key).unwrap()
@@ -770,7 +768,7 @@ use crate::model::report::Status;
 
     #[test]
     fn a_real_run_against_itself_is_within_noise_everywhere() {
-        let text = include_str!("../tests/fixtures/report-quick-x86_64.json");
+        let text = include_str!("../../tests/fixtures/report-quick-x86_64.json");
         let r = Report::from_json(text).unwrap();
         let a = Baseline::of(&r, String::new());
         let c = compare(a.clone(), a, "A", "A");

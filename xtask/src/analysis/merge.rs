@@ -9,7 +9,6 @@ use anyhow::{bail, Context, Result};
 use loadgen::result::{LatencySummary, Tick};
 use loadgen::{LoadResult, Outcome};
 
-
 /// One result from `parts` (at least one, all of the same workload).
 pub fn merge(parts: &[LoadResult]) -> Result<LoadResult> {
     let Some(first) = parts.first() else {
@@ -161,7 +160,7 @@ pub(crate) fn merge_latency(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::merge::{run};
+    use crate::commands::merge::run;
     use crate::model::report::test_support::{result, workload};
     use loadgen::histogram;
     use std::time::Duration;

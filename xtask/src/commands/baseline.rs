@@ -5,12 +5,12 @@
 //! --baseline FILE --max-regression 10%` fails only on regressions beyond
 //! both the noise and the allowed regression.
 
-use std::path::{Path};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use crate::model::baseline::{default_file, Baseline};
 use crate::model::report::Report;
-use crate::model::baseline::{Baseline, default_file};
 
 /// `cargo xtask baseline <run> [--out FILE]`.
 pub fn run(path: &Path, out: Option<&Path>) -> Result<()> {
@@ -62,3 +62,27 @@ pub fn run(path: &Path, out: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::micro::micro_report;
+    use crate::model::micro::test_support::section;
+
+    #[test]
+    fn micro_runs_are_not_load_baselines() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = crate::model::report::test_support::report(Vec::new()).environment;
+        let r = micro_report(
+            "run".into(),
+            env,
+            section(false),
+            "2025-01-01T00:00:00Z".into(),
+            "2025-01-01T00:01:00Z".into(),
+        );
+        std::fs::write(dir.path().join("report.json"), r.to_json()).unwrap();
+        let out = dir.path().join("baseline.json");
+        let err = run(dir.path(), Some(&out)).unwrap_err();
+        assert!(err.to_string().contains("--save-baseline NAME"), "{err}");
+        assert!(!out.exists());
+    }
+}

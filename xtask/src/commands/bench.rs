@@ -14,24 +14,24 @@ use xshell::{cmd, Shell};
 
 use crate::infra::environment;
 use crate::infra::environment::Environment;
+use crate::infra::launcher::target_address;
+use crate::infra::loadgen::RunContext;
+use crate::infra::run_dir::{absolute, display_relative, point_latest, prepare_run_dir};
+use crate::infra::sampler::Sampler;
+use crate::infra::sampler::Usage;
+use crate::infra::targets;
+use crate::infra::targets::load_target;
+use crate::infra::targets::HostFacts;
+use crate::infra::targets::Target;
+use crate::model::gate::default_profile;
 use crate::model::gate::Profile;
 use crate::model::report::Report;
 use crate::model::report::Status;
 use crate::model::report::Summary;
 use crate::model::report::WorkloadReport;
-use crate::infra::sampler::Sampler;
-use crate::infra::sampler::Usage;
 use crate::model::suite;
 use crate::model::suite::Overrides;
-use crate::infra::targets;
-use crate::infra::targets::HostFacts;
-use crate::infra::targets::Target;
-use crate::infra::launcher::{target_address};
-use crate::infra::loadgen::{RunContext};
-use crate::infra::run_dir::{absolute, display_relative, point_latest, prepare_run_dir};
-use crate::infra::targets::{load_target};
-use crate::model::gate::{default_profile};
-use crate::render::terminal::{one_line};
+use crate::render::terminal::one_line;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerChoice {
@@ -408,8 +408,12 @@ pub(crate) fn died_in(workloads: &[WorkloadReport]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::infra::loadgen::{Ended, LOADGEN_SLACK, budget, measured_window};
+    use crate::infra::loadgen::failure;
+    use crate::infra::loadgen::{budget, measured_window, Ended, LOADGEN_SLACK};
     use crate::model::report::test_support::{result, workload};
+    use loadgen::{Outcome, Protocol};
+    use std::process::ExitStatus;
+    use std::time::Duration;
 
     #[test]
     fn kafka_workloads_go_to_the_kafka_address_or_say_why_not() {

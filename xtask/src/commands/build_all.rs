@@ -18,18 +18,20 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::infra::cargo::{cargo_target_dir, linker_env};
 use crate::infra::environment;
-use crate::model::gate::Profile;
-use crate::model::gate::ThresholdKind;
 use crate::infra::launcher::Invocation;
 use crate::infra::targets;
 use crate::infra::targets::Backend;
 use crate::infra::targets::HostFacts;
 use crate::infra::targets::Target;
-use crate::infra::cargo::{cargo_target_dir, linker_env};
-use crate::infra::tools::{llvm_strip};
-use crate::model::manifest::{Budget, Entry, MANIFEST_SCHEMA, Manifest, Smoke, SmokeStatus, Status};
-use crate::render::manifest::{View, markdown_table, render_markdown, status_word};
+use crate::infra::tools::llvm_strip;
+use crate::model::gate::Profile;
+use crate::model::gate::ThresholdKind;
+use crate::model::manifest::{
+    Budget, Entry, Manifest, Smoke, SmokeStatus, Status, MANIFEST_SCHEMA,
+};
+use crate::render::manifest::{markdown_table, render_markdown, status_word, View};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -526,7 +528,6 @@ pub(crate) fn write_manifest(dist: &Path, manifest: &Manifest) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     fn entry(triple: &str, status: Status) -> Entry {
         Entry {

@@ -15,9 +15,8 @@ use xshell::{cmd, Shell};
 
 use crate::commands::bench::BrokerChoice;
 use crate::infra::install::Mode;
-use crate::model::suite;
 use crate::infra::targets;
-
+use crate::model::suite;
 
 pub struct Options {
     /// Install missing tools (as opposed to only reporting them).
@@ -40,7 +39,8 @@ pub fn run(options: &Options) -> Result<()> {
         };
         let cross = targets::select(targets::load_all(&root)?, &cross_targets())?;
         steps.run("tools", || {
-            let outcome = crate::infra::install::ensure(&sh, &crate::infra::install::ci_tools(&cross), mode)?;
+            let outcome =
+                crate::infra::install::ensure(&sh, &crate::infra::install::ci_tools(&cross), mode)?;
             match outcome.unavailable_std.first() {
                 Some((triple, why)) => bail!("CI cross-builds {triple}, but {why}"),
                 None => Ok(()),
@@ -215,7 +215,6 @@ fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     #[test]
     fn bench_step_is_the_quick_suite_gated_by_ci() {

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::analysis::compare::{compare};
-use crate::model::baseline::{load_side};
+use crate::analysis::compare::compare;
+use crate::model::baseline::load_side;
 use crate::render::compare::{render_html, render_markdown};
 
 /// `cargo xtask compare <A> <B> [--out DIR]`.
@@ -54,4 +54,3 @@ pub fn run(a: &Path, b: &Path, out: Option<&Path>) -> Result<()> {
     );
     Ok(())
 }
-

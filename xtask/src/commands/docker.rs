@@ -14,7 +14,6 @@ use anyhow::{bail, Result};
 use crate::infra::targets;
 use crate::infra::targets::Target;
 
-
 /// The `--platforms` default: the server platforms and the 32-bit board one.
 pub const DEFAULT_PLATFORMS: &str = "linux/amd64,linux/arm64,linux/arm/v7";
 
@@ -208,7 +207,6 @@ pub fn run(options: &Options) -> Result<()> {
 mod tests {
     use super::*;
 
-
     fn repo_targets() -> Vec<Target> {
         targets::load_all(&crate::infra::cargo::project_root()).unwrap()
     }
@@ -297,7 +295,8 @@ mod tests {
     #[test]
     fn dockerfile_agrees_with_target_files() {
         let dockerfile =
-            std::fs::read_to_string(crate::infra::cargo::project_root().join("docker/Dockerfile")).unwrap();
+            std::fs::read_to_string(crate::infra::cargo::project_root().join("docker/Dockerfile"))
+                .unwrap();
         let platforms: Vec<String> = PLATFORMS.iter().map(|(p, _)| p.to_string()).collect();
         for b in resolve(&platforms, &repo_targets()).unwrap() {
             let arm = format!(

@@ -10,7 +10,6 @@ use xshell::{cmd, Shell};
 
 use crate::infra::install::Mode;
 
-
 pub fn run(install: bool) -> Result<()> {
     let sh = Shell::new()?;
     let root = crate::infra::cargo::project_root();
@@ -103,7 +102,6 @@ pub fn check(sh: &Shell, root: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     #[test]
     fn repository_files_are_found_by_kind() {

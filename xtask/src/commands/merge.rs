@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
+use crate::analysis::merge::merge;
 use anyhow::{Context, Result};
-use loadgen::{LoadResult};
-use crate::analysis::merge::{merge};
+use loadgen::LoadResult;
 
 /// `cargo xtask merge <results...> --out FILE`.
 pub fn run(files: &[impl AsRef<Path>], out: &Path) -> Result<()> {
@@ -45,4 +45,3 @@ pub fn run(files: &[impl AsRef<Path>], out: &Path) -> Result<()> {
     );
     Ok(())
 }
-

@@ -15,16 +15,19 @@ use std::time::SystemTime;
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
+use crate::infra::cargo::{artifacts, Artifact, ArtifactKind};
+use crate::infra::criterion::{baseline_exists, collect, criterion_home};
 use crate::infra::environment;
 use crate::infra::environment::Environment;
 use crate::infra::targets;
 use crate::infra::targets::Backend;
 use crate::infra::targets::HostFacts;
 use crate::infra::targets::Target;
-use crate::infra::cargo::{Artifact, ArtifactKind, artifacts};
-use crate::infra::criterion::{baseline_exists, collect, criterion_home};
-use crate::model::micro::{BENCH_PROFILE, CriterionSettings, MicroSection, NOISE_THRESHOLD, QUICK_MEASUREMENT_SECS, QUICK_WARM_UP_SECS, micro_report};
-use crate::render::micro::{markdown_section};
+use crate::model::micro::{
+    micro_report, CriterionSettings, MicroSection, BENCH_PROFILE, NOISE_THRESHOLD,
+    QUICK_MEASUREMENT_SECS, QUICK_WARM_UP_SECS,
+};
+use crate::render::micro::markdown_section;
 
 /// The helper binary of the bench crate that prints the detected CPU features.
 pub(crate) const CPU_FEATURES_BIN: &str = "cpu_features";
@@ -81,7 +84,11 @@ pub(crate) fn check_baseline_name(flag: &str, name: &str) -> Result<()> {
 
 /// `cargo bench -p bench --no-run` for the host or `target` (cargo backend,
 /// the target file's linker, build-all's per-target directory); the artifacts.
-pub(crate) fn build(sh: &Shell, target: Option<&Target>, benches: &[String]) -> Result<Vec<Artifact>> {
+pub(crate) fn build(
+    sh: &Shell,
+    target: Option<&Target>,
+    benches: &[String],
+) -> Result<Vec<Artifact>> {
     let cargo = crate::infra::cargo::cargo();
     let mut args: Vec<String> = vec![
         "bench".into(),
@@ -113,11 +120,12 @@ pub(crate) fn build(sh: &Shell, target: Option<&Target>, benches: &[String]) -> 
                 .display()
                 .to_string(),
         ]);
-        linker = t
-            .def
-            .linker
-            .as_ref()
-            .map(|l| (crate::infra::cargo::linker_env(t.triple()), l.command.clone()));
+        linker = t.def.linker.as_ref().map(|l| {
+            (
+                crate::infra::cargo::linker_env(t.triple()),
+                l.command.clone(),
+            )
+        });
     }
     println!(
         "==> build benchmarks ({}, profile {BENCH_PROFILE})",
@@ -376,87 +384,11 @@ pub fn run(options: &Options) -> Result<()> {
 }
 
 #[cfg(test)]
-pub mod tests {
+mod tests {
     use super::*;
-    use crate::model::micro::{ChangeVerdict, ThroughputUnit, change_verdict};
+    use crate::model::micro::test_support::{fixture_home, section, write, ESTIMATES};
+    use crate::model::micro::{change_verdict, ChangeVerdict, ThroughputUnit};
     use crate::render::micro::{duration_ns, rate};
-
-    pub const ESTIMATES: &str = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1020.0,"upper_bound":1080.0},"point_estimate":1050.0,"standard_error":15.0},"median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1010.0,"upper_bound":1060.0},"point_estimate":1040.0,"standard_error":12.0},"median_abs_dev":{"confidence_interval":{"confidence_level":0.95,"lower_bound":5.0,"upper_bound":9.0},"point_estimate":7.0,"standard_error":1.0},"slope":null,"std_dev":{"confidence_interval":{"confidence_level":0.95,"lower_bound":20.0,"upper_bound":40.0},"point_estimate":30.0,"standard_error":5.0}}"#;
-
-    fn write(dir: &Path, rel: &str, text: &str) {
-        let file = dir.join(rel);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(file, text).unwrap();
-    }
-
-    fn estimates(mean: f64, lo: f64, hi: f64) -> String {
-        ESTIMATES
-            .replace("1050.0", &mean.to_string())
-            .replace("1020.0", &lo.to_string())
-            .replace("1080.0", &hi.to_string())
-            .replace(
-                "\"slope\":null",
-                &format!("\"slope\":{{\"confidence_interval\":{{\"confidence_level\":0.95,\"lower_bound\":{lo},\"upper_bound\":{hi}}},\"point_estimate\":{},\"standard_error\":1.0}}", mean * 0.98),
-            )
-    }
-
-    /// A criterion home with two benchmarks, one compared with baseline `main`.
-    pub fn fixture_home(home: &Path) {
-        write(
-            home,
-            "mqtt_decode/publish_1KiB/new/benchmark.json",
-            r#"{"group_id":"mqtt_decode","function_id":null,"value_str":"publish_1KiB","throughput":{"Bytes":1069},"full_id":"mqtt_decode/publish_1KiB","directory_name":"mqtt_decode/publish_1KiB","title":"mqtt_decode/publish_1KiB"}"#,
-        );
-        write(
-            home,
-            "mqtt_decode/publish_1KiB/new/estimates.json",
-            ESTIMATES,
-        );
-        write(
-            home,
-            "mqtt_decode/publish_1KiB/change/estimates.json",
-            r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":-0.081,"upper_bound":-0.042},"point_estimate":-0.06,"standard_error":0.01},"median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":-0.07,"upper_bound":-0.05},"point_estimate":-0.06,"standard_error":0.01}}"#,
-        );
-        write(
-            home,
-            "topic_match/exact/new/benchmark.json",
-            r#"{"group_id":"topic_match","function_id":"exact","value_str":null,"throughput":{"Elements":1000},"full_id":"topic_match/exact","directory_name":"topic_match/exact","title":"topic_match/exact"}"#,
-        );
-        write(
-            home,
-            "topic_match/exact/new/estimates.json",
-            &estimates(2_000_000.0, 1_900_000.0, 2_100_000.0),
-        );
-    }
-
-    pub fn section(emulated: bool) -> MicroSection {
-        let dir = tempfile::tempdir().unwrap();
-        fixture_home(dir.path());
-        MicroSection {
-            target_triple: if emulated {
-                "aarch64-unknown-linux-gnu".into()
-            } else {
-                "x86_64-unknown-linux-gnu".into()
-            },
-            runner: if emulated {
-                "qemu-aarch64".into()
-            } else {
-                "native".into()
-            },
-            runner_command: Vec::new(),
-            emulated,
-            cargo_profile: BENCH_PROFILE.into(),
-            criterion: Options {
-                quick: true,
-                baseline: Some("main".into()),
-                ..Options::default()
-            }
-            .settings(),
-            cpu_features: vec!["sse4.2".into(), "avx2".into()],
-            executables: vec!["mqtt_codec".into()],
-            benchmarks: collect(dir.path(), None, Some("main")).unwrap(),
-        }
-    }
 
     #[test]
     fn criterion_directory_parses_into_benchmarks() {
@@ -612,31 +544,6 @@ not json: a stray line
         assert!(check_baseline_name("--baseline", "main-2024.1").is_ok());
         assert!(check_baseline_name("--baseline", "new").is_err());
         assert!(check_baseline_name("--baseline", "../x").is_err());
-    }
-
-    #[test]
-    fn micro_runs_are_neither_gated_nor_load_baselines() {
-        let dir = tempfile::tempdir().unwrap();
-        let env = crate::model::report::test_support::report(Vec::new()).environment;
-        let r = micro_report(
-            "run".into(),
-            env,
-            section(false),
-            "2025-01-01T00:00:00Z".into(),
-            "2025-01-01T00:01:00Z".into(),
-        );
-        std::fs::write(dir.path().join("report.json"), r.to_json()).unwrap();
-        let out = dir.path().join("baseline.json");
-        let err = crate::commands::baseline::run(dir.path(), Some(&out)).unwrap_err();
-        assert!(err.to_string().contains("--save-baseline NAME"), "{err}");
-        assert!(!out.exists());
-        let err = crate::commands::gate::run(dir.path(), None).unwrap_err();
-        assert!(err.to_string().contains("not gated"), "{err}");
-        // Nor against a load baseline: there would be no row to compare.
-        let baseline =
-            crate::infra::cargo::project_root().join("reports/baselines/x86_64-unknown-linux-gnu.json");
-        let err = crate::commands::gate::gate(dir.path(), &baseline, 0.1).unwrap_err();
-        assert!(err.to_string().contains("nothing to gate"), "{err}");
     }
 
     #[test]

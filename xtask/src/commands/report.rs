@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::model::report::{Report};
-use crate::render::markdown::{render_markdown};
+use crate::model::report::Report;
+use crate::render::markdown::render_markdown;
 
 /// `cargo xtask report <run dir | report.json>`: writes `report.md` and
 /// `report.html` next to the JSON again (after a renderer changed, or for a
@@ -31,4 +31,3 @@ pub fn run(path: &Path) -> Result<()> {
 }
 
 // ---- formatting -------------------------------------------------------------
-

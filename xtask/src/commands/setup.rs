@@ -12,7 +12,6 @@ use crate::infra::targets::HostFacts;
 use crate::infra::targets::RunnerKind;
 use crate::infra::targets::Target;
 
-
 pub fn setup(names: &[String], install: bool) -> Result<()> {
     let root = crate::infra::cargo::project_root();
     let selected = targets::select(targets::load_all(&root)?, names)?;

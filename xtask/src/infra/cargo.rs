@@ -11,12 +11,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-
-
-
-
-
-use crate::commands::micro::{CPU_FEATURES_BIN};
+use crate::commands::micro::CPU_FEATURES_BIN;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArtifactKind {
@@ -119,7 +114,11 @@ pub(crate) fn release_binary(name: &str) -> PathBuf {
     )
 }
 
-pub(crate) fn release_binary_in(target_dir: &Path, build_target: Option<String>, name: &str) -> PathBuf {
+pub(crate) fn release_binary_in(
+    target_dir: &Path,
+    build_target: Option<String>,
+    name: &str,
+) -> PathBuf {
     let mut dir = target_dir.to_path_buf();
     if let Some(triple) = build_target.filter(|t| !t.is_empty()) {
         dir.push(triple);
@@ -128,3 +127,52 @@ pub(crate) fn release_binary_in(target_dir: &Path, build_target: Option<String>,
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_binary_defaults_to_workspace_target() {
+        let dir = target_dir_from(Path::new("/ws"), None);
+        assert_eq!(
+            release_binary_in(&dir, None, "broker"),
+            Path::new("/ws/target/release").join(format!("broker{}", std::env::consts::EXE_SUFFIX))
+        );
+    }
+
+    #[test]
+    fn target_dir_honours_cargo_target_dir() {
+        assert_eq!(
+            target_dir_from(Path::new("/ws"), Some("/tmp/t".into())),
+            Path::new("/tmp/t")
+        );
+        assert_eq!(
+            target_dir_from(Path::new("/ws"), Some("out".into())),
+            Path::new("/ws/out")
+        );
+        assert_eq!(
+            target_dir_from(Path::new("/ws"), Some("".into())),
+            Path::new("/ws/target")
+        );
+    }
+
+    #[test]
+    fn release_binary_includes_build_target_triple() {
+        let bin = release_binary_in(
+            Path::new("/ws/target"),
+            Some("aarch64-unknown-linux-gnu".into()),
+            "loadgen",
+        );
+        assert!(
+            bin.starts_with("/ws/target/aarch64-unknown-linux-gnu/release"),
+            "{}",
+            bin.display()
+        );
+    }
+
+    #[test]
+    fn project_root_holds_the_workspace_manifest() {
+        let manifest = std::fs::read_to_string(project_root().join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("[workspace]"));
+    }
+}

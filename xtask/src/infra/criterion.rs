@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use serde::{Deserialize};
+use serde::Deserialize;
 
-use crate::model::micro::{Change, MicroBenchmark, NOISE_THRESHOLD, Throughput, ThroughputUnit, change_verdict};
+use crate::model::micro::{
+    change_verdict, Change, MicroBenchmark, Throughput, ThroughputUnit, NOISE_THRESHOLD,
+};
 
 #[derive(Deserialize)]
 pub(crate) struct CriterionEstimate {
@@ -190,4 +192,3 @@ pub fn baseline_exists(home: &Path, name: &str) -> bool {
 pub fn criterion_home(target_dir: &Path, triple: &str) -> PathBuf {
     target_dir.join("micro").join(triple).join("criterion")
 }
-

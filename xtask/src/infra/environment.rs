@@ -7,7 +7,6 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use xshell::{cmd, Shell};
 
-
 // The broker's feature probe, compiled into xtask: std only, no dependency on
 // the broker crate. `from_cpuinfo` is only called on hosts without a std
 // detection macro.
@@ -183,7 +182,6 @@ pub fn parse_os_release(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     #[test]
     fn rustc_vv_gives_triple_and_version() {

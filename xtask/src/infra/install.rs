@@ -4,14 +4,14 @@
 //! Commands describe what they need as a list of [`Tool`]s; probing is kept
 //! apart from planning so the planning can be unit-tested without a machine.
 
-use std::path::{Path};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use crate::infra::targets::Backend;
 use crate::infra::targets::Target;
-use crate::infra::tools::{find_on_path};
+use crate::infra::tools::find_on_path;
 
 /// One thing a command needs from the machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -419,7 +419,9 @@ pub(crate) fn install_apt(sh: &Shell, packages: &[String], root: bool) -> Result
 
 pub(crate) fn is_present(sh: &Shell, tool: &Tool) -> bool {
     match &tool.probe {
-        Probe::Executable(name) if name == "llvm-strip" => crate::infra::tools::llvm_strip().is_some(),
+        Probe::Executable(name) if name == "llvm-strip" => {
+            crate::infra::tools::llvm_strip().is_some()
+        }
         Probe::Executable(name) => find_on_path(name, sh.var_os("PATH").as_deref()).is_some(),
         Probe::CargoSubcommand(sub) => {
             let cargo = crate::infra::cargo::cargo();
@@ -467,7 +469,6 @@ pub(crate) fn effective_uid(status: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     #[test]
     fn nothing_to_do_when_everything_is_present() {

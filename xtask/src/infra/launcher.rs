@@ -16,9 +16,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::infra::targets::Target;
 
-
-
-use loadgen::{Protocol};
+use loadgen::Protocol;
 
 use crate::model::broker::{BrokerInfo, BrokerKind};
 
@@ -561,7 +559,6 @@ pub fn target_address(broker: &RunningBroker, protocol: Protocol) -> Result<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     #[test]
     fn kafka_and_amqp_addresses_parse_from_the_listening_line() {

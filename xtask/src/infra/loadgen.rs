@@ -7,19 +7,19 @@
 //! that dies mid-run ends the bench (report written) within a few seconds.
 
 use std::fs::File;
-use std::path::{Path};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use loadgen::{LoadResult, Outcome};
 
+use crate::infra::launcher::target_address;
 use crate::infra::launcher::RunningBroker;
-use crate::model::report::RepeatReport;
 use crate::infra::sampler::Sampler;
 use crate::infra::sampler::Usage;
+use crate::model::report::RepeatReport;
 use crate::model::suite::PlannedWorkload;
-use crate::infra::launcher::{target_address};
 
 /// Slack on top of a workload's own timing before loadgen counts as hung:
 /// more than loadgen's own 30 s deadline slack, so that it normally cuts
@@ -288,4 +288,3 @@ pub(crate) fn measured_window(
     let end = (start + r.measured_secs).min(to);
     (start, end)
 }
-

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-
 pub(crate) fn absolute(dir: &Path) -> Result<PathBuf> {
     Ok(if dir.is_absolute() {
         dir.to_path_buf()
@@ -70,4 +69,3 @@ pub(crate) fn display_relative(path: &Path, root: &Path) -> String {
         .display()
         .to_string()
 }
-

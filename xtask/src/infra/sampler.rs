@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-
 pub const INTERVAL: Duration = Duration::from_millis(250);
 
 /// One sample; CPU % covers the interval since the previous sample.
@@ -182,7 +181,6 @@ fn clock_ticks_per_sec() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     #[test]
     fn proc_status_and_stat_parse() {

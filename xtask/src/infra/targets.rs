@@ -8,12 +8,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::infra::targets;
-
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -664,9 +663,10 @@ fn wine_can_run_rust(version: Option<&str>) -> std::result::Result<(), String> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
+pub(crate) mod test_support {
+    //! Fixtures other modules' tests build on.
 
+    use super::*;
 
     pub(crate) const AARCH64: &str = r#"
 triple = "aarch64-unknown-linux-gnu"
@@ -687,7 +687,7 @@ packages = ["qemu-user-static"]
         parse(Path::new(&format!("targets/{triple}.toml")), text).unwrap()
     }
 
-    fn err(triple: &str, text: &str) -> String {
+    pub(crate) fn err(triple: &str, text: &str) -> String {
         format!(
             "{:#}",
             parse(Path::new(&format!("targets/{triple}.toml")), text).unwrap_err()
@@ -709,6 +709,12 @@ packages = ["qemu-user-static"]
             wine_version: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infra::targets::test_support::{err, facts, target, AARCH64};
 
     #[test]
     fn wine_older_than_8_13_cannot_run_rust_binaries() {

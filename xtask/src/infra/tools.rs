@@ -7,13 +7,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-
-
-
-
-
 use crate::infra::targets;
-
 
 /// The first executable file called `name` in the directories of `path_var`.
 pub fn find_on_path(name: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
@@ -45,4 +39,3 @@ pub fn llvm_strip() -> Option<PathBuf> {
         .join("bin/llvm-strip");
     path.is_file().then_some(path)
 }
-

@@ -29,9 +29,7 @@ use anyhow::{Context, Result};
 
 use crate::model::micro::MicroSection;
 
-
-
-use anyhow::{bail};
+use anyhow::bail;
 use loadgen::Scenario;
 use serde::{Deserialize, Serialize};
 
@@ -245,4 +243,3 @@ pub fn default_file(root: &Path, env: &Environment) -> PathBuf {
     };
     root.join("reports/baselines").join(name)
 }
-

@@ -3,9 +3,7 @@
 //! [`RunningBroker`]: an address to send load to, maybe a pid to sample, and a
 //! way to notice that the process died.
 
-
 use serde::{Deserialize, Serialize};
-
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,4 +55,3 @@ pub struct BrokerInfo {
     /// The broker's stderr, relative to the run directory.
     pub log: Option<String>,
 }
-

@@ -13,12 +13,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-
-
-
-
-
-
 /// What a threshold is about; each has a fixed comparison (DESIGN.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThresholdKind {
@@ -393,4 +387,3 @@ pub fn class_for_triple(triple: &str) -> &'static str {
         "embedded"
     }
 }
-

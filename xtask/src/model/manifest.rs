@@ -7,7 +7,6 @@
 //! (natively, qemu-user, wine) and must pass an MQTT connect / subscribe /
 //! publish / receive round trip from the host, then stop cleanly.
 
-
 use serde::{Deserialize, Serialize};
 
 use crate::infra::targets::Backend;
@@ -132,4 +131,3 @@ impl Manifest {
         out
     }
 }
-

@@ -10,11 +10,11 @@ use loadgen::{LoadResult, Outcome, Workload};
 use serde::{Deserialize, Serialize};
 
 use crate::infra::environment::Environment;
-use crate::model::gate::GateReport;
-use crate::model::broker::BrokerInfo;
-use crate::model::micro::MicroSection;
 use crate::infra::sampler::Sample;
 use crate::infra::sampler::Usage;
+use crate::model::broker::BrokerInfo;
+use crate::model::gate::GateReport;
+use crate::model::micro::MicroSection;
 
 /// Bumped on any incompatible change of [`Report`].
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
@@ -271,4 +271,212 @@ impl Report {
         serde_json::to_string_pretty(self).expect("reports serialize")
     }
 }
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Fixtures other modules' tests build on.
 
+    use super::*;
+    use crate::model::broker::BrokerKind;
+    use crate::model::report::REPORT_SCHEMA_VERSION;
+    use loadgen::result::{ConnectionStats, Counts, Latencies, Rates, SelfUsage};
+
+    pub(crate) fn workload(name: &str, scenario: &str) -> Workload {
+        let extra = if scenario == "connection_storm" {
+            "idle_connections = 1000\n"
+        } else {
+            "publishers = 2\nsubscribers = 1\n"
+        };
+        let mut w = Workload::parse(&format!(
+            "description = \"test {name}\"\nprotocol = \"mqtt\"\nscenario = \"{scenario}\"\n{extra}"
+        ))
+        .unwrap();
+        w.name = name.into();
+        w
+    }
+
+    pub(crate) fn latency(p50: u64, p99: u64) -> LatencySummary {
+        LatencySummary {
+            count: 1000,
+            min_us: p50 / 2,
+            mean_us: p50 as f64,
+            p50_us: p50,
+            p90_us: (p50 + p99) / 2,
+            p99_us: p99,
+            p999_us: p99 * 2,
+            p9999_us: p99 * 3,
+            max_us: p99 * 4,
+            histogram: String::new(),
+        }
+    }
+
+    pub(crate) fn result(w: &Workload, received_per_sec: f64, p99_us: u64) -> LoadResult {
+        LoadResult {
+            schema_version: loadgen::RESULT_SCHEMA_VERSION,
+            workload: w.clone(),
+            target: "127.0.0.1:1883".into(),
+            started_at: "2025-01-01T00:00:00Z".into(),
+            measured_secs: w.duration_secs,
+            outcome: Outcome::Completed,
+            error: None,
+            counts: Counts {
+                sent: (received_per_sec * w.duration_secs) as u64,
+                received: (received_per_sec * w.duration_secs) as u64,
+                ..Counts::default()
+            },
+            rates: Rates {
+                sent_per_sec: received_per_sec,
+                acked_per_sec: 0.0,
+                received_per_sec,
+            },
+            latency: Latencies {
+                end_to_end: Some(latency(p99_us / 4, p99_us)),
+                publish_delay: Some(latency(10, 50)),
+                ack: None,
+            },
+            connections: ConnectionStats {
+                attempted: 3,
+                established: 3,
+                time_to_establish_secs: 0.05,
+                ..ConnectionStats::default()
+            },
+            timeline: Vec::new(),
+            errors: Default::default(),
+            loadgen: SelfUsage {
+                cpu_user_secs: 1.0,
+                cpu_system_secs: 0.5,
+                max_rss_bytes: 20_000_000,
+            },
+        }
+    }
+
+    pub(crate) fn repeat(n: u32, result: Option<LoadResult>, rss: u64, cpu: f64) -> RepeatReport {
+        let usage = Usage {
+            samples: 4,
+            peak_rss_bytes: rss,
+            avg_cpu_machine_percent: cpu,
+            peak_cpu_machine_percent: cpu * 1.5,
+            avg_cpu_core_percent: cpu * 2.0,
+            peak_cpu_core_percent: cpu * 3.0,
+        };
+        RepeatReport {
+            repeat: n,
+            result_file: format!("results/x-{n}.json"),
+            log_file: format!("logs/x-{n}.log"),
+            loadgen_exit: Some("exited with code 0".into()),
+            failure: None,
+            started: 0.0,
+            ended: 3.0,
+            measured_from: 1.0,
+            measured_to: 3.0,
+            result,
+            broker_samples: Vec::new(),
+            broker_usage: Some(usage),
+            broker_peak_rss_bytes: Some(rss),
+            loadgen_cpu_percent: Some(12.5),
+        }
+    }
+
+    pub(crate) fn workload_report(
+        w: Workload,
+        repeats: Vec<RepeatReport>,
+        status: Status,
+    ) -> WorkloadReport {
+        WorkloadReport {
+            name: w.name.clone(),
+            source: format!("bench/workloads/{}.toml", w.name),
+            effective_file: format!("workloads/{}.toml", w.name),
+            summary: Summary::of(&repeats),
+            workload: w,
+            status,
+            repeats,
+        }
+    }
+
+    pub(crate) fn report(workloads: Vec<WorkloadReport>) -> Report {
+        Report {
+            schema_version: REPORT_SCHEMA_VERSION,
+            run_id: "20250101T000000Z-x86_64-unknown-linux-gnu".into(),
+            environment: Environment {
+                git_revision: Some("abc123".into()),
+                git_dirty: false,
+                host_triple: "x86_64-unknown-linux-gnu".into(),
+                target_triple: "x86_64-unknown-linux-gnu".into(),
+                runner: "native".into(),
+                emulated: false,
+                cpu_model: "Test CPU".into(),
+                cores: 2,
+                memory_bytes: 8_000_000_000,
+                kernel: "6.1.0".into(),
+                os: "Debian GNU/Linux 12 (bookworm)".into(),
+                rustc: "rustc 1.85.0".into(),
+                timestamp: "2025-01-01T00:00:00Z".into(),
+                hostname: "testhost".into(),
+                cpu_features: vec!["sse4.2".into(), "avx2".into()],
+            },
+            broker: BrokerInfo {
+                kind: BrokerKind::Built,
+                binary: Some("target/release/broker".into()),
+                binary_size_bytes: Some(3_500_000),
+                address: "127.0.0.1:40000".into(),
+                kafka_address: Some("127.0.0.1:40001".into()),
+                amqp_address: Some("127.0.0.1:40002".into()),
+                pid: Some(1234),
+                config: Some("[mqtt]\n".into()),
+                version: Some("broker 0.1.0".into()),
+                platform: None,
+                log: Some("broker.log".into()),
+            },
+            suite: "quick".into(),
+            profile: "ci".into(),
+            repeat: 1,
+            started_at: "2025-01-01T00:00:00Z".into(),
+            finished_at: "2025-01-01T00:00:30Z".into(),
+            broker_exit: None,
+            broker_usage: Some(Usage {
+                samples: 100,
+                peak_rss_bytes: 50_000_000,
+                ..Usage::default()
+            }),
+            workloads,
+            gate: None,
+            micro: None,
+        }
+    }
+
+    pub(crate) fn quick_run(fanin_rate: f64, p99_us: u64) -> Report {
+        let fanin = workload("fanin", "fan_in");
+        let lat = workload("lat", "latency");
+        let storm = workload("storm", "connection_storm");
+        let mut storm_result = result(&storm, 0.0, 1);
+        storm_result.connections.attempted = 1_000;
+        storm_result.connections.established = 1_000;
+        storm_result.latency.end_to_end = None;
+        report(vec![
+            workload_report(
+                fanin.clone(),
+                vec![repeat(
+                    1,
+                    Some(result(&fanin, fanin_rate, 9_000)),
+                    40_000_000,
+                    90.0,
+                )],
+                Status::Ok,
+            ),
+            workload_report(
+                lat.clone(),
+                vec![repeat(
+                    1,
+                    Some(result(&lat, 1_000.0, p99_us)),
+                    30_000_000,
+                    5.0,
+                )],
+                Status::Ok,
+            ),
+            workload_report(
+                storm.clone(),
+                vec![repeat(1, Some(storm_result), 45_000_000, 20.0)],
+                Status::Ok,
+            ),
+        ])
+    }
+}

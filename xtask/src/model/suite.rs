@@ -8,7 +8,6 @@ use anyhow::{bail, Context, Result};
 use loadgen::{Scenario, Workload};
 use serde::Deserialize;
 
-
 /// One `[name]` table of `bench/suites.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,7 +213,6 @@ pub fn validate_all(root: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     fn root() -> PathBuf {
         crate::infra::cargo::project_root()

@@ -3,13 +3,10 @@
 //! a latency percentile curve, throughput, broker memory and CPU over time;
 //! a summary table and the gate verdicts, coloured.
 
-
-use anyhow::{Result};
+use anyhow::Result;
 use loadgen::result::LatencySummary;
 use plotters::coord::Shift;
 use plotters::prelude::*;
-
-
 
 pub(crate) const CHART_SIZE: (u32, u32) = (560, 300);
 
@@ -111,7 +108,12 @@ pub(crate) fn latency_chart(title: &str, series: &[Series]) -> Option<String> {
     drawn.ok().map(|_| svg)
 }
 
-pub(crate) fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series]) -> Option<String> {
+pub(crate) fn line_chart(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+) -> Option<String> {
     let (x0, x1, y1) = bounds(series)?;
     let mut svg = String::new();
     let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
@@ -172,8 +174,9 @@ where
     Ok(())
 }
 
-pub(crate) fn finish(root: &DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn finish(
+    root: &DrawingArea<SVGBackend<'_>, Shift>,
+) -> Result<(), Box<dyn std::error::Error>> {
     root.present()?;
     Ok(())
 }
-

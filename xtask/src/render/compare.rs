@@ -25,12 +25,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-
-use crate::render::html::esc;
+use crate::analysis::compare::{
+    emulation_mismatch, Comparison, MicroComparison, MicroRow, MicroVerdict, Row, Rule, Verdict,
+};
+use crate::model::baseline::describe;
 use crate::model::micro::MicroBenchmark;
 use crate::model::report::Spread;
-use crate::analysis::compare::{Comparison, MicroComparison, MicroRow, MicroVerdict, Row, Rule, Verdict, emulation_mismatch};
-use crate::model::baseline::{describe};
+use crate::render::html::esc;
 
 pub(crate) fn cell(s: &Option<Spread>, n: usize, f: fn(f64) -> String) -> String {
     match s {
@@ -296,4 +297,3 @@ pub fn render_html(c: &Comparison) -> String {
     h.push_str("</body></html>\n");
     h
 }
-

@@ -2,9 +2,7 @@
 //! its Markdown rendering `report.md`; `cargo xtask report <run>` re-renders
 //! `report.md` and `report.html` from the JSON.
 
-
-
-use crate::model::report::{Spread};
+use crate::model::report::Spread;
 
 /// `1,234,567`.
 pub fn thousands(n: u64) -> String {
@@ -75,4 +73,3 @@ pub(crate) fn plural(n: u64, what: &str) -> String {
 pub(crate) fn escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
-

@@ -10,7 +10,6 @@
 
 use std::fmt::Write as _;
 
-
 use crate::model::gate::{GateReport, GateResult, VerdictKind};
 
 /// `threshold | limit | measured | verdict | from` as a Markdown table.
@@ -111,4 +110,3 @@ pub fn verdict_line(gate: &GateReport) -> String {
         ),
     }
 }
-

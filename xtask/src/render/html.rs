@@ -15,14 +15,16 @@ use crate::model::micro::ChangeVerdict;
 use crate::model::micro::MicroBenchmark;
 use crate::model::micro::MicroSection;
 use crate::model::micro::ThroughputUnit;
+use crate::model::report::Report;
+use crate::model::report::WorkloadReport;
+use crate::render::chart::{
+    color, finish, latency_chart, line_chart, percentile_curve, short_number, CHART_SIZE,
+};
 use crate::render::format::bytes;
 use crate::render::format::micros;
 use crate::render::format::percent;
 use crate::render::format::rate;
 use crate::render::format::thousands;
-use crate::model::report::Report;
-use crate::model::report::WorkloadReport;
-use crate::render::chart::{CHART_SIZE, color, finish, latency_chart, line_chart, percentile_curve, short_number};
 
 /// Writes `report.html` into `dir`; returns its path.
 pub fn write(dir: &Path, report: &Report) -> Result<PathBuf> {
@@ -228,7 +230,11 @@ pub(crate) fn micro_section(h: &mut String, m: &MicroSection) {
             esc(&crate::render::micro::emulated_note(m))
         );
     }
-    let _ = writeln!(h, "<p class=\"note\">{}</p>", esc(&crate::render::micro::settings_text(m)));
+    let _ = writeln!(
+        h,
+        "<p class=\"note\">{}</p>",
+        esc(&crate::render::micro::settings_text(m))
+    );
     let ci = crate::render::micro::ci_label(&m.benchmarks);
     let with_change = m.benchmarks.iter().any(|b| b.change.is_some());
     for (group, benches) in crate::render::micro::by_group(&m.benchmarks) {
@@ -563,10 +569,11 @@ pub(crate) fn workload_section(h: &mut String, w: &WorkloadReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::chart::{percentile_label};
+    use crate::infra::sampler::Sample;
     use crate::model::report::test_support::{repeat, report, result, workload, workload_report};
     use crate::model::report::Status;
-    use crate::infra::sampler::Sample;
+    use crate::render::chart::percentile_label;
+    use loadgen::result::LatencySummary;
     use loadgen::result::Tick;
     use std::time::Duration;
 
@@ -672,8 +679,10 @@ mod tests {
 
     #[test]
     fn real_quick_suite_report_renders_every_chart() {
-        let report =
-            Report::from_json(include_str!("../tests/fixtures/report-quick-x86_64.json")).unwrap();
+        let report = Report::from_json(include_str!(
+            "../../tests/fixtures/report-quick-x86_64.json"
+        ))
+        .unwrap();
         let html = render(&report);
         // Four charts for each message workload; the storm sends no
         // messages, so it has no latency curve.

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::time::{Duration};
+use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
@@ -197,4 +197,3 @@ impl Line {
         }
     }
 }
-

@@ -10,7 +10,6 @@
 
 use std::fmt::Write as _;
 
-
 use crate::model::micro::{Change, MicroBenchmark, MicroSection, ThroughputUnit};
 
 /// `850.0 ns`, `1.25 µs`, `3.40 ms`, `1.20 s`.
@@ -211,4 +210,3 @@ pub fn markdown_section(m: &MicroSection) -> String {
     );
     md
 }
-

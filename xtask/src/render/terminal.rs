@@ -6,8 +6,6 @@
 //! loadgen run has a budget (warm-up + duration + drain + 45 s), and a broker
 //! that dies mid-run ends the bench (report written) within a few seconds.
 
-
-
 use crate::model::report::RepeatReport;
 
 pub(crate) fn one_line(r: &RepeatReport) -> String {
@@ -39,10 +37,16 @@ pub(crate) fn one_line(r: &RepeatReport) -> String {
         crate::render::format::thousands(res.connections.attempted)
     ));
     if res.counts.lost > 0 {
-        parts.push(format!("lost {}", crate::render::format::thousands(res.counts.lost)));
+        parts.push(format!(
+            "lost {}",
+            crate::render::format::thousands(res.counts.lost)
+        ));
     }
     if let Some(rss) = r.broker_peak_rss_bytes {
-        parts.push(format!("broker RSS {}", crate::render::format::bytes(rss as f64)));
+        parts.push(format!(
+            "broker RSS {}",
+            crate::render::format::bytes(rss as f64)
+        ));
     }
     if let Some(u) = r.broker_usage {
         parts.push(format!(
@@ -59,4 +63,3 @@ pub(crate) fn one_line(r: &RepeatReport) -> String {
         ),
     }
 }
-
