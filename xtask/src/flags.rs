@@ -358,6 +358,8 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
+
     use clap::CommandFactory;
 
     use super::*;
@@ -680,5 +682,23 @@ mod tests {
         assert_eq!(parse_percent("5"), Ok(0.05));
         assert!(parse_percent("-3%").is_err());
         assert!(parse_percent("ten").is_err());
+    }
+
+    #[test]
+    fn bench_step_is_the_quick_suite_gated_by_ci() {
+        let args = crate::commands::ci::bench_args(Path::new("/t/ci-bench"));
+        let cli =
+            Cli::try_parse_from(std::iter::once(OsString::from("xtask")).chain(args)).unwrap();
+        let Some(Command::Bench(bench)) = cli.command else {
+            panic!("not a bench command");
+        };
+        let o = bench.options().unwrap();
+        assert_eq!(o.suite, "quick");
+        assert_eq!(o.profile.as_deref(), Some("ci"));
+        assert!(o.gate_exit && o.workloads.is_empty() && o.duration.is_none());
+        assert_eq!(o.broker, bench::BrokerChoice::Built);
+        assert_eq!(o.out.as_deref(), Some(Path::new("/t/ci-bench")));
+        assert_eq!(o.repeat, 1);
+        assert!(o.target.is_none());
     }
 }

@@ -24,112 +24,10 @@
 
 use crate::model::baseline::Baseline;
 use crate::model::baseline::WorkloadNumbers;
+use crate::model::metric::{Direction, Metric, METRICS};
 use crate::model::micro::MicroBenchmark;
 use crate::model::micro::MicroSection;
 use crate::model::report::Spread;
-use crate::render::format::bytes;
-use crate::render::format::micros;
-use crate::render::format::percent;
-use crate::render::format::rate;
-use crate::render::format::thousands;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    HigherIsBetter,
-    LowerIsBetter,
-}
-
-/// A number compared between runs.
-#[derive(Debug)]
-pub struct Metric {
-    /// Key in baselines (`metrics.<key>`).
-    pub key: &'static str,
-    pub label: &'static str,
-    pub direction: Direction,
-    /// Default noise band with no repeats: relative difference of the
-    /// medians still called noise (0.10 = ±10 %).
-    pub band: f64,
-    /// Resolution: absolute differences up to this are noise (µs, bytes,
-    /// percentage points, counts).
-    pub floor: f64,
-    /// Speed or resource use (meaningless across native and emulated);
-    /// false for functional counts.
-    pub performance: bool,
-    pub format: fn(f64) -> String,
-}
-
-pub(crate) fn count(n: f64) -> String {
-    thousands(n.round().max(0.0) as u64)
-}
-
-/// The compared metrics. Default bands: run-to-run spread seen on a shared
-/// 2-core box for the quick suite (throughput and memory vary ~5 %, latency
-/// percentiles much more); functional counts have no band at all.
-pub const METRICS: [Metric; 7] = [
-    Metric {
-        key: "received_per_sec",
-        label: "received msg/s",
-        direction: Direction::HigherIsBetter,
-        band: 0.10,
-        floor: 0.0,
-        performance: true,
-        format: rate,
-    },
-    Metric {
-        key: "e2e_p50_us",
-        label: "e2e p50",
-        direction: Direction::LowerIsBetter,
-        band: 0.25,
-        floor: 50.0,
-        performance: true,
-        format: micros,
-    },
-    Metric {
-        key: "e2e_p99_us",
-        label: "e2e p99",
-        direction: Direction::LowerIsBetter,
-        band: 0.25,
-        floor: 100.0,
-        performance: true,
-        format: micros,
-    },
-    Metric {
-        key: "broker_peak_rss_bytes",
-        label: "broker peak RSS",
-        direction: Direction::LowerIsBetter,
-        band: 0.10,
-        floor: 1_000_000.0,
-        performance: true,
-        format: bytes,
-    },
-    Metric {
-        key: "broker_cpu_percent",
-        label: "broker CPU",
-        direction: Direction::LowerIsBetter,
-        band: 0.15,
-        floor: 2.0,
-        performance: true,
-        format: percent,
-    },
-    Metric {
-        key: "connections_established",
-        label: "connections established",
-        direction: Direction::HigherIsBetter,
-        band: 0.0,
-        floor: 0.0,
-        performance: false,
-        format: count,
-    },
-    Metric {
-        key: "lost",
-        label: "lost",
-        direction: Direction::LowerIsBetter,
-        band: 0.0,
-        floor: 0.0,
-        performance: false,
-        format: count,
-    },
-];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Rule {
@@ -797,7 +695,7 @@ mod tests {
         env.emulated = section.emulated;
         env.runner = section.runner.clone();
         env.target_triple = section.target_triple.clone();
-        let r = crate::model::micro::micro_report(
+        let r = crate::model::report::micro_report(
             format!("run-{}", section.target_triple),
             env,
             section,
@@ -809,7 +707,7 @@ mod tests {
 
     #[test]
     fn micro_sections_compare_by_ci_overlap_and_noise() {
-        let a = crate::model::micro::test_support::section(false);
+        let a = crate::infra::criterion::test_support::section(false);
         let mut b = a.clone();
         // publish_1KiB: 20 % faster, CIs apart → faster.
         let p = &mut b.benchmarks[0];
@@ -869,7 +767,7 @@ mod tests {
 
     #[test]
     fn micro_rows_with_changed_work_or_settings_are_flagged() {
-        let mut a = crate::model::micro::test_support::section(false);
+        let mut a = crate::infra::criterion::test_support::section(false);
         (a.criterion.warm_up_secs, a.criterion.measurement_secs) = (None, None);
         let mut b = a.clone();
         // The benchmark now decodes a bigger packet: same id, other work.
@@ -895,8 +793,8 @@ mod tests {
 
     #[test]
     fn micro_native_vs_emulated_gets_no_verdict() {
-        let native = micro_side(crate::model::micro::test_support::section(false));
-        let emulated = micro_side(crate::model::micro::test_support::section(true));
+        let native = micro_side(crate::infra::criterion::test_support::section(false));
+        let emulated = micro_side(crate::infra::criterion::test_support::section(true));
         let c = compare(native, emulated, "host", "aarch64");
         let m = c.micro.as_ref().unwrap();
         assert!(

@@ -107,16 +107,16 @@ pub(crate) fn judge(report: &Report, t: &Threshold, protocol: Option<Protocol>) 
                 .unwrap_or(0);
             let measured = format!(
                 "{} established of {} attempted",
-                crate::render::format::thousands(established),
-                crate::render::format::thousands(attempted)
+                crate::model::units::thousands(established),
+                crate::model::units::thousands(attempted)
             );
             if (attempted as f64) < limit {
                 return (
                     NotMeasured,
                     format!(
                         "attempted {} < {}",
-                        crate::render::format::thousands(attempted),
-                        crate::render::format::thousands(limit as u64)
+                        crate::model::units::thousands(attempted),
+                        crate::model::units::thousands(limit as u64)
                     ),
                     Some(established as f64),
                 );
@@ -143,7 +143,7 @@ pub(crate) fn judge(report: &Report, t: &Threshold, protocol: Option<Protocol>) 
                 by(best > limit),
                 format!(
                     "{} msg/s ({name})",
-                    crate::render::format::thousands(best.round() as u64)
+                    crate::model::units::thousands(best.round() as u64)
                 ),
                 Some(best),
             )
@@ -171,7 +171,7 @@ pub(crate) fn judge(report: &Report, t: &Threshold, protocol: Option<Protocol>) 
                 None => (Fail, "latency workloads produced no result".into(), None),
                 Some((name, p99)) => (
                     by(p99 < limit),
-                    format!("{} ({name})", crate::render::format::micros(p99)),
+                    format!("{} ({name})", crate::model::units::micros(p99)),
                     Some(p99),
                 ),
             }
@@ -193,7 +193,7 @@ pub(crate) fn judge(report: &Report, t: &Threshold, protocol: Option<Protocol>) 
                     let peak = u.peak_rss_bytes as f64;
                     (
                         by(peak < limit),
-                        format!("{} peak RSS", crate::render::format::bytes(peak)),
+                        format!("{} peak RSS", crate::model::units::bytes(peak)),
                         Some(peak),
                     )
                 }
@@ -222,7 +222,7 @@ pub(crate) fn judge(report: &Report, t: &Threshold, protocol: Option<Protocol>) 
                 ),
                 Some((name, cpu)) => (
                     by(cpu < limit),
-                    format!("{} avg ({name})", crate::render::format::percent(cpu)),
+                    format!("{} avg ({name})", crate::model::units::percent(cpu)),
                     Some(cpu),
                 ),
             }
@@ -232,7 +232,7 @@ pub(crate) fn judge(report: &Report, t: &Threshold, protocol: Option<Protocol>) 
                 let size = size as f64;
                 (
                     by(size < limit),
-                    crate::render::format::bytes(size),
+                    crate::model::units::bytes(size),
                     Some(size),
                 )
             }

@@ -36,7 +36,7 @@ pub fn run(path: &Path, out: Option<&Path>) -> Result<()> {
         env.hostname,
         env.cpu_model,
         env.cores,
-        crate::render::format::bytes(env.memory_bytes as f64),
+        crate::model::units::bytes(env.memory_bytes as f64),
         env.os,
         env.target_triple,
         if env.emulated {
@@ -65,8 +65,8 @@ pub fn run(path: &Path, out: Option<&Path>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::micro::micro_report;
-    use crate::model::micro::test_support::section;
+    use crate::infra::criterion::test_support::section;
+    use crate::model::report::micro_report;
 
     #[test]
     fn micro_runs_are_not_load_baselines() {

@@ -390,7 +390,7 @@ pub(crate) fn build_for_target(root: &Path, target: &Target) -> Result<PathBuf> 
     let dir = crate::infra::cargo::cargo_target_dir(target.triple());
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let log = dir.join("bench-build.log");
-    let binary = crate::commands::build_all::build(root, target, backend, profile, &log, &|_| {})?;
+    let binary = crate::infra::build::build(root, target, backend, profile, &log, &|_| {})?;
     println!("    {}", binary.display());
     Ok(binary)
 }

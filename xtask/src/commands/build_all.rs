@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -18,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::infra::cargo::{cargo_target_dir, linker_env};
+use crate::infra::build::build;
 use crate::infra::environment;
 use crate::infra::launcher::Invocation;
 use crate::infra::targets;
@@ -233,7 +232,7 @@ pub(crate) fn build_entry(
                     if b.within {
                         format!(
                             ", {} under the {} budget",
-                            crate::render::format::bytes(b.margin_bytes as f64),
+                            crate::model::units::bytes(b.margin_bytes as f64),
                             b.limit
                         )
                     } else {
@@ -244,7 +243,7 @@ pub(crate) fn build_entry(
             line.finish(format!(
                 "built with {backend} in {:.0} s: {}{budget}",
                 start.elapsed().as_secs_f64(),
-                crate::render::format::bytes(entry.size_bytes.unwrap_or(0) as f64)
+                crate::model::units::bytes(entry.size_bytes.unwrap_or(0) as f64)
             ));
         }
         Err(e) => {
@@ -254,115 +253,6 @@ pub(crate) fn build_entry(
         }
     }
     entry
-}
-
-/// Cargo's name for a profile's output directory.
-pub(crate) fn profile_dir(profile: &str) -> &str {
-    if profile == "dev" {
-        "debug"
-    } else {
-        profile
-    }
-}
-
-/// Builds the broker for `target` with `backend`; cargo's output goes to
-/// `log` (its `Compiling …` lines also to `progress`). Returns the binary.
-pub fn build(
-    root: &Path,
-    target: &Target,
-    backend: Backend,
-    profile: &str,
-    log: &Path,
-    progress: &dyn Fn(String),
-) -> Result<PathBuf> {
-    let triple = target.triple();
-    let target_dir = cargo_target_dir(triple);
-    let mut command = match backend {
-        Backend::Cargo => {
-            let mut c = Command::new(crate::infra::cargo::cargo());
-            c.args(["build", "--target", triple]);
-            if let Some(linker) = &target.def.linker {
-                c.env(linker_env(triple), &linker.command);
-            }
-            c
-        }
-        Backend::Zigbuild => {
-            let mut c = Command::new(crate::infra::cargo::cargo());
-            c.args(["zigbuild", "--target", target.zig_target()]);
-            c
-        }
-        Backend::Cross => {
-            let mut c = Command::new("cross");
-            c.args(["build", "--target", triple]);
-            c
-        }
-    };
-    command
-        .args([
-            "-p",
-            "broker",
-            "--bin",
-            "broker",
-            "--profile",
-            profile,
-            "--target-dir",
-        ])
-        .arg(&target_dir)
-        .current_dir(root)
-        .env("CARGO_TERM_COLOR", "never")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut file =
-        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    let _ = writeln!(file, "$ {command:?}");
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start {backend} for {triple}"))?;
-    let stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
-    let mut last_error = None;
-    std::thread::scope(|scope| {
-        let out_file = file.try_clone();
-        scope.spawn(move || {
-            if let Ok(mut f) = out_file {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    let _ = writeln!(f, "{line}");
-                }
-            }
-        });
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(file, "{line}");
-            let trimmed = line.trim();
-            if trimmed.starts_with("Compiling ") || trimmed.starts_with("Finished ") {
-                progress(trimmed.to_string());
-            }
-            if trimmed.starts_with("error") && last_error.is_none() {
-                last_error = Some(trimmed.to_string());
-            }
-        }
-    });
-    let status = child.wait()?;
-    if !status.success() {
-        bail!(
-            "{backend} {}: {} (log: {})",
-            crate::infra::launcher::describe_exit(status),
-            last_error.unwrap_or_else(|| "no error line".into()),
-            log.display()
-        );
-    }
-    let binary = target_dir
-        .join(triple)
-        .join(profile_dir(profile))
-        .join(target.exe_name("broker"));
-    if !binary.is_file() {
-        bail!(
-            "{backend} succeeded but {} is not there (log: {})",
-            binary.display(),
-            log.display()
-        );
-    }
-    Ok(binary)
 }
 
 /// Copies the binary into the dist directory and fills in sizes, hash and budget.
@@ -528,6 +418,7 @@ pub(crate) fn write_manifest(dist: &Path, manifest: &Manifest) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::infra::cargo::linker_env;
 
     fn entry(triple: &str, status: Status) -> Entry {
         Entry {

@@ -8,12 +8,13 @@
 //! cross-builds with smoke runs under qemu-user for two targets, and the
 //! quick bench suite gated by the `ci` threshold profile.
 
+use std::ffi::OsString;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::commands::bench::BrokerChoice;
 use crate::infra::install::Mode;
 use crate::infra::targets;
 use crate::model::suite;
@@ -29,6 +30,9 @@ pub fn run(options: &Options) -> Result<()> {
     sh.change_dir(&root);
     let cargo = crate::infra::cargo::cargo();
     let release_bin = crate::infra::cargo::release_binary("broker");
+    // The build-all and bench steps run this very binary as their commands,
+    // so each stays one command of its own (commands never import each other).
+    let xtask = std::env::current_exe().context("cannot find the running xtask binary")?;
 
     let mut steps = Steps::default();
     let result = (|| -> Result<()> {
@@ -52,7 +56,7 @@ pub fn run(options: &Options) -> Result<()> {
         )?;
         steps.run("workloads", || suite::validate_all(&root))?;
         steps.run("lint ci workflows and Dockerfile", || {
-            crate::commands::lint::check(&sh, &root)
+            crate::infra::lint::check(&sh, &root)
         })?;
         steps.run("clippy", || {
             Ok(cmd!(
@@ -80,14 +84,8 @@ pub fn run(options: &Options) -> Result<()> {
             Ok(cmd!(sh, "{cargo} test --workspace").run()?)
         })?;
         steps.run("cross-build + smoke (aarch64 musl, armv7)", || {
-            crate::commands::build_all::run(&crate::commands::build_all::Options {
-                targets: cross_targets(),
-                backend: None,
-                profile: None,
-                jobs: 2,
-                smoke: true,
-                out: None,
-            })
+            let targets = cross_targets().join(",");
+            Ok(cmd!(sh, "{xtask} build-all --targets {targets} --jobs 2 --smoke").run()?)
         })?;
         // The aarch64 fast paths (ARMv8 CRC, NEON UTF-8) checked against the
         // portable code on an emulated CPU that has those features; the
@@ -104,7 +102,10 @@ pub fn run(options: &Options) -> Result<()> {
         // Out of the source tree, so CI runs never touch reports/.
         let bench_dir = crate::infra::cargo::target_dir().join("ci-bench");
         steps.run("bench (quick suite, ci profile)", || {
-            let result = crate::commands::bench::run(&bench_options(bench_dir.clone()));
+            let args = bench_args(&bench_dir);
+            let result = cmd!(sh, "{xtask} {args...}")
+                .run()
+                .map_err(anyhow::Error::from);
             println!(
                 "    bench report: {}",
                 bench_dir.join("report.md").display()
@@ -131,18 +132,12 @@ fn cross_targets() -> Vec<String> {
 }
 
 /// `cargo xtask bench --suite quick --profile ci --out <dir>`.
-fn bench_options(out: std::path::PathBuf) -> crate::commands::bench::Options {
-    crate::commands::bench::Options {
-        target: None,
-        suite: "quick".into(),
-        workloads: Vec::new(),
-        duration: None,
-        repeat: 1,
-        broker: BrokerChoice::Built,
-        profile: Some("ci".into()),
-        gate_exit: true,
-        out: Some(out),
-    }
+pub(crate) fn bench_args(out: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["bench", "--suite", "quick", "--profile", "ci", "--out"]
+        .map(OsString::from)
+        .into();
+    args.push(out.into());
+    args
 }
 
 /// The steps run so far and how long each took.
@@ -215,16 +210,6 @@ fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bench_step_is_the_quick_suite_gated_by_ci() {
-        let o = bench_options("/t/ci-bench".into());
-        assert_eq!(o.suite, "quick");
-        assert_eq!(o.profile.as_deref(), Some("ci"));
-        assert!(o.gate_exit && o.workloads.is_empty() && o.duration.is_none());
-        assert_eq!(o.broker, BrokerChoice::Built);
-        assert_eq!(o.out.as_deref(), Some(std::path::Path::new("/t/ci-bench")));
-    }
 
     #[test]
     fn durations_read_well() {

@@ -111,10 +111,10 @@ pub fn run_baseline(run_path: &Path, baseline_file: &Path, max_regression: f64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::infra::criterion::test_support::section;
     use crate::model::baseline::default_file;
     use crate::model::baseline::Baseline;
-    use crate::model::micro::micro_report;
-    use crate::model::micro::test_support::section;
+    use crate::model::report::micro_report;
     use crate::model::report::test_support::quick_run;
     use crate::model::report::test_support::{repeat, report, result, workload, workload_report};
     use crate::model::report::RepeatReport;

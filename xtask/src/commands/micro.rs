@@ -8,6 +8,7 @@
 //! (`--save-baseline NAME`, later `--baseline NAME`) survive between runs and
 //! never mix numbers of different targets.
 
+use crate::infra::cargo::CPU_FEATURES_BIN;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
@@ -24,13 +25,11 @@ use crate::infra::targets::Backend;
 use crate::infra::targets::HostFacts;
 use crate::infra::targets::Target;
 use crate::model::micro::{
-    micro_report, CriterionSettings, MicroSection, BENCH_PROFILE, NOISE_THRESHOLD,
-    QUICK_MEASUREMENT_SECS, QUICK_WARM_UP_SECS,
+    CriterionSettings, MicroSection, BENCH_PROFILE, NOISE_THRESHOLD, QUICK_MEASUREMENT_SECS,
+    QUICK_WARM_UP_SECS,
 };
+use crate::model::report::micro_report;
 use crate::render::micro::markdown_section;
-
-/// The helper binary of the bench crate that prints the detected CPU features.
-pub(crate) const CPU_FEATURES_BIN: &str = "cpu_features";
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -386,7 +385,7 @@ pub fn run(options: &Options) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::micro::test_support::{fixture_home, section, write, ESTIMATES};
+    use crate::infra::criterion::test_support::{fixture_home, section, write, ESTIMATES};
     use crate::model::micro::{change_verdict, ChangeVerdict, ThroughputUnit};
     use crate::render::micro::{duration_ns, rate};
 

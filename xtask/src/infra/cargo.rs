@@ -11,7 +11,8 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::commands::micro::CPU_FEATURES_BIN;
+/// The helper binary of the bench crate that prints the detected CPU features.
+pub const CPU_FEATURES_BIN: &str = "cpu_features";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArtifactKind {

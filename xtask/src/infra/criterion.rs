@@ -192,3 +192,95 @@ pub fn baseline_exists(home: &Path, name: &str) -> bool {
 pub fn criterion_home(target_dir: &Path, triple: &str) -> PathBuf {
     target_dir.join("micro").join(triple).join("criterion")
 }
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Fixtures other modules' tests build on.
+
+    use std::path::Path;
+
+    use super::*;
+    use crate::model::micro::{
+        CriterionSettings, MicroSection, BENCH_PROFILE, NOISE_THRESHOLD, QUICK_MEASUREMENT_SECS,
+        QUICK_WARM_UP_SECS,
+    };
+
+    pub(crate) const ESTIMATES: &str = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1020.0,"upper_bound":1080.0},"point_estimate":1050.0,"standard_error":15.0},"median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1010.0,"upper_bound":1060.0},"point_estimate":1040.0,"standard_error":12.0},"median_abs_dev":{"confidence_interval":{"confidence_level":0.95,"lower_bound":5.0,"upper_bound":9.0},"point_estimate":7.0,"standard_error":1.0},"slope":null,"std_dev":{"confidence_interval":{"confidence_level":0.95,"lower_bound":20.0,"upper_bound":40.0},"point_estimate":30.0,"standard_error":5.0}}"#;
+
+    pub(crate) fn write(dir: &Path, rel: &str, text: &str) {
+        let file = dir.join(rel);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    }
+
+    pub(crate) fn estimates(mean: f64, lo: f64, hi: f64) -> String {
+        ESTIMATES
+            .replace("1050.0", &mean.to_string())
+            .replace("1020.0", &lo.to_string())
+            .replace("1080.0", &hi.to_string())
+            .replace(
+                "\"slope\":null",
+                &format!("\"slope\":{{\"confidence_interval\":{{\"confidence_level\":0.95,\"lower_bound\":{lo},\"upper_bound\":{hi}}},\"point_estimate\":{},\"standard_error\":1.0}}", mean * 0.98),
+            )
+    }
+
+    /// A criterion home with two benchmarks, one compared with baseline `main`.
+    pub(crate) fn fixture_home(home: &Path) {
+        write(
+            home,
+            "mqtt_decode/publish_1KiB/new/benchmark.json",
+            r#"{"group_id":"mqtt_decode","function_id":null,"value_str":"publish_1KiB","throughput":{"Bytes":1069},"full_id":"mqtt_decode/publish_1KiB","directory_name":"mqtt_decode/publish_1KiB","title":"mqtt_decode/publish_1KiB"}"#,
+        );
+        write(
+            home,
+            "mqtt_decode/publish_1KiB/new/estimates.json",
+            ESTIMATES,
+        );
+        write(
+            home,
+            "mqtt_decode/publish_1KiB/change/estimates.json",
+            r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":-0.081,"upper_bound":-0.042},"point_estimate":-0.06,"standard_error":0.01},"median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":-0.07,"upper_bound":-0.05},"point_estimate":-0.06,"standard_error":0.01}}"#,
+        );
+        write(
+            home,
+            "topic_match/exact/new/benchmark.json",
+            r#"{"group_id":"topic_match","function_id":"exact","value_str":null,"throughput":{"Elements":1000},"full_id":"topic_match/exact","directory_name":"topic_match/exact","title":"topic_match/exact"}"#,
+        );
+        write(
+            home,
+            "topic_match/exact/new/estimates.json",
+            &estimates(2_000_000.0, 1_900_000.0, 2_100_000.0),
+        );
+    }
+
+    pub(crate) fn section(emulated: bool) -> MicroSection {
+        let dir = tempfile::tempdir().unwrap();
+        fixture_home(dir.path());
+        MicroSection {
+            target_triple: if emulated {
+                "aarch64-unknown-linux-gnu".into()
+            } else {
+                "x86_64-unknown-linux-gnu".into()
+            },
+            runner: if emulated {
+                "qemu-aarch64".into()
+            } else {
+                "native".into()
+            },
+            runner_command: Vec::new(),
+            emulated,
+            cargo_profile: BENCH_PROFILE.into(),
+            criterion: CriterionSettings {
+                warm_up_secs: Some(QUICK_WARM_UP_SECS),
+                measurement_secs: Some(QUICK_MEASUREMENT_SECS),
+                filter: None,
+                baseline: Some("main".into()),
+                save_baseline: None,
+                noise_threshold: NOISE_THRESHOLD,
+            },
+            cpu_features: vec!["sse4.2".into(), "avx2".into()],
+            executables: vec!["mqtt_codec".into()],
+            benchmarks: collect(dir.path(), None, Some("main")).unwrap(),
+        }
+    }
+}

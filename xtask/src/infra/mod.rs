@@ -1,10 +1,12 @@
 //! Processes, the host and cargo: starting brokers and the load generator, sampling, targets and host probing, tool lookup and installation.
 
+pub mod build;
 pub mod cargo;
 pub mod criterion;
 pub mod environment;
 pub mod install;
 pub mod launcher;
+pub mod lint;
 pub mod loadgen;
 pub mod run_dir;
 pub mod sampler;

@@ -33,8 +33,8 @@ use anyhow::bail;
 use loadgen::Scenario;
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::compare::METRICS;
 use crate::infra::environment::Environment;
+use crate::model::metric::METRICS;
 use crate::model::report::RepeatReport;
 use crate::model::report::Report;
 
@@ -120,7 +120,7 @@ pub struct WorkloadNumbers {
     pub scenario: String,
     /// `ok`, `failed: …`, `not run: …`.
     pub status: String,
-    /// Metric key (see `crate::analysis::compare::METRICS`) → one value per repeat that
+    /// Metric key (see `crate::model::metric::METRICS`) → one value per repeat that
     /// produced a result. Units: msg/s, µs, bytes, % of the machine, counts.
     pub metrics: BTreeMap<String, Vec<f64>>,
 }

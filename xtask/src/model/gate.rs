@@ -185,7 +185,7 @@ impl Profile {
             thresholds.push(Threshold {
                 kind: ThresholdKind::Connections,
                 limit: v,
-                limit_text: format!("≥ {}", crate::render::format::thousands(t.at_least)),
+                limit_text: format!("≥ {}", crate::model::units::thousands(t.at_least)),
                 from: t.from,
             });
         }
@@ -194,7 +194,7 @@ impl Profile {
             thresholds.push(Threshold {
                 kind: ThresholdKind::Throughput,
                 limit: v,
-                limit_text: format!("> {} msg/s", crate::render::format::thousands(v as u64)),
+                limit_text: format!("> {} msg/s", crate::model::units::thousands(v as u64)),
                 from: t.from,
             });
         }

@@ -118,10 +118,10 @@ impl Manifest {
                 out.push(format!(
                     "{}: binary {} is OVER the {} budget ({}) by {}",
                     e.triple,
-                    crate::render::format::bytes(e.size_bytes.unwrap_or(0) as f64),
+                    crate::model::units::bytes(e.size_bytes.unwrap_or(0) as f64),
                     b.profile,
                     b.limit,
-                    crate::render::format::bytes(-b.margin_bytes as f64)
+                    crate::model::units::bytes(-b.margin_bytes as f64)
                 ));
             }
             if let Some(s) = e.smoke.as_ref().filter(|s| s.status == SmokeStatus::Failed) {

@@ -4,6 +4,8 @@ pub mod baseline;
 pub mod broker;
 pub mod gate;
 pub mod manifest;
+pub mod metric;
 pub mod micro;
 pub mod report;
 pub mod suite;
+pub mod units;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::infra::environment::Environment;
 use crate::infra::sampler::Sample;
 use crate::infra::sampler::Usage;
-use crate::model::broker::BrokerInfo;
+use crate::model::broker::{BrokerInfo, BrokerKind};
 use crate::model::gate::GateReport;
 use crate::model::micro::MicroSection;
 
@@ -271,6 +271,47 @@ impl Report {
         serde_json::to_string_pretty(self).expect("reports serialize")
     }
 }
+/// A report holding only a micro section: no broker was started, no load
+/// workloads ran and nothing is gated (micro numbers are not thresholds).
+pub fn micro_report(
+    run_id: String,
+    environment: Environment,
+    micro: MicroSection,
+    started_at: String,
+    finished_at: String,
+) -> Report {
+    Report {
+        schema_version: REPORT_SCHEMA_VERSION,
+        run_id,
+        environment,
+        broker: BrokerInfo {
+            kind: BrokerKind::None,
+            binary: None,
+            binary_size_bytes: None,
+            address: String::new(),
+            kafka_address: None,
+            amqp_address: None,
+            pid: None,
+            config: None,
+            version: None,
+            platform: None,
+            log: None,
+        },
+        suite: "micro".into(),
+        profile: "none".into(),
+        repeat: 1,
+        started_at,
+        finished_at,
+        broker_exit: None,
+        broker_usage: None,
+        workloads: Vec::new(),
+        gate: None,
+        micro: Some(micro),
+    }
+}
+
+// ---- rendering --------------------------------------------------------------
+
 #[cfg(test)]
 pub(crate) mod test_support {
     //! Fixtures other modules' tests build on.

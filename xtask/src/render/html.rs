@@ -17,14 +17,14 @@ use crate::model::micro::MicroSection;
 use crate::model::micro::ThroughputUnit;
 use crate::model::report::Report;
 use crate::model::report::WorkloadReport;
+use crate::model::units::bytes;
+use crate::model::units::micros;
+use crate::model::units::percent;
+use crate::model::units::rate;
+use crate::model::units::thousands;
 use crate::render::chart::{
     color, finish, latency_chart, line_chart, percentile_curve, short_number, CHART_SIZE,
 };
-use crate::render::format::bytes;
-use crate::render::format::micros;
-use crate::render::format::percent;
-use crate::render::format::rate;
-use crate::render::format::thousands;
 
 /// Writes `report.html` into `dir`; returns its path.
 pub fn write(dir: &Path, report: &Report) -> Result<PathBuf> {
@@ -710,10 +710,10 @@ mod tests {
         let mut env = report(Vec::new()).environment;
         env.emulated = true;
         env.runner = "qemu-aarch64".into();
-        let r = crate::model::micro::micro_report(
+        let r = crate::model::report::micro_report(
             "run".into(),
             env,
-            crate::model::micro::test_support::section(true),
+            crate::infra::criterion::test_support::section(true),
             "2025-01-01T00:00:00Z".into(),
             "2025-01-01T00:01:00Z".into(),
         );

@@ -91,7 +91,7 @@ pub fn markdown_table(m: &Manifest) -> String {
          |---|---|---|---|---|---:|---:|---|---|---:|---|---|\n",
     );
     let size = |b: Option<u64>| {
-        b.map(|b| crate::render::format::bytes(b as f64))
+        b.map(|b| crate::model::units::bytes(b as f64))
             .unwrap_or_else(|| "–".into())
     };
     for e in &m.entries {
@@ -100,12 +100,12 @@ pub fn markdown_table(m: &Manifest) -> String {
             Some(b) if b.within => format!(
                 "{} ({} left)",
                 b.limit,
-                crate::render::format::bytes(b.margin_bytes as f64)
+                crate::model::units::bytes(b.margin_bytes as f64)
             ),
             Some(b) => format!(
                 "**OVER** {} (by {})",
                 b.limit,
-                crate::render::format::bytes(-b.margin_bytes as f64)
+                crate::model::units::bytes(-b.margin_bytes as f64)
             ),
         };
         let smoke = match &e.smoke {

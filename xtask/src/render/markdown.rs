@@ -7,8 +7,23 @@ use std::fmt::Write as _;
 use loadgen::{LoadResult, Outcome};
 
 use crate::model::gate::VerdictKind;
+use crate::model::report::Spread;
 use crate::model::report::{RepeatReport, Report, WorkloadReport};
-use crate::render::format::{bytes, escape, med, micros, percent, plural, rate, spread, thousands};
+use crate::model::units::{bytes, escape, micros, percent, plural, rate, thousands};
+
+fn med(s: &Option<Spread>, f: impl Fn(f64) -> String) -> String {
+    s.map(|s| f(s.median)).unwrap_or_else(|| "–".into())
+}
+
+fn spread(s: &Option<Spread>, f: impl Fn(f64) -> String) -> String {
+    match s {
+        None => "–".into(),
+        Some(s) if s.min == s.max => f(s.median),
+        Some(s) => format!("{} ({} – {})", f(s.median), f(s.min), f(s.max)),
+    }
+}
+
+// ---- Markdown ---------------------------------------------------------------
 
 /// `report.md`: header, summary table, a section per workload, the gate.
 pub fn render_markdown(report: &Report) -> String {
@@ -559,10 +574,10 @@ mod tests {
         env.emulated = true;
         env.runner = "qemu-aarch64".into();
         env.target_triple = "aarch64-unknown-linux-gnu".into();
-        let r = crate::model::micro::micro_report(
+        let r = crate::model::report::micro_report(
             "20250101T000000Z-aarch64-unknown-linux-gnu".into(),
             env,
-            crate::model::micro::test_support::section(true),
+            crate::infra::criterion::test_support::section(true),
             "2025-01-01T00:00:00Z".into(),
             "2025-01-01T00:01:00Z".into(),
         );

@@ -41,7 +41,7 @@ pub fn rate(unit: ThroughputUnit, per_sec: f64) -> String {
             }
         }
         // Decimal bytes read as the rest of the report writes them.
-        ThroughputUnit::BytesDecimal => format!("{}/s", crate::render::format::bytes(per_sec)),
+        ThroughputUnit::BytesDecimal => format!("{}/s", crate::model::units::bytes(per_sec)),
         ThroughputUnit::Elements | ThroughputUnit::Bits => {
             let what = if unit == ThroughputUnit::Bits {
                 "bit"

@@ -2,7 +2,6 @@
 
 pub mod chart;
 pub mod compare;
-pub mod format;
 pub mod gate;
 pub mod html;
 pub mod manifest;

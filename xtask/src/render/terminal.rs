@@ -21,37 +21,37 @@ pub(crate) fn one_line(r: &RepeatReport) -> String {
     if res.counts.sent > 0 || res.counts.received > 0 {
         parts.push(format!(
             "received {}",
-            crate::render::format::rate(res.rates.received_per_sec)
+            crate::model::units::rate(res.rates.received_per_sec)
         ));
     }
     if let Some(e2e) = &res.latency.end_to_end {
         parts.push(format!(
             "e2e p50 {} p99 {}",
-            crate::render::format::micros(e2e.p50_us as f64),
-            crate::render::format::micros(e2e.p99_us as f64)
+            crate::model::units::micros(e2e.p50_us as f64),
+            crate::model::units::micros(e2e.p99_us as f64)
         ));
     }
     parts.push(format!(
         "connections {}/{}",
-        crate::render::format::thousands(res.connections.established),
-        crate::render::format::thousands(res.connections.attempted)
+        crate::model::units::thousands(res.connections.established),
+        crate::model::units::thousands(res.connections.attempted)
     ));
     if res.counts.lost > 0 {
         parts.push(format!(
             "lost {}",
-            crate::render::format::thousands(res.counts.lost)
+            crate::model::units::thousands(res.counts.lost)
         ));
     }
     if let Some(rss) = r.broker_peak_rss_bytes {
         parts.push(format!(
             "broker RSS {}",
-            crate::render::format::bytes(rss as f64)
+            crate::model::units::bytes(rss as f64)
         ));
     }
     if let Some(u) = r.broker_usage {
         parts.push(format!(
             "broker CPU {}",
-            crate::render::format::percent(u.avg_cpu_machine_percent)
+            crate::model::units::percent(u.avg_cpu_machine_percent)
         ));
     }
     match &r.failure {

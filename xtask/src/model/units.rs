@@ -2,8 +2,6 @@
 //! its Markdown rendering `report.md`; `cargo xtask report <run>` re-renders
 //! `report.md` and `report.html` from the JSON.
 
-use crate::model::report::Spread;
-
 /// `1,234,567`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -49,20 +47,6 @@ pub fn rate(per_sec: f64) -> String {
 pub fn percent(p: f64) -> String {
     format!("{p:.1} %")
 }
-
-pub(crate) fn med(s: &Option<Spread>, f: impl Fn(f64) -> String) -> String {
-    s.map(|s| f(s.median)).unwrap_or_else(|| "–".into())
-}
-
-pub(crate) fn spread(s: &Option<Spread>, f: impl Fn(f64) -> String) -> String {
-    match s {
-        None => "–".into(),
-        Some(s) if s.min == s.max => f(s.median),
-        Some(s) => format!("{} ({} – {})", f(s.median), f(s.min), f(s.max)),
-    }
-}
-
-// ---- Markdown ---------------------------------------------------------------
 
 /// `1 subscriber`, `1,000 idle connections`.
 pub(crate) fn plural(n: u64, what: &str) -> String {
