@@ -153,10 +153,10 @@ pub fn buildx_args(builds: &[PlatformBuild], tag: &str, push: bool, archive: &Pa
 fn engine_ready() -> std::result::Result<(), String> {
     let limit = Duration::from_secs(20);
     let mut missing = Vec::new();
-    if let Err(why) = targets::output_within("docker", &["buildx", "version"], limit) {
+    if let Err(why) = crate::infra::tools::output_within("docker", &["buildx", "version"], limit) {
         missing.push(format!("docker buildx ({why})"));
     }
-    if let Err(why) = targets::output_within("docker", &["info"], limit) {
+    if let Err(why) = crate::infra::tools::output_within("docker", &["info"], limit) {
         missing.push(format!("a running container engine ({why})"));
     }
     if missing.is_empty() {

@@ -7,24 +7,22 @@
 //! that dies mid-run ends the bench (report written) within a few seconds.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-
-use crate::infra::targets;
 
 use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::infra::tools::find_on_path;
+use crate::infra::tools::{find_on_path, output, output_within};
 
 /// `targets/<triple>.toml`, which must be runnable here.
 pub(crate) fn load_target(root: &Path, triple: &str) -> Result<Target> {
-    let all = targets::load_all(root)?;
-    let target = targets::select(all, &[triple.to_string()])?.remove(0);
+    let all = load_all(root)?;
+    let target = select(all, &[triple.to_string()])?.remove(0);
     if target.build_only() {
         bail!(
             "--target {triple}: build only ([runner] kind = \"none\" in {}); nothing on this host can run it",
@@ -32,7 +30,7 @@ pub(crate) fn load_target(root: &Path, triple: &str) -> Result<Target> {
         );
     }
     let host = HostFacts::probe(std::slice::from_ref(&target));
-    if let Err(why) = targets::runner_ready(&target, &host) {
+    if let Err(why) = runner_ready(&target, &host) {
         bail!(
             "--target {triple}: cannot run it here: {why} (cargo xtask setup --targets {triple})"
         );
@@ -426,58 +424,6 @@ impl HostFacts {
 
     pub fn std_installed(&self, triple: &str) -> bool {
         self.installed_std.contains(triple)
-    }
-}
-
-/// Runs a command with a deadline; its stdout when it succeeded.
-pub fn output(program: &str, args: &[&str]) -> Option<String> {
-    output_within(program, args, Duration::from_secs(20)).ok()
-}
-
-/// stdout of a successful run, or a one-line reason (stderr's first line).
-pub(crate) fn output_within(
-    program: &str,
-    args: &[&str],
-    limit: Duration,
-) -> std::result::Result<String, String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "`{program} {}` did not answer within {} s",
-                    args.join(" "),
-                    limit.as_secs()
-                ));
-            }
-        }
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let first = stderr
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("no output");
-        Err(format!("`{program} {}` failed: {first}", args.join(" ")))
     }
 }
 
