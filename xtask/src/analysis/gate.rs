@@ -1,5 +1,4 @@
-//! Threshold profiles (`targets/profiles/*.toml`) and the gate: verdicts of a
-//! bench report against a profile, and `cargo xtask gate <run> --profile NAME`.
+//! The gate: verdicts of a bench report against a threshold profile.
 //!
 //! Each threshold is pass, fail, *not measured* or *informational*. Not
 //! measured (the run did not exercise it at its scale) never counts as a pass,

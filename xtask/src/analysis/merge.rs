@@ -1,7 +1,7 @@
-//! `cargo xtask merge <results...> --out FILE`: several loadgen workers that
-//! ran the same workload at the same time, as one result. Counts, rates and
-//! connections add up; latency histograms are added (loadgen's
-//! `histogram::merge`) and the percentiles read from the sum, never averaged.
+//! Several loadgen workers that ran the same workload at the same time, as one
+//! result. Counts, rates and connections add up; latency histograms are added
+//! (loadgen's `histogram::merge`) and the percentiles read from the sum, never
+//! averaged.
 
 use std::collections::BTreeMap;
 

@@ -1,9 +1,6 @@
-//! Baselines: the numbers of a bench run that `compare` and the regression
-//! gate need (per workload and metric, one value per repeat; no histograms),
-//! small enough to commit as `reports/baselines/<target triple>.json`.
-//! `cargo xtask baseline <run>` writes one; `cargo xtask gate <run>
-//! --baseline FILE --max-regression 10%` fails only on regressions beyond
-//! both the noise and the allowed regression.
+//! Regressions of a run against a baseline: worse beyond both the noise and
+//! the allowed regression, and only between comparable runs (same target,
+//! same emulation).
 
 use anyhow::{bail, Result};
 

@@ -1,9 +1,5 @@
-//! Baselines: the numbers of a bench run that `compare` and the regression
-//! gate need (per workload and metric, one value per repeat; no histograms),
-//! small enough to commit as `reports/baselines/<target triple>.json`.
-//! `cargo xtask baseline <run>` writes one; `cargo xtask gate <run>
-//! --baseline FILE --max-regression 10%` fails only on regressions beyond
-//! both the noise and the allowed regression.
+//! `cargo xtask baseline <run>`: write a run's summary numbers as a baseline
+//! file (`reports/baselines/<target triple>.json` by default).
 
 use std::path::Path;
 

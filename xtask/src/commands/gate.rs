@@ -1,12 +1,6 @@
-//! Threshold profiles (`targets/profiles/*.toml`) and the gate: verdicts of a
-//! bench report against a profile, and `cargo xtask gate <run> --profile NAME`.
-//!
-//! Each threshold is pass, fail, *not measured* or *informational*. Not
-//! measured (the run did not exercise it at its scale) never counts as a pass,
-//! and never fails the gate either; a workload that failed makes the
-//! thresholds it would have exercised fail. Informational: under emulation
-//! (qemu-user) the performance thresholds are reported, not gated, unless the
-//! profile says `gate_emulated = true`.
+//! `cargo xtask gate <run> --profile NAME`: judge a bench report against a
+//! threshold profile; with `--baseline FILE --max-regression 10%`, fail only on
+//! regressions beyond both the noise and the allowed regression.
 
 use std::path::Path;
 

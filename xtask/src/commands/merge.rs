@@ -1,7 +1,5 @@
-//! `cargo xtask merge <results...> --out FILE`: several loadgen workers that
-//! ran the same workload at the same time, as one result. Counts, rates and
-//! connections add up; latency histograms are added (loadgen's
-//! `histogram::merge`) and the percentiles read from the sum, never averaged.
+//! `cargo xtask merge <results...> --out FILE`: add up the loadgen result files
+//! of one workload run by several workers.
 
 use std::path::Path;
 

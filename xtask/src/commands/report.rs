@@ -1,6 +1,5 @@
-//! The bench report: `report.json` (schema below, read back by `gate`) and
-//! its Markdown rendering `report.md`; `cargo xtask report <run>` re-renders
-//! `report.md` and `report.html` from the JSON.
+//! `cargo xtask report <run>`: re-render `report.md` and `report.html` of a run
+//! from its `report.json` (after a renderer changed, or for a copied report).
 
 use std::path::Path;
 

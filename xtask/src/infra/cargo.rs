@@ -1,12 +1,6 @@
-//! `cargo xtask micro`: build the criterion benchmarks of the `bench` crate
-//! for a target, run them natively or through the target's runner (qemu-user),
-//! and write their estimates into a run's report (`micro` section of
-//! report.json, rendered in report.md and report.html).
-//!
-//! Criterion keeps its data in a per-target `CRITERION_HOME`
-//! (`target/micro/<triple>/criterion`), so named baselines
-//! (`--save-baseline NAME`, later `--baseline NAME`) survive between runs and
-//! never mix numbers of different targets.
+//! Cargo as xtask uses it: `$CARGO`, the workspace root, the target directory
+//! and where artifacts land (release binaries, per-triple cross builds, the
+//! bench executables in cargo's JSON messages).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -1,12 +1,6 @@
-//! `cargo xtask micro`: build the criterion benchmarks of the `bench` crate
-//! for a target, run them natively or through the target's runner (qemu-user),
-//! and write their estimates into a run's report (`micro` section of
-//! report.json, rendered in report.md and report.html).
-//!
-//! Criterion keeps its data in a per-target `CRITERION_HOME`
-//! (`target/micro/<triple>/criterion`), so named baselines
-//! (`--save-baseline NAME`, later `--baseline NAME`) survive between runs and
-//! never mix numbers of different targets.
+//! Criterion's on-disk results (`CRITERION_HOME`, one per target under
+//! `target/micro/<triple>/criterion`): estimates, throughput and the change
+//! against a named baseline, read back into [`MicroBenchmark`]s.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;

@@ -1,10 +1,6 @@
-//! `cargo xtask bench`: build the broker and loadgen (release), start the broker, run
-//! every workload through the loadgen binary while sampling the broker from
-//! /proc, then write report.json and report.md and gate them.
-//!
-//! Nothing here waits unbounded: the broker must be ready within 60 s, each
-//! loadgen run has a budget (warm-up + duration + drain + 45 s), and a broker
-//! that dies mid-run ends the bench (report written) within a few seconds.
+//! Running the loadgen binary for one repeat of a workload: bounded by a
+//! budget (warm-up + duration + drain + slack), sampling the broker meanwhile,
+//! and stopping early when the broker dies.
 
 use std::fs::File;
 use std::path::Path;

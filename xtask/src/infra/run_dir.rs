@@ -1,10 +1,5 @@
-//! `cargo xtask bench`: build the broker and loadgen (release), start the broker, run
-//! every workload through the loadgen binary while sampling the broker from
-//! /proc, then write report.json and report.md and gate them.
-//!
-//! Nothing here waits unbounded: the broker must be ready within 60 s, each
-//! loadgen run has a budget (warm-up + duration + drain + 45 s), and a broker
-//! that dies mid-run ends the bench (report written) within a few seconds.
+//! Run directories under `reports/runs/`: created empty, linked as
+//! `reports/latest`, paths shown relative to the workspace root.
 
 use std::path::{Path, PathBuf};
 

@@ -1,10 +1,9 @@
-//! `cargo xtask bench`: build the broker and loadgen (release), start the broker, run
-//! every workload through the loadgen binary while sampling the broker from
-//! /proc, then write report.json and report.md and gate them.
+//! Target definitions (`targets/<triple>.toml`), what this machine has for
+//! them, and which build backend (`cross`, `cargo` with a system linker,
+//! `zigbuild`) each one gets.
 //!
-//! Nothing here waits unbounded: the broker must be ready within 60 s, each
-//! loadgen run has a budget (warm-up + duration + drain + 45 s), and a broker
-//! that dies mid-run ends the bench (report written) within a few seconds.
+//! Loading and choosing are pure (unit-tested without a machine); probing
+//! the machine happens once, in [`HostFacts::probe`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,8 +1,5 @@
-//! Making sure the external tools a command needs are present, installing the
-//! missing ones when allowed (apt packages as root, rustup components).
-//!
-//! Commands describe what they need as a list of [`Tool`]s; probing is kept
-//! apart from planning so the planning can be unit-tested without a machine.
+//! Finding tools on this machine: executables on `PATH`, `llvm-strip` from
+//! rustup's llvm-tools, and running a probe command with a time limit.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

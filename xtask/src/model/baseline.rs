@@ -1,26 +1,7 @@
-//! `cargo xtask compare <A> <B>`: for each workload and metric, A, B, the
-//! ratio B/A and a verdict (better / worse / within noise) that rests on the
-//! spread of the repeats, never on a single pair of numbers; written as
-//! `compare.md` and `compare.html`. A and B are run directories, report.json
-//! files or baselines (`reports/baselines/*.json`).
-//!
-//! The noise rule, by the repeats each side has:
-//! - fewer than 2 on either side: no spread exists, so a documented default
-//!   band per metric ([`Metric::band`]) decides, and the output says so;
-//! - 2 to 4 on both sides: within noise when the min–max ranges overlap;
-//! - 5 or more on both sides: a bootstrap (2,000 resamples, fixed seed) of
-//!   the ratio of medians; within noise when its 95 % interval holds 1.
-//!
-//! Differences smaller than a metric's resolution ([`Metric::floor`]) are
-//! always within noise. Under emulation the speed and resource metrics
-//! measure the emulator: a native side against an emulated one gets no
-//! better/worse verdict on them, only a label (functional metrics, connections
-//! and lost messages, are still judged).
-//!
-//! Micro-benchmark runs (`cargo xtask micro`) are compared per criterion
-//! benchmark id: faster or slower when the 95 % CIs of the two means do not
-//! overlap and the means differ by more than the 2 % noise threshold `micro` gives criterion,
-//! else within noise; again no verdict between emulated and native numbers.
+//! Baselines: the numbers of a bench run that `compare` and the regression
+//! gate need (per workload and metric, one value per repeat; no histograms),
+//! small enough to commit as `reports/baselines/<target triple>.json`; also
+//! either side of a comparison loaded from a run, report.json or baseline.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,5 @@
-//! Starting the broker under test: our release build, the system mosquitto,
-//! or an external broker someone else runs. Each ends up as a
-//! [`RunningBroker`]: an address to send load to, maybe a pid to sample, and a
-//! way to notice that the process died.
+//! What a report records about the broker under test: which kind, where it
+//! listened, its binary, config and log.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,5 @@
-//! The bench report: `report.json` (schema below, read back by `gate`) and
-//! its Markdown rendering `report.md`; `cargo xtask report <run>` re-renders
-//! `report.md` and `report.html` from the JSON.
+//! The bench report `report.json`: its schema (versioned), loading and
+//! saving. Everything that renders or judges a run reads it through here.
 
 use std::path::Path;
 

@@ -1,6 +1,5 @@
-//! The bench report: `report.json` (schema below, read back by `gate`) and
-//! its Markdown rendering `report.md`; `cargo xtask report <run>` re-renders
-//! `report.md` and `report.html` from the JSON.
+//! How quantities are written everywhere: `1,234`, `850 µs`, `1.2 MiB`,
+//! `12.5 %`, `3.4K msg/s`.
 
 /// `1,234,567`.
 pub fn thousands(n: u64) -> String {

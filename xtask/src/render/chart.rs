@@ -1,7 +1,5 @@
-//! `report.html`: the bench report as one self-contained page (inline CSS and
-//! SVG charts drawn with plotters, no script, nothing fetched): per workload
-//! a latency percentile curve, throughput, broker memory and CPU over time;
-//! a summary table and the gate verdicts, coloured.
+//! SVG charts for report.html, drawn with plotters: latency percentile
+//! curves and lines over time.
 
 use anyhow::Result;
 use loadgen::result::LatencySummary;

@@ -1,12 +1,4 @@
-//! Threshold profiles (`targets/profiles/*.toml`) and the gate: verdicts of a
-//! bench report against a profile, and `cargo xtask gate <run> --profile NAME`.
-//!
-//! Each threshold is pass, fail, *not measured* or *informational*. Not
-//! measured (the run did not exercise it at its scale) never counts as a pass,
-//! and never fails the gate either; a workload that failed makes the
-//! thresholds it would have exercised fail. Informational: under emulation
-//! (qemu-user) the performance thresholds are reported, not gated, unless the
-//! profile says `gate_emulated = true`.
+//! The gate report as a Markdown table, terminal text and one verdict line.
 
 use std::fmt::Write as _;
 

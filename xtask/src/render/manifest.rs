@@ -1,11 +1,5 @@
-//! `cargo xtask build-all`: the broker for every target triple in
-//! `targets/`, in parallel, each through the backend that can build it here;
-//! artifacts in `target/dist/<triple>/`, and a manifest (`manifest.json`,
-//! `manifest.md`) saying per target what came out, or why nothing could.
-//!
-//! With `--smoke`, every runnable artifact is started through its runner
-//! (natively, qemu-user, wine) and must pass an MQTT connect / subscribe /
-//! publish / receive round trip from the host, then stop cleanly.
+//! The `build-all` manifest as Markdown (`manifest.md`) and the live
+//! per-target progress lines on a terminal.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;

@@ -1,6 +1,5 @@
-//! The bench report: `report.json` (schema below, read back by `gate`) and
-//! its Markdown rendering `report.md`; `cargo xtask report <run>` re-renders
-//! `report.md` and `report.html` from the JSON.
+//! `report.md`: header, environment, summary table, a section per workload,
+//! the micro-benchmarks and the gate.
 
 use std::fmt::Write as _;
 

@@ -1,12 +1,5 @@
-//! `cargo xtask micro`: build the criterion benchmarks of the `bench` crate
-//! for a target, run them natively or through the target's runner (qemu-user),
-//! and write their estimates into a run's report (`micro` section of
-//! report.json, rendered in report.md and report.html).
-//!
-//! Criterion keeps its data in a per-target `CRITERION_HOME`
-//! (`target/micro/<triple>/criterion`), so named baselines
-//! (`--save-baseline NAME`, later `--baseline NAME`) survive between runs and
-//! never mix numbers of different targets.
+//! Micro-benchmark results as text: durations, throughput, changes, and the
+//! Markdown section of report.md.
 
 use std::fmt::Write as _;
 

@@ -1,10 +1,4 @@
-//! `cargo xtask bench`: build the broker and loadgen (release), start the broker, run
-//! every workload through the loadgen binary while sampling the broker from
-//! /proc, then write report.json and report.md and gate them.
-//!
-//! Nothing here waits unbounded: the broker must be ready within 60 s, each
-//! loadgen run has a budget (warm-up + duration + drain + 45 s), and a broker
-//! that dies mid-run ends the bench (report written) within a few seconds.
+//! One terminal line per finished repeat while `cargo xtask bench` runs.
 
 use crate::model::report::RepeatReport;
 
