@@ -15,6 +15,7 @@ use xshell::{cmd, Shell};
 use crate::infra::environment;
 use crate::infra::environment::Environment;
 use crate::infra::launcher::target_address;
+use crate::infra::launcher::RunningBroker;
 use crate::infra::loadgen::RunContext;
 use crate::infra::run_dir::{absolute, display_relative, point_latest, prepare_run_dir};
 use crate::infra::sampler::Sampler;
@@ -24,13 +25,15 @@ use crate::infra::targets::load_target;
 use crate::infra::targets::HostFacts;
 use crate::infra::targets::Target;
 use crate::model::gate::default_profile;
+use crate::model::gate::GateReport;
 use crate::model::gate::Profile;
+use crate::model::report::RepeatReport;
 use crate::model::report::Report;
 use crate::model::report::Status;
 use crate::model::report::Summary;
 use crate::model::report::WorkloadReport;
 use crate::model::suite;
-use crate::model::suite::Overrides;
+use crate::model::suite::{Overrides, PlannedWorkload};
 use crate::render::terminal::one_line;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,19 +80,7 @@ pub fn run(options: &Options) -> Result<()> {
     }
 
     // Bad input costs no build: plan workloads and load the profile first.
-    let cli = Overrides {
-        duration_secs: options.duration,
-        ..Overrides::default()
-    };
-    let (suite_name, planned) = if options.workloads.is_empty() {
-        let planned = suite::plan_suite(&root, &options.suite, &cli)?;
-        (options.suite.clone(), planned)
-    } else {
-        (
-            "custom".to_string(),
-            suite::plan_files(&options.workloads, &cli)?,
-        )
-    };
+    let (suite_name, planned) = plan(options, &root)?;
     let explicit_profile = options
         .profile
         .as_deref()
@@ -110,25 +101,11 @@ pub fn run(options: &Options) -> Result<()> {
     }
     let run_id = environment::run_id(&env.timestamp, &env.target_triple);
 
-    let cargo = crate::infra::cargo::cargo();
     let cross_binary = cross_target
         .as_ref()
         .map(|t| build_for_target(&root, t))
         .transpose()?;
-    println!("==> build (release)");
-    // Two builds, not one `-p broker -p loadgen`: cargo unifies dependency
-    // features across the packages of one invocation, which would make a
-    // broker binary different from what `cargo build --release -p broker`
-    // (and `cargo xtask ci`'s tests) produce, and rebuild it every time the
-    // two commands alternate.
-    if options.broker == BrokerChoice::Built && cross_target.is_none() {
-        cmd!(sh, "{cargo} build --release -p broker")
-            .run()
-            .context("release build of the broker failed")?;
-    }
-    cmd!(sh, "{cargo} build --release -p loadgen")
-        .run()
-        .context("release build of loadgen failed")?;
+    build_release(&sh, options, cross_target.is_some())?;
     let loadgen_bin = crate::infra::cargo::release_binary("loadgen");
 
     let reports_dir = root.join("reports");
@@ -142,57 +119,13 @@ pub fn run(options: &Options) -> Result<()> {
         planned.len(),
         run_dir.display()
     );
-
-    // Effective workloads: what exactly runs, for loadgen and for the report.
-    let mut effective = Vec::new();
-    for p in &planned {
-        let file = run_dir
-            .join("workloads")
-            .join(format!("{}.toml", p.workload.name));
-        let origin = if options.workloads.is_empty() {
-            format!("the `{suite_name}` suite's and the command line's overrides")
-        } else {
-            "the command line's overrides".to_string()
-        };
-        let text = format!(
-            "# Effective workload: {} with {origin}.\n{}",
-            p.source.display(),
-            toml::to_string(&p.workload).context("serializing a workload")?
-        );
-        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
-        effective.push(file);
-    }
+    let effective = write_effective(&run_dir, &planned, options, &suite_name)?;
 
     let epoch = Instant::now();
     let started_at = environment::timestamp(SystemTime::now());
-    let mut broker = match &options.broker {
-        BrokerChoice::Built => {
-            let host_binary = crate::infra::cargo::release_binary("broker");
-            crate::infra::launcher::start_built(
-                crate::infra::launcher::Invocation {
-                    binary: cross_binary.as_deref().unwrap_or(&host_binary),
-                    target: cross_target.as_ref(),
-                },
-                &run_dir,
-            )?
-        }
-        BrokerChoice::Mosquitto => crate::infra::launcher::start_mosquitto(&run_dir)?,
-        BrokerChoice::External {
-            mqtt,
-            kafka,
-            amqp,
-            pid,
-        } => crate::infra::launcher::external(mqtt, kafka.as_deref(), amqp.as_deref(), *pid)?,
-    };
-    println!(
-        "==> broker ({}) ready at {}{}",
-        broker.info.kind.as_str(),
-        broker.address(),
-        broker
-            .pid()
-            .map(|p| format!(", pid {p}"))
-            .unwrap_or_default()
-    );
+    let host_binary = crate::infra::cargo::release_binary("broker");
+    let binary = cross_binary.as_deref().unwrap_or(&host_binary);
+    let mut broker = start_broker(options, binary, cross_target.as_ref(), &run_dir)?;
     if env.emulated {
         println!(
             "    EMULATED: the broker runs under {}; speed thresholds are reported, not gated",
@@ -224,68 +157,15 @@ pub fn run(options: &Options) -> Result<()> {
         cores: env.cores,
         epoch,
     };
-    let total = planned.len();
-    let mut workloads = Vec::new();
-    let mut broker_exit: Option<String> = None;
-    for (index, (p, file)) in planned.iter().zip(&effective).enumerate() {
-        let name = &p.workload.name;
-        let mut repeats = Vec::new();
-        let mut status = Status::Ok;
-        if let Some(died_during) = broker_exit.as_ref().map(|_| died_in(&workloads)) {
-            status = Status::NotRun {
-                reason: format!("broker exited during {died_during}"),
-            };
-        } else if let Err(reason) = target_address(&broker, p.workload.protocol) {
-            println!("==> [{}/{total}] {name}: skipped: {reason}", index + 1);
-            status = Status::Skipped { reason };
-        } else {
-            for repeat in 1..=options.repeat {
-                if let Some(how) = broker.exited() {
-                    broker_exit = Some(how.clone());
-                    status = Status::NotRun {
-                        reason: format!("broker {how} before this workload"),
-                    };
-                    break;
-                }
-                println!(
-                    "==> [{}/{total}] {name} ({}){}",
-                    index + 1,
-                    p.workload.scenario.as_str(),
-                    if options.repeat > 1 {
-                        format!(", repeat {repeat}/{}", options.repeat)
-                    } else {
-                        String::new()
-                    }
-                );
-                let (r, death) = context.run_repeat(p, file, repeat, &mut broker, sampler.as_ref());
-                println!("    {}", one_line(&r));
-                if let (Some(failure), Status::Ok) = (&r.failure, &status) {
-                    status = Status::Failed {
-                        reason: if options.repeat > 1 {
-                            format!("repeat {repeat}: {failure}")
-                        } else {
-                            failure.clone()
-                        },
-                    };
-                }
-                repeats.push(r);
-                if let Some(how) = death {
-                    println!("    broker {how}: the remaining workloads are not run");
-                    broker_exit = Some(how);
-                    break;
-                }
-            }
-        }
-        workloads.push(WorkloadReport {
-            name: name.clone(),
-            source: display_relative(&p.source, &root),
-            effective_file: format!("workloads/{name}.toml"),
-            workload: p.workload.clone(),
-            status,
-            summary: Summary::of(&repeats),
-            repeats,
-        });
-    }
+    let (workloads, broker_exit) = run_workloads(
+        &context,
+        options,
+        &root,
+        &planned,
+        &effective,
+        &mut broker,
+        sampler.as_ref(),
+    );
 
     let samples = sampler.map(Sampler::finish).unwrap_or_default();
     broker.stop();
@@ -307,13 +187,7 @@ pub fn run(options: &Options) -> Result<()> {
     };
     let gate = crate::analysis::gate::evaluate(&report, &profile);
     report.gate = Some(gate.clone());
-    let json = run_dir.join("report.json");
-    std::fs::write(&json, report.to_json())
-        .with_context(|| format!("cannot write {}", json.display()))?;
-    let md = run_dir.join("report.md");
-    std::fs::write(&md, crate::render::markdown::render_markdown(&report))
-        .with_context(|| format!("cannot write {}", md.display()))?;
-    crate::render::html::write(&run_dir, &report)?;
+    let (json, md) = write_report(&run_dir, &report)?;
     if is_default_dir {
         point_latest(&reports_dir, &run_dir)?;
     }
@@ -330,7 +204,227 @@ pub fn run(options: &Options) -> Result<()> {
     if is_default_dir {
         println!("        (reports/latest points to it)");
     }
+    verdict(&report, &gate, options.gate_exit)
+}
 
+/// The workloads to run: the suite's, or the files given, with the command
+/// line's overrides.
+fn plan(options: &Options, root: &Path) -> Result<(String, Vec<PlannedWorkload>)> {
+    let cli = Overrides {
+        duration_secs: options.duration,
+        ..Overrides::default()
+    };
+    Ok(if options.workloads.is_empty() {
+        let planned = suite::plan_suite(root, &options.suite, &cli)?;
+        (options.suite.clone(), planned)
+    } else {
+        (
+            "custom".to_string(),
+            suite::plan_files(&options.workloads, &cli)?,
+        )
+    })
+}
+
+/// Release builds of loadgen and, unless it is cross-built or not ours, the broker.
+fn build_release(sh: &Shell, options: &Options, cross: bool) -> Result<()> {
+    let cargo = crate::infra::cargo::cargo();
+    println!("==> build (release)");
+    // Two builds, not one `-p broker -p loadgen`: cargo unifies dependency
+    // features across the packages of one invocation, which would make a
+    // broker binary different from what `cargo build --release -p broker`
+    // (and `cargo xtask ci`'s tests) produce, and rebuild it every time the
+    // two commands alternate.
+    if options.broker == BrokerChoice::Built && !cross {
+        cmd!(sh, "{cargo} build --release -p broker")
+            .run()
+            .context("release build of the broker failed")?;
+    }
+    cmd!(sh, "{cargo} build --release -p loadgen")
+        .run()
+        .context("release build of loadgen failed")?;
+    Ok(())
+}
+
+/// Writes each effective workload (what exactly runs, for loadgen and for the
+/// report) into the run directory; returns the files.
+fn write_effective(
+    run_dir: &Path,
+    planned: &[PlannedWorkload],
+    options: &Options,
+    suite_name: &str,
+) -> Result<Vec<PathBuf>> {
+    let mut effective = Vec::new();
+    for p in planned {
+        let file = run_dir
+            .join("workloads")
+            .join(format!("{}.toml", p.workload.name));
+        let origin = if options.workloads.is_empty() {
+            format!("the `{suite_name}` suite's and the command line's overrides")
+        } else {
+            "the command line's overrides".to_string()
+        };
+        let text = format!(
+            "# Effective workload: {} with {origin}.\n{}",
+            p.source.display(),
+            toml::to_string(&p.workload).context("serializing a workload")?
+        );
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+        effective.push(file);
+    }
+    Ok(effective)
+}
+
+/// Starts the broker under test and says where it listens.
+fn start_broker(
+    options: &Options,
+    binary: &Path,
+    cross_target: Option<&Target>,
+    run_dir: &Path,
+) -> Result<RunningBroker> {
+    let broker = match &options.broker {
+        BrokerChoice::Built => crate::infra::launcher::start_built(
+            crate::infra::launcher::Invocation {
+                binary,
+                target: cross_target,
+            },
+            run_dir,
+        )?,
+        BrokerChoice::Mosquitto => crate::infra::launcher::start_mosquitto(run_dir)?,
+        BrokerChoice::External {
+            mqtt,
+            kafka,
+            amqp,
+            pid,
+        } => crate::infra::launcher::external(mqtt, kafka.as_deref(), amqp.as_deref(), *pid)?,
+    };
+    println!(
+        "==> broker ({}) ready at {}{}",
+        broker.info.kind.as_str(),
+        broker.address(),
+        broker
+            .pid()
+            .map(|p| format!(", pid {p}"))
+            .unwrap_or_default()
+    );
+    Ok(broker)
+}
+
+/// Runs every planned workload `options.repeat` times; after the broker
+/// died, the rest are recorded as not run. Returns them and how the broker
+/// exited, if it did.
+fn run_workloads(
+    context: &RunContext<'_>,
+    options: &Options,
+    root: &Path,
+    planned: &[PlannedWorkload],
+    effective: &[PathBuf],
+    broker: &mut RunningBroker,
+    sampler: Option<&Sampler>,
+) -> (Vec<WorkloadReport>, Option<String>) {
+    let total = planned.len();
+    let mut workloads = Vec::new();
+    let mut broker_exit: Option<String> = None;
+    for (index, (p, file)) in planned.iter().zip(effective).enumerate() {
+        let name = &p.workload.name;
+        let label = format!("[{}/{total}] {name}", index + 1);
+        let (status, repeats) =
+            if let Some(died_during) = broker_exit.as_ref().map(|_| died_in(&workloads)) {
+                let reason = format!("broker exited during {died_during}");
+                (Status::NotRun { reason }, Vec::new())
+            } else if let Err(reason) = target_address(broker, p.workload.protocol) {
+                println!("==> {label}: skipped: {reason}");
+                (Status::Skipped { reason }, Vec::new())
+            } else {
+                run_workload(
+                    context,
+                    options,
+                    &label,
+                    (p, file),
+                    broker,
+                    sampler,
+                    &mut broker_exit,
+                )
+            };
+        workloads.push(WorkloadReport {
+            name: name.clone(),
+            source: display_relative(&p.source, root),
+            effective_file: format!("workloads/{name}.toml"),
+            workload: p.workload.clone(),
+            status,
+            summary: Summary::of(&repeats),
+            repeats,
+        });
+    }
+    (workloads, broker_exit)
+}
+
+/// The repeats of one workload and its status; sets `broker_exit` when the
+/// broker dies before or during a repeat.
+fn run_workload(
+    context: &RunContext<'_>,
+    options: &Options,
+    label: &str,
+    (p, file): (&PlannedWorkload, &Path),
+    broker: &mut RunningBroker,
+    sampler: Option<&Sampler>,
+    broker_exit: &mut Option<String>,
+) -> (Status, Vec<RepeatReport>) {
+    let mut repeats = Vec::new();
+    let mut status = Status::Ok;
+    for repeat in 1..=options.repeat {
+        if let Some(how) = broker.exited() {
+            *broker_exit = Some(how.clone());
+            status = Status::NotRun {
+                reason: format!("broker {how} before this workload"),
+            };
+            break;
+        }
+        println!(
+            "==> {label} ({}){}",
+            p.workload.scenario.as_str(),
+            if options.repeat > 1 {
+                format!(", repeat {repeat}/{}", options.repeat)
+            } else {
+                String::new()
+            }
+        );
+        let (r, death) = context.run_repeat(p, file, repeat, broker, sampler);
+        println!("    {}", one_line(&r));
+        if let (Some(failure), Status::Ok) = (&r.failure, &status) {
+            status = Status::Failed {
+                reason: if options.repeat > 1 {
+                    format!("repeat {repeat}: {failure}")
+                } else {
+                    failure.clone()
+                },
+            };
+        }
+        repeats.push(r);
+        if let Some(how) = death {
+            println!("    broker {how}: the remaining workloads are not run");
+            *broker_exit = Some(how);
+            break;
+        }
+    }
+    (status, repeats)
+}
+
+/// Writes report.json, report.md and report.html; returns the first two.
+fn write_report(run_dir: &Path, report: &Report) -> Result<(PathBuf, PathBuf)> {
+    let json = run_dir.join("report.json");
+    std::fs::write(&json, report.to_json())
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    let md = run_dir.join("report.md");
+    std::fs::write(&md, crate::render::markdown::render_markdown(report))
+        .with_context(|| format!("cannot write {}", md.display()))?;
+    crate::render::html::write(run_dir, report)?;
+    Ok((json, md))
+}
+
+/// The command's outcome: an error when the broker died, a workload failed,
+/// or the gate failed (unless `gate_exit` is off).
+fn verdict(report: &Report, gate: &GateReport, gate_exit: bool) -> Result<()> {
+    let total = report.workloads.len();
     for w in report.workloads.iter().filter(|w| w.status.is_skipped()) {
         println!("    {}: {}", w.name, w.status.describe());
     }
@@ -357,7 +451,7 @@ pub fn run(options: &Options) -> Result<()> {
         );
     }
     if gate.failed() {
-        if options.gate_exit {
+        if gate_exit {
             bail!(
                 "gate `{}` failed (use --no-gate-exit to report without failing)",
                 gate.profile
