@@ -25,6 +25,7 @@ use crate::model::units::thousands;
 use crate::render::chart::{
     color, finish, latency_chart, line_chart, percentile_curve, short_number, CHART_SIZE,
 };
+use crate::render::environment::{environment_rows, html_value};
 
 /// Writes `report.html` into `dir`; returns its path.
 pub fn write(dir: &Path, report: &Report) -> Result<PathBuf> {
@@ -102,60 +103,14 @@ These numbers say whether it works, not how fast {} is; never compare them with 
         "<h1>Bench report <code>{}</code></h1>",
         esc(&report.run_id)
     );
-    let revision = match &env.git_revision {
-        Some(rev) if env.git_dirty => format!("{rev} (with uncommitted changes)"),
-        Some(rev) => rev.clone(),
-        None => "unknown (not a git checkout)".into(),
-    };
-    let b = &report.broker;
-    let rows = [
-        ("Revision", revision),
-        (
-            "Started",
-            format!("{} (finished {})", report.started_at, report.finished_at),
-        ),
-        ("Host", format!("{} ({})", env.hostname, env.host_triple)),
-        ("CPU", format!("{}, {} cores", env.cpu_model, env.cores)),
-        ("Memory", bytes(env.memory_bytes as f64)),
-        ("OS", format!("{}, kernel {}", env.os, env.kernel)),
-        ("Toolchain", env.rustc.clone()),
-        (
-            "Target",
-            format!(
-                "{}, runner {}{}",
-                env.target_triple,
-                env.runner,
-                if env.emulated { " (emulated)" } else { "" }
-            ),
-        ),
-        (
-            "Broker",
-            format!(
-                "{} {} at {}",
-                b.kind.as_str(),
-                b.version.as_deref().unwrap_or(""),
-                b.address
-            ),
-        ),
-        (
-            "Suite",
-            format!(
-                "{}, {} repeat{} per workload; gate profile {}",
-                report.suite,
-                report.repeat,
-                if report.repeat == 1 { "" } else { "s" },
-                report.profile
-            ),
-        ),
-        ("Host CPU features", env.cpu_features.join(", ")),
-    ];
     h.push_str("<dl class=\"env\">\n");
-    for (k, v) in rows {
-        // A micro-only run started no broker, ran no suite and has no gate.
-        if !load && matches!(k, "Broker" | "Suite") || v.is_empty() {
-            continue;
-        }
-        let _ = writeln!(h, "<dt>{k}</dt><dd>{}</dd>", esc(&v));
+    for row in environment_rows(report) {
+        let _ = writeln!(
+            h,
+            "<dt>{}</dt><dd>{}</dd>",
+            row.key,
+            html_value(&row.value, esc)
+        );
     }
     h.push_str("</dl>\n");
     if let Some(exit) = &report.broker_exit {

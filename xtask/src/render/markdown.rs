@@ -9,6 +9,7 @@ use crate::model::gate::VerdictKind;
 use crate::model::report::Spread;
 use crate::model::report::{RepeatReport, Report, WorkloadReport};
 use crate::model::units::{bytes, escape, micros, percent, plural, rate, thousands};
+use crate::render::environment::environment_rows;
 
 fn med(s: &Option<Spread>, f: impl Fn(f64) -> String) -> String {
     s.map(|s| f(s.median)).unwrap_or_else(|| "–".into())
@@ -52,70 +53,8 @@ pub fn render_markdown(report: &Report) -> String {
             }
         );
     }
-    let revision = match &env.git_revision {
-        Some(rev) if env.git_dirty => format!("`{rev}` (with uncommitted changes)"),
-        Some(rev) => format!("`{rev}`"),
-        None => "unknown (not a git checkout)".into(),
-    };
-    let b = &report.broker;
-    let broker = format!(
-        "{} {} at {}{}{}{}",
-        b.kind.as_str(),
-        b.version.as_deref().unwrap_or(""),
-        b.address,
-        match (&b.kafka_address, &b.amqp_address) {
-            (Some(k), Some(a)) => format!(" (Kafka {k}, AMQP {a})"),
-            (Some(k), None) => format!(" (Kafka {k})"),
-            (None, Some(a)) => format!(" (AMQP {a})"),
-            (None, None) => String::new(),
-        },
-        b.binary
-            .as_ref()
-            .map(|p| format!(", `{p}`"))
-            .unwrap_or_default(),
-        b.binary_size_bytes
-            .map(|s| format!(" ({})", bytes(s as f64)))
-            .unwrap_or_default()
-    );
-    let lines = [
-        ("Revision", revision),
-        (
-            "Started",
-            format!("{} (finished {})", report.started_at, report.finished_at),
-        ),
-        ("Host", format!("{} ({})", env.hostname, env.host_triple)),
-        ("CPU", format!("{}, {} cores", env.cpu_model, env.cores)),
-        ("Memory", bytes(env.memory_bytes as f64)),
-        ("OS", format!("{}, kernel {}", env.os, env.kernel)),
-        ("Toolchain", env.rustc.clone()),
-        (
-            "Target",
-            format!(
-                "{}, runner {}{}",
-                env.target_triple,
-                env.runner,
-                if env.emulated { " (emulated)" } else { "" }
-            ),
-        ),
-        ("Broker", broker),
-        (
-            "Suite",
-            format!(
-                "{}, {} repeat{} per workload; gate profile `{}`",
-                report.suite,
-                report.repeat,
-                if report.repeat == 1 { "" } else { "s" },
-                report.profile
-            ),
-        ),
-        ("Host CPU features", env.cpu_features.join(", ")),
-    ];
-    for (k, v) in lines {
-        // A micro-only run started no broker, ran no suite and has no gate.
-        if !load && matches!(k, "Broker" | "Suite") || v.is_empty() {
-            continue;
-        }
-        let _ = writeln!(md, "- **{k}**: {v}");
+    for row in environment_rows(report) {
+        let _ = writeln!(md, "- **{}**: {}", row.key, row.value);
     }
     if !load {
         if let Some(micro) = &report.micro {

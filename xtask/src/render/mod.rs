@@ -2,6 +2,7 @@
 
 pub mod chart;
 pub mod compare;
+pub mod environment;
 pub mod gate;
 pub mod html;
 pub mod manifest;
