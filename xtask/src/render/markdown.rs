@@ -131,7 +131,37 @@ With repeats, the summary shows medians and the sections min/median/max.",
     md
 }
 
-pub(crate) fn render_workload(md: &mut String, w: &WorkloadReport) {
+fn render_workload(md: &mut String, w: &WorkloadReport) {
+    workload_header(md, w);
+
+    let with: Vec<(&RepeatReport, &LoadResult)> = w
+        .repeats
+        .iter()
+        .filter_map(|r| r.result.as_ref().map(|res| (r, res)))
+        .collect();
+    if with.is_empty() {
+        for r in &w.repeats {
+            if let Some(f) = &r.failure {
+                let _ = writeln!(
+                    md,
+                    "- repeat {}: {} (log `{}`)",
+                    r.repeat,
+                    escape(f),
+                    r.log_file
+                );
+            }
+        }
+        return;
+    }
+    let multi = w.repeats.len() > 1;
+    latency_table(md, &with, multi);
+    counts_table(md, &with, multi);
+    connections_table(md, &with, multi);
+    summary_and_problems(md, w, &with, multi);
+}
+
+/// Title, description, what the workload does and its status.
+fn workload_header(md: &mut String, w: &WorkloadReport) {
     let wl = &w.workload;
     let _ = writeln!(md, "\n## {}\n", w.name);
     if !wl.description.is_empty() {
@@ -173,42 +203,18 @@ pub(crate) fn render_workload(md: &mut String, w: &WorkloadReport) {
         w.source
     );
     let _ = writeln!(md, "Status: **{}**\n", escape(&w.status.describe()));
+}
 
-    let with: Vec<(&RepeatReport, &LoadResult)> = w
-        .repeats
-        .iter()
-        .filter_map(|r| r.result.as_ref().map(|res| (r, res)))
-        .collect();
-    if with.is_empty() {
-        for r in &w.repeats {
-            if let Some(f) = &r.failure {
-                let _ = writeln!(
-                    md,
-                    "- repeat {}: {} (log `{}`)",
-                    r.repeat,
-                    escape(f),
-                    r.log_file
-                );
-            }
-        }
-        return;
-    }
-    let multi = w.repeats.len() > 1;
-    let label = |r: &RepeatReport, what: &str| {
-        if multi {
-            format!("{what} (repeat {})", r.repeat)
-        } else {
-            what.to_string()
-        }
-    };
-
+/// Latency percentiles per repeat.
+fn latency_table(md: &mut String, with: &[(&RepeatReport, &LoadResult)], multi: bool) {
+    let label = |r: &RepeatReport, what: &str| repeat_label(multi, r, what);
     let _ = writeln!(
         md,
         "| latency | count | p50 | p90 | p99 | p99.9 | p99.99 | max |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut any_latency = false;
-    for (r, res) in &with {
+    for (r, res) in with {
         for (what, l) in [
             ("end to end", &res.latency.end_to_end),
             ("publish delay", &res.latency.publish_delay),
@@ -234,7 +240,11 @@ pub(crate) fn render_workload(md: &mut String, w: &WorkloadReport) {
     if !any_latency {
         let _ = writeln!(md, "| (no messages) | – | – | – | – | – | – | – |");
     }
+}
 
+/// Message counts and rates per repeat.
+fn counts_table(md: &mut String, with: &[(&RepeatReport, &LoadResult)], multi: bool) {
+    let label = |r: &RepeatReport, what: &str| repeat_label(multi, r, what);
     let _ = writeln!(
         md,
         "\n| counts | sent | acked | received | expected | lost | duplicated | out of order | sent/s | acked/s | received/s |"
@@ -243,7 +253,7 @@ pub(crate) fn render_workload(md: &mut String, w: &WorkloadReport) {
         md,
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
-    for (r, res) in &with {
+    for (r, res) in with {
         let c = &res.counts;
         let _ = writeln!(
             md,
@@ -268,13 +278,17 @@ pub(crate) fn render_workload(md: &mut String, w: &WorkloadReport) {
             rate(res.rates.received_per_sec),
         );
     }
+}
 
+/// Connections and resource use per repeat.
+fn connections_table(md: &mut String, with: &[(&RepeatReport, &LoadResult)], multi: bool) {
+    let label = |r: &RepeatReport, what: &str| repeat_label(multi, r, what);
     let _ = writeln!(
         md,
         "\n| connections | attempted | established | failed | time to establish | broker peak RSS | broker CPU avg / peak | loadgen CPU |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (r, res) in &with {
+    for (r, res) in with {
         let c = &res.connections;
         let _ = writeln!(
             md,
@@ -299,7 +313,15 @@ pub(crate) fn render_workload(md: &mut String, w: &WorkloadReport) {
                 .unwrap_or_else(|| "–".into()),
         );
     }
+}
 
+/// With repeats, the median (min – max) line; then every error seen.
+fn summary_and_problems(
+    md: &mut String,
+    w: &WorkloadReport,
+    with: &[(&RepeatReport, &LoadResult)],
+    multi: bool,
+) {
     if let (true, Some(s)) = (multi, &w.summary) {
         let _ = writeln!(
             md,
@@ -317,7 +339,7 @@ pub(crate) fn render_workload(md: &mut String, w: &WorkloadReport) {
     }
 
     let mut problems = Vec::new();
-    for (r, res) in &with {
+    for (r, res) in with {
         let prefix = if multi {
             format!("repeat {}: ", r.repeat)
         } else {
@@ -349,6 +371,15 @@ pub(crate) fn render_workload(md: &mut String, w: &WorkloadReport) {
         for p in problems {
             let _ = writeln!(md, "- {}", escape(&p));
         }
+    }
+}
+
+/// `what`, with the repeat number when there are several.
+fn repeat_label(multi: bool, r: &RepeatReport, what: &str) -> String {
+    if multi {
+        format!("{what} (repeat {})", r.repeat)
+    } else {
+        what.to_string()
     }
 }
 
