@@ -106,7 +106,7 @@ pub fn run(options: &Options) -> Result<()> {
         .map(|t| build_for_target(&root, t))
         .transpose()?;
     build_release(&sh, options, cross_target.is_some())?;
-    let loadgen_bin = crate::infra::cargo::release_binary("loadgen");
+    let loadgen_bin = crate::infra::cargo::release_binary("loadgen")?;
 
     let reports_dir = root.join("reports");
     let (run_dir, is_default_dir) = match &options.out {
@@ -123,7 +123,7 @@ pub fn run(options: &Options) -> Result<()> {
 
     let epoch = Instant::now();
     let started_at = environment::timestamp(SystemTime::now());
-    let host_binary = crate::infra::cargo::release_binary("broker");
+    let host_binary = crate::infra::cargo::release_binary("broker")?;
     let binary = cross_binary.as_deref().unwrap_or(&host_binary);
     let mut broker = start_broker(options, binary, cross_target.as_ref(), &run_dir)?;
     if env.emulated {
@@ -481,7 +481,7 @@ pub(crate) fn build_for_target(root: &Path, target: &Target) -> Result<PathBuf> 
         "==> build broker for {} ({backend}, profile {profile})",
         target.triple()
     );
-    let dir = crate::infra::cargo::cargo_target_dir(target.triple());
+    let dir = crate::infra::cargo::cargo_target_dir(target.triple())?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let log = dir.join("bench-build.log");
     let binary = crate::infra::build::build(root, target, backend, profile, &log, &|_| {})?;

@@ -47,8 +47,8 @@ pub struct Options {
     pub out: Option<PathBuf>,
 }
 
-pub fn dist_dir() -> PathBuf {
-    crate::infra::cargo::target_dir().join("dist")
+pub fn dist_dir() -> Result<PathBuf> {
+    Ok(crate::infra::cargo::target_dir()?.join("dist"))
 }
 
 pub fn run(options: &Options) -> Result<()> {
@@ -64,7 +64,10 @@ pub fn run(options: &Options) -> Result<()> {
     let jobs = options.jobs.max(1);
     let host = HostFacts::probe(&selected);
     let env = environment::Environment::capture(&xshell::Shell::new()?, &root);
-    let dist = options.out.clone().unwrap_or_else(dist_dir);
+    let dist = match &options.out {
+        Some(dir) => dir.clone(),
+        None => dist_dir()?,
+    };
     std::fs::create_dir_all(&dist).with_context(|| format!("cannot create {}", dist.display()))?;
 
     println!(

@@ -29,7 +29,7 @@ pub fn run(options: &Options) -> Result<()> {
     let root = crate::infra::cargo::project_root();
     sh.change_dir(&root);
     let cargo = crate::infra::cargo::cargo();
-    let release_bin = crate::infra::cargo::release_binary("broker");
+    let release_bin = crate::infra::cargo::release_binary("broker")?;
     // The build-all and bench steps run this very binary as their commands,
     // so each stays one command of its own (commands never import each other).
     let xtask = std::env::current_exe().context("cannot find the running xtask binary")?;
@@ -100,7 +100,7 @@ pub fn run(options: &Options) -> Result<()> {
             .run()?)
         })?;
         // Out of the source tree, so CI runs never touch reports/.
-        let bench_dir = crate::infra::cargo::target_dir().join("ci-bench");
+        let bench_dir = crate::infra::cargo::target_dir()?.join("ci-bench");
         steps.run("bench (quick suite, ci profile)", || {
             let args = bench_args(&bench_dir);
             let result = cmd!(sh, "{xtask} {args...}")

@@ -176,7 +176,7 @@ pub fn run(options: &Options) -> Result<()> {
             b.platform, b.triple, b.profile, b.linker
         );
     }
-    let archive = oci_archive(&crate::infra::cargo::target_dir());
+    let archive = oci_archive(&crate::infra::cargo::target_dir()?);
     let args = buildx_args(&builds, &options.tag, options.push, &archive);
     let line = format!("docker {}", args.join(" "));
     if let Err(missing) = engine_ready() {

@@ -115,7 +115,7 @@ pub(crate) fn build(
             "--target".into(),
             t.triple().into(),
             "--target-dir".into(),
-            crate::infra::cargo::cargo_target_dir(t.triple())
+            crate::infra::cargo::cargo_target_dir(t.triple())?
                 .display()
                 .to_string(),
         ]);
@@ -244,7 +244,7 @@ pub fn run(options: &Options) -> Result<()> {
         env.runner = t.runner_name();
         env.emulated = t.emulated();
     }
-    let home = criterion_home(&crate::infra::cargo::target_dir(), &env.target_triple);
+    let home = criterion_home(&crate::infra::cargo::target_dir()?, &env.target_triple);
     if let Some(name) = &options.baseline {
         if !baseline_exists(&home, name) {
             bail!(
@@ -470,15 +470,40 @@ mod tests {
 
     #[test]
     fn cargo_messages_give_bench_executables_and_the_helper_only() {
-        let json = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/broker#0.1.0","target":{"kind":["lib"],"crate_types":["lib"],"name":"broker","src_path":"/w/broker/src/lib.rs"},"profile":{"test":false},"filenames":["/w/target/release/deps/libbroker.rlib"],"executable":null,"fresh":true}
-{"reason":"compiler-artifact","package_id":"path+file:///w/broker#0.1.0","target":{"kind":["bin"],"crate_types":["bin"],"name":"broker","src_path":"/w/broker/src/main.rs"},"executable":"/w/target/release/broker","fresh":true}
-{"reason":"build-script-executed","package_id":"x","linked_libs":[],"out_dir":"/w/out"}
-{"reason":"compiler-artifact","package_id":"path+file:///w/bench#0.1.0","target":{"kind":["bin"],"crate_types":["bin"],"name":"cpu_features","src_path":"/w/bench/src/bin/cpu_features.rs"},"executable":"/w/target/release/cpu_features","fresh":false}
-{"reason":"compiler-artifact","package_id":"path+file:///w/bench#0.1.0","target":{"kind":["bench"],"crate_types":["bin"],"name":"topic_match","src_path":"/w/bench/benches/topic_match.rs"},"executable":"/w/target/release/deps/topic_match-1234","fresh":false}
-{"reason":"compiler-artifact","package_id":"path+file:///w/bench#0.1.0","target":{"kind":["bench"],"crate_types":["bin"],"name":"mqtt_codec","src_path":"/w/bench/benches/mqtt_codec.rs"},"executable":"/w/target/release/deps/mqtt_codec-abcd","fresh":false}
-{"reason":"compiler-artifact","package_id":"path+file:///w/bench#0.1.0","target":{"kind":["test"],"crate_types":["bin"],"name":"it","src_path":"/w/bench/tests/it.rs"},"executable":"/w/target/release/deps/it-1","fresh":false}
-not json: a stray line
-{"reason":"build-finished","success":true}"#;
+        // Whole messages as cargo writes them; cargo_metadata reads a line it
+        // cannot parse as text, which must not count as an artifact.
+        let artifact = |package: &str, kind: &str, name: &str, src: &str, exe: Option<&str>| {
+            serde_json::json!({
+                "reason": "compiler-artifact",
+                "package_id": format!("path+file:///w/{package}#0.1.0"),
+                "manifest_path": format!("/w/{package}/Cargo.toml"),
+                "target": {"kind": [kind], "crate_types": [if kind == "lib" { "lib" } else { "bin" }],
+                    "name": name, "src_path": src, "edition": "2021",
+                    "doc": true, "doctest": false, "test": true},
+                "profile": {"opt_level": "3", "debuginfo": 0, "debug_assertions": false,
+                    "overflow_checks": false, "test": false},
+                "features": [],
+                "filenames": [exe.unwrap_or("/w/target/release/deps/libbroker.rlib")],
+                "executable": exe,
+                "fresh": false,
+            })
+            .to_string()
+        };
+        let json = [
+            artifact("broker", "lib", "broker", "/w/broker/src/lib.rs", None),
+            artifact("broker", "bin", "broker", "/w/broker/src/main.rs", Some("/w/target/release/broker")),
+            r#"{"reason":"build-script-executed","package_id":"path+file:///w/x#0.1.0","linked_libs":[],"linked_paths":[],"cfgs":[],"env":[],"out_dir":"/w/out"}"#.to_string(),
+            artifact("bench", "bin", "cpu_features", "/w/bench/src/bin/cpu_features.rs", Some("/w/target/release/cpu_features")),
+            artifact("bench", "bench", "topic_match", "/w/bench/benches/topic_match.rs", Some("/w/target/release/deps/topic_match-1234")),
+            artifact("bench", "bench", "mqtt_codec", "/w/bench/benches/mqtt_codec.rs", Some("/w/target/release/deps/mqtt_codec-abcd")),
+            artifact("bench", "test", "it", "/w/bench/tests/it.rs", Some("/w/target/release/deps/it-1")),
+            // A message with the reason but not the shape of an artifact.
+            r#"{"reason":"compiler-artifact","target":{"kind":["bench"],"name":"stub"},"executable":"/w/x"}"#.to_string(),
+            "not json: a stray line".to_string(),
+            r#"{"reason":"build-finished","success":true}"#.to_string(),
+        ]
+        .join("\n");
+        let json = json.as_str();
         let found = artifacts(json);
         let names: Vec<(&str, &ArtifactKind)> =
             found.iter().map(|a| (a.name.as_str(), &a.kind)).collect();

@@ -4,6 +4,10 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+use cargo_metadata::{Message, MetadataCommand, TargetKind};
 
 /// The helper binary of the bench crate that prints the detected CPU features.
 pub const CPU_FEATURES_BIN: &str = "cpu_features";
@@ -23,35 +27,27 @@ pub struct Artifact {
 }
 
 /// The bench executables and the `cpu_features` helper among cargo's
-/// `--message-format=json` lines (other lines and messages are skipped).
+/// `--message-format=json` messages (other lines and messages are skipped).
 pub fn artifacts(cargo_json: &str) -> Vec<Artifact> {
     let mut found = Vec::new();
-    for line in cargo_json.lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+    for message in Message::parse_stream(cargo_json.as_bytes()).map_while(Result::ok) {
+        let Message::CompilerArtifact(a) = message else {
             continue;
         };
-        if msg["reason"] != "compiler-artifact" {
-            continue;
-        }
-        let Some(exe) = msg["executable"].as_str() else {
+        let Some(exe) = a.executable else {
             continue;
         };
-        let name = msg["target"]["name"].as_str().unwrap_or_default();
-        let kinds: Vec<&str> = msg["target"]["kind"]
-            .as_array()
-            .map(|k| k.iter().filter_map(|v| v.as_str()).collect())
-            .unwrap_or_default();
-        let kind = if kinds.contains(&"bench") {
+        let kind = if a.target.kind.contains(&TargetKind::Bench) {
             ArtifactKind::Bench
-        } else if kinds.contains(&"bin") && name == CPU_FEATURES_BIN {
+        } else if a.target.kind.contains(&TargetKind::Bin) && a.target.name == CPU_FEATURES_BIN {
             ArtifactKind::CpuFeatures
         } else {
             continue;
         };
         found.push(Artifact {
-            name: name.to_string(),
+            name: a.target.name,
             kind,
-            executable: PathBuf::from(exe),
+            executable: exe.into_std_path_buf(),
         });
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
@@ -61,8 +57,8 @@ pub fn artifacts(cargo_json: &str) -> Vec<Artifact> {
 
 /// The per-target cargo target directory: targets build side by side
 /// without waiting on each other's build-directory locks.
-pub fn cargo_target_dir(triple: &str) -> PathBuf {
-    crate::infra::cargo::target_dir().join("cross").join(triple)
+pub fn cargo_target_dir(triple: &str) -> Result<PathBuf> {
+    Ok(target_dir()?.join("cross").join(triple))
 }
 
 /// `CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER`.
@@ -86,27 +82,53 @@ pub(crate) fn cargo() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
-/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace
-/// root, where we run cargo) or `<root>/target`.
-pub(crate) fn target_dir() -> PathBuf {
-    target_dir_from(&project_root(), std::env::var_os("CARGO_TARGET_DIR"))
+/// Cargo's target directory as `cargo metadata` reports it for the
+/// workspace, so `$CARGO_TARGET_DIR`, `build.target-dir` in a
+/// `.cargo/config.toml` and `--config` all redirect it as they do cargo's
+/// own builds. Asked once per xtask run.
+pub(crate) fn target_dir() -> Result<PathBuf> {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(dir) = DIR.get() {
+        return Ok(dir.clone());
+    }
+    let dir = target_dir_of(&project_root(), &[], &[])?;
+    Ok(DIR.get_or_init(|| dir).clone())
 }
 
-pub(crate) fn target_dir_from(root: &Path, cargo_target_dir: Option<OsString>) -> PathBuf {
-    match cargo_target_dir {
-        Some(dir) if !dir.is_empty() => root.join(dir),
-        _ => root.join("target"),
+/// `cargo metadata`'s target directory for the workspace at `root`, with
+/// extra `--config` values and environment variables (`(name, None)` removes one).
+pub(crate) fn target_dir_of(
+    root: &Path,
+    config: &[&str],
+    env: &[(&str, Option<&str>)],
+) -> Result<PathBuf> {
+    let mut command = MetadataCommand::new();
+    command.cargo_path(cargo()).current_dir(root).no_deps();
+    let mut options = Vec::new();
+    for c in config {
+        options.extend(["--config".to_string(), c.to_string()]);
     }
+    command.other_options(options);
+    for (name, value) in env {
+        match value {
+            Some(v) => command.env(name, v),
+            None => command.env_remove(name),
+        };
+    }
+    let metadata = command
+        .exec()
+        .with_context(|| format!("`cargo metadata` in {} failed", root.display()))?;
+    Ok(metadata.target_directory.into_std_path_buf())
 }
 
 /// Where `cargo build --release -p <package>` puts binary `name`, including
 /// the triple directory when `$CARGO_BUILD_TARGET` is set.
-pub(crate) fn release_binary(name: &str) -> PathBuf {
-    release_binary_in(
-        &target_dir(),
+pub(crate) fn release_binary(name: &str) -> Result<PathBuf> {
+    Ok(release_binary_in(
+        &target_dir()?,
         std::env::var("CARGO_BUILD_TARGET").ok(),
         name,
-    )
+    ))
 }
 
 pub(crate) fn release_binary_in(
@@ -128,27 +150,74 @@ mod tests {
 
     #[test]
     fn release_binary_defaults_to_workspace_target() {
-        let dir = target_dir_from(Path::new("/ws"), None);
         assert_eq!(
-            release_binary_in(&dir, None, "broker"),
+            release_binary_in(Path::new("/ws/target"), None, "broker"),
             Path::new("/ws/target/release").join(format!("broker{}", std::env::consts::EXE_SUFFIX))
         );
     }
 
+    /// A one-crate workspace cargo can describe without the network.
+    fn scratch_workspace() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[package]\nname = \"probe\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n[workspace]\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
+        dir
+    }
+
+    const NO_ENV: (&str, Option<&str>) = ("CARGO_TARGET_DIR", None);
+
+    #[test]
+    fn target_dir_is_cargos_default_without_redirection() {
+        let ws = scratch_workspace();
+        let dir = target_dir_of(ws.path(), &[], &[NO_ENV]).unwrap();
+        assert_eq!(dir, ws.path().join("target"));
+    }
+
     #[test]
     fn target_dir_honours_cargo_target_dir() {
-        assert_eq!(
-            target_dir_from(Path::new("/ws"), Some("/tmp/t".into())),
-            Path::new("/tmp/t")
-        );
-        assert_eq!(
-            target_dir_from(Path::new("/ws"), Some("out".into())),
-            Path::new("/ws/out")
-        );
-        assert_eq!(
-            target_dir_from(Path::new("/ws"), Some("".into())),
-            Path::new("/ws/target")
-        );
+        let ws = scratch_workspace();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let abs = elsewhere.path().to_str().unwrap();
+        let dir = target_dir_of(ws.path(), &[], &[("CARGO_TARGET_DIR", Some(abs))]).unwrap();
+        assert_eq!(dir, elsewhere.path());
+        // Relative: to the directory cargo runs in, the workspace root.
+        let dir = target_dir_of(ws.path(), &[], &[("CARGO_TARGET_DIR", Some("out"))]).unwrap();
+        assert_eq!(dir, ws.path().join("out"));
+    }
+
+    #[test]
+    fn target_dir_honours_build_target_dir_in_cargo_config() {
+        let ws = scratch_workspace();
+        std::fs::create_dir(ws.path().join(".cargo")).unwrap();
+        std::fs::write(
+            ws.path().join(".cargo/config.toml"),
+            "[build]\ntarget-dir = \"from-config\"\n",
+        )
+        .unwrap();
+        let dir = target_dir_of(ws.path(), &[], &[NO_ENV]).unwrap();
+        assert_eq!(dir, ws.path().join("from-config"));
+        // The environment wins over the file, as in cargo's own builds.
+        let dir = target_dir_of(ws.path(), &[], &[("CARGO_TARGET_DIR", Some("env-wins"))]).unwrap();
+        assert_eq!(dir, ws.path().join("env-wins"));
+    }
+
+    #[test]
+    fn target_dir_honours_config_on_the_command_line() {
+        let ws = scratch_workspace();
+        let dir = target_dir_of(ws.path(), &["build.target-dir=\"via-flag\""], &[NO_ENV]).unwrap();
+        assert_eq!(dir.file_name().unwrap(), "via-flag");
+    }
+
+    #[test]
+    fn target_dir_of_a_missing_workspace_is_an_error() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = target_dir_of(empty.path(), &[], &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("cargo metadata"), "{err:#}");
     }
 
     #[test]

@@ -98,7 +98,6 @@ pub fn html_value(value: &str, esc: impl Fn(&str) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::report::test_support::report;
 
     #[test]
     fn html_values_escape_and_keep_code_spans() {
@@ -107,22 +106,5 @@ mod tests {
             html_value("`abc1234` (a<b)", esc),
             "<code>abc1234</code> (a&lt;b)"
         );
-    }
-
-    #[test]
-    fn rows_are_built_once_for_both_renderings() {
-        let r = report(Vec::new());
-        let rows = environment_rows(&r);
-        assert_eq!(rows.first().map(|r| r.key), Some("Revision"));
-        assert!(rows.iter().all(|r| !r.value.is_empty()));
-        let md = crate::render::markdown::render_markdown(&r);
-        let html = crate::render::html::render(&r);
-        for row in &rows {
-            assert!(
-                md.contains(&format!("- **{}**: {}", row.key, row.value)),
-                "{md}"
-            );
-            assert!(html.contains(&format!("<dt>{}</dt>", row.key)), "{html}");
-        }
     }
 }

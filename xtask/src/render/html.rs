@@ -714,4 +714,21 @@ mod tests {
         assert_eq!(percentile_label(&1000.0), "99.9%");
         assert_eq!(percentile_label(&10.0), "90%");
     }
+
+    #[test]
+    fn rows_are_built_once_for_both_renderings() {
+        let r = report(Vec::new());
+        let rows = environment_rows(&r);
+        assert_eq!(rows.first().map(|r| r.key), Some("Revision"));
+        assert!(rows.iter().all(|r| !r.value.is_empty()));
+        let md = crate::render::markdown::render_markdown(&r);
+        let html = render(&r);
+        for row in &rows {
+            assert!(
+                md.contains(&format!("- **{}**: {}", row.key, row.value)),
+                "{md}"
+            );
+            assert!(html.contains(&format!("<dt>{}</dt>", row.key)), "{html}");
+        }
+    }
 }
