@@ -21,11 +21,7 @@ use crate::model::report::Report;
 
 /// Loads a run directory, report.json or baseline file as numbers to compare.
 pub fn load_side(path: &Path) -> Result<Baseline> {
-    let file = if path.is_dir() {
-        path.join("report.json")
-    } else {
-        path.to_path_buf()
-    };
+    let file = crate::model::report::report_file(path);
     let text = std::fs::read_to_string(&file).with_context(|| {
         format!(
             "cannot read {} (give a bench run directory, its report.json or a baseline file)",

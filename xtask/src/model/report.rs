@@ -1,7 +1,7 @@
 //! The bench report `report.json`: its schema (versioned), loading and
 //! saving. Everything that renders or judges a run reads it through here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use loadgen::result::LatencySummary;
@@ -232,14 +232,19 @@ impl Summary {
     }
 }
 
+/// A run directory's `report.json`, or the file itself.
+pub fn report_file(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join("report.json")
+    } else {
+        path.to_path_buf()
+    }
+}
+
 impl Report {
     /// Reads a report from a run directory or a `report.json` path.
     pub fn load(path: &Path) -> Result<Report> {
-        let file = if path.is_dir() {
-            path.join("report.json")
-        } else {
-            path.to_path_buf()
-        };
+        let file = report_file(path);
         let text = std::fs::read_to_string(&file).with_context(|| {
             format!(
                 "cannot read {} (give a bench run directory or its report.json)",
