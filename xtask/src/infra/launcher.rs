@@ -8,11 +8,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde::Deserialize;
 
 use crate::infra::targets::Target;
 
@@ -225,18 +225,29 @@ pub fn start_built(invocation: Invocation<'_>, run_dir: &Path) -> Result<Running
         .env("NO_COLOR", "1")
         .current_dir(run_dir);
     let log = run_dir.join("broker.log");
-    let (child, log_thread, addr) = spawn_logged(command, &log, Some(parse_listening_line))
-        .with_context(|| format!("starting {}", binary.display()))?;
-    let addr = addr.expect("spawn_logged waits for the address");
-    // The log thread writes each line before it reports the address in it.
-    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-    let listener = |protocol| {
-        log_text
-            .lines()
-            .find_map(|line| parse_listener(line, protocol))
-            .map(|a| a.to_string())
+    let ready_file = run_dir.join("broker.ready.json");
+    // A file left by an earlier run must not pass for this broker's.
+    match std::fs::remove_file(&ready_file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}", ready_file.display()));
+        }
+        _ => {}
+    }
+    command.arg("--ready-file").arg(&ready_file);
+    let (mut child, log_thread) =
+        spawn_logged(command, &log).with_context(|| format!("starting {}", binary.display()))?;
+    let ready = match wait_ready(&mut child, &ready_file, &log, READY_TIMEOUT) {
+        Ok(ready) => ready,
+        Err(e) => {
+            let _ = log_thread.join();
+            return Err(e).with_context(|| format!("starting {}", binary.display()));
+        }
     };
-    let (kafka_address, amqp_address) = (listener("kafka"), listener("amqp"));
+    let addr = ready.mqtt;
+    let (kafka_address, amqp_address) = (
+        ready.kafka.map(|a| a.to_string()),
+        ready.amqp.map(|a| a.to_string()),
+    );
     let binary = match invocation
         .target
         .and_then(|t| t.def.runner.command.as_deref())
@@ -302,8 +313,8 @@ pub fn start_mosquitto(run_dir: &Path) -> Result<RunningBroker> {
     command.arg("-c").arg(&config_file).current_dir(run_dir);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let log = run_dir.join("broker.log");
-    let (child, log_thread, _) = spawn_logged(command, &log, None)
-        .with_context(|| format!("starting {}", binary.display()))?;
+    let (child, log_thread) =
+        spawn_logged(command, &log).with_context(|| format!("starting {}", binary.display()))?;
     let mut broker = RunningBroker {
         info: BrokerInfo {
             kind: BrokerKind::Mosquitto,
@@ -397,79 +408,39 @@ pub fn external(
     })
 }
 
-/// The address in a `listening: mqtt ADDR` line of our broker's log.
-pub fn parse_listening_line(line: &str) -> Option<SocketAddr> {
-    line.split("listening: mqtt ")
-        .nth(1)?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+/// What the broker writes to its `--ready-file` once every listener is
+/// bound (addresses as the bound `SocketAddr`s; null when a listener is off).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReadyFile {
+    pub pid: u32,
+    pub mqtt: SocketAddr,
+    pub websocket: Option<SocketAddr>,
+    pub kafka: Option<SocketAddr>,
+    pub amqp: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
 }
 
-/// The address of `protocol` ("kafka", "amqp") in our broker's
-/// `listening: mqtt ADDR | ... | kafka ADDR | amqp ADDR | ...` line (None
-/// when it says `off` or is not there).
-pub fn parse_listener(line: &str, protocol: &str) -> Option<SocketAddr> {
-    line.split("listening: mqtt ")
-        .nth(1)?
-        .split(" | ")
-        .find_map(|part| part.strip_prefix(protocol)?.strip_prefix(' '))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-pub(crate) type Spawned = (Child, JoinHandle<()>, Option<SocketAddr>);
-
-/// Spawns `command` with stderr copied line by line into `log`. With an
-/// address parser that can match, waits (bounded) for the address line and
-/// for the address to accept a TCP connection.
-pub(crate) fn spawn_logged(
-    mut command: Command,
-    log: &Path,
-    find_addr: Option<fn(&str) -> Option<SocketAddr>>,
-) -> Result<Spawned> {
-    let mut file = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    let stdout = file.try_clone()?;
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(file, "{line}");
-            if let Some(addr) = find_addr.and_then(|find| find(&line)) {
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    if find_addr.is_none() {
-        return Ok((child, thread, None));
+impl ReadyFile {
+    pub fn parse(text: &str) -> Result<ReadyFile> {
+        serde_json::from_str(text).context("not a broker ready file")
     }
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let addr = loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(addr) => break addr,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                // stderr closed: the process is exiting.
-                let status = child.wait()?;
-                let _ = thread.join();
-                bail!(
-                    "broker {} before it was ready; its log ({}):\n{}",
-                    describe_exit(status),
-                    log.display(),
-                    tail(log, 10)
-                );
-            }
+}
+
+/// Waits until the broker has written `ready_file` (it writes a temporary
+/// file and renames it, so a file that exists is complete), failing early
+/// when the process exits and after `timeout` at the latest.
+pub fn wait_ready(
+    child: &mut Child,
+    ready_file: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<ReadyFile> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(ready_file) {
+            return ReadyFile::parse(&text).with_context(|| format!("{}", ready_file.display()));
         }
         if let Some(status) = child.try_wait()? {
-            let _ = thread.join();
             bail!(
                 "broker {} before it was ready; its log ({}):\n{}",
                 describe_exit(status),
@@ -481,25 +452,33 @@ pub(crate) fn spawn_logged(
             let _ = child.kill();
             let _ = child.wait();
             bail!(
-                "broker printed no `listening: mqtt ADDR` line within {} s; see {}",
-                READY_TIMEOUT.as_secs(),
-                log.display()
-            );
-        }
-    };
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "broker said it listens on {addr} but does not accept connections within {} s; see {}",
-                READY_TIMEOUT.as_secs(),
+                "broker wrote no ready file ({}) within {} s; see {}",
+                ready_file.display(),
+                timeout.as_secs(),
                 log.display()
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok((child, thread, Some(addr)))
+}
+
+/// Starts `command` with stdout and stderr in `log` (stderr line by line
+/// through a thread, which ends when the process closes it).
+pub(crate) fn spawn_logged(mut command: Command, log: &Path) -> Result<(Child, JoinHandle<()>)> {
+    let mut file = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let stdout = file.try_clone()?;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let thread = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+        }
+    });
+    Ok((child, thread))
 }
 
 /// The last `n` lines of a log file, indented, for error messages.
@@ -561,45 +540,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kafka_and_amqp_addresses_parse_from_the_listening_line() {
-        let line = "2025-01-01T00:00:00Z INFO listening: mqtt 127.0.0.1:40123 | websocket off | kafka 127.0.0.1:40999 | amqp 127.0.0.1:40777 | metrics off";
-        assert_eq!(
-            parse_listener(line, "kafka"),
-            Some("127.0.0.1:40999".parse().unwrap())
-        );
-        assert_eq!(
-            parse_listener(line, "amqp"),
-            Some("127.0.0.1:40777".parse().unwrap())
-        );
-        let off =
-            "listening: mqtt 127.0.0.1:1 | websocket off | kafka off | amqp off | metrics off";
-        assert_eq!(parse_listener(off, "kafka"), None);
-        assert_eq!(parse_listener(off, "amqp"), None);
-        // A broker from before AMQP has no amqp part at all.
-        assert_eq!(
-            parse_listener(
-                "listening: mqtt 127.0.0.1:1 | websocket off | kafka off | metrics off",
-                "amqp"
-            ),
-            None
-        );
-        assert_eq!(parse_listener("kafka 127.0.0.1:9092", "kafka"), None);
+    fn ready_file_parses_with_listeners_off() {
+        let ready = ReadyFile::parse(
+            r#"{"pid": 1234, "mqtt": "127.0.0.1:40123", "websocket": null, "kafka": "127.0.0.1:40999", "amqp": "[::1]:5672", "metrics": null}"#,
+        )
+        .unwrap();
+        assert_eq!(ready.pid, 1234);
+        assert_eq!(ready.mqtt, "127.0.0.1:40123".parse().unwrap());
+        assert_eq!(ready.websocket, None);
+        assert_eq!(ready.kafka, Some("127.0.0.1:40999".parse().unwrap()));
+        assert_eq!(ready.amqp, Some("[::1]:5672".parse().unwrap()));
+        assert_eq!(ready.metrics, None);
+        assert!(ReadyFile::parse(r#"{"pid": 1, "mqtt": null}"#).is_err());
+        assert!(ReadyFile::parse("listening: mqtt 127.0.0.1:1").is_err());
     }
 
     #[test]
-    fn listening_line_parses() {
-        assert_eq!(
-            parse_listening_line("2025-01-01T00:00:00Z INFO listening: mqtt 127.0.0.1:40123"),
-            Some("127.0.0.1:40123".parse().unwrap())
+    fn readiness_is_the_file_the_broker_renames_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("broker.ready.json");
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(format!(
+            "sleep 0.2; printf '%s' '{{\"pid\": 7, \"mqtt\": \"127.0.0.1:1883\", \"websocket\": null, \"kafka\": null, \"amqp\": null, \"metrics\": \"127.0.0.1:9090\"}}' > {0}.tmp; mv {0}.tmp {0}; sleep 5",
+            ready.display()
+        ));
+        let (mut child, _log) = spawn_logged(command, &dir.path().join("b.log")).unwrap();
+        let got = wait_ready(
+            &mut child,
+            &ready,
+            &dir.path().join("b.log"),
+            Duration::from_secs(10),
         );
-        assert_eq!(
-            parse_listening_line("listening: mqtt [::1]:1883 (tcp)"),
-            Some("[::1]:1883".parse().unwrap())
-        );
-        assert_eq!(
-            parse_listening_line("listening: websocket 127.0.0.1:8083"),
-            None
-        );
+        let _ = child.kill();
+        let _ = child.wait();
+        let got = got.unwrap();
+        assert_eq!(got.mqtt, "127.0.0.1:1883".parse().unwrap());
+        assert_eq!(got.metrics, Some("127.0.0.1:9090".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_broker_that_writes_no_ready_file_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new("sh");
+        command.args(["-c", "sleep 30"]);
+        let log = dir.path().join("b.log");
+        let (mut child, _log) = spawn_logged(command, &log).unwrap();
+        let err = wait_ready(
+            &mut child,
+            &dir.path().join("never.json"),
+            &log,
+            Duration::from_millis(300),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("wrote no ready file"), "{err}");
+        assert!(child.try_wait().unwrap().is_some(), "the broker is stopped");
     }
 
     #[test]
@@ -630,8 +625,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let mut command = Command::new("sh");
         command.args(["-c", "echo 'error: cannot bind' >&2; exit 1"]);
-        let err = spawn_logged(command, &dir.join("b.log"), Some(parse_listening_line))
-            .map(|_| ())
+        let log = dir.join("b.log");
+        let (mut child, thread) = spawn_logged(command, &log).unwrap();
+        // The log thread has every line once the process closed stderr.
+        let _ = thread.join();
+        let err = wait_ready(&mut child, &dir.join("ready.json"), &log, READY_TIMEOUT)
             .unwrap_err()
             .to_string();
         assert!(
