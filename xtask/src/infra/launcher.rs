@@ -188,7 +188,8 @@ impl Invocation<'_> {
 }
 
 /// Starts our broker with a generated config in `run_dir`; ready once it has
-/// logged `listening: mqtt ADDR` and ADDR accepts a TCP connection.
+/// written its `--ready-file` (every listener bound), which also gives the
+/// addresses.
 pub fn start_built(invocation: Invocation<'_>, run_dir: &Path) -> Result<RunningBroker> {
     let binary = invocation.binary;
     let config = built_config(run_dir);

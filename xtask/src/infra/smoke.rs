@@ -1,16 +1,15 @@
-//! A minimal MQTT 3.1.1 client over `std::net` for smoke tests: one
-//! connect / subscribe / publish / receive round trip against a broker we
-//! just started (natively or under qemu-user), with every wait bounded.
-//!
-//! The codec half (`encode_remaining_length`, `decode_remaining_length`,
-//! `decode`) is pure; `Client` does the reading and the deadlines.
+//! The smoke round trip against a broker we just started (natively or under
+//! qemu-user): connect / subscribe / publish / receive through rumqttc, the
+//! load generator's MQTT client, with every wait bounded.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
+use rumqttc::{
+    Client, Connection, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeReasonCode,
+};
 use serde::{Deserialize, Serialize};
 
 /// What one round trip measured.
@@ -24,11 +23,11 @@ pub struct RoundTrip {
 
 /// Connects a subscriber (clean session, unique client id), SUBSCRIBEs to a unique
 /// topic at QoS 1 and waits for its SUBACK (granted QoS must be 1), connects a publisher,
-/// PUBLISHes a unique payload at QoS 1 and waits for PUBACK, and waits for the subscriber
-/// to receive exactly that payload on that topic (PUBACKing it), then DISCONNECTs both.
-/// Every wait is bounded by `timeout` overall; errors say which step failed and what came back
-/// (e.g. "CONNACK return code 5 (not authorised)", "timed out after 10 s waiting for SUBACK",
-/// "connection closed by the broker while waiting for PUBACK").
+/// PUBLISHes a unique payload at QoS 1, waits for the subscriber to receive exactly that
+/// payload on that topic (rumqttc PUBACKs it) and for the publisher's PUBACK, then
+/// DISCONNECTs both. Every wait is bounded by `timeout` overall; errors say which step
+/// failed and what came back (e.g. "CONNACK return code 5 (not authorised)", "timed out
+/// after 10 s waiting for SUBACK", "connection closed by the broker while waiting for PUBACK").
 pub fn mqtt_round_trip(addr: SocketAddr, timeout: Duration) -> Result<RoundTrip> {
     let deadline = Deadline {
         at: Instant::now() + timeout,
@@ -39,60 +38,65 @@ pub fn mqtt_round_trip(addr: SocketAddr, timeout: Duration) -> Result<RoundTrip>
     let payload = format!("xtask smoke round trip {token:016x}").into_bytes();
 
     let (mut sub, connect_ms) =
-        Client::connect("subscriber", addr, &format!("xtsub{token:016x}"), deadline)?;
-    sub.send(&subscribe(1, &topic), "SUBSCRIBE")?;
-    match sub.receive("SUBACK")? {
-        Packet::SubAck {
-            packet_id: 1,
-            granted,
-        } if granted == [1] => {}
-        Packet::SubAck {
-            packet_id: 1,
-            granted,
-        } => bail!("subscriber: SUBACK granted {granted:02x?} for topic {topic:?}, expected [01] (QoS 1; 80 = refused)"),
-        Packet::SubAck { packet_id, .. } => {
-            bail!("subscriber: SUBACK for packet id {packet_id}, expected 1")
+        Session::connect("subscriber", addr, &format!("xtsub{token:016x}"), deadline)?;
+    sub.client
+        .subscribe(&topic, QoS::AtLeastOnce)
+        .context("subscriber: cannot queue SUBSCRIBE")?;
+    match sub.next("SUBACK")? {
+        Packet::SubAck(ack)
+            if ack.return_codes == [SubscribeReasonCode::Success(QoS::AtLeastOnce)] => {}
+        Packet::SubAck(ack) => {
+            let granted: Vec<u8> = ack
+                .return_codes
+                .iter()
+                .map(|c| match c {
+                    SubscribeReasonCode::Success(q) => *q as u8,
+                    SubscribeReasonCode::Failure => 0x80,
+                })
+                .collect();
+            bail!("subscriber: SUBACK granted {granted:02x?} for topic {topic:?}, expected [01] (QoS 1; 80 = refused)")
         }
         other => bail!(sub.unexpected("SUBACK", &other)),
     }
 
     let (mut publisher, _) =
-        Client::connect("publisher", addr, &format!("xtpub{token:016x}"), deadline)?;
-    publisher.send(&publish(1, &topic, &payload), "PUBLISH")?;
+        Session::connect("publisher", addr, &format!("xtpub{token:016x}"), deadline)?;
+    publisher
+        .client
+        .publish(&topic, QoS::AtLeastOnce, false, payload.clone())
+        .context("publisher: cannot queue PUBLISH")?;
+    // Sends the PUBLISH; its PUBACK is read after the subscriber got the
+    // message, so the round trip is timed when the message arrives.
+    publisher.sent("PUBLISH")?;
     let sent = Instant::now();
-    // The subscriber is read before the publisher's PUBACK so the round trip
-    // is timed when the message arrives, not after the acknowledgement.
-    match sub.receive("the PUBLISH")? {
-        Packet::Publish {
-            qos,
-            packet_id,
-            topic: got_topic,
-            payload: got_payload,
-        } => {
-            if got_topic != topic || got_payload != payload {
+    match sub.next("the PUBLISH")? {
+        Packet::Publish(p) => {
+            if p.topic != topic || p.payload[..] != payload[..] {
                 bail!(
-                    "subscriber: received {} bytes on {got_topic:?}, expected the {} bytes published on {topic:?}",
-                    got_payload.len(),
+                    "subscriber: received {} bytes on {:?}, expected the {} bytes published on {topic:?}",
+                    p.payload.len(),
+                    p.topic,
                     payload.len()
                 );
             }
-            let Some(packet_id) = packet_id.filter(|_| qos == 1) else {
-                bail!("subscriber: message delivered at QoS {qos}, expected 1 (subscribed and published at 1)");
-            };
-            sub.send(&puback(packet_id), "PUBACK")?;
+            if p.qos != QoS::AtLeastOnce {
+                bail!(
+                    "subscriber: message delivered at QoS {}, expected 1 (subscribed and published at 1)",
+                    p.qos as u8
+                );
+            }
         }
         other => bail!(sub.unexpected("the PUBLISH", &other)),
     }
     let round_trip_ms = millis(sent.elapsed());
-    match publisher.receive("PUBACK")? {
-        Packet::PubAck { packet_id: 1 } => {}
-        Packet::PubAck { packet_id } => {
-            bail!("publisher: PUBACK for packet id {packet_id}, expected 1")
-        }
+    // rumqttc answers the PUBLISH with a PUBACK; it goes out with the next poll.
+    sub.sent("PUBACK")?;
+    match publisher.next("PUBACK")? {
+        Packet::PubAck(_) => {}
         other => bail!(publisher.unexpected("PUBACK", &other)),
     }
-    publisher.send(&DISCONNECT, "DISCONNECT")?;
-    sub.send(&DISCONNECT, "DISCONNECT")?;
+    publisher.disconnect()?;
+    sub.disconnect()?;
     Ok(RoundTrip {
         connect_ms,
         round_trip_ms,
@@ -126,97 +130,143 @@ impl Deadline {
     }
 }
 
-/// One MQTT connection: a socket and the bytes read but not yet decoded.
-struct Client {
+/// One rumqttc connection, polled by hand so every wait has the deadline.
+struct Session {
     role: &'static str,
-    stream: TcpStream,
-    buf: Vec<u8>,
+    client: Client,
+    connection: Connection,
     deadline: Deadline,
+    /// The connection ended after packets still to be handed out.
+    closed: Option<ConnectionError>,
 }
 
-impl Client {
-    /// TCP connect, CONNECT, CONNACK accepted; returns the CONNECT → CONNACK time (ms).
+impl Session {
+    /// CONNECT (MQTT 3.1.1, clean session), CONNACK accepted; returns the
+    /// CONNECT → CONNACK time (ms).
     fn connect(
         role: &'static str,
         addr: SocketAddr,
         client_id: &str,
         deadline: Deadline,
-    ) -> Result<(Client, f64)> {
-        let left = deadline.remaining(role, &format!("the TCP connection to {addr}"))?;
-        let stream = TcpStream::connect_timeout(&addr, left)
-            .with_context(|| format!("{role}: cannot connect to {addr}"))?;
-        stream.set_nodelay(true).ok();
-        let mut client = Client {
+    ) -> Result<(Session, f64)> {
+        let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+        options.set_clean_session(true);
+        options.set_keep_alive(Duration::from_secs(60));
+        let (client, connection) = Client::new(options, 10);
+        let mut session = Session {
             role,
-            stream,
-            buf: Vec::new(),
+            client,
+            connection,
             deadline,
+            closed: None,
         };
-        client.send(&connect(client_id), "CONNECT")?;
-        let sent = Instant::now();
-        match client.receive("CONNACK")? {
-            Packet::ConnAck { return_code: 0 } => {}
-            Packet::ConnAck { return_code } => bail!(
-                "{role}: CONNACK return code {return_code} ({})",
-                connack_meaning(return_code)
-            ),
-            other => bail!(client.unexpected("CONNACK", &other)),
+        let started = Instant::now();
+        match session.next("CONNACK")? {
+            Packet::ConnAck(_) => {}
+            other => bail!(session.unexpected("CONNACK", &other)),
         }
-        Ok((client, millis(sent.elapsed())))
+        Ok((session, millis(started.elapsed())))
     }
 
-    fn send(&mut self, packet: &[u8], what: &str) -> Result<()> {
-        let left = self
-            .deadline
-            .remaining(self.role, &format!("{what} to be sent"))?;
-        self.stream.set_write_timeout(Some(left))?;
-        self.stream
-            .write_all(packet)
-            .with_context(|| format!("{}: cannot send {what}", self.role))
-    }
-
-    /// The next whole packet, reading as often as it takes before the deadline.
-    fn receive(&mut self, waiting_for: &str) -> Result<Packet> {
+    /// The next event, or why there is none.
+    fn poll(&mut self, waiting_for: &str) -> Result<Event> {
         let role = self.role;
-        loop {
-            if let Some((packet, used)) = decode(&self.buf).map_err(|e| {
-                anyhow!(
-                    "{role}: malformed packet from the broker while waiting for {waiting_for}: {e}"
+        // Packets read in the same batch as the end of the connection wait
+        // here; they came before it and are what the broker said last.
+        if let Some(event) = self.connection.eventloop.state.events.pop_front() {
+            return Ok(event);
+        }
+        if let Some(e) = self.closed.take() {
+            return Err(self.closed_error(waiting_for, e));
+        }
+        let left = self.deadline.remaining(role, waiting_for)?;
+        match self.connection.recv_timeout(left) {
+            Ok(Ok(event)) => Ok(event),
+            Ok(Err(ConnectionError::ConnectionRefused(code))) => {
+                let code = code as u8;
+                bail!(
+                    "{role}: CONNACK return code {code} ({})",
+                    connack_meaning(code)
                 )
-            })? {
-                self.buf.drain(..used);
+            }
+            Ok(Err(e)) => match self.connection.eventloop.state.events.pop_front() {
+                Some(event) => {
+                    self.closed = Some(e);
+                    Ok(event)
+                }
+                None => Err(self.closed_error(waiting_for, e)),
+            },
+            Err(_) => bail!(self.deadline.timed_out(role, waiting_for)),
+        }
+    }
+
+    fn closed_error(&self, waiting_for: &str, e: ConnectionError) -> anyhow::Error {
+        let how = match &e {
+            ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionReset => "reset",
+            _ => "closed",
+        };
+        anyhow::anyhow!(
+            "{}: connection {how} by the broker while waiting for {waiting_for}",
+            self.role
+        )
+    }
+
+    /// The next packet from the broker (what the client sends is skipped).
+    fn next(&mut self, waiting_for: &str) -> Result<Packet> {
+        loop {
+            if let Event::Incoming(packet) = self.poll(waiting_for)? {
                 return Ok(packet);
             }
-            let left = self.deadline.remaining(role, waiting_for)?;
-            self.stream.set_read_timeout(Some(left))?;
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    bail!("{role}: connection closed by the broker while waiting for {waiting_for}")
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    bail!(self.deadline.timed_out(role, waiting_for))
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => {
-                    bail!("{role}: connection reset by the broker while waiting for {waiting_for}")
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("{role}: reading while waiting for {waiting_for}")
-                    })
-                }
+        }
+    }
+
+    /// Polls until the client has sent `what`; incoming packets meanwhile
+    /// are unexpected.
+    fn sent(&mut self, what: &str) -> Result<()> {
+        let waiting_for = format!("{what} to be sent");
+        loop {
+            match self.poll(&waiting_for)? {
+                Event::Outgoing(o) if outgoing_name(&o) == what => return Ok(()),
+                Event::Outgoing(_) => {}
+                Event::Incoming(p) => bail!(self.unexpected(&waiting_for, &p)),
             }
         }
+    }
+
+    fn disconnect(&mut self) -> Result<()> {
+        self.client
+            .disconnect()
+            .with_context(|| format!("{}: cannot queue DISCONNECT", self.role))?;
+        self.sent("DISCONNECT")
     }
 
     fn unexpected(&self, waiting_for: &str, got: &Packet) -> String {
         format!(
             "{}: expected {waiting_for}, got {}",
             self.role,
-            got.describe()
+            describe(got)
         )
+    }
+}
+
+fn outgoing_name(o: &rumqttc::Outgoing) -> &'static str {
+    match o {
+        rumqttc::Outgoing::Publish(_) => "PUBLISH",
+        rumqttc::Outgoing::PubAck(_) => "PUBACK",
+        rumqttc::Outgoing::Disconnect => "DISCONNECT",
+        _ => "other",
+    }
+}
+
+/// A packet's name as MQTT spells it.
+fn describe(p: &Packet) -> String {
+    match p {
+        Packet::ConnAck(a) => format!("CONNACK ({:?})", a.code),
+        Packet::SubAck(_) => "SUBACK".into(),
+        Packet::Publish(p) => format!("PUBLISH on {:?}", p.topic),
+        Packet::PubAck(_) => "PUBACK".into(),
+        Packet::PingResp => "PINGRESP".into(),
+        other => format!("{other:?}"),
     }
 }
 
@@ -247,210 +297,66 @@ fn connack_meaning(code: u8) -> &'static str {
     }
 }
 
-// ---- codec ------------------------------------------------------------------
-
-/// The largest remaining length four bytes can carry.
-const MAX_REMAINING_LENGTH: usize = 268_435_455;
-
-const DISCONNECT: [u8; 2] = [0xe0, 0x00];
-
-fn encode_remaining_length(mut len: usize, out: &mut Vec<u8>) {
-    assert!(len <= MAX_REMAINING_LENGTH, "MQTT packet too long: {len}");
-    loop {
-        let byte = (len % 128) as u8;
-        len /= 128;
-        if len == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// `Ok(None)`: more bytes needed; `Ok(Some((length, bytes it took)))`.
-fn decode_remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, String> {
-    let mut value = 0;
-    for (i, &byte) in buf.iter().enumerate() {
-        value |= usize::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(Some((value, i + 1)));
-        }
-        if i == 3 {
-            return Err("remaining length longer than 4 bytes".into());
-        }
-    }
-    Ok(None)
-}
-
-fn packet(first_byte: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first_byte];
-    encode_remaining_length(body.len(), &mut out);
-    out.extend_from_slice(body);
-    out
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// CONNECT, protocol level 4, clean session, keep alive 60 s, no will or credentials.
-fn connect(client_id: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    put_str(&mut body, "MQTT");
-    body.extend_from_slice(&[4, 0x02, 0, 60]);
-    put_str(&mut body, client_id);
-    packet(0x10, &body)
-}
-
-/// SUBSCRIBE to one topic at QoS 1.
-fn subscribe(packet_id: u16, topic: &str) -> Vec<u8> {
-    let mut body = packet_id.to_be_bytes().to_vec();
-    put_str(&mut body, topic);
-    body.push(1);
-    packet(0x82, &body)
-}
-
-/// PUBLISH at QoS 1, not retained, not a duplicate.
-fn publish(packet_id: u16, topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    put_str(&mut body, topic);
-    body.extend_from_slice(&packet_id.to_be_bytes());
-    body.extend_from_slice(payload);
-    packet(0x32, &body)
-}
-
-fn puback(packet_id: u16) -> Vec<u8> {
-    packet(0x40, &packet_id.to_be_bytes())
-}
-
-/// A packet a broker sends a client.
-#[derive(Debug, Clone, PartialEq)]
-enum Packet {
-    ConnAck {
-        return_code: u8,
-    },
-    SubAck {
-        packet_id: u16,
-        granted: Vec<u8>,
-    },
-    PubAck {
-        packet_id: u16,
-    },
-    Publish {
-        qos: u8,
-        packet_id: Option<u16>,
-        topic: String,
-        payload: Vec<u8>,
-    },
-    /// Well framed, but nothing this client expects (PINGRESP, PUBREC, ...).
-    Other {
-        packet_type: u8,
-    },
-}
-
-impl Packet {
-    fn describe(&self) -> String {
-        const NAMES: [&str; 16] = [
-            "reserved type 0",
-            "CONNECT",
-            "CONNACK",
-            "PUBLISH",
-            "PUBACK",
-            "PUBREC",
-            "PUBREL",
-            "PUBCOMP",
-            "SUBSCRIBE",
-            "SUBACK",
-            "UNSUBSCRIBE",
-            "UNSUBACK",
-            "PINGREQ",
-            "PINGRESP",
-            "DISCONNECT",
-            "reserved type 15",
-        ];
-        match self {
-            Packet::ConnAck { return_code } => format!("CONNACK (return code {return_code})"),
-            Packet::SubAck { packet_id, .. } => format!("SUBACK (packet id {packet_id})"),
-            Packet::PubAck { packet_id } => format!("PUBACK (packet id {packet_id})"),
-            Packet::Publish { topic, .. } => format!("PUBLISH on {topic:?}"),
-            Packet::Other { packet_type } => NAMES[usize::from(*packet_type & 0x0f)].to_string(),
-        }
-    }
-}
-
-/// One packet from the front of `buf`: `Ok(None)` until it is all there,
-/// then the packet and how many bytes it took.
-fn decode(buf: &[u8]) -> Result<Option<(Packet, usize)>, String> {
-    let Some(&first) = buf.first() else {
-        return Ok(None);
-    };
-    let Some((len, len_bytes)) = decode_remaining_length(&buf[1..])? else {
-        return Ok(None);
-    };
-    let start = 1 + len_bytes;
-    let Some(body) = buf.get(start..start + len) else {
-        return Ok(None);
-    };
-    let u16_at = |at: usize| -> Result<u16, String> {
-        body.get(at..at + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-            .ok_or_else(|| format!("{len}-byte body too short"))
-    };
-    let packet = match first >> 4 {
-        2 if len == 2 => Packet::ConnAck {
-            return_code: body[1],
-        },
-        2 => return Err(format!("CONNACK with a {len}-byte body, expected 2")),
-        4 if len == 2 => Packet::PubAck {
-            packet_id: u16_at(0)?,
-        },
-        4 => return Err(format!("PUBACK with a {len}-byte body, expected 2")),
-        9 if len >= 3 => Packet::SubAck {
-            packet_id: u16_at(0)?,
-            granted: body[2..].to_vec(),
-        },
-        9 => {
-            return Err(format!(
-                "SUBACK with a {len}-byte body, expected at least 3"
-            ))
-        }
-        3 => {
-            let qos = (first >> 1) & 0x03;
-            if qos == 3 {
-                return Err("PUBLISH with QoS 3".into());
-            }
-            let topic_len = usize::from(u16_at(0).map_err(|e| format!("PUBLISH: {e}"))?);
-            let topic = body.get(2..2 + topic_len).ok_or_else(|| {
-                format!("PUBLISH: topic of {topic_len} bytes in a {len}-byte body")
-            })?;
-            let topic = String::from_utf8(topic.to_vec())
-                .map_err(|_| "PUBLISH: topic is not UTF-8".to_string())?;
-            let mut at = 2 + topic_len;
-            let packet_id = if qos > 0 {
-                at += 2;
-                Some(u16_at(at - 2).map_err(|e| format!("PUBLISH: no packet id: {e}"))?)
-            } else {
-                None
-            };
-            Packet::Publish {
-                qos,
-                packet_id,
-                topic,
-                payload: body[at..].to_vec(),
-            }
-        }
-        packet_type => Packet::Other { packet_type },
-    };
-    Ok(Some((packet, start + len)))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::thread::JoinHandle;
+
     use super::*;
 
-    use std::net::TcpListener;
-    use std::thread::JoinHandle;
+    // The broker side of the fake: enough of the MQTT codec to script it.
+    /// The largest remaining length four bytes can carry.
+    const MAX_REMAINING_LENGTH: usize = 268_435_455;
+
+    fn encode_remaining_length(mut len: usize, out: &mut Vec<u8>) {
+        assert!(len <= MAX_REMAINING_LENGTH, "MQTT packet too long: {len}");
+        loop {
+            let byte = (len % 128) as u8;
+            len /= 128;
+            if len == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    /// `Ok(None)`: more bytes needed; `Ok(Some((length, bytes it took)))`.
+    fn decode_remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, String> {
+        let mut value = 0;
+        for (i, &byte) in buf.iter().enumerate() {
+            value |= usize::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Ok(Some((value, i + 1)));
+            }
+            if i == 3 {
+                return Err("remaining length longer than 4 bytes".into());
+            }
+        }
+        Ok(None)
+    }
+
+    fn packet(first_byte: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![first_byte];
+        encode_remaining_length(body.len(), &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn put_str(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    /// PUBLISH at QoS 1, not retained, not a duplicate.
+    fn publish(packet_id: u16, topic: &str, payload: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        put_str(&mut body, topic);
+        body.extend_from_slice(&packet_id.to_be_bytes());
+        body.extend_from_slice(payload);
+        packet(0x32, &body)
+    }
 
     /// A scripted broker on a loopback port, run in a thread.
     fn fake_broker<T: Send + 'static>(
@@ -649,77 +555,6 @@ mod tests {
         let err = mqtt_round_trip(addr, Duration::from_secs(5)).unwrap_err();
         broker.join().unwrap();
         assert!(err.to_string().contains("SUBACK granted [80]"), "{err}");
-    }
-
-    #[test]
-    fn remaining_length_round_trips() {
-        for (len, bytes) in [
-            (0, 1),
-            (127, 1),
-            (128, 2),
-            (16_383, 2),
-            (16_384, 3),
-            (2_097_151, 3),
-            (2_097_152, 4),
-            (MAX_REMAINING_LENGTH, 4),
-        ] {
-            let mut out = Vec::new();
-            encode_remaining_length(len, &mut out);
-            assert_eq!(out.len(), bytes, "{len}");
-            assert_eq!(
-                decode_remaining_length(&out),
-                Ok(Some((len, bytes))),
-                "{len}"
-            );
-            assert_eq!(
-                decode_remaining_length(&out[..bytes - 1]),
-                Ok(None),
-                "{len}"
-            );
-        }
-        // 128 = 0x80 0x01; 268,435,455 = ff ff ff 7f.
-        let mut out = Vec::new();
-        encode_remaining_length(128, &mut out);
-        assert_eq!(out, [0x80, 0x01]);
-        assert!(decode_remaining_length(&[0xff, 0xff, 0xff, 0xff, 0x7f]).is_err());
-        // Known malformed after four bytes, before any fifth arrives.
-        assert!(decode_remaining_length(&[0x80, 0x80, 0x80, 0x80]).is_err());
-    }
-
-    #[test]
-    fn decode_waits_for_whole_packets() {
-        // PUBLISH QoS 1 (0x32), remaining length 9: topic "a/b", packet id 7, payload "hi".
-        let publish = [
-            0x32, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x07, b'h', b'i',
-        ];
-        for n in 0..publish.len() {
-            assert_eq!(decode(&publish[..n]), Ok(None), "{n} bytes");
-        }
-        let mut two = publish.to_vec();
-        two.extend_from_slice(&[0x40, 0x02, 0x00, 0x07]); // PUBACK 7
-        let expected = Packet::Publish {
-            qos: 1,
-            packet_id: Some(7),
-            topic: "a/b".into(),
-            payload: b"hi".to_vec(),
-        };
-        assert_eq!(decode(&two), Ok(Some((expected, publish.len()))));
-        assert_eq!(
-            decode(&two[publish.len()..]),
-            Ok(Some((Packet::PubAck { packet_id: 7 }, 4)))
-        );
-        assert_eq!(
-            decode(&[0x20, 0x02, 0x01, 0x00]),
-            Ok(Some((Packet::ConnAck { return_code: 0 }, 4)))
-        );
-        assert_eq!(
-            decode(&[0xd0, 0x00]),
-            Ok(Some((Packet::Other { packet_type: 13 }, 2)))
-        );
-        // Malformed: QoS 3, a 3-byte CONNACK, a topic longer than the body.
-        assert!(decode(&[0x36, 0x03, 0x00, 0x01, b'a']).is_err());
-        assert!(decode(&[0x20, 0x03, 0x00, 0x00, 0x00]).is_err());
-        assert!(decode(&[0x30, 0x03, 0x00, 0x09, b'a']).is_err());
     }
 
     #[test]
