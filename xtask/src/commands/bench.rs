@@ -16,6 +16,7 @@ use crate::infra::environment;
 use crate::infra::environment::Environment;
 use crate::infra::launcher::target_address;
 use crate::infra::launcher::RunningBroker;
+use crate::infra::loadgen::expected;
 use crate::infra::loadgen::RunContext;
 use crate::infra::run_dir::{absolute, display_relative, point_latest, prepare_run_dir};
 use crate::infra::sampler::Sampler;
@@ -34,7 +35,7 @@ use crate::model::report::Summary;
 use crate::model::report::WorkloadReport;
 use crate::model::suite;
 use crate::model::suite::{Overrides, PlannedWorkload};
-use crate::render::terminal::one_line;
+use crate::render::terminal::{one_line, RepeatProgress};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerChoice {
@@ -388,7 +389,9 @@ fn run_workload(
                 String::new()
             }
         );
+        let progress = RepeatProgress::start(label, expected(&p.workload));
         let (r, death) = context.run_repeat(p, file, repeat, broker, sampler);
+        progress.finish();
         println!("    {}", one_line(&r));
         if let (Some(failure), Status::Ok) = (&r.failure, &status) {
             status = Status::Failed {

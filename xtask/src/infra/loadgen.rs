@@ -158,6 +158,12 @@ impl RunContext<'_> {
 
 /// Warm-up + duration + drain + connecting at the workload's connect rate + slack.
 pub(crate) fn budget(w: &loadgen::Workload) -> Duration {
+    expected(w) + LOADGEN_SLACK
+}
+
+/// How long a repeat of `w` should take: warm-up + duration + drain +
+/// connecting at the workload's connect rate.
+pub(crate) fn expected(w: &loadgen::Workload) -> Duration {
     let clients =
         u64::from(w.publishers) + u64::from(w.subscribers) + u64::from(w.idle_connections);
     let connecting = if w.connect_rate > 0 {
@@ -166,7 +172,6 @@ pub(crate) fn budget(w: &loadgen::Workload) -> Duration {
         0.0
     };
     Duration::from_secs_f64(w.warmup_secs + w.duration_secs + w.drain_secs + connecting)
-        + LOADGEN_SLACK
 }
 
 /// Polls loadgen and the broker every 100 ms until loadgen ends; kills
