@@ -193,18 +193,7 @@ pub fn run(options: &Options) -> Result<()> {
         point_latest(&reports_dir, &run_dir)?;
     }
 
-    println!(
-        "==> gate: profile `{}` ({})",
-        gate.profile,
-        display_relative(&profile.file, &root)
-    );
-    println!("{}", crate::render::gate::text_table(&gate));
-    println!("{}", crate::render::gate::verdict_line(&gate));
-    println!("report: {}", md.display());
-    println!("        {}", json.display());
-    if is_default_dir {
-        println!("        (reports/latest points to it)");
-    }
+    print_summary(&gate, &profile, &root, (&json, &md), is_default_dir);
     verdict(&report, &gate, options.gate_exit)
 }
 
@@ -422,6 +411,28 @@ fn write_report(run_dir: &Path, report: &Report) -> Result<(PathBuf, PathBuf)> {
         .with_context(|| format!("cannot write {}", md.display()))?;
     crate::render::html::write(run_dir, report)?;
     Ok((json, md))
+}
+
+/// The gate table and verdict, and where the report went.
+fn print_summary(
+    gate: &GateReport,
+    profile: &Profile,
+    root: &Path,
+    (json, md): (&Path, &Path),
+    is_default_dir: bool,
+) {
+    println!(
+        "==> gate: profile `{}` ({})",
+        gate.profile,
+        display_relative(&profile.file, root)
+    );
+    println!("{}", crate::render::gate::text_table(gate));
+    println!("{}", crate::render::gate::verdict_line(gate));
+    println!("report: {}", md.display());
+    println!("        {}", json.display());
+    if is_default_dir {
+        println!("        (reports/latest points to it)");
+    }
 }
 
 /// The command's outcome: an error when the broker died, a workload failed,

@@ -28,7 +28,7 @@ use crate::model::micro::{
     CriterionSettings, MicroSection, BENCH_PROFILE, NOISE_THRESHOLD, QUICK_MEASUREMENT_SECS,
     QUICK_WARM_UP_SECS,
 };
-use crate::model::report::micro_report;
+use crate::model::report::{micro_report, Report};
 use crate::render::micro::markdown_section;
 
 #[derive(Debug, Clone, Default)]
@@ -220,6 +220,69 @@ pub(crate) fn detect_cpu_features(target: Option<&Target>, artifacts: &[Artifact
 
 // ---- the command ------------------------------------------------------------
 
+/// `--baseline NAME` must name a criterion baseline saved for this target.
+fn check_baseline_exists(options: &Options, home: &Path, triple: &str) -> Result<()> {
+    if let Some(name) = &options.baseline {
+        if !baseline_exists(home, name) {
+            bail!(
+                "no criterion baseline `{name}` for {} (looked in {}): save one first with `cargo xtask micro{} --save-baseline {name}`",
+                triple,
+                home.display(),
+                options
+                    .target
+                    .as_deref()
+                    .map(|t| format!(" --target {t}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs every bench executable with criterion's `args`; returns the names
+/// run and those that failed.
+fn run_benches(
+    target: Option<&Target>,
+    built: &[Artifact],
+    args: &[String],
+    home: &Path,
+    root: &Path,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let mut executables = Vec::new();
+    let mut failed = Vec::new();
+    for bench in built.iter().filter(|a| a.kind == ArtifactKind::Bench) {
+        println!("==> {} {}", bench.name, args.join(" "));
+        let status = command_for(target, &bench.executable)?
+            .args(args)
+            .env("CRITERION_HOME", home)
+            .current_dir(root)
+            .status()
+            .with_context(|| format!("cannot start {}", bench.executable.display()))?;
+        executables.push(bench.name.clone());
+        if !status.success() {
+            eprintln!(
+                "    {}: {}",
+                bench.name,
+                crate::infra::launcher::describe_exit(status)
+            );
+            failed.push(bench.name.clone());
+        }
+    }
+    Ok((executables, failed))
+}
+
+/// Writes report.json, report.md and report.html; returns their paths.
+fn write_report(run_dir: &Path, report: &Report) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let json = run_dir.join("report.json");
+    std::fs::write(&json, report.to_json())
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    let md_text = crate::render::markdown::render_markdown(report);
+    let md = run_dir.join("report.md");
+    std::fs::write(&md, &md_text).with_context(|| format!("cannot write {}", md.display()))?;
+    let html = crate::render::html::write(run_dir, report)?;
+    Ok((json, md, html))
+}
+
 pub fn run(options: &Options) -> Result<()> {
     let root = crate::infra::cargo::project_root();
     let sh = Shell::new()?;
@@ -245,20 +308,7 @@ pub fn run(options: &Options) -> Result<()> {
         env.emulated = t.emulated();
     }
     let home = criterion_home(&crate::infra::cargo::target_dir()?, &env.target_triple);
-    if let Some(name) = &options.baseline {
-        if !baseline_exists(&home, name) {
-            bail!(
-                "no criterion baseline `{name}` for {} (looked in {}): save one first with `cargo xtask micro{} --save-baseline {name}`",
-                env.target_triple,
-                home.display(),
-                options
-                    .target
-                    .as_deref()
-                    .map(|t| format!(" --target {t}"))
-                    .unwrap_or_default()
-            );
-        }
-    }
+    check_baseline_exists(options, &home, &env.target_triple)?;
     let settings = options.settings();
 
     let built = build(&sh, target.as_ref(), &options.benches)?;
@@ -308,26 +358,7 @@ pub fn run(options: &Options) -> Result<()> {
     // than this is from an earlier run (or another filter) and not ours.
     let since = SystemTime::now();
     let args = criterion_args(&settings);
-    let mut executables = Vec::new();
-    let mut failed = Vec::new();
-    for bench in built.iter().filter(|a| a.kind == ArtifactKind::Bench) {
-        println!("==> {} {}", bench.name, args.join(" "));
-        let status = command_for(target.as_ref(), &bench.executable)?
-            .args(&args)
-            .env("CRITERION_HOME", &home)
-            .current_dir(&root)
-            .status()
-            .with_context(|| format!("cannot start {}", bench.executable.display()))?;
-        executables.push(bench.name.clone());
-        if !status.success() {
-            eprintln!(
-                "    {}: {}",
-                bench.name,
-                crate::infra::launcher::describe_exit(status)
-            );
-            failed.push(bench.name.clone());
-        }
-    }
+    let (executables, failed) = run_benches(target.as_ref(), &built, &args, &home, &root)?;
     let benchmarks = collect(&home, Some(since), options.baseline.as_deref())?;
     let finished_at = environment::timestamp(SystemTime::now());
 
@@ -343,13 +374,7 @@ pub fn run(options: &Options) -> Result<()> {
         benchmarks,
     };
     let report = micro_report(run_id, env, section, started_at, finished_at);
-    let json = run_dir.join("report.json");
-    std::fs::write(&json, report.to_json())
-        .with_context(|| format!("cannot write {}", json.display()))?;
-    let md_text = crate::render::markdown::render_markdown(&report);
-    let md = run_dir.join("report.md");
-    std::fs::write(&md, &md_text).with_context(|| format!("cannot write {}", md.display()))?;
-    let html = crate::render::html::write(&run_dir, &report)?;
+    let (json, md, html) = write_report(&run_dir, &report)?;
     if is_default_dir {
         crate::infra::run_dir::point_latest(&reports_dir, &run_dir)?;
     }
