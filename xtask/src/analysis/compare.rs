@@ -267,16 +267,34 @@ pub fn emulation_mismatch(a: &Baseline, b: &Baseline) -> Option<String> {
 }
 
 pub fn compare(a: Baseline, b: Baseline, a_name: &str, b_name: &str) -> Comparison {
+    let mismatch = emulation_mismatch(&a, &b);
+    let notes = notes(&a, &b, mismatch.as_deref());
+    let rows = rows(&a, &b, mismatch.as_deref());
+    let micro = (a.micro.is_some() || b.micro.is_some())
+        .then(|| compare_micro(a.micro.as_ref(), b.micro.as_ref(), mismatch.as_deref()));
+    Comparison {
+        a,
+        b,
+        a_name: a_name.to_string(),
+        b_name: b_name.to_string(),
+        notes,
+        rows,
+        micro,
+    }
+}
+
+/// What the reader must know before trusting the rows: emulation, different
+/// machines or targets, criterion settings, suites, missing repeats.
+fn notes(a: &Baseline, b: &Baseline, mismatch: Option<&str>) -> Vec<String> {
     let mut notes = Vec::new();
     let (ea, eb) = (&a.environment, &b.environment);
-    let mismatch = emulation_mismatch(&a, &b);
     let micro_only = a.workloads.is_empty() && b.workloads.is_empty();
-    if let (Some(why), true) = (&mismatch, micro_only) {
+    if let (Some(why), true) = (mismatch, micro_only) {
         notes.push(format!(
             "Emulation: {why}. Under emulation micro-benchmark times measure the emulator on this host, not the target CPU: \
 rows are labelled `not comparable` and get no faster/slower verdict."
         ));
-    } else if let Some(why) = &mismatch {
+    } else if let Some(why) = mismatch {
         notes.push(format!(
             "Emulation: {why}. Under emulation throughput, latency, memory and CPU measure the emulator, not the architecture: \
 those rows are labelled `not comparable` and get no better/worse verdict; connections and lost messages are still judged."
@@ -355,6 +373,11 @@ Run `cargo xtask bench --repeat 3` (or ≥ 5 for a bootstrap) for verdicts from 
         );
     }
 
+    notes
+}
+
+/// One row per workload (of either side) and metric it measured.
+fn rows(a: &Baseline, b: &Baseline, mismatch: Option<&str>) -> Vec<Row> {
     let mut names: Vec<&str> = a.workloads.iter().map(|w| w.name.as_str()).collect();
     for w in &b.workloads {
         if !names.contains(&w.name.as_str()) {
@@ -366,7 +389,7 @@ Run `cargo xtask bench --repeat 3` (or ≥ 5 for a bootstrap) for verdicts from 
     };
     let mut rows = Vec::new();
     for name in names {
-        let (wa, wb) = (find(&a, name), find(&b, name));
+        let (wa, wb) = (find(a, name), find(b, name));
         for m in &METRICS {
             let values = |w: &Option<WorkloadNumbers>| -> Vec<f64> {
                 w.as_ref()
@@ -394,8 +417,8 @@ Run `cargo xtask bench --repeat 3` (or ≥ 5 for a bootstrap) for verdicts from 
                     Some(w) => format!("no result in {side}: {}", w.status),
                 };
                 (None, Verdict::Missing(why))
-            } else if let (true, Some(why)) = (m.performance, &mismatch) {
-                (None, Verdict::NotComparable(why.clone()))
+            } else if let (true, Some(why)) = (m.performance, mismatch) {
+                (None, Verdict::NotComparable(why.to_string()))
             } else {
                 let (rule, verdict) = judge(m, &va, &vb);
                 (Some(rule), verdict)
@@ -413,17 +436,7 @@ Run `cargo xtask bench --repeat 3` (or ≥ 5 for a bootstrap) for verdicts from 
             });
         }
     }
-    let micro = (a.micro.is_some() || b.micro.is_some())
-        .then(|| compare_micro(a.micro.as_ref(), b.micro.as_ref(), mismatch.as_deref()));
-    Comparison {
-        a,
-        b,
-        a_name: a_name.to_string(),
-        b_name: b_name.to_string(),
-        notes,
-        rows,
-        micro,
-    }
+    rows
 }
 
 /// The verdict on one metric from the repeat values of each side.
