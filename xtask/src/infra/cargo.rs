@@ -102,22 +102,32 @@ pub(crate) fn target_dir_of(
     config: &[&str],
     env: &[(&str, Option<&str>)],
 ) -> Result<PathBuf> {
-    let mut command = MetadataCommand::new();
-    command.cargo_path(cargo()).current_dir(root).no_deps();
+    let mut metadata = MetadataCommand::new();
+    metadata.cargo_path(cargo()).current_dir(root).no_deps();
     let mut options = Vec::new();
     for c in config {
         options.extend(["--config".to_string(), c.to_string()]);
     }
-    command.other_options(options);
+    metadata.other_options(options);
+    let mut command = metadata.cargo_command();
     for (name, value) in env {
         match value {
             Some(v) => command.env(name, v),
             None => command.env_remove(name),
         };
     }
-    let metadata = command
-        .exec()
-        .with_context(|| format!("`cargo metadata` in {} failed", root.display()))?;
+    let output = command
+        .output()
+        .with_context(|| format!("cannot run `cargo metadata` in {}", root.display()))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "`cargo metadata` in {} failed: {}",
+            root.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let metadata = MetadataCommand::parse(String::from_utf8_lossy(&output.stdout))
+        .context("cannot read `cargo metadata`'s output")?;
     Ok(metadata.target_directory.into_std_path_buf())
 }
 
