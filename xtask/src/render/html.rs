@@ -15,17 +15,18 @@ use crate::model::micro::ChangeVerdict;
 use crate::model::micro::MicroBenchmark;
 use crate::model::micro::MicroSection;
 use crate::model::micro::ThroughputUnit;
-use crate::model::report::Report;
 use crate::model::report::WorkloadReport;
+use crate::model::report::{RepeatReport, Report};
 use crate::model::units::bytes;
 use crate::model::units::micros;
 use crate::model::units::percent;
 use crate::model::units::rate;
 use crate::model::units::thousands;
 use crate::render::chart::{
-    color, finish, latency_chart, line_chart, percentile_curve, short_number, CHART_SIZE,
+    color, finish, latency_chart, line_chart, percentile_curve, short_number, Series, CHART_SIZE,
 };
 use crate::render::environment::{environment_rows, html_value};
+use loadgen::LoadResult;
 
 /// Writes `report.html` into `dir`; returns its path.
 pub fn write(dir: &Path, report: &Report) -> Result<PathBuf> {
@@ -408,63 +409,7 @@ pub(crate) fn workload_section(h: &mut String, w: &WorkloadReport) {
         return;
     }
     let multi = w.repeats.len() > 1;
-    let name = |r: &crate::model::report::RepeatReport, what: &str| {
-        if multi {
-            format!("{what} #{}", r.repeat)
-        } else {
-            what.to_string()
-        }
-    };
-
-    let mut latency = Vec::new();
-    for (r, res) in &with {
-        for (what, l) in [
-            ("end to end", &res.latency.end_to_end),
-            ("publish delay", &res.latency.publish_delay),
-            ("ack", &res.latency.ack),
-        ] {
-            if let Some(l) = l {
-                latency.push((name(r, what), percentile_curve(l)));
-            }
-        }
-    }
-    let mut throughput = Vec::new();
-    for (r, res) in &with {
-        let mut prev = 0.0;
-        let mut received = Vec::new();
-        let mut sent = Vec::new();
-        // Steps: each tick's count is spread over the second it covers.
-        for tick in &res.timeline {
-            let dt = if tick.t > prev { tick.t - prev } else { 1.0 };
-            for (series, n) in [(&mut received, tick.received), (&mut sent, tick.sent)] {
-                series.push((tick.t - dt, n as f64 / dt));
-                series.push((tick.t, n as f64 / dt));
-            }
-            prev = tick.t;
-        }
-        throughput.push((name(r, "received/s"), received));
-        throughput.push((name(r, "sent/s"), sent));
-    }
-    let mut memory = Vec::new();
-    let mut cpu = Vec::new();
-    for (r, _) in &with {
-        let t0 = r.started;
-        memory.push((
-            name(r, "broker RSS"),
-            r.broker_samples
-                .iter()
-                .map(|s| (s.t - t0, s.rss_bytes as f64 / 1e6))
-                .collect(),
-        ));
-        cpu.push((
-            name(r, "broker CPU"),
-            r.broker_samples
-                .iter()
-                .map(|s| (s.t - t0, s.cpu_machine_percent))
-                .collect(),
-        ));
-    }
-
+    let [latency, throughput, memory, cpu] = chart_series(&with, multi);
     h.push_str("<div class=\"charts\">\n");
     for svg in [
         latency_chart(&format!("{}: latency by percentile", w.name), &latency),
@@ -495,6 +440,68 @@ pub(crate) fn workload_section(h: &mut String, w: &WorkloadReport) {
     }
     h.push_str("</div>\n");
 
+    latency_table(h, &with, multi);
+    h.push_str("</table></section>\n");
+}
+
+/// The four charts' series, one line per repeat: latency percentiles,
+/// throughput over time, broker memory and CPU.
+fn chart_series(with: &[(&RepeatReport, &LoadResult)], multi: bool) -> [Vec<Series>; 4] {
+    let name = |r: &RepeatReport, what: &str| repeat_name(multi, r, what);
+    let mut latency = Vec::new();
+    for (r, res) in with {
+        for (what, l) in [
+            ("end to end", &res.latency.end_to_end),
+            ("publish delay", &res.latency.publish_delay),
+            ("ack", &res.latency.ack),
+        ] {
+            if let Some(l) = l {
+                latency.push((name(r, what), percentile_curve(l)));
+            }
+        }
+    }
+    let mut throughput = Vec::new();
+    for (r, res) in with {
+        let mut prev = 0.0;
+        let mut received = Vec::new();
+        let mut sent = Vec::new();
+        // Steps: each tick's count is spread over the second it covers.
+        for tick in &res.timeline {
+            let dt = if tick.t > prev { tick.t - prev } else { 1.0 };
+            for (series, n) in [(&mut received, tick.received), (&mut sent, tick.sent)] {
+                series.push((tick.t - dt, n as f64 / dt));
+                series.push((tick.t, n as f64 / dt));
+            }
+            prev = tick.t;
+        }
+        throughput.push((name(r, "received/s"), received));
+        throughput.push((name(r, "sent/s"), sent));
+    }
+    let mut memory = Vec::new();
+    let mut cpu = Vec::new();
+    for (r, _) in with {
+        let t0 = r.started;
+        memory.push((
+            name(r, "broker RSS"),
+            r.broker_samples
+                .iter()
+                .map(|s| (s.t - t0, s.rss_bytes as f64 / 1e6))
+                .collect(),
+        ));
+        cpu.push((
+            name(r, "broker CPU"),
+            r.broker_samples
+                .iter()
+                .map(|s| (s.t - t0, s.cpu_machine_percent))
+                .collect(),
+        ));
+    }
+    [latency, throughput, memory, cpu]
+}
+
+/// The latency percentiles of every repeat as a table.
+fn latency_table(h: &mut String, with: &[(&RepeatReport, &LoadResult)], multi: bool) {
+    let name = |r: &RepeatReport, what: &str| repeat_name(multi, r, what);
     h.push_str("<table class=\"latency\"><tr><th class=\"text\">latency</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>p99.99</th><th>max</th></tr>\n");
     for (label, l) in with.iter().flat_map(|(r, res)| {
         [
@@ -518,7 +525,15 @@ pub(crate) fn workload_section(h: &mut String, w: &WorkloadReport) {
             );
         }
     }
-    h.push_str("</table></section>\n");
+}
+
+/// `what`, numbered by repeat when there are several.
+fn repeat_name(multi: bool, r: &RepeatReport, what: &str) -> String {
+    if multi {
+        format!("{what} #{}", r.repeat)
+    } else {
+        what.to_string()
+    }
 }
 
 #[cfg(test)]
