@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
-use loadgen::result::{LatencySummary, Tick};
+use loadgen::result::{ConnectionStats, LatencySummary, Tick};
 use loadgen::{LoadResult, Outcome};
 
 /// One result from `parts` (at least one, all of the same workload).
@@ -14,21 +14,7 @@ pub fn merge(parts: &[LoadResult]) -> Result<LoadResult> {
     let Some(first) = parts.first() else {
         bail!("nothing to merge: give at least one result file");
     };
-    for (i, p) in parts.iter().enumerate() {
-        let (a, b) = (&first.workload, &p.workload);
-        if a.name != b.name || a.scenario != b.scenario || a.protocol != b.protocol {
-            bail!(
-                "result {} is workload `{}` ({} {}), result 1 is `{}` ({} {}): merge only adds up workers of the same workload",
-                i + 1,
-                b.name,
-                b.protocol,
-                b.scenario.as_str(),
-                a.name,
-                a.protocol,
-                a.scenario.as_str()
-            );
-        }
-    }
+    same_workload(parts)?;
     let mut out = first.clone();
     out.started_at = parts
         .iter()
@@ -81,8 +67,47 @@ pub fn merge(parts: &[LoadResult]) -> Result<LoadResult> {
         .context("publish_delay latency")?;
     out.latency.ack = merge_latency(parts, |p| p.latency.ack.as_ref()).context("ack latency")?;
 
-    let conn = &mut out.connections;
-    *conn = Default::default();
+    out.connections = connections(parts);
+    out.timeline = timeline(parts);
+    out.errors = BTreeMap::new();
+    for p in parts {
+        add_counts(&mut out.errors, &p.errors);
+    }
+    let u = &mut out.loadgen;
+    *u = Default::default();
+    for p in parts {
+        u.cpu_user_secs += p.loadgen.cpu_user_secs;
+        u.cpu_system_secs += p.loadgen.cpu_system_secs;
+        // Separate processes: the largest one, not a sum nobody had.
+        u.max_rss_bytes = u.max_rss_bytes.max(p.loadgen.max_rss_bytes);
+    }
+    Ok(out)
+}
+
+/// Every part must be a worker of the first part's workload.
+fn same_workload(parts: &[LoadResult]) -> Result<()> {
+    let first = &parts[0];
+    for (i, p) in parts.iter().enumerate() {
+        let (a, b) = (&first.workload, &p.workload);
+        if a.name != b.name || a.scenario != b.scenario || a.protocol != b.protocol {
+            bail!(
+                "result {} is workload `{}` ({} {}), result 1 is `{}` ({} {}): merge only adds up workers of the same workload",
+                i + 1,
+                b.name,
+                b.protocol,
+                b.scenario.as_str(),
+                a.name,
+                a.protocol,
+                a.scenario.as_str()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Connections of all workers: counts add up, the slowest establishment counts.
+fn connections(parts: &[LoadResult]) -> ConnectionStats {
+    let mut conn = ConnectionStats::default();
     for p in parts {
         let pc = &p.connections;
         conn.attempted += pc.attempted;
@@ -97,8 +122,12 @@ pub fn merge(parts: &[LoadResult]) -> Result<LoadResult> {
         }
     }
 
-    // Second i of every worker's window adds up (ticks are per second from
-    // each worker's own window start).
+    conn
+}
+
+/// Second i of every worker's window adds up (ticks are per second from
+/// each worker's own window start).
+fn timeline(parts: &[LoadResult]) -> Vec<Tick> {
     let mut timeline: Vec<Tick> = Vec::new();
     for p in parts {
         for (i, t) in p.timeline.iter().enumerate() {
@@ -114,21 +143,8 @@ pub fn merge(parts: &[LoadResult]) -> Result<LoadResult> {
             m.received += t.received;
         }
     }
-    out.timeline = timeline;
 
-    out.errors = BTreeMap::new();
-    for p in parts {
-        add_counts(&mut out.errors, &p.errors);
-    }
-    let u = &mut out.loadgen;
-    *u = Default::default();
-    for p in parts {
-        u.cpu_user_secs += p.loadgen.cpu_user_secs;
-        u.cpu_system_secs += p.loadgen.cpu_system_secs;
-        // Separate processes: the largest one, not a sum nobody had.
-        u.max_rss_bytes = u.max_rss_bytes.max(p.loadgen.max_rss_bytes);
-    }
-    Ok(out)
+    timeline
 }
 
 pub(crate) fn add_counts(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
