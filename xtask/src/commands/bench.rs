@@ -14,6 +14,8 @@ use xshell::{cmd, Shell};
 
 use crate::infra::environment;
 use crate::infra::environment::Environment;
+use crate::infra::host::load_target;
+use crate::infra::host::HostFacts;
 use crate::infra::launcher::target_address;
 use crate::infra::launcher::RunningBroker;
 use crate::infra::loadgen::expected;
@@ -21,9 +23,6 @@ use crate::infra::loadgen::RunContext;
 use crate::infra::run_dir::{absolute, display_relative, point_latest, prepare_run_dir};
 use crate::infra::sampler::Sampler;
 use crate::infra::sampler::Usage;
-use crate::infra::targets;
-use crate::infra::targets::load_target;
-use crate::infra::targets::HostFacts;
 use crate::infra::targets::Target;
 use crate::model::gate::default_profile;
 use crate::model::gate::GateReport;
@@ -483,7 +482,7 @@ fn verdict(report: &Report, gate: &GateReport, gate_exit: bool) -> Result<()> {
 /// profile, as build-all would; returns the binary.
 pub(crate) fn build_for_target(root: &Path, target: &Target) -> Result<PathBuf> {
     let host = HostFacts::probe(std::slice::from_ref(target));
-    let backend = targets::choose_backend(target, None, &host).map_err(|why| {
+    let backend = crate::infra::host::choose_backend(target, None, &host).map_err(|why| {
         anyhow::anyhow!(
             "--target {}: cannot build it here: {why} (cargo xtask setup --targets {})",
             target.triple(),

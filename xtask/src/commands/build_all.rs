@@ -19,10 +19,10 @@ use sha2::{Digest, Sha256};
 
 use crate::infra::build::build;
 use crate::infra::environment;
+use crate::infra::host::HostFacts;
 use crate::infra::launcher::Invocation;
 use crate::infra::targets;
 use crate::infra::targets::Backend;
-use crate::infra::targets::HostFacts;
 use crate::infra::targets::Target;
 use crate::infra::tools::llvm_strip;
 use crate::model::gate::Profile;
@@ -191,7 +191,7 @@ pub(crate) fn build_entry(
         log: None,
     };
     let line = view.line(target.triple());
-    let backend = match targets::choose_backend(target, options.backend, host) {
+    let backend = match crate::infra::host::choose_backend(target, options.backend, host) {
         Ok(b) => b,
         Err(why) => {
             line.finish(format!("unavailable: {why}"));
@@ -349,7 +349,7 @@ pub(crate) fn smoke_entry(entry: &Entry, target: &Target, host: &HostFacts, dist
     if entry.status != Status::Built {
         return not_run(format!("not built ({})", status_word(entry.status)));
     }
-    if let Err(why) = targets::runner_ready(target, host) {
+    if let Err(why) = crate::infra::host::runner_ready(target, host) {
         return not_run(why);
     }
     let Some(artifact) = entry.artifact.as_ref().map(|a| dist.join(a)) else {

@@ -20,9 +20,8 @@ use crate::infra::cargo::{artifacts, Artifact, ArtifactKind};
 use crate::infra::criterion::{baseline_exists, collect, criterion_home};
 use crate::infra::environment;
 use crate::infra::environment::Environment;
-use crate::infra::targets;
+use crate::infra::host::HostFacts;
 use crate::infra::targets::Backend;
-use crate::infra::targets::HostFacts;
 use crate::infra::targets::Target;
 use crate::model::micro::{
     CriterionSettings, MicroSection, BENCH_PROFILE, NOISE_THRESHOLD, QUICK_MEASUREMENT_SECS,
@@ -104,7 +103,7 @@ pub(crate) fn build(
         let host = HostFacts::probe(std::slice::from_ref(t));
         // Only the cargo backend: cross reports container paths for its
         // artifacts and cargo-zigbuild has no `bench` subcommand.
-        targets::choose_backend(t, Some(Backend::Cargo), &host).map_err(|why| {
+        crate::infra::host::choose_backend(t, Some(Backend::Cargo), &host).map_err(|why| {
             anyhow::anyhow!(
                 "--target {}: cannot build the benchmarks here: {why} (cargo xtask setup --targets {})",
                 t.triple(),
@@ -298,7 +297,7 @@ pub fn run(options: &Options) -> Result<()> {
     let target = options
         .target
         .as_deref()
-        .map(|triple| crate::infra::targets::load_target(&root, triple))
+        .map(|triple| crate::infra::host::load_target(&root, triple))
         .transpose()?;
 
     let mut env = Environment::capture(&sh, &root);

@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use xshell::Shell;
 
+use crate::infra::host::HostFacts;
 use crate::infra::install::Mode;
 use crate::infra::targets;
-use crate::infra::targets::HostFacts;
 use crate::infra::targets::RunnerKind;
 use crate::infra::targets::Target;
 
@@ -88,7 +88,7 @@ pub fn doctor_table(selected: &[Target], host: &HostFacts) -> String {
             RunnerKind::None => "none (build only)".to_string(),
             _ => {
                 let command = t.def.runner.command.as_deref().unwrap_or("?");
-                match targets::runner_ready(t, host) {
+                match crate::infra::host::runner_ready(t, host) {
                     Ok(()) => format!("{} (found)", t.runner_name()),
                     Err(why) if host.has(command) => {
                         notes.push(format!("{}: runner unusable: {why}", t.triple()));
@@ -98,7 +98,7 @@ pub fn doctor_table(selected: &[Target], host: &HostFacts) -> String {
                 }
             }
         };
-        let backend = match targets::choose_backend(t, None, host) {
+        let backend = match crate::infra::host::choose_backend(t, None, host) {
             Ok(b) => b.as_str().to_string(),
             Err(why) => {
                 notes.push(format!("{}: unavailable: {why}", t.triple()));
@@ -129,7 +129,8 @@ pub fn doctor_table(selected: &[Target], host: &HostFacts) -> String {
 mod tests {
     use super::*;
 
-    use crate::infra::targets::test_support::{facts, target, AARCH64};
+    use crate::infra::host::test_support::facts;
+    use crate::infra::targets::test_support::{target, AARCH64};
 
     #[test]
     fn doctor_says_what_is_missing_and_what_would_build() {

@@ -432,7 +432,7 @@ pub(crate) fn is_present(sh: &Shell, tool: &Tool) -> bool {
                 .run()
                 .is_ok()
         }
-        Probe::RustStd(triple) => crate::infra::targets::installed_std().contains(triple),
+        Probe::RustStd(triple) => crate::infra::host::installed_std().contains(triple),
         Probe::File(path) => Path::new(path).is_file(),
         Probe::PythonModule(module) => {
             let code = format!("import {module}");
