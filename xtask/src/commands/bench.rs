@@ -93,12 +93,7 @@ pub fn run(options: &Options) -> Result<()> {
         .map(|triple| load_target(&root, triple))
         .transpose()?;
 
-    let mut env = Environment::capture(&sh, &root);
-    if let Some(t) = &cross_target {
-        env.target_triple = t.triple().to_string();
-        env.runner = t.runner_name();
-        env.emulated = t.emulated();
-    }
+    let env = Environment::capture_for(&sh, &root, cross_target.as_ref());
     let run_id = environment::run_id(&env.timestamp, &env.target_triple);
 
     let cross_binary = cross_target
@@ -134,22 +129,9 @@ pub fn run(options: &Options) -> Result<()> {
     }
     let profile = match explicit_profile {
         Some(p) => p,
-        None => {
-            let class = cross_target.as_ref().and_then(|t| t.def.class.profile());
-            Profile::load(
-                &root,
-                class.unwrap_or_else(|| {
-                    default_profile(broker.info.platform.as_deref(), &env.target_triple)
-                }),
-            )?
-        }
+        None => implied_profile(&root, cross_target.as_ref(), &broker, &env)?,
     };
-    let sampler = broker
-        .pid()
-        .map(|pid| Sampler::start(pid, env.cores, epoch));
-    if sampler.is_none() {
-        println!("    no broker pid: memory and CPU are not sampled (give --broker-pid)");
-    }
+    let sampler = start_sampler(&broker, env.cores, epoch);
 
     let context = RunContext {
         run_dir: &run_dir,
@@ -194,6 +176,32 @@ pub fn run(options: &Options) -> Result<()> {
 
     print_summary(&gate, &profile, &root, (&json, &md), is_default_dir);
     verdict(&report, &gate, options.gate_exit)
+}
+
+/// The threshold profile when none is given: the cross target's platform
+/// class, else the one the broker's platform or the triple implies.
+fn implied_profile(
+    root: &Path,
+    cross_target: Option<&Target>,
+    broker: &RunningBroker,
+    env: &Environment,
+) -> Result<Profile> {
+    let class = cross_target.and_then(|t| t.def.class.profile());
+    Profile::load(
+        root,
+        class.unwrap_or_else(|| {
+            default_profile(broker.info.platform.as_deref(), &env.target_triple)
+        }),
+    )
+}
+
+/// Samples the broker's memory and CPU, when its pid is known.
+fn start_sampler(broker: &RunningBroker, cores: usize, epoch: Instant) -> Option<Sampler> {
+    let sampler = broker.pid().map(|pid| Sampler::start(pid, cores, epoch));
+    if sampler.is_none() {
+        println!("    no broker pid: memory and CPU are not sampled (give --broker-pid)");
+    }
+    sampler
 }
 
 /// The workloads to run: the suite's, or the files given, with the command

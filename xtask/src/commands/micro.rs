@@ -282,6 +282,21 @@ fn write_report(run_dir: &Path, report: &Report) -> Result<(PathBuf, PathBuf, Pa
     Ok((json, md, html))
 }
 
+/// The runner a target's benchmarks went through under emulation (empty natively).
+fn runner_command(target: Option<&Target>) -> Vec<String> {
+    match target {
+        Some(t) if t.emulated() => t
+            .def
+            .runner
+            .command
+            .iter()
+            .chain(&t.def.runner.args)
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 pub fn run(options: &Options) -> Result<()> {
     let root = crate::infra::cargo::project_root();
     let sh = Shell::new()?;
@@ -300,12 +315,7 @@ pub fn run(options: &Options) -> Result<()> {
         .map(|triple| crate::infra::host::load_target(&root, triple))
         .transpose()?;
 
-    let mut env = Environment::capture(&sh, &root);
-    if let Some(t) = &target {
-        env.target_triple = t.triple().to_string();
-        env.runner = t.runner_name();
-        env.emulated = t.emulated();
-    }
+    let env = Environment::capture_for(&sh, &root, target.as_ref());
     let home = criterion_home(&crate::infra::cargo::target_dir()?, &env.target_triple);
     check_baseline_exists(options, &home, &env.target_triple)?;
     let settings = options.settings();
@@ -325,17 +335,7 @@ pub fn run(options: &Options) -> Result<()> {
     }
     std::fs::create_dir_all(&home).with_context(|| format!("cannot create {}", home.display()))?;
 
-    let runner_command: Vec<String> = match &target {
-        Some(t) if t.emulated() => t
-            .def
-            .runner
-            .command
-            .iter()
-            .chain(&t.def.runner.args)
-            .cloned()
-            .collect(),
-        _ => Vec::new(),
-    };
+    let runner_command = runner_command(target.as_ref());
     println!(
         "==> micro {run_id}: CRITERION_HOME={}{}",
         home.display(),

@@ -5,7 +5,10 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+
 use xshell::{cmd, Shell};
+
+use crate::infra::targets::Target;
 
 // The broker's feature probe, compiled into xtask: std only, no dependency on
 // the broker crate. `from_cpuinfo` is only called on hosts without a std
@@ -49,6 +52,18 @@ pub struct Environment {
 }
 
 impl Environment {
+    /// This machine, with the target, runner and emulation of `target`
+    /// when the broker (or benchmark) runs as that target's binary.
+    pub fn capture_for(sh: &Shell, root: &Path, target: Option<&Target>) -> Environment {
+        let mut env = Environment::capture(sh, root);
+        if let Some(t) = target {
+            env.target_triple = t.triple().to_string();
+            env.runner = t.runner_name();
+            env.emulated = t.emulated();
+        }
+        env
+    }
+
     /// Captures the environment of this host, now.
     pub fn capture(sh: &Shell, root: &Path) -> Environment {
         let rustc_vv = cmd!(sh, "rustc -vV").quiet().read().unwrap_or_default();
