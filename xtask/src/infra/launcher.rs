@@ -226,7 +226,9 @@ pub fn start_built(invocation: Invocation<'_>, run_dir: &Path) -> Result<Running
         .env("NO_COLOR", "1")
         .current_dir(run_dir);
     let log = run_dir.join("broker.log");
-    let ready_file = run_dir.join("broker.ready.json");
+    // Absolute: the broker runs in `run_dir` and must not resolve it again.
+    let ready_file = std::path::absolute(run_dir.join("broker.ready.json"))
+        .context("cannot resolve the ready file's path")?;
     // A file left by an earlier run must not pass for this broker's.
     match std::fs::remove_file(&ready_file) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -638,5 +640,59 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A stand-in broker that keeps the readiness contract: answers
+    /// `--version` and `--print-platform`, else writes `--ready-file` (temp
+    /// file, then rename) and waits to be stopped.
+    const FAKE_BROKER: &str = r#"#!/bin/sh
+case "$1" in
+  --version) echo "broker 0.0.0-fake"; exit 0 ;;
+  --print-platform) echo "fake platform"; exit 0 ;;
+esac
+ready=""
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--ready-file" ]; then ready="$2"; fi
+  shift
+done
+[ -n "$ready" ] || { echo "no --ready-file given" >&2; exit 3; }
+echo "listening: mqtt 127.0.0.1:1 (not what xtask reads)" >&2
+printf '{"pid": %s, "mqtt": "127.0.0.1:41883", "websocket": null, "kafka": "127.0.0.1:49092", "amqp": null, "metrics": null}\n' $$ > "$ready.tmp"
+mv "$ready.tmp" "$ready"
+exec sleep 30
+"#;
+
+    #[test]
+    fn our_broker_is_started_with_a_ready_file_and_read_from_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("fake-broker");
+        std::fs::write(&fake, FAKE_BROKER).unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir(&run_dir).unwrap();
+        // A stale file from an earlier run must not count.
+        std::fs::write(
+            run_dir.join("broker.ready.json"),
+            r#"{"pid": 1, "mqtt": "127.0.0.1:1", "websocket": null, "kafka": null, "amqp": null, "metrics": null}"#,
+        )
+        .unwrap();
+        let mut broker = start_built(
+            Invocation {
+                binary: &fake,
+                target: None,
+            },
+            &run_dir,
+        )
+        .unwrap();
+        assert_eq!(broker.address(), "127.0.0.1:41883");
+        assert_eq!(
+            broker.info.kafka_address.as_deref(),
+            Some("127.0.0.1:49092")
+        );
+        assert_eq!(broker.info.amqp_address, None);
+        assert_eq!(broker.info.version.as_deref(), Some("broker 0.0.0-fake"));
+        assert!(broker.pid().is_some());
+        broker.stop();
     }
 }
