@@ -1,0 +1,16 @@
+//! Processes, the host and cargo: starting brokers and the load generator, sampling, targets and host probing, tool lookup and installation.
+
+pub mod build;
+pub mod cargo;
+pub mod criterion;
+pub mod environment;
+pub mod host;
+pub mod install;
+pub mod launcher;
+pub mod lint;
+pub mod loadgen;
+pub mod run_dir;
+pub mod sampler;
+pub mod smoke;
+pub mod targets;
+pub mod tools;

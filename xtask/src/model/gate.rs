@@ -1,0 +1,382 @@
+//! Threshold profiles (`targets/profiles/*.toml`) and the gate's result
+//! types: thresholds, verdicts and the gate report stored in report.json.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// What a threshold is about; each has a fixed comparison (DESIGN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThresholdKind {
+    /// Established connections ≥ limit.
+    Connections,
+    /// Received messages per second > limit.
+    Throughput,
+    /// End-to-end p99 latency < limit (microseconds).
+    P99Latency,
+    /// Broker peak RSS < limit (bytes).
+    BrokerMemory,
+    /// Broker CPU, % of the machine, < limit.
+    Cpu,
+    /// Broker binary size < limit (bytes).
+    BinarySize,
+}
+
+impl ThresholdKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ThresholdKind::Connections => "connections",
+            ThresholdKind::Throughput => "throughput",
+            ThresholdKind::P99Latency => "p99 latency",
+            ThresholdKind::BrokerMemory => "broker memory",
+            ThresholdKind::Cpu => "CPU",
+            ThresholdKind::BinarySize => "binary size",
+        }
+    }
+
+    /// Thresholds about speed and resources: under qemu-user they measure the
+    /// emulator (its slowdown, its own RSS and CPU), not the target.
+    pub(crate) fn is_performance(self) -> bool {
+        matches!(
+            self,
+            ThresholdKind::Throughput
+                | ThresholdKind::P99Latency
+                | ThresholdKind::Cpu
+                | ThresholdKind::BrokerMemory
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    pub kind: ThresholdKind,
+    /// In the unit the kind compares in (count, msg/s, µs, bytes, %).
+    pub limit: f64,
+    /// `≥ 1,000,000`, `< 15 ms`: as the profile file says it.
+    pub limit_text: String,
+    /// Where the number comes from.
+    pub from: String,
+}
+
+/// A named set of thresholds: one platform class (or the CI box).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub name: String,
+    pub file: PathBuf,
+    pub description: String,
+    pub thresholds: Vec<Threshold>,
+    /// Gate throughput, latency, CPU and memory even when the broker ran
+    /// under emulation (`gate_emulated = true`; default: informational).
+    pub gate_emulated: bool,
+}
+
+// The file format. Every table is optional: a threshold a class does not
+// have (CPU for embedded, binary size for high_perf) is simply absent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProfileFile {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    gate_emulated: bool,
+    connections: Option<AtLeast>,
+    throughput: Option<Above>,
+    p99_latency: Option<BelowMs>,
+    broker_memory: Option<BelowSize>,
+    cpu: Option<BelowPercent>,
+    binary_size: Option<BelowSize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AtLeast {
+    at_least: u64,
+    from: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Above {
+    above_msg_per_sec: f64,
+    from: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BelowMs {
+    below_ms: f64,
+    from: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BelowSize {
+    below: String,
+    from: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BelowPercent {
+    below_percent: f64,
+    from: String,
+}
+
+pub fn profiles_dir(root: &Path) -> PathBuf {
+    root.join("targets/profiles")
+}
+
+/// Profile names available in `dir` (file stems), sorted.
+pub fn available(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+impl Profile {
+    /// `targets/profiles/<name>.toml`; an unknown name lists the available ones.
+    pub fn load(root: &Path, name: &str) -> Result<Profile> {
+        let dir = profiles_dir(root);
+        let file = dir.join(format!("{name}.toml"));
+        if name.contains(['/', '\\']) || !file.is_file() {
+            bail!(
+                "unknown threshold profile `{name}`; available: {} (files in {})",
+                available(&dir).join(", "),
+                dir.display()
+            );
+        }
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        Profile::parse(&file, &text)
+    }
+
+    /// Parses a profile file; any problem is one line naming the file and key.
+    pub fn parse(file: &Path, text: &str) -> Result<Profile> {
+        let f = file.display();
+        let parsed: ProfileFile = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!("{f}: {}", loadgen::spec::describe_toml_error(text, &e))
+        })?;
+        let positive = |key: &str, v: f64| -> Result<f64> {
+            if v.is_finite() && v > 0.0 {
+                Ok(v)
+            } else {
+                bail!("{f}: key `{key}` = {v}: must be a positive number")
+            }
+        };
+        let mut thresholds = Vec::new();
+        if let Some(t) = parsed.connections {
+            let v = positive("connections.at_least", t.at_least as f64)?;
+            thresholds.push(Threshold {
+                kind: ThresholdKind::Connections,
+                limit: v,
+                limit_text: format!("≥ {}", crate::model::units::thousands(t.at_least)),
+                from: t.from,
+            });
+        }
+        if let Some(t) = parsed.throughput {
+            let v = positive("throughput.above_msg_per_sec", t.above_msg_per_sec)?;
+            thresholds.push(Threshold {
+                kind: ThresholdKind::Throughput,
+                limit: v,
+                limit_text: format!("> {} msg/s", crate::model::units::thousands(v as u64)),
+                from: t.from,
+            });
+        }
+        if let Some(t) = parsed.p99_latency {
+            let v = positive("p99_latency.below_ms", t.below_ms)?;
+            thresholds.push(Threshold {
+                kind: ThresholdKind::P99Latency,
+                limit: v * 1_000.0,
+                limit_text: format!("< {v} ms"),
+                from: t.from,
+            });
+        }
+        if let Some(t) = parsed.broker_memory {
+            let v = parse_size(&t.below).map_err(|e| {
+                anyhow::anyhow!("{f}: key `broker_memory.below` = {:?}: {e}", t.below)
+            })?;
+            thresholds.push(Threshold {
+                kind: ThresholdKind::BrokerMemory,
+                limit: v,
+                limit_text: format!("< {}", t.below.trim()),
+                from: t.from,
+            });
+        }
+        if let Some(t) = parsed.cpu {
+            let v = positive("cpu.below_percent", t.below_percent)?;
+            thresholds.push(Threshold {
+                kind: ThresholdKind::Cpu,
+                limit: v,
+                limit_text: format!("< {v} % of machine"),
+                from: t.from,
+            });
+        }
+        if let Some(t) = parsed.binary_size {
+            let v = parse_size(&t.below).map_err(|e| {
+                anyhow::anyhow!("{f}: key `binary_size.below` = {:?}: {e}", t.below)
+            })?;
+            thresholds.push(Threshold {
+                kind: ThresholdKind::BinarySize,
+                limit: v,
+                limit_text: format!("< {}", t.below.trim()),
+                from: t.from,
+            });
+        }
+        Ok(Profile {
+            name: file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            file: file.to_path_buf(),
+            description: parsed.description,
+            thresholds,
+            gate_emulated: parsed.gate_emulated,
+        })
+    }
+}
+
+/// `"1.5 GB"` → bytes. kB/MB/GB/TB are decimal (10^3...), KiB/MiB/GiB binary.
+pub fn parse_size(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .replace('_', "")
+        .parse()
+        .map_err(|_| "not a size: write e.g. \"512 MB\" or \"1.5 GB\"".to_string())?;
+    let factor = match unit.trim() {
+        "B" | "" => 1.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?}: use B, kB, MB, GB, TB (decimal) or KiB, MiB, GiB"
+            ))
+        }
+    };
+    if number <= 0.0 {
+        return Err("must be positive".into());
+    }
+    Ok(number * factor)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    Pass,
+    Fail,
+    NotMeasured,
+    /// Measured under emulation and reported, not gated: neither a pass nor a fail.
+    Informational,
+}
+
+impl VerdictKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Pass => "pass",
+            VerdictKind::Fail => "FAIL",
+            VerdictKind::NotMeasured => "not measured",
+            VerdictKind::Informational => "info (emulated)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub threshold: String,
+    /// The protocol the verdict is about (throughput and latency are judged
+    /// per protocol); None for the whole broker.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    pub limit: String,
+    /// What was measured, or why nothing was.
+    pub measured: String,
+    /// The measured number in the threshold's unit (count, msg/s, µs, bytes, %).
+    pub value: Option<f64>,
+    pub verdict: VerdictKind,
+    pub from: String,
+}
+
+impl Verdict {
+    /// `throughput (mqtt)`, `broker memory`: the threshold and its scope.
+    pub fn label(&self) -> String {
+        match &self.protocol {
+            Some(p) => format!("{} ({p})", self.threshold),
+            None => self.threshold.clone(),
+        }
+    }
+}
+
+/// `pass`: every threshold passed; `incomplete`: none failed but some were
+/// not measured or informational; `fail`: at least one failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateResult {
+    Pass,
+    Incomplete,
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateReport {
+    pub profile: String,
+    pub profile_file: String,
+    pub result: GateResult,
+    pub verdicts: Vec<Verdict>,
+}
+
+impl GateReport {
+    pub fn failed(&self) -> bool {
+        self.result == GateResult::Fail
+    }
+
+    pub(crate) fn count(&self, kind: VerdictKind) -> usize {
+        self.verdicts.iter().filter(|v| v.verdict == kind).count()
+    }
+}
+
+/// The profile for a platform class: from the broker's `--print-platform`
+/// when we have it, else from the triple. Classes without a profile of their
+/// own (`generic`) are judged by the triple.
+pub fn default_profile(platform: Option<&str>, triple: &str) -> &'static str {
+    let class = platform.and_then(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("effective class: "))
+            .and_then(|rest| rest.split([';', ' ']).next())
+    });
+    match class {
+        Some("high_perf") => "high_perf",
+        Some("embedded") => "embedded",
+        _ => class_for_triple(triple),
+    }
+}
+
+/// DESIGN.md: x86_64 and aarch64 are servers; 32-bit ARM and RISC-V (and
+/// other small targets) are embedded.
+pub fn class_for_triple(triple: &str) -> &'static str {
+    let arch = triple.split('-').next().unwrap_or("");
+    if ["x86_64", "aarch64", "arm64", "powerpc64", "s390x"]
+        .iter()
+        .any(|a| arch.starts_with(a))
+    {
+        "high_perf"
+    } else {
+        "embedded"
+    }
+}

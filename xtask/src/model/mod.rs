@@ -1,0 +1,11 @@
+//! The data xtask reads and writes: reports, baselines, manifests, micro-benchmark and gate results, with their load/save and schema versions.
+
+pub mod baseline;
+pub mod broker;
+pub mod gate;
+pub mod manifest;
+pub mod metric;
+pub mod micro;
+pub mod report;
+pub mod suite;
+pub mod units;

@@ -1,0 +1,11 @@
+//! Reports as text: Markdown, HTML (with SVG charts) and terminal lines.
+
+pub mod chart;
+pub mod compare;
+pub mod environment;
+pub mod gate;
+pub mod html;
+pub mod manifest;
+pub mod markdown;
+pub mod micro;
+pub mod terminal;
