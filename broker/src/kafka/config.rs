@@ -206,6 +206,25 @@ mod tests {
         assert!(d.kafka.bind.ip().is_loopback());
         assert_eq!(d.kafka.storage, KafkaStorage::Disk);
         assert_eq!(d.kafka.log_config().retention_bytes, None);
+        assert_eq!(d.kafka.max_connections, None);
+        assert_eq!(d.kafka.first_request_timeout_ms, 10_000);
+        assert_eq!(d.kafka.connections_max_idle_ms, 600_000);
+        let mut c = Config::default();
+        c.kafka.max_connections = Some(0);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("kafka.max_connections"));
+        let mut c = Config::default();
+        c.kafka.connections_max_idle_ms = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("kafka.connections_max_idle_ms"));
+        let c = Config::parse("[kafka]\nmax_connections = 2\nfirst_request_timeout_ms = 500\n")
+            .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.kafka.max_connections, Some(2));
 
         let err = Config::parse("[kafka]\nflush = \"sometimes\"\n").unwrap_err();
         assert!(err.starts_with("line 2 key `kafka.flush`"), "{err}");
