@@ -43,6 +43,8 @@ pub struct AmqpConfig {
     pub default_max_length: Option<u64>,
     /// Seconds a new connection has to finish the handshake (header to connection.open).
     pub handshake_timeout_secs: u64,
+    /// AMQP connections open at once; `None` = only `server.max_connections` applies.
+    pub max_connections: Option<usize>,
     /// Accept any user name and password while `users` is empty.
     pub allow_anonymous: bool,
     /// User name → password (PLAIN and AMQPLAIN); when non-empty, a login must match.
@@ -63,6 +65,7 @@ impl Default for AmqpConfig {
             max_message_bytes: 128 * 1024 * 1024,
             default_max_length: None,
             handshake_timeout_secs: 10,
+            max_connections: None,
             allow_anonymous: true,
             users: BTreeMap::new(),
         }
@@ -93,6 +96,12 @@ impl AmqpConfig {
         if self.default_max_length == Some(0) {
             return Err(
                 "amqp.default_max_length = 0: must be at least 1, or left out for no limit".into(),
+            );
+        }
+        if self.max_connections == Some(0) {
+            return Err(
+                "amqp.max_connections = 0: must be at least 1 (leave it out for the global limit)"
+                    .into(),
             );
         }
         if self.handshake_timeout_secs == 0 {

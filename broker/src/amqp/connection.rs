@@ -31,10 +31,13 @@ const WRITE_BATCH: usize = 64 * 1024;
 const CLOSE_OK_WAIT: Duration = Duration::from_secs(1);
 
 pub async fn serve(stream: TcpStream, hub: Arc<AmqpHub>, shutdown: watch::Receiver<bool>) {
-    let Ok(_permit) = hub.connection_permits.clone().try_acquire_owned() else {
-        hub.metrics
-            .connection_refused(Protocol::Amqp, "max_connections");
-        return;
+    let _slot = match hub.connection_permits.take() {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            hub.metrics
+                .connection_refused(Protocol::Amqp, refusal.kind());
+            return;
+        }
     };
     hub.metrics.connection_opened(Protocol::Amqp);
     let counters = hub.metrics.counters(Protocol::Amqp);

@@ -26,6 +26,7 @@ use super::queue::{
 };
 use super::routing::ExchangeKind;
 use super::store::{self, Store};
+use crate::core::slots::ConnectionSlots;
 use crate::metrics::{Metrics, Protocol, ProtocolCounters};
 use crate::storage::StorageError;
 use crate::storage::StorageMode;
@@ -163,7 +164,8 @@ struct State {
 pub struct AmqpHub {
     pub config: AmqpConfig,
     pub metrics: Arc<Metrics>,
-    pub connection_permits: Arc<Semaphore>,
+    /// The global connection limit and `amqp.max_connections`.
+    pub connection_permits: ConnectionSlots,
     counters: ProtocolCounters,
     state: Mutex<State>,
 }
@@ -217,11 +219,12 @@ impl AmqpHub {
                 );
             }
         }
+        let connection_permits = ConnectionSlots::new(connection_permits, config.max_connections);
         Ok(Arc::new(AmqpHub {
             counters: metrics.counters(Protocol::Amqp),
+            connection_permits,
             config,
             metrics,
-            connection_permits,
             state: Mutex::new(state),
         }))
     }

@@ -53,6 +53,13 @@ pub struct KafkaConfig {
     pub group_max_session_timeout_ms: u64,
     /// How long the first rebalance of an empty group waits for more members.
     pub group_initial_rebalance_delay_ms: u64,
+    /// Kafka connections open at once; `None` = only `server.max_connections` applies.
+    pub max_connections: Option<usize>,
+    /// Time a new connection has to send its first complete request.
+    pub first_request_timeout_ms: u64,
+    /// A connection with no request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -74,6 +81,9 @@ impl Default for KafkaConfig {
             group_min_session_timeout_ms: 1000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 0,
+            max_connections: None,
+            first_request_timeout_ms: 10_000,
+            connections_max_idle_ms: 600_000,
         }
     }
 }
@@ -110,6 +120,28 @@ impl KafkaConfig {
                 "kafka.max_frame_bytes = {}: must be between 1024 and 2147483647 (try 104857600)",
                 self.max_frame_bytes
             ));
+        }
+        if self.max_connections == Some(0) {
+            return Err(
+                "kafka.max_connections = 0: must be at least 1 (leave it out for the global limit)"
+                    .into(),
+            );
+        }
+        for (key, value, hint) in [
+            (
+                "first_request_timeout_ms",
+                self.first_request_timeout_ms,
+                10_000,
+            ),
+            (
+                "connections_max_idle_ms",
+                self.connections_max_idle_ms,
+                600_000,
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!("kafka.{key} = 0: must be at least 1 (try {hint})"));
+            }
         }
         if self.advertised_host.as_deref().is_some_and(str::is_empty) {
             return Err(
@@ -174,6 +206,25 @@ mod tests {
         assert!(d.kafka.bind.ip().is_loopback());
         assert_eq!(d.kafka.storage, KafkaStorage::Disk);
         assert_eq!(d.kafka.log_config().retention_bytes, None);
+        assert_eq!(d.kafka.max_connections, None);
+        assert_eq!(d.kafka.first_request_timeout_ms, 10_000);
+        assert_eq!(d.kafka.connections_max_idle_ms, 600_000);
+        let mut c = Config::default();
+        c.kafka.max_connections = Some(0);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("kafka.max_connections"));
+        let mut c = Config::default();
+        c.kafka.connections_max_idle_ms = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("kafka.connections_max_idle_ms"));
+        let c = Config::parse("[kafka]\nmax_connections = 2\nfirst_request_timeout_ms = 500\n")
+            .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.kafka.max_connections, Some(2));
 
         let err = Config::parse("[kafka]\nflush = \"sometimes\"\n").unwrap_err();
         assert!(err.starts_with("line 2 key `kafka.flush`"), "{err}");

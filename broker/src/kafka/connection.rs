@@ -3,13 +3,21 @@
 //! A bad frame size (negative, beyond `max_frame_bytes`, or too short for a
 //! header) or a request that does not decode closes this connection only;
 //! an API or version not served is answered with UNSUPPORTED_VERSION.
+//!
+//! A connection must send its first complete request within
+//! `first_request_timeout_ms` and then one at least every
+//! `connections_max_idle_ms`, or it is closed. Buffers grown for a large
+//! request or response are given back once it has been handled, so an idle
+//! connection holds no read buffer and at most a small write buffer.
 
+use std::io::ErrorKind;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::codec;
 use super::dispatch;
@@ -19,18 +27,70 @@ use crate::metrics::{Protocol, ProtocolCounters};
 
 /// Responses are written once this much is queued, or when no request is waiting.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Room made in the read buffer when data arrives.
+const READ_CHUNK: usize = 16 * 1024;
+/// A written-out response buffer larger than this is given back rather than reused.
+const KEEP_WRITE_BUFFER: usize = 2 * WRITE_BATCH;
 
 pub async fn serve(stream: TcpStream, hub: Arc<KafkaHub>, shutdown: watch::Receiver<bool>) {
-    let Ok(_permit) = hub.connection_permits.clone().try_acquire_owned() else {
-        hub.metrics
-            .connection_refused(Protocol::Kafka, "max_connections");
-        return;
+    let _slot = match hub.connection_permits.take() {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            hub.metrics
+                .connection_refused(Protocol::Kafka, refusal.kind());
+            return;
+        }
     };
     hub.metrics.connection_opened(Protocol::Kafka);
     let counters = hub.metrics.counters(Protocol::Kafka);
     let why = run(stream, &hub, shutdown, &counters).await;
     tracing::debug!("kafka connection closed: {why}");
     hub.metrics.connection_closed(Protocol::Kafka);
+}
+
+/// The connection's read and write buffers.
+#[derive(Default)]
+struct Buffers {
+    /// Bytes read and not yet split into requests.
+    read: BytesMut,
+    /// Responses not yet written.
+    write: BytesMut,
+}
+
+impl Buffers {
+    /// Called when every whole request has been handled and the responses
+    /// written: an empty read buffer is dropped (it may share one large
+    /// allocation with the last request), and a write buffer grown beyond
+    /// [`KEEP_WRITE_BUFFER`] is replaced by an empty one. A partly received
+    /// request keeps its buffer.
+    fn release_idle(&mut self) {
+        if self.read.is_empty() {
+            self.read = BytesMut::new();
+        }
+        if self.write.is_empty() && self.write.capacity() > KEEP_WRITE_BUFFER {
+            self.write = BytesMut::new();
+        }
+    }
+}
+
+/// Reads what arrived into `buf`, making room only once data is there (an
+/// idle connection holds no read buffer). Cancel-safe: it is raced in `select!`.
+async fn read_more(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+            buf.reserve(READ_CHUNK);
+        }
+        match stream.try_read_buf(buf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                // Readiness was stale: don't sit on a buffer while waiting.
+                if buf.is_empty() {
+                    *buf = BytesMut::new();
+                }
+            }
+            result => return result,
+        }
+    }
 }
 
 async fn write(
@@ -55,47 +115,60 @@ async fn run(
     counters: &ProtocolCounters,
 ) -> String {
     let max = hub.config.max_frame_bytes;
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut out = BytesMut::new();
+    let idle = Duration::from_millis(hub.config.connections_max_idle_ms);
+    let mut deadline = Instant::now() + Duration::from_millis(hub.config.first_request_timeout_ms);
+    let mut requests_seen = false;
+    let mut bufs = Buffers::default();
     loop {
-        match codec::next_frame(&mut buf, max) {
+        match codec::next_frame(&mut bufs.read, max) {
             Err(e) => {
                 hub.metrics.protocol_error(Protocol::Kafka, e.kind());
-                let _ = write(&mut stream, &mut out, counters).await;
+                let _ = write(&mut stream, &mut bufs.write, counters).await;
                 return e.to_string();
             }
             Ok(Some(frame)) => {
+                requests_seen = true;
                 if dispatch::may_wait(codec::request_start(&frame).api_key) {
-                    if let Err(e) = write(&mut stream, &mut out, counters).await {
+                    if let Err(e) = write(&mut stream, &mut bufs.write, counters).await {
                         return e;
                     }
                 }
                 let handled = tokio::select! {
-                    r = dispatch::handle(hub, frame, &mut out, counters) => r,
+                    r = dispatch::handle(hub, frame, &mut bufs.write, counters) => r,
                     _ = shutdown.changed() => return "broker shutting down".into(),
                 };
                 if let Err(e) = handled {
                     hub.metrics
                         .protocol_error(Protocol::Kafka, "malformed_request");
-                    let _ = write(&mut stream, &mut out, counters).await;
+                    let _ = write(&mut stream, &mut bufs.write, counters).await;
                     return e.to_string();
                 }
-                if out.len() >= WRITE_BATCH {
-                    if let Err(e) = write(&mut stream, &mut out, counters).await {
+                deadline = Instant::now() + idle;
+                if bufs.write.len() >= WRITE_BATCH {
+                    if let Err(e) = write(&mut stream, &mut bufs.write, counters).await {
                         return e;
                     }
                 }
             }
             Ok(None) => {
-                if let Err(e) = write(&mut stream, &mut out, counters).await {
+                if let Err(e) = write(&mut stream, &mut bufs.write, counters).await {
                     return e;
                 }
+                bufs.release_idle();
                 let read = tokio::select! {
-                    r = stream.read_buf(&mut buf) => r,
+                    r = read_more(&stream, &mut bufs.read) => r,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        let (kind, why) = match requests_seen {
+                            false => ("handshake_timeout", "no complete request within kafka.first_request_timeout_ms"),
+                            true => ("idle_timeout", "no request within kafka.connections_max_idle_ms"),
+                        };
+                        hub.metrics.protocol_error(Protocol::Kafka, kind);
+                        return why.into();
+                    }
                     _ = shutdown.changed() => return "broker shutting down".into(),
                 };
                 match read {
-                    Ok(0) if buf.is_empty() => return "closed by the client".into(),
+                    Ok(0) if bufs.read.is_empty() => return "closed by the client".into(),
                     Ok(0) => {
                         hub.metrics
                             .protocol_error(Protocol::Kafka, "truncated_frame");
@@ -108,5 +181,49 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BufMut;
+
+    use super::*;
+
+    #[test]
+    fn buffers_shrink_after_a_large_request_and_response() {
+        let mut bufs = Buffers::default();
+        // A 4 MiB request arrives, in chunks as from the socket.
+        let size = 4 << 20;
+        bufs.read.put_i32(size as i32);
+        let chunk = vec![7u8; 64 * 1024];
+        while bufs.read.len() < 4 + size {
+            let n = chunk.len().min(4 + size - bufs.read.len());
+            bufs.read.extend_from_slice(&chunk[..n]);
+        }
+        let frame = codec::next_frame(&mut bufs.read, 100 << 20)
+            .unwrap()
+            .expect("a whole frame");
+        assert_eq!(frame.len(), size);
+        drop(frame);
+        // Its 4 MiB response is queued and written.
+        bufs.write.extend_from_slice(&vec![1u8; 4 << 20]);
+        assert!(bufs.write.capacity() >= 4 << 20);
+        bufs.write.clear();
+        bufs.release_idle();
+        assert_eq!(bufs.read.capacity(), 0, "idle: no read buffer");
+        assert_eq!(bufs.write.capacity(), 0, "large write buffer given back");
+    }
+
+    #[test]
+    fn small_write_buffer_is_kept_and_a_partial_request_keeps_its_bytes() {
+        let mut bufs = Buffers::default();
+        bufs.write.extend_from_slice(&[0u8; 1024]);
+        let kept = bufs.write.capacity();
+        bufs.write.clear();
+        bufs.read.extend_from_slice(&[0, 0, 0, 100, 1, 2]);
+        bufs.release_idle();
+        assert_eq!(bufs.write.capacity(), kept);
+        assert_eq!(&bufs.read[..], &[0, 0, 0, 100, 1, 2]);
     }
 }

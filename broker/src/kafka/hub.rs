@@ -14,6 +14,7 @@ use super::group::{GroupConfig, GroupCoordinator};
 use super::offsets::OffsetStore;
 use super::producer::ProducerIds;
 use super::topic::Topics;
+use crate::core::slots::ConnectionSlots;
 use crate::metrics::Metrics;
 use crate::storage::StorageError;
 
@@ -35,7 +36,8 @@ pub struct KafkaHub {
     offsets: Mutex<OffsetStore>,
     pub producer_ids: ProducerIds,
     pub metrics: Arc<Metrics>,
-    pub connection_permits: Arc<Semaphore>,
+    /// The global connection limit and `kafka.max_connections`.
+    pub connection_permits: ConnectionSlots,
 }
 
 impl KafkaHub {
@@ -66,6 +68,7 @@ impl KafkaHub {
             max_session_timeout: Duration::from_millis(config.group_max_session_timeout_ms),
             initial_rebalance_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
         });
+        let connection_permits = ConnectionSlots::new(connection_permits, config.max_connections);
         Ok(Arc::new(KafkaHub {
             config,
             advertised_host,

@@ -40,6 +40,9 @@ pub struct MqttConfig {
     pub connect_timeout_secs: u64,
     /// Longest session expiry (seconds) granted to 5.0 clients; u32::MAX = no limit.
     pub max_session_expiry_secs: u32,
+    /// MQTT connections (TCP and WebSocket) open at once; `None` = only
+    /// `server.max_connections` applies.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for MqttConfig {
@@ -60,6 +63,7 @@ impl Default for MqttConfig {
             users: BTreeMap::new(),
             connect_timeout_secs: 10,
             max_session_expiry_secs: u32::MAX,
+            max_connections: None,
         }
     }
 }
@@ -89,6 +93,12 @@ impl MqttConfig {
                 "mqtt.ws_path = {:?}: must start with '/' (e.g. \"/mqtt\")",
                 m.ws_path
             ));
+        }
+        if m.max_connections == Some(0) {
+            return Err(
+                "mqtt.max_connections = 0: must be at least 1 (leave it out for the global limit)"
+                    .into(),
+            );
         }
         if m.connect_timeout_secs == 0 {
             return Err("mqtt.connect_timeout_secs = 0: must be at least 1 (try 10)".into());

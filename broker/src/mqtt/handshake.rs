@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, watch};
 use tokio::time::timeout;
 
 use super::codec::{self, DecodeError};
@@ -18,6 +18,7 @@ use super::state::{decode_error_kind, Connection};
 use super::transport::Transport;
 use crate::config::Limits;
 use crate::core::io::write_timed;
+use crate::core::slots::Slot;
 use crate::core::topic::valid_topic_name;
 use crate::core::ClientId;
 use crate::metrics::Protocol;
@@ -31,7 +32,7 @@ pub(super) struct Accepted {
     pub keep_alive: Option<Duration>,
     /// Fires when another connection takes the client id over.
     pub kicked: oneshot::Receiver<Kick>,
-    pub permit: OwnedSemaphorePermit,
+    pub permit: Slot,
 }
 
 /// Runs the handshake; `None` when the connection ended in it (refused,
@@ -87,15 +88,11 @@ pub(super) async fn handshake<T: Transport>(
     };
     let verdict = check_connect(hub, &connect);
     let permit = match verdict {
-        Ok(()) => hub
-            .connection_permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| {
-                hub.metrics
-                    .connection_refused(Protocol::Mqtt, "max_connections");
-                refuse(reason::QUOTA_EXCEEDED, reason::v3::SERVER_UNAVAILABLE)
-            }),
+        Ok(()) => hub.connection_permits.take().map_err(|refusal| {
+            hub.metrics
+                .connection_refused(Protocol::Mqtt, refusal.kind());
+            refuse(reason::QUOTA_EXCEEDED, reason::v3::SERVER_UNAVAILABLE)
+        }),
         Err((v5, v3, kind)) => {
             hub.metrics.connection_refused(Protocol::Mqtt, kind);
             Err(refuse(v5, v3))

@@ -18,6 +18,7 @@ use super::session::{
 };
 use crate::config::Limits;
 use crate::core::retained::RetainedStore;
+use crate::core::slots::ConnectionSlots;
 use crate::core::topic::{parse_filter, Matched, SubscriptionTree};
 use crate::core::{ClientId, Message, MessageProperties};
 use crate::metrics::{Metrics, Protocol};
@@ -50,8 +51,8 @@ pub struct MqttHub {
     pub config: MqttConfig,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
-    /// One permit per open connection (all protocols share it in later issues).
-    pub connection_permits: Arc<Semaphore>,
+    /// The global connection limit and `mqtt.max_connections`.
+    pub connection_permits: ConnectionSlots,
     sessions: Mutex<HashMap<ClientId, Arc<Session>>>,
     subscriptions: RwLock<SubscriptionTree<SubscriptionEntry>>,
     retained: Mutex<RetainedStore>,
@@ -69,6 +70,7 @@ impl MqttHub {
         metrics: Arc<Metrics>,
         connection_permits: Arc<Semaphore>,
     ) -> Arc<MqttHub> {
+        let connection_permits = ConnectionSlots::new(connection_permits, config.max_connections);
         Arc::new(MqttHub {
             config,
             limits,

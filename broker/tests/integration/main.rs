@@ -12,6 +12,7 @@ mod amqp_pika;
 mod broker_process;
 mod cli;
 mod common;
+mod connection_slots;
 mod fairness;
 mod kafka_durability;
 mod kafka_kcat;
