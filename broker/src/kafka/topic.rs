@@ -53,6 +53,7 @@ pub enum AppendError {
 impl AppendError {
     pub fn code(&self) -> i16 {
         match self {
+            AppendError::Corrupt(e) if e.is_invalid_record() => ResponseError::InvalidRecord.code(),
             AppendError::Corrupt(_) => ResponseError::CorruptMessage.code(),
             AppendError::OutOfOrderSequence { .. } => {
                 ResponseError::OutOfOrderSequenceNumber.code()
