@@ -25,3 +25,4 @@ mod raw;
 mod rumqttc_v311;
 mod rumqttc_v5;
 mod sessions;
+mod storage_integrity;
