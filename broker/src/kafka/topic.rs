@@ -221,7 +221,7 @@ impl Topics {
         let Some(root) = &topics.root else {
             return Ok(topics);
         };
-        fs::create_dir_all(root).map_err(StorageError::io("cannot create", root))?;
+        crate::storage::create_dir_durable(root).map_err(StorageError::io("cannot create", root))?;
         let mut found: BTreeMap<String, i32> = BTreeMap::new();
         for entry in fs::read_dir(root).map_err(StorageError::io("cannot list", root))? {
             let name = entry
@@ -318,6 +318,7 @@ impl Topics {
                 let dir = Self::partition_dir(root, name, p.index);
                 fs::remove_dir_all(&dir).map_err(StorageError::io("cannot delete", &dir))?;
             }
+            crate::storage::sync_dir(root).map_err(StorageError::io("cannot sync", root))?;
         }
         Ok(true)
     }

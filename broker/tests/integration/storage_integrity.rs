@@ -263,3 +263,67 @@ async fn kafka_batches_must_back_their_offsets_and_every_valid_one_stays_fetchab
     mqtt_round_trip(&broker, "kafka-after-restart").await;
     broker.shutdown().await;
 }
+
+/// Declares durable `name` and publishes `body` into it persistently, confirmed.
+async fn durable_queue_with(conn: &lapin::Connection, name: &str, body: &[u8]) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.queue_declare(
+        name,
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .expect("a durable queue with a 200-byte name is declared");
+    let confirm = ch
+        .basic_publish(
+            "",
+            name,
+            BasicPublishOptions::default(),
+            body,
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap();
+    assert!(timeout(WAIT, confirm).await.unwrap().unwrap().is_ack());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_queues_with_the_longest_names_survive_a_restart() {
+    use lapin::options::BasicGetOptions;
+    // Hex-encoded, these names take 400 bytes: more than a file name may.
+    // They share their first 150 bytes, so a prefix cannot tell them apart.
+    let first = format!("{}{}", "q".repeat(150), "a".repeat(50));
+    let second = format!("{}{}", "q".repeat(150), "b".repeat(50));
+    let short = "short-durable";
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker_with(on_disk(dir.path())).await;
+    let conn = crate::common::amqp_connect(&broker).await;
+    for name in [first.as_str(), second.as_str(), short] {
+        durable_queue_with(&conn, name, name.as_bytes()).await;
+    }
+    conn.close(200, "bye").await.unwrap();
+    mqtt_round_trip(&broker, "amqp-before-restart").await;
+    broker.shutdown().await;
+
+    let broker = start_broker_with(on_disk(dir.path())).await;
+    let conn = crate::common::amqp_connect(&broker).await;
+    let ch = conn.create_channel().await.unwrap();
+    for name in [first.as_str(), second.as_str(), short] {
+        let got = ch
+            .basic_get(name, BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("the message of '{name}' survived"));
+        assert_eq!(got.delivery.data, name.as_bytes());
+    }
+    conn.close(200, "bye").await.unwrap();
+    mqtt_round_trip(&broker, "amqp-after-restart").await;
+    broker.shutdown().await;
+}

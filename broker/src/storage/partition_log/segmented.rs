@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 use super::LogConfig;
-use crate::storage::StorageError;
+use crate::storage::{create_dir_durable, sync_dir, StorageError};
 
 /// Log bytes between two index entries.
 const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -77,19 +77,6 @@ fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
             }
             done += n;
         }
-        Ok(())
-    }
-}
-
-/// Makes a new or removed directory entry durable.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
         Ok(())
     }
 }
@@ -343,7 +330,9 @@ impl Segment {
 impl SegmentedLog {
     /// Opens (or creates) the log in `dir`, recovering the active segment.
     pub fn open(dir: &Path, config: LogConfig) -> Result<SegmentedLog, StorageError> {
-        fs::create_dir_all(dir).map_err(StorageError::io("cannot create log directory", dir))?;
+        // A new partition directory is fsynced into its parent, or a crash
+        // could lose the directory with every acknowledged batch in it.
+        create_dir_durable(dir).map_err(StorageError::io("cannot create log directory", dir))?;
         let mut bases: Vec<i64> = fs::read_dir(dir)
             .map_err(StorageError::io("cannot list log directory", dir))?
             .filter_map(|e| {
