@@ -221,7 +221,8 @@ impl Topics {
         let Some(root) = &topics.root else {
             return Ok(topics);
         };
-        crate::storage::create_dir_durable(root).map_err(StorageError::io("cannot create", root))?;
+        crate::storage::create_dir_durable(root)
+            .map_err(StorageError::io("cannot create", root))?;
         let mut found: BTreeMap<String, i32> = BTreeMap::new();
         for entry in fs::read_dir(root).map_err(StorageError::io("cannot list", root))? {
             let name = entry

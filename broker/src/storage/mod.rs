@@ -37,7 +37,9 @@ pub enum StorageError {
     },
     #[error("offset {offset} is outside the log [{start}, {end}]")]
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
-    #[error("{path}: an earlier failed write could not be rolled back; refusing to append after it")]
+    #[error(
+        "{path}: an earlier failed write could not be rolled back; refusing to append after it"
+    )]
     Torn { path: PathBuf },
 }
 

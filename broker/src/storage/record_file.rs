@@ -19,7 +19,8 @@ use super::{append_or_roll_back, create_dir_durable, sync_dir, AppendFailure, St
 /// Records larger than this are treated as corruption at recovery (the
 /// broker never writes one: messages are limited to 1 GiB by the config).
 const MAX_RECORD: usize = (1 << 30) + (1 << 20);
-const RECORD_HEADER: usize = 8;
+/// Bytes a record takes besides its payload (length and checksum).
+pub const RECORD_HEADER: usize = 8;
 
 pub struct RecordLog {
     path: PathBuf,
@@ -166,6 +167,30 @@ impl RecordLog {
             "cannot duplicate the handle of",
             &self.path,
         ))
+    }
+
+    /// The first record of the file at `path`, if it is intact and at most
+    /// `max_len` bytes, read without the rest of the file.
+    pub fn first_record(path: &Path, max_len: usize) -> Result<Option<Vec<u8>>, StorageError> {
+        let file = File::open(path).map_err(StorageError::io("cannot open", path))?;
+        let total = file
+            .metadata()
+            .map_err(StorageError::io("cannot stat", path))?
+            .len();
+        let mut header = [0u8; RECORD_HEADER];
+        if total < RECORD_HEADER as u64 || (&file).read_exact(&mut header).is_err() {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        if len > max_len || total < (RECORD_HEADER + len) as u64 {
+            return Ok(None);
+        }
+        let mut payload = vec![0u8; len];
+        (&file)
+            .read_exact(&mut payload)
+            .map_err(StorageError::io("cannot read", path))?;
+        let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
+        Ok((crate::accel::crc32c::checksum(&payload) == crc).then_some(payload))
     }
 
     pub fn path(&self) -> &Path {

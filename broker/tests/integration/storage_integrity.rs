@@ -292,6 +292,7 @@ async fn durable_queue_with(conn: &lapin::Connection, name: &str, body: &[u8]) {
         .await
         .unwrap();
     assert!(timeout(WAIT, confirm).await.unwrap().unwrap().is_ack());
+    ch.close(200, "done").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
