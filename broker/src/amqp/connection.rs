@@ -114,8 +114,10 @@ async fn run(
     let silence = heartbeat.map(|h| h * 2);
     let why = loop {
         session.process(&mut buf);
-        if session.take_need_sync() {
-            hub.sync().await;
+        if let Some(seq) = session.take_need_sync() {
+            if !hub.sync_covering(seq).await {
+                session.sync_failed();
+            }
         }
         session.send_confirms();
         if let Some(why) = session.done.take() {

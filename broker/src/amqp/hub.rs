@@ -143,6 +143,8 @@ pub struct PublishOutcome {
     pub refused: bool,
     /// A queue file was written (it must be fsynced before a confirm).
     pub wrote_to_disk: bool,
+    /// The write number an fsync must cover before this message is confirmed.
+    pub write_seq: u64,
 }
 
 #[derive(Default)]
@@ -159,6 +161,12 @@ struct State {
     to_dead_letter: Vec<(String, QueuedMessage, DeadReason)>,
     store: Option<Store>,
     dirty_queues: HashSet<String>,
+    /// Counts writes to the store; an fsync started after write `n` covers it.
+    write_seq: u64,
+    /// An fsync failed: what was written since may be lost, so persistent
+    /// messages for durable queues are refused until a restart (as Kafka
+    /// takes a failed log directory offline).
+    storage_failed: bool,
 }
 
 pub struct AmqpHub {
@@ -168,6 +176,13 @@ pub struct AmqpHub {
     pub connection_permits: ConnectionSlots,
     counters: ProtocolCounters,
     state: Mutex<State>,
+    /// Held for a whole fsync round, and holds the highest write number the
+    /// last completed round covered. A file's handle is taken (and the file
+    /// marked clean) only under it, so a connection whose writes another
+    /// round is syncing waits for that round instead of confirming early.
+    synced: tokio::sync::Mutex<u64>,
+    #[cfg(test)]
+    fail_fsync: std::sync::atomic::AtomicBool,
 }
 
 fn now_ms() -> u64 {
@@ -226,6 +241,9 @@ impl AmqpHub {
             config,
             metrics,
             state: Mutex::new(state),
+            synced: tokio::sync::Mutex::new(0),
+            #[cfg(test)]
+            fail_fsync: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -364,23 +382,56 @@ impl AmqpHub {
         Ok(outcome)
     }
 
-    /// fsyncs every queue file written since the last call.
+    /// fsyncs every file written since the last round.
     pub async fn sync(&self) {
-        let files = self.state().take_sync_handles();
-        if files.is_empty() {
-            return;
-        }
-        let synced = tokio::task::spawn_blocking(move || {
-            for f in files {
-                if let Err(e) = f.sync_data() {
-                    tracing::error!("amqp: fsync failed: {e}");
-                }
+        self.sync_covering(u64::MAX).await;
+    }
+
+    /// Returns once an fsync covering write `seq` (a [`PublishOutcome::write_seq`])
+    /// has completed: true, or false when fsync failed (now or before), in
+    /// which case what it should have covered must be nacked.
+    pub async fn sync_covering(&self, seq: u64) -> bool {
+        let mut synced = self.synced.lock().await;
+        let (files, target) = {
+            let mut st = self.state();
+            if st.storage_failed {
+                return false;
             }
-        })
-        .await;
-        if let Err(e) = synced {
-            tracing::error!("amqp: fsync task failed: {e}");
+            if *synced >= seq {
+                return true;
+            }
+            (st.take_sync_handles(), st.write_seq)
+        };
+        if !files.is_empty() {
+            #[cfg(test)]
+            let fail = self.fail_fsync.load(std::sync::atomic::Ordering::Relaxed);
+            #[cfg(not(test))]
+            let fail = false;
+            let synced_all = tokio::task::spawn_blocking(move || {
+                for f in files {
+                    let result = match fail {
+                        true => Err(std::io::Error::other("fsync failed (injected)")),
+                        false => f.sync_data(),
+                    };
+                    if let Err(e) = result {
+                        tracing::error!(
+                            "amqp: fsync failed, refusing persistent messages until restart: {e}"
+                        );
+                        return false;
+                    }
+                }
+                true
+            })
+            .await
+            .unwrap_or(false);
+            if !synced_all {
+                self.state().storage_failed = true;
+                self.metrics.protocol_error(Protocol::Amqp, "fsync_failed");
+                return false;
+            }
         }
+        *synced = target;
+        true
     }
 
     /// Messages ready in `queue` (tests and metrics).
@@ -482,6 +533,7 @@ impl State {
         }
         if wrote {
             self.dirty_queues.insert(queue.to_string());
+            self.write_seq += 1;
         }
     }
 
@@ -534,6 +586,17 @@ impl State {
             outcome.refused = true;
             return outcome;
         }
+        if self.storage_failed
+            && message.is_persistent()
+            && targets.iter().any(|q| {
+                self.queues
+                    .get(q)
+                    .is_some_and(|q| q.durable && q.log.is_some())
+            })
+        {
+            outcome.refused = true;
+            return outcome;
+        }
         let now = now_ms();
         for name in targets {
             let Some(q) = self.queues.get_mut(&name) else {
@@ -549,6 +612,8 @@ impl State {
                             Ok(()) => {
                                 outcome.wrote_to_disk = true;
                                 self.dirty_queues.insert(name.clone());
+                                self.write_seq += 1;
+                                outcome.write_seq = self.write_seq;
                             }
                             Err(e) => {
                                 tracing::error!("amqp: {e}");
@@ -677,6 +742,57 @@ mod tests {
             multiple,
         }));
         hub.handle(conn, 1, &m).unwrap();
+    }
+
+    #[tokio::test]
+    async fn confirms_wait_for_an_fsync_covering_them_and_a_failed_fsync_stops_persistence() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(StorageMode::Disk, dir.path());
+        let (conn, _rx) = client(&hub);
+        declare(&hub, conn, "d", true);
+        let out = publish(&hub, conn, "d", b"a", true);
+        assert!(out.wrote_to_disk && out.write_seq > 0 && !out.refused);
+        // The flush tick (or another connection) has taken the files and is
+        // still fsyncing them: this publish's confirm must wait for that round.
+        let round = hub.synced.lock().await;
+        let files = hub.state().take_sync_handles();
+        assert!(!files.is_empty());
+        let waiter = {
+            let hub = hub.clone();
+            tokio::spawn(async move { hub.sync_covering(out.write_seq).await })
+        };
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !waiter.is_finished(),
+            "no confirm before the covering fsync has returned"
+        );
+        for f in files {
+            f.sync_data().unwrap();
+        }
+        let mut round = round;
+        *round = hub.state().write_seq;
+        drop(round);
+        assert!(waiter.await.unwrap(), "covered once that round completed");
+        assert!(hub.sync_covering(out.write_seq).await, "already covered");
+
+        // An fsync fails: the publish it covered is to be nacked, and later
+        // persistent messages for durable queues are refused.
+        let out = publish(&hub, conn, "d", b"b", true);
+        hub.fail_fsync
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(!hub.sync_covering(out.write_seq).await);
+        hub.fail_fsync
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let refused = publish(&hub, conn, "d", b"c", true);
+        assert!(refused.refused && !refused.wrote_to_disk);
+        assert!(!hub.sync_covering(refused.write_seq).await, "stays failed");
+        // Transient messages and non-durable queues carry on.
+        assert!(!publish(&hub, conn, "d", b"t", false).refused);
+        declare(&hub, conn, "mem", false);
+        assert!(!publish(&hub, conn, "mem", b"p", true).refused);
+        assert!(hub.metrics.encode().contains("kind=\"fsync_failed\""));
     }
 
     #[test]

@@ -65,9 +65,11 @@ pub(super) struct Session {
     tx: mpsc::UnboundedSender<Bytes>,
     tuning: Tuning,
     channels: HashMap<u16, ChannelLocal>,
-    /// (channel, sequence number, ack) of publishes to confirm after this batch.
-    confirms: Vec<(u16, u64, bool)>,
-    need_sync: bool,
+    /// (channel, sequence number, ack, written to disk) of publishes to
+    /// confirm after this batch.
+    confirms: Vec<(u16, u64, bool, bool)>,
+    /// The highest store write of this batch that must be fsynced first.
+    need_sync: Option<u64>,
     /// When connection.close was sent (we wait for close-ok).
     pub closing: Option<Instant>,
     /// Set when the connection must end, with the reason.
@@ -89,7 +91,7 @@ impl Session {
             tuning,
             channels: HashMap::new(),
             confirms: Vec::new(),
-            need_sync: false,
+            need_sync: None,
             closing: None,
             done: None,
         }
@@ -150,7 +152,7 @@ impl Session {
             .protocol_error(Protocol::Amqp, "channel_error");
         tracing::debug!("amqp: channel {channel} error: {e}");
         self.hub.close_channel(self.conn, channel);
-        self.confirms.retain(|(c, _, _)| *c != channel);
+        self.confirms.retain(|(c, ..)| *c != channel);
         self.send(
             channel,
             AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
@@ -294,7 +296,7 @@ impl Session {
             AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
                 self.hub.close_channel(self.conn, ch);
                 self.channels.remove(&ch);
-                self.confirms.retain(|(c, _, _)| *c != ch);
+                self.confirms.retain(|(c, ..)| *c != ch);
                 self.send(
                     ch,
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
@@ -397,10 +399,11 @@ impl Session {
         if outcome.wrote_to_disk
             && (confirm.is_some() || self.hub.config.flush == AmqpFlushPolicy::EveryPublish)
         {
-            self.need_sync = true;
+            self.need_sync = self.need_sync.max(Some(outcome.write_seq));
         }
         if let Some(seq) = confirm {
-            self.confirms.push((ch, seq, !outcome.refused));
+            self.confirms
+                .push((ch, seq, !outcome.refused, outcome.wrote_to_disk));
         }
         Ok(())
     }
@@ -408,8 +411,17 @@ impl Session {
     /// After a batch of frames: whether what confirms (or the flush policy)
     /// need is on disk only once the hub has synced (the I/O loop does that
     /// before [`Session::send_confirms`]).
-    pub fn take_need_sync(&mut self) -> bool {
-        std::mem::take(&mut self.need_sync)
+    pub fn take_need_sync(&mut self) -> Option<u64> {
+        self.need_sync.take()
+    }
+
+    /// The fsync that had to cover this batch failed: what it wrote is nacked.
+    pub fn sync_failed(&mut self) {
+        for (_, _, ack, on_disk) in &mut self.confirms {
+            if *on_disk {
+                *ack = false;
+            }
+        }
     }
 
     /// Sends the confirms of the batch, one `multiple` ack per channel when
@@ -420,7 +432,7 @@ impl Session {
         }
         let confirms = std::mem::take(&mut self.confirms);
         let mut by_channel: Vec<(u16, Vec<(u64, bool)>)> = Vec::new();
-        for (ch, seq, ack) in confirms {
+        for (ch, seq, ack, _) in confirms {
             match by_channel.iter_mut().find(|(c, _)| *c == ch) {
                 Some((_, v)) => v.push((seq, ack)),
                 None => by_channel.push((ch, vec![(seq, ack)])),

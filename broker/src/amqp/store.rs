@@ -8,7 +8,11 @@
 //!   message (id, expiry, exchange, routing key, content header and body
 //!   frames) and a record per message removed (acked, purged, expired,
 //!   dead-lettered). Rewritten with the live messages at start-up; emptied
-//!   whenever no live message is left.
+//!   whenever no live message is left. A name longer than
+//!   [`MAX_HEX_NAME`] bytes would not fit a file name in hex (255 bytes on
+//!   common file systems): its file is `queues/long-<FNV-1a 64 of the
+//!   name>-<n>.log` and starts with a record holding the real name, which
+//!   tells two names of the same hash apart.
 //!
 //! Both use [`RecordLog`], which checksums records and drops a torn tail.
 
@@ -23,11 +27,17 @@ use bytes::{Buf, BufMut, BytesMut};
 use super::codec::{self, Frame};
 use super::hub::{Binding, Destination};
 use super::queue::{Message, QueuedMessage};
+use crate::storage::record_file::RECORD_HEADER;
 use crate::storage::RecordLog;
 use crate::storage::StorageError;
 
 const ENQUEUE: u8 = 1;
 const REMOVE: u8 = 2;
+/// The first record of a long-named queue's file: the queue's name.
+const NAME: u8 = 3;
+/// Queue names up to this many bytes keep their hex-encoded file name
+/// (250 characters plus `.log`), as files written before long names existed do.
+const MAX_HEX_NAME: usize = 125;
 
 /// A change to the durable definitions.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,19 +222,58 @@ impl Store {
         self.definitions.take_sync_handle()
     }
 
-    fn queue_path(&self, name: &str) -> PathBuf {
-        let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
-        self.root.join("queues").join(format!("{hex}.log"))
+    fn queues_dir(&self) -> PathBuf {
+        self.root.join("queues")
+    }
+
+    /// The file of queue `name`, and the record naming the queue inside it
+    /// (long names only). A long name gets the first `long-<hash>-<n>.log`
+    /// whose name record is `name`, or else the first free `n`.
+    fn queue_file(&self, name: &str) -> Result<(PathBuf, Option<Vec<u8>>), StorageError> {
+        if name.len() <= MAX_HEX_NAME {
+            let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+            return Ok((self.queues_dir().join(format!("{hex}.log")), None));
+        }
+        let mut record = vec![NAME];
+        record.extend_from_slice(name.as_bytes());
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let mut free = None;
+        for n in 0u32.. {
+            let path = self.queues_dir().join(format!("long-{hash:016x}-{n}.log"));
+            if !path.exists() {
+                // Files of a hash are never renumbered, so gaps only come
+                // from deleted queues: look a little past them.
+                free.get_or_insert(path);
+                if n >= 8 {
+                    break;
+                }
+                continue;
+            }
+            if RecordLog::first_record(&path, record.len())?.as_deref() == Some(&record[..]) {
+                return Ok((path, Some(record)));
+            }
+        }
+        Ok((free.expect("a free slot was seen"), Some(record)))
     }
 
     /// A fresh file for a newly declared durable queue (left-overs of an
     /// earlier queue of the same name are discarded).
     pub fn create_queue_log(&mut self, name: &str) -> Result<QueueLog, StorageError> {
-        let (mut log, records) = RecordLog::open(&self.queue_path(name))?;
+        let (path, name_record) = self.queue_file(name)?;
+        let (mut log, records) = RecordLog::open(&path)?;
         if !records.is_empty() {
             log.clear()?;
         }
-        Ok(QueueLog { log, live: 0 })
+        if let Some(r) = &name_record {
+            log.append(r)?;
+        }
+        Ok(QueueLog {
+            log,
+            live: 0,
+            name_record,
+        })
     }
 
     /// Reopens a durable queue's file: its live messages in order, the file compacted.
@@ -232,7 +281,8 @@ impl Store {
         &mut self,
         name: &str,
     ) -> Result<(QueueLog, Vec<QueuedMessage>), StorageError> {
-        let (mut log, records) = RecordLog::open(&self.queue_path(name))?;
+        let (path, name_record) = self.queue_file(name)?;
+        let (mut log, records) = RecordLog::open(&path)?;
         let mut live: BTreeMap<u64, (QueuedMessage, Vec<u8>)> = BTreeMap::new();
         let mut unreadable = 0;
         for r in records {
@@ -246,16 +296,29 @@ impl Store {
                     }
                     None => unreadable += 1,
                 },
+                Some(&NAME) => {}
                 _ => unreadable += 1,
             }
         }
         if unreadable > 0 {
             tracing::warn!("amqp: queue '{name}': skipped {unreadable} unreadable records");
         }
-        log.rewrite(live.values().map(|(_, r)| r.as_slice()))?;
+        log.rewrite(
+            name_record
+                .as_deref()
+                .into_iter()
+                .chain(live.values().map(|(_, r)| r.as_slice())),
+        )?;
         let count = live.len();
         let messages = live.into_values().map(|(m, _)| m).collect();
-        Ok((QueueLog { log, live: count }, messages))
+        Ok((
+            QueueLog {
+                log,
+                live: count,
+                name_record,
+            },
+            messages,
+        ))
     }
 }
 
@@ -263,6 +326,8 @@ impl Store {
 pub struct QueueLog {
     log: RecordLog,
     live: usize,
+    /// What the file starts with when the name is too long for the file name.
+    name_record: Option<Vec<u8>>,
 }
 
 impl QueueLog {
@@ -287,10 +352,17 @@ impl QueueLog {
 
     /// Empties the file once nothing in it is live.
     pub fn clear_if_dead(&mut self) -> Result<bool, StorageError> {
-        if self.live > 0 || self.log.is_empty() {
+        let floor = self
+            .name_record
+            .as_ref()
+            .map_or(0, |r| (r.len() + RECORD_HEADER) as u64);
+        if self.live > 0 || self.log.len() <= floor {
             return Ok(false);
         }
         self.log.clear()?;
+        if let Some(r) = &self.name_record {
+            self.log.append(r)?;
+        }
         Ok(true)
     }
 
@@ -442,7 +514,7 @@ mod tests {
         assert_eq!(log.live(), 2);
         drop(log);
         // A crash while appending a fourth message.
-        let path = store.queue_path("jobs/ü");
+        let path = store.queue_file("jobs/ü").unwrap().0;
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -470,5 +542,40 @@ mod tests {
         let back = decode_message(&encode_message(&m)).unwrap();
         assert_eq!(back.message.body.len(), 300_000);
         assert_eq!(back.id, 7);
+    }
+
+    #[test]
+    fn long_names_get_bounded_files_that_a_hash_collision_cannot_mix_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        let name = "n".repeat(255);
+        let (slot0, record) = store.queue_file(&name).unwrap();
+        assert!(record.is_some());
+        let file_name = slot0.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(file_name.len() < 64, "{file_name}");
+        // Another queue already holds slot 0 (as a colliding name would).
+        let (mut other, _) = RecordLog::open(&slot0).unwrap();
+        other.append(b"\x03someone else").unwrap();
+        drop(other);
+        let mut log = store.create_queue_log(&name).unwrap();
+        log.append(&qm(1, "mine")).unwrap();
+        drop(log);
+        let (slot, _) = store.queue_file(&name).unwrap();
+        assert_ne!(slot, slot0);
+        let (mut log, messages) = store.open_queue_log(&name).unwrap();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(&messages[0].message.body[..], b"mine");
+        // Emptied, the file keeps its name record and is still found.
+        log.remove(1).unwrap();
+        assert!(log.clear_if_dead().unwrap());
+        assert!(!log.clear_if_dead().unwrap());
+        drop(log);
+        assert_eq!(store.queue_file(&name).unwrap().0, slot);
+        let (_, messages) = store.open_queue_log(&name).unwrap();
+        assert!(messages.is_empty());
+        assert_eq!(
+            RecordLog::first_record(&slot0, 64).unwrap().unwrap(),
+            b"\x03someone else"
+        );
     }
 }

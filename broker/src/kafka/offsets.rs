@@ -1,17 +1,18 @@
 //! Committed consumer-group offsets, kept in memory and, with disk storage,
 //! in an append-only file (`data_dir/kafka/consumer_offsets.log`) replayed at
 //! start-up. Each record is `[len u32][crc32c u32][payload]`; a torn tail is
-//! cut off on replay; the file is rewritten compactly when it has grown to
-//! several times the live entries.
+//! cut off on replay, and a commit whose write fails is rolled back to the
+//! last complete record so later commits stay readable; the file is
+//! rewritten compactly when it has grown to several times the live entries.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::{Buf, BufMut, BytesMut};
 
-use crate::storage::StorageError;
+use crate::storage::{append_or_roll_back, create_dir_durable, AppendFailure, StorageError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -21,9 +22,18 @@ pub struct Committed {
 
 type Key = (String, String, i32);
 
+/// The offsets file: where it is, and the length of its complete records.
+struct OffsetFile {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    /// A failed write could not be rolled back; commits are refused.
+    torn: bool,
+}
+
 pub struct OffsetStore {
     map: HashMap<Key, Committed>,
-    file: Option<(PathBuf, File)>,
+    file: Option<OffsetFile>,
     records_in_file: usize,
 }
 
@@ -84,49 +94,66 @@ impl OffsetStore {
     /// Replays `path` (creating it if needed), cutting off a torn tail.
     pub fn open(path: &Path) -> Result<OffsetStore, StorageError> {
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(StorageError::io("cannot create", dir))?;
+            create_dir_durable(dir).map_err(StorageError::io("cannot create", dir))?;
         }
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(path)
             .map_err(StorageError::io("cannot open", path))?;
-        let mut raw = Vec::new();
-        file.read_to_end(&mut raw)
-            .map_err(StorageError::io("cannot read", path))?;
+        let total = file
+            .metadata()
+            .map_err(StorageError::io("cannot stat", path))?
+            .len();
+        let mut reader = BufReader::with_capacity(1 << 16, &file);
         let mut map = HashMap::new();
-        let mut at = 0;
+        let mut at = 0u64;
         let mut records = 0;
-        while at + 8 <= raw.len() {
-            let len = u32::from_be_bytes(raw[at..at + 4].try_into().expect("4 bytes")) as usize;
-            let crc = u32::from_be_bytes(raw[at + 4..at + 8].try_into().expect("4 bytes"));
-            let Some(payload) = raw.get(at + 8..at + 8 + len) else {
-                break;
-            };
-            if crate::accel::crc32c::checksum(payload) != crc {
+        let mut payload = Vec::new();
+        while total - at >= 8 {
+            let mut header = [0u8; 8];
+            reader
+                .read_exact(&mut header)
+                .map_err(StorageError::io("cannot read", path))?;
+            let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
+            let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
+            if total - at - 8 < u64::from(len) {
                 break;
             }
-            let Some((key, value)) = decode(payload) else {
+            payload.resize(len as usize, 0);
+            reader
+                .read_exact(&mut payload)
+                .map_err(StorageError::io("cannot read", path))?;
+            if crate::accel::crc32c::checksum(&payload) != crc {
+                break;
+            }
+            let Some((key, value)) = decode(&payload) else {
                 break;
             };
             map.insert(key, value);
             records += 1;
-            at += 8 + len;
+            at += 8 + u64::from(len);
         }
-        if at < raw.len() {
+        drop(reader);
+        if at < total {
             tracing::warn!(
                 "kafka: {}: cutting off a torn tail of {} bytes",
                 path.display(),
-                raw.len() - at
+                total - at
             );
-            file.set_len(at as u64)
+            file.set_len(at)
                 .and_then(|()| file.sync_all())
                 .map_err(StorageError::io("cannot truncate", path))?;
         }
         Ok(OffsetStore {
             map,
-            file: Some((path.to_path_buf(), file)),
+            file: Some(OffsetFile {
+                path: path.to_path_buf(),
+                file,
+                len: at,
+                torn: false,
+            }),
             records_in_file: records,
         })
     }
@@ -154,20 +181,32 @@ impl OffsetStore {
         group: &str,
         entries: Vec<(String, i32, Committed)>,
     ) -> Result<(), StorageError> {
-        let mut batch = BytesMut::new();
-        for (topic, partition, value) in entries {
-            let key = (group.to_string(), topic, partition);
-            if self.file.is_some() {
-                batch.extend_from_slice(&encode(&key, &value));
-                self.records_in_file += 1;
+        let entries: Vec<(Key, Committed)> = entries
+            .into_iter()
+            .map(|(topic, partition, value)| ((group.to_string(), topic, partition), value))
+            .collect();
+        if let Some(f) = &mut self.file {
+            if f.torn {
+                return Err(StorageError::Torn {
+                    path: f.path.clone(),
+                });
             }
-            self.map.insert(key, value);
+            let mut batch = BytesMut::new();
+            for (key, value) in &entries {
+                batch.extend_from_slice(&encode(key, value));
+            }
+            // Written and fsynced before the offsets count as committed.
+            if let Err(failure) = append_or_roll_back(&mut f.file, f.len, &batch) {
+                f.torn = matches!(failure, AppendFailure::Torn);
+                return Err(failure.into_storage_error("cannot write", &f.path));
+            }
+            f.len += batch.len() as u64;
+            f.file
+                .sync_data()
+                .map_err(StorageError::io("cannot sync", f.path.clone()))?;
+            self.records_in_file += entries.len();
         }
-        if let Some((path, file)) = &mut self.file {
-            file.write_all(&batch)
-                .and_then(|()| file.sync_data())
-                .map_err(StorageError::io("cannot write", path.clone()))?;
-        }
+        self.map.extend(entries);
         if self.records_in_file > 4 * self.map.len() + 1000 {
             self.compact()?;
         }
@@ -186,7 +225,7 @@ impl OffsetStore {
 
     /// Rewrites the file with the live entries only (write, fsync, rename).
     fn compact(&mut self) -> Result<(), StorageError> {
-        let Some((path, _)) = &self.file else {
+        let Some(OffsetFile { path, .. }) = &self.file else {
             return Ok(());
         };
         let path = path.clone();
@@ -208,7 +247,12 @@ impl OffsetStore {
             OpenOptions::new().read(true).append(true).open(&path)
         };
         let file = write().map_err(StorageError::io("cannot compact", path.clone()))?;
-        self.file = Some((path, file));
+        self.file = Some(OffsetFile {
+            path,
+            file,
+            len: data.len() as u64,
+            torn: false,
+        });
         self.records_in_file = self.map.len();
         Ok(())
     }

@@ -53,6 +53,7 @@ pub enum AppendError {
 impl AppendError {
     pub fn code(&self) -> i16 {
         match self {
+            AppendError::Corrupt(e) if e.is_invalid_record() => ResponseError::InvalidRecord.code(),
             AppendError::Corrupt(_) => ResponseError::CorruptMessage.code(),
             AppendError::OutOfOrderSequence { .. } => {
                 ResponseError::OutOfOrderSequenceNumber.code()
@@ -220,7 +221,8 @@ impl Topics {
         let Some(root) = &topics.root else {
             return Ok(topics);
         };
-        fs::create_dir_all(root).map_err(StorageError::io("cannot create", root))?;
+        crate::storage::create_dir_durable(root)
+            .map_err(StorageError::io("cannot create", root))?;
         let mut found: BTreeMap<String, i32> = BTreeMap::new();
         for entry in fs::read_dir(root).map_err(StorageError::io("cannot list", root))? {
             let name = entry
@@ -317,6 +319,7 @@ impl Topics {
                 let dir = Self::partition_dir(root, name, p.index);
                 fs::remove_dir_all(&dir).map_err(StorageError::io("cannot delete", &dir))?;
             }
+            crate::storage::sync_dir(root).map_err(StorageError::io("cannot sync", root))?;
         }
         Ok(true)
     }

@@ -2,28 +2,34 @@
 //! full at start-up (durable AMQP queues and their definitions).
 //!
 //! Each record is `len: u32 BE`, `crc32c(payload): u32 BE`, `payload`.
-//! Recovery reads records until the first one that is cut short or fails its
-//! checksum (a write torn by a crash) and truncates the file there, so later
-//! appends follow the last good record. The Kafka `SegmentedLog` does not fit
+//! Recovery reads records (streaming, one record in memory besides those
+//! returned) until the first one that is cut short or fails its checksum (a
+//! write torn by a crash) and truncates the file there, so later appends
+//! follow the last good record. A write that fails at run time (disk full)
+//! is rolled back to the last good length for the same reason. The Kafka `SegmentedLog` does not fit
 //! here: it stores Kafka record batches and only ever deletes whole segments,
 //! while a queue removes single messages in any order.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::StorageError;
+use super::{append_or_roll_back, create_dir_durable, sync_dir, AppendFailure, StorageError};
 
 /// Records larger than this are treated as corruption at recovery (the
 /// broker never writes one: messages are limited to 1 GiB by the config).
 const MAX_RECORD: usize = (1 << 30) + (1 << 20);
-const RECORD_HEADER: usize = 8;
+/// Bytes a record takes besides its payload (length and checksum).
+pub const RECORD_HEADER: usize = 8;
 
 pub struct RecordLog {
     path: PathBuf,
     file: File,
     len: u64,
     dirty: bool,
+    /// A failed append could not be rolled back: appending on would put
+    /// records after a torn one, where recovery never reaches them.
+    torn: bool,
 }
 
 impl RecordLog {
@@ -31,8 +37,9 @@ impl RecordLog {
     /// tail is cut off.
     pub fn open(path: &Path) -> Result<(RecordLog, Vec<Vec<u8>>), StorageError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(StorageError::io("cannot create", dir))?;
+            create_dir_durable(dir).map_err(StorageError::io("cannot create", dir))?;
         }
+        let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -40,40 +47,55 @@ impl RecordLog {
             .truncate(false)
             .open(path)
             .map_err(StorageError::io("cannot open", path))?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)
+        if !existed {
+            if let Some(dir) = path.parent() {
+                sync_dir(dir).map_err(StorageError::io("cannot sync directory", dir))?;
+            }
+        }
+        let file_len = file
+            .metadata()
+            .map_err(StorageError::io("cannot stat", path))?
+            .len();
+        let (records, good) = read_records(BufReader::with_capacity(1 << 16, &file), file_len)
             .map_err(StorageError::io("cannot read", path))?;
-        let (records, good) = decode_records(&data);
-        if good < data.len() {
+        if good < file_len {
             tracing::warn!(
                 "{}: dropping a torn tail of {} bytes after {} intact records",
                 path.display(),
-                data.len() - good,
+                file_len - good,
                 records.len()
             );
-            file.set_len(good as u64)
+            file.set_len(good)
                 .map_err(StorageError::io("cannot truncate", path))?;
         }
-        file.seek(SeekFrom::Start(good as u64))
+        file.seek(SeekFrom::Start(good))
             .map_err(StorageError::io("cannot seek", path))?;
         Ok((
             RecordLog {
                 path: path.to_path_buf(),
                 file,
-                len: good as u64,
+                len: good,
                 dirty: false,
+                torn: false,
             },
             records,
         ))
     }
 
-    /// Appends one record (buffered by the OS until [`RecordLog::sync`]).
+    /// Appends one record (buffered by the OS until it is fsynced); after a
+    /// failed write the file is cut back to its last complete record.
     pub fn append(&mut self, payload: &[u8]) -> Result<(), StorageError> {
+        if self.torn {
+            return Err(StorageError::Torn {
+                path: self.path.clone(),
+            });
+        }
         let mut buf = Vec::with_capacity(RECORD_HEADER + payload.len());
         encode_record(&mut buf, payload);
-        self.file
-            .write_all(&buf)
-            .map_err(StorageError::io("cannot append to", &self.path))?;
+        if let Err(failure) = append_or_roll_back(&mut self.file, self.len, &buf) {
+            self.torn = matches!(failure, AppendFailure::Torn);
+            return Err(failure.into_storage_error("cannot append to", &self.path));
+        }
         self.len += buf.len() as u64;
         self.dirty = true;
         Ok(())
@@ -104,6 +126,7 @@ impl RecordLog {
         self.file = file;
         self.len = buf.len() as u64;
         self.dirty = false;
+        self.torn = false;
         Ok(())
     }
 
@@ -115,6 +138,7 @@ impl RecordLog {
             .map_err(StorageError::io("cannot truncate", &self.path))?;
         self.len = 0;
         self.dirty = true;
+        self.torn = false;
         Ok(())
     }
 
@@ -145,6 +169,30 @@ impl RecordLog {
         ))
     }
 
+    /// The first record of the file at `path`, if it is intact and at most
+    /// `max_len` bytes, read without the rest of the file.
+    pub fn first_record(path: &Path, max_len: usize) -> Result<Option<Vec<u8>>, StorageError> {
+        let file = File::open(path).map_err(StorageError::io("cannot open", path))?;
+        let total = file
+            .metadata()
+            .map_err(StorageError::io("cannot stat", path))?
+            .len();
+        let mut header = [0u8; RECORD_HEADER];
+        if total < RECORD_HEADER as u64 || (&file).read_exact(&mut header).is_err() {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        if len > max_len || total < (RECORD_HEADER + len) as u64 {
+            return Ok(None);
+        }
+        let mut payload = vec![0u8; len];
+        (&file)
+            .read_exact(&mut payload)
+            .map_err(StorageError::io("cannot read", path))?;
+        let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
+        Ok((crate::accel::crc32c::checksum(&payload) == crc).then_some(payload))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -162,30 +210,104 @@ fn encode_record(buf: &mut Vec<u8>, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
-/// The intact records at the start of `data`, and how many bytes they span.
-fn decode_records(data: &[u8]) -> (Vec<Vec<u8>>, usize) {
+/// The intact records at the start of a file of `total` bytes read through
+/// `r`, and how many bytes they span. A record's length is trusted only once
+/// the file is known to hold that many bytes, so a corrupt length allocates
+/// nothing.
+fn read_records(mut r: impl Read, total: u64) -> std::io::Result<(Vec<Vec<u8>>, u64)> {
     let mut records = Vec::new();
-    let mut pos = 0;
-    while data.len() - pos >= RECORD_HEADER {
-        let len = u32::from_be_bytes(data[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_be_bytes(data[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        let start = pos + RECORD_HEADER;
-        if len > MAX_RECORD || data.len() - start < len {
+    let mut pos = 0u64;
+    while total - pos >= RECORD_HEADER as u64 {
+        let mut header = [0u8; RECORD_HEADER];
+        r.read_exact(&mut header)?;
+        let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
+        let start = pos + RECORD_HEADER as u64;
+        if len > MAX_RECORD || total - start < len as u64 {
             break;
         }
-        let payload = &data[start..start + len];
-        if crate::accel::crc32c::checksum(payload) != crc {
+        let mut payload = vec![0u8; len];
+        r.read_exact(&mut payload)?;
+        if crate::accel::crc32c::checksum(&payload) != crc {
             break;
         }
-        records.push(payload.to_vec());
-        pos = start + len;
+        records.push(payload);
+        pos = start + len as u64;
     }
-    (records, pos)
+    Ok((records, pos))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::test_support::FailingFile;
+
+    fn decode_records(data: &[u8]) -> (Vec<Vec<u8>>, usize) {
+        let (records, end) = read_records(data, data.len() as u64).unwrap();
+        (records, end as usize)
+    }
+
+    fn record(payload: &[u8]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode_record(&mut buf, payload);
+        buf
+    }
+
+    #[test]
+    fn a_failed_write_is_rolled_back_so_later_records_survive_recovery() {
+        let (one, two, three) = (record(b"one"), record(b"two"), record(b"three"));
+        let mut file = FailingFile::default();
+        append_or_roll_back(&mut file, 0, &one).unwrap();
+        // The disk fills up half-way through the second record.
+        file.budget = Some(5);
+        let failed = append_or_roll_back(&mut file, one.len() as u64, &two);
+        assert!(matches!(failed, Err(AppendFailure::RolledBack(_))));
+        assert_eq!(file.data, one, "no partial record is left");
+        // Space again: the next (acknowledged) record follows the last good one.
+        file.budget = None;
+        append_or_roll_back(&mut file, one.len() as u64, &three).unwrap();
+        let (records, end) = decode_records(&file.data);
+        assert_eq!(records, vec![b"one".to_vec(), b"three".to_vec()]);
+        assert_eq!(end, file.data.len());
+
+        // What happened before: the torn half stays and hides the next record.
+        let mut unrolled = one.clone();
+        unrolled.extend_from_slice(&two[..5]);
+        unrolled.extend_from_slice(&three);
+        assert_eq!(decode_records(&unrolled).0, vec![b"one".to_vec()]);
+
+        // When even the roll-back fails, the caller learns the file is torn.
+        let mut file = FailingFile {
+            budget: Some(3),
+            truncate_fails: true,
+            ..FailingFile::default()
+        };
+        assert!(matches!(
+            append_or_roll_back(&mut file, 0, &one),
+            Err(AppendFailure::Torn)
+        ));
+    }
+
+    #[test]
+    fn recovery_streams_and_stops_at_a_length_past_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/dir/q.log");
+        let (mut log, _) = RecordLog::open(&path).unwrap();
+        log.append(&vec![7u8; 200_000]).unwrap();
+        log.append(b"small").unwrap();
+        drop(log);
+        // A header announcing 1 GiB that the file does not hold.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]).unwrap();
+        drop(f);
+        let (_, records) = RecordLog::open(&path).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].len(), 200_000);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            (2 * RECORD_HEADER + 200_000 + 5) as u64
+        );
+    }
 
     #[test]
     fn records_survive_reopen_and_a_torn_tail_is_cut() {

@@ -26,3 +26,4 @@ mod raw;
 mod rumqttc_v311;
 mod rumqttc_v5;
 mod sessions;
+mod storage_integrity;

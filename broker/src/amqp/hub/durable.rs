@@ -10,6 +10,7 @@ impl State {
             if let Err(e) = store.record(&def) {
                 tracing::error!("amqp: cannot record a definition: {e}");
             }
+            self.write_seq += 1;
         }
     }
 

@@ -239,7 +239,7 @@ fn confirmed_publish_is_acked_after_the_batch() {
     publish(b"two", &mut two);
     assert!(c.feed(&two).is_empty(), "confirms wait for the batch");
     assert!(
-        !c.session.take_need_sync(),
+        c.session.take_need_sync().is_none(),
         "nothing persistent on disk in memory mode"
     );
     c.session.send_confirms();

@@ -34,6 +34,31 @@ pub enum BatchError {
     CrcMismatch { stored: u32, computed: u32 },
     #[error("record batch last offset delta {0} is invalid")]
     BadOffsetDelta(i32),
+    #[error("record batch record count {0} is invalid")]
+    BadRecordCount(i32),
+    #[error(
+        "record batch last offset delta {last_offset_delta} does not fit its record count {record_count}"
+    )]
+    InconsistentOffsets {
+        last_offset_delta: i32,
+        record_count: i32,
+    },
+    #[error("record batch announces {announced} records, its bytes hold {found}")]
+    RecordCountMismatch { announced: i32, found: u64 },
+}
+
+impl BatchError {
+    /// Whether the batch is well formed but its header contradicts itself
+    /// (Kafka's INVALID_RECORD), rather than damaged (CORRUPT_MESSAGE).
+    pub fn is_invalid_record(&self) -> bool {
+        matches!(
+            self,
+            BatchError::BadOffsetDelta(_)
+                | BatchError::BadRecordCount(_)
+                | BatchError::InconsistentOffsets { .. }
+                | BatchError::RecordCountMismatch { .. }
+        )
+    }
 }
 
 /// The fixed header of one record batch.
@@ -104,8 +129,10 @@ impl BatchHeader {
         LOG_OVERHEAD + self.batch_length as usize
     }
 
+    /// The offset of the last record (saturating: a client may send any base offset).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// Records carried, as offsets: `last_offset_delta + 1`.
@@ -133,8 +160,9 @@ impl BatchHeader {
     }
 }
 
-/// Splits produce data into its batches, checking each one's length, magic
-/// and CRC32C. Returns the byte range and header of every batch.
+/// Splits produce data into its batches, checking each one's length, magic,
+/// CRC32C and that its offsets fit its records (see [`check_offsets`]).
+/// Returns the byte range and header of every batch.
 pub fn validate_batches(data: &[u8]) -> Result<Vec<(Range<usize>, BatchHeader)>, BatchError> {
     let mut out = Vec::new();
     let mut at = 0;
@@ -155,6 +183,7 @@ pub fn validate_batches(data: &[u8]) -> Result<Vec<(Range<usize>, BatchHeader)>,
             });
         }
         check_crc(&rest[..len], &header)?;
+        check_offsets(&rest[..len], &header)?;
         out.push((at..at + len, header));
         at += len;
     }
@@ -173,6 +202,46 @@ pub fn count_records(data: &[u8]) -> u64 {
         }
     }
     n
+}
+
+/// What Kafka's broker checks of a client's batch before assigning offsets:
+/// at least one record, `last_offset_delta == record_count - 1` (the log
+/// advances by `last_offset_delta + 1`, so a delta the records do not back
+/// would make the log skip or misplace offsets), and, for an uncompressed
+/// batch, exactly `record_count` length-prefixed records filling the batch.
+/// A compressed batch's records are not decompressed here.
+pub fn check_offsets(b: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
+    if header.record_count <= 0 {
+        return Err(BatchError::BadRecordCount(header.record_count));
+    }
+    if i64::from(header.last_offset_delta) + 1 != i64::from(header.record_count) {
+        return Err(BatchError::InconsistentOffsets {
+            last_offset_delta: header.last_offset_delta,
+            record_count: header.record_count,
+        });
+    }
+    if header.compression() != 0 {
+        return Ok(());
+    }
+    let mut rest = b.get(HEADER_LEN..).unwrap_or_default();
+    let mut found = 0u64;
+    while !rest.is_empty() {
+        let mismatch = BatchError::RecordCountMismatch {
+            announced: header.record_count,
+            found,
+        };
+        let (len, n) = read_varint(rest).ok_or(mismatch.clone())?;
+        let len = usize::try_from(len).map_err(|_| mismatch.clone())?;
+        rest = rest.get(n..).and_then(|r| r.get(len..)).ok_or(mismatch)?;
+        found += 1;
+    }
+    if found != u64::try_from(header.record_count).unwrap_or(0) {
+        return Err(BatchError::RecordCountMismatch {
+            announced: header.record_count,
+            found,
+        });
+    }
+    Ok(())
 }
 
 /// Checks the CRC32C of one whole batch (`b` holds exactly the batch).
@@ -203,14 +272,14 @@ pub fn first_offset_at_or_after(b: &[u8], header: &BatchHeader, target: i64) -> 
     for _ in 0..header.record_count.max(0) {
         let (len, n) = read_varint(rest)?;
         let len = usize::try_from(len).ok()?;
-        let record = rest.get(n..n + len)?;
+        let record = rest.get(n..)?.get(..len)?;
         // attributes (1 byte), timestamp delta (varlong), offset delta (varint)
         let (ts_delta, m) = read_varint(record.get(1..)?)?;
         let (offset_delta, _) = read_varint(record.get(1 + m..)?)?;
-        if header.base_timestamp + ts_delta >= target {
-            return Some(header.base_offset + offset_delta);
+        if header.base_timestamp.saturating_add(ts_delta) >= target {
+            return Some(header.base_offset.saturating_add(offset_delta));
         }
-        rest = &rest[n + len..];
+        rest = rest.get(n..)?.get(len..)?;
     }
     None
 }
@@ -232,7 +301,7 @@ fn read_varint(b: &[u8]) -> Option<(i64, usize)> {
 mod tests {
     use super::*;
     // Shared with the benchmarks in bench/.
-    use crate::fixtures::kafka::{batch, batch_from};
+    use crate::fixtures::kafka::{batch, batch_from, forge};
 
     #[test]
     fn parses_and_checks_an_encoded_batch() {
@@ -323,5 +392,95 @@ mod tests {
         assert_eq!(h.producer_id, 7);
         assert_eq!(h.base_sequence, 5);
         assert_eq!(h.last_sequence(), 6);
+    }
+
+    #[test]
+    fn offsets_must_fit_the_record_count() {
+        // The batch: one record claiming 2^31 offsets.
+        let mut b = batch(&["a"], 1);
+        forge(&mut b, 0, i32::MAX, 1);
+        let err = validate_batches(&b).unwrap_err();
+        assert_eq!(
+            err,
+            BatchError::InconsistentOffsets {
+                last_offset_delta: i32::MAX,
+                record_count: 1
+            }
+        );
+        assert!(err.is_invalid_record());
+        // A consistent header the records do not back (uncompressed: counted).
+        forge(&mut b, 0, 2, 3);
+        assert_eq!(
+            validate_batches(&b),
+            Err(BatchError::RecordCountMismatch {
+                announced: 3,
+                found: 1
+            })
+        );
+        // Fewer records announced than present.
+        let mut two = batch(&["a", "b"], 1);
+        forge(&mut two, 0, 0, 1);
+        assert_eq!(
+            validate_batches(&two),
+            Err(BatchError::RecordCountMismatch {
+                announced: 1,
+                found: 2
+            })
+        );
+        for count in [0, -1, i32::MIN] {
+            forge(&mut b, 0, 0, count);
+            assert_eq!(validate_batches(&b), Err(BatchError::BadRecordCount(count)));
+        }
+        // The largest delta a batch can back; compressed records are not counted.
+        forge(&mut b, 1, i32::MAX - 1, i32::MAX);
+        let h = validate_batches(&b).unwrap()[0].1;
+        assert_eq!(h.offset_count(), i64::from(i32::MAX));
+        // CRC damage stays CORRUPT_MESSAGE, not INVALID_RECORD.
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        assert!(!validate_batches(&b).unwrap_err().is_invalid_record());
+    }
+
+    #[test]
+    fn a_record_length_past_the_batch_is_a_mismatch_not_a_panic() {
+        let mut b = batch(&["abc"], 1);
+        // The first record's length varint: 2^31 - 1 bytes, far past the batch.
+        b[HEADER_LEN..HEADER_LEN + 5].copy_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x0f]);
+        forge(&mut b, 0, 0, 1);
+        assert!(matches!(
+            validate_batches(&b),
+            Err(BatchError::RecordCountMismatch { .. })
+        ));
+        let h = BatchHeader::parse(&b).unwrap();
+        assert_eq!(first_offset_at_or_after(&b, &h, 0), None);
+    }
+
+    #[test]
+    fn extreme_header_values_do_not_overflow() {
+        let mut b = batch(&["a", "b"], 1);
+        set_base_offset(&mut b, i64::MAX);
+        b[27..35].copy_from_slice(&i64::MAX.to_be_bytes()); // base timestamp
+        b[53..57].copy_from_slice(&i32::MAX.to_be_bytes()); // base sequence
+        forge(&mut b, 0, 1, 2);
+        let h = validate_batches(&b).unwrap()[0].1;
+        assert_eq!(h.last_offset(), i64::MAX);
+        assert_eq!(h.last_sequence(), 0, "sequences wrap");
+        // Timestamp deltas of 0 and 1 on i64::MAX saturate instead of wrapping.
+        assert_eq!(first_offset_at_or_after(&b, &h, i64::MAX), Some(i64::MAX));
+        b[27..35].copy_from_slice(&i64::MIN.to_be_bytes());
+        forge(&mut b, 0, 1, 2);
+        let h = BatchHeader::parse(&b).unwrap();
+        assert_eq!(first_offset_at_or_after(&b, &h, i64::MIN), Some(i64::MAX));
+        assert_eq!(first_offset_at_or_after(&b, &h, i64::MAX), None);
+        let mut neg = BatchHeader::parse(&b).unwrap();
+        neg.base_offset = i64::MIN;
+        neg.base_sequence = i32::MIN;
+        assert_eq!(neg.last_offset(), i64::MIN + 1);
+        let _ = neg.last_sequence();
+        // A negative record count counts as none.
+        let mut c = batch(&["a"], 1);
+        forge(&mut c, 0, 0, -5);
+        assert_eq!(count_records(&c), 0);
+        assert_eq!(count_records(&[]), 0);
     }
 }

@@ -39,7 +39,7 @@ impl MemoryLog {
     pub fn append(&mut self, mut data: BytesMut, header: &BatchHeader) -> i64 {
         let base = self.next_offset;
         batch::set_base_offset(&mut data, base);
-        self.next_offset = base + header.offset_count();
+        self.next_offset = base.saturating_add(header.offset_count());
         self.bytes += data.len() as u64;
         self.batches.push_back(StoredBatch {
             base_offset: base,

@@ -5,8 +5,11 @@
 //! A partition directory holds `<base offset, 20 digits>.log` (batches exactly
 //! as produced, base offsets assigned) and `.index` beside each: 8-byte entries
 //! (offset relative to the segment base u32, byte position u32), one about
-//! every 4 KiB of log. Segments before the active one are fsynced when the log
-//! rolls, so only the active segment can have a torn tail.
+//! every 4 KiB of log. As in Kafka, the log rolls to a new segment before a
+//! batch whose offset or position would not fit those u32 fields, so every
+//! entry is exact (a batch may cover up to 2^31 - 1 offsets). Segments before
+//! the active one are fsynced when the log rolls, so only the active segment
+//! can have a torn tail.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -18,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 use super::LogConfig;
-use crate::storage::StorageError;
+use crate::storage::{create_dir_durable, sync_dir, StorageError};
 
 /// Log bytes between two index entries.
 const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -74,19 +77,6 @@ fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
             }
             done += n;
         }
-        Ok(())
-    }
-}
-
-/// Makes a new or removed directory entry durable.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
         Ok(())
     }
 }
@@ -228,11 +218,19 @@ impl Segment {
                     break;
                 }
             };
-            if last_indexed.is_none_or(|p| pos - p >= INDEX_INTERVAL_BYTES) {
-                entries.push(((expected - self.base_offset) as u32, pos as u32));
+            // A segment written before the log rolled at the u32 limits may
+            // hold batches no entry can point to: those are found by scanning
+            // forward from the entry before them.
+            let entry = u32::try_from(expected - self.base_offset)
+                .ok()
+                .zip(u32::try_from(pos).ok());
+            if let Some(entry) =
+                entry.filter(|_| last_indexed.is_none_or(|p| pos - p >= INDEX_INTERVAL_BYTES))
+            {
+                entries.push(entry);
                 last_indexed = Some(pos);
             }
-            expected = header.last_offset() + 1;
+            expected = header.last_offset().saturating_add(1);
             pos += total;
         }
         drop(reader);
@@ -282,7 +280,7 @@ impl Segment {
             let length = i32::from_be_bytes(head[8..12].try_into().expect("4 bytes"));
             let delta = i32::from_be_bytes(head[23..27].try_into().expect("4 bytes"));
             let total = LOG_OVERHEAD + usize::try_from(length).unwrap_or(0);
-            if base + i64::from(delta) >= offset {
+            if base.saturating_add(i64::from(delta)) >= offset {
                 return Ok(Some((pos, total)));
             }
             pos += total as u64;
@@ -332,7 +330,9 @@ impl Segment {
 impl SegmentedLog {
     /// Opens (or creates) the log in `dir`, recovering the active segment.
     pub fn open(dir: &Path, config: LogConfig) -> Result<SegmentedLog, StorageError> {
-        fs::create_dir_all(dir).map_err(StorageError::io("cannot create log directory", dir))?;
+        // A new partition directory is fsynced into its parent, or a crash
+        // could lose the directory with every acknowledged batch in it.
+        create_dir_durable(dir).map_err(StorageError::io("cannot create log directory", dir))?;
         let mut bases: Vec<i64> = fs::read_dir(dir)
             .map_err(StorageError::io("cannot list log directory", dir))?
             .filter_map(|e| {
@@ -382,7 +382,9 @@ impl SegmentedLog {
     ) -> Result<i64, StorageError> {
         let len = data.len() as u64;
         let (size, segment_bytes) = (self.active().size, self.config.segment_bytes);
-        if size > 0 && size + len > segment_bytes {
+        let relative = self.next_offset - self.active().base_offset;
+        let past_index_range = relative > i64::from(u32::MAX) || size > u64::from(u32::MAX);
+        if size > 0 && (size + len > segment_bytes || past_index_range) {
             self.roll()?;
         }
         let base = self.next_offset;
@@ -398,22 +400,26 @@ impl SegmentedLog {
                 source: e,
             });
         }
-        if segment
-            .last_indexed_pos
-            .is_none_or(|p| pos - p >= INDEX_INTERVAL_BYTES)
-        {
-            let rel = (base - segment.base_offset) as u32;
+        // The roll above keeps both fields in range; try_from only guards that.
+        let fits = u32::try_from(base - segment.base_offset)
+            .ok()
+            .zip(u32::try_from(pos).ok());
+        if let Some((rel, at)) = fits.filter(|_| {
+            segment
+                .last_indexed_pos
+                .is_none_or(|p| pos - p >= INDEX_INTERVAL_BYTES)
+        }) {
             let mut entry = [0u8; INDEX_ENTRY_LEN];
             entry[..4].copy_from_slice(&rel.to_be_bytes());
-            entry[4..].copy_from_slice(&(pos as u32).to_be_bytes());
+            entry[4..].copy_from_slice(&at.to_be_bytes());
             // The index of the active segment is rebuilt on recovery, so a lost entry is harmless.
             if segment.index.write_all(&entry).is_ok() {
-                segment.index_entries.push((rel, pos as u32));
+                segment.index_entries.push((rel, at));
                 segment.last_indexed_pos = Some(pos);
             }
         }
         segment.size += len;
-        self.next_offset = base + header.offset_count();
+        self.next_offset = base.saturating_add(header.offset_count());
         self.dirty = true;
         Ok(base)
     }
@@ -550,7 +556,7 @@ impl SegmentedLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::kafka::batch;
+    use crate::fixtures::kafka::{batch, forge};
     use crate::storage::batch::validate_batches;
     use std::time::Duration;
 
@@ -739,5 +745,61 @@ mod tests {
             log.start_offset(),
             log.segments.keys().next().copied().unwrap()
         );
+    }
+
+    /// Appends a compressed-looking batch of `offsets` offsets (the records
+    /// are not decompressed, so any count up to i32::MAX is accepted), large
+    /// enough that every batch gets an index entry.
+    fn append_wide(log: &mut SegmentedLog, offsets: i32) -> i64 {
+        let mut b = batch(&[&"w".repeat(5000)], 1);
+        forge(&mut b, 1, offsets - 1, offsets);
+        let h = validate_batches(&b).unwrap()[0].1;
+        log.append(b, &h).unwrap()
+    }
+
+    #[test]
+    fn offsets_past_u32_from_the_segment_base_are_found() {
+        const WIDE: i32 = i32::MAX;
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = SegmentedLog::open(dir.path(), LogConfig::default()).unwrap();
+        let mut bases = Vec::new();
+        for offsets in [WIDE, WIDE, WIDE, 1, 1] {
+            bases.push(append_wide(&mut log, offsets));
+        }
+        let w = i64::from(WIDE);
+        assert_eq!(bases, [0, w, 2 * w, 3 * w, 3 * w + 1]);
+        let check = |log: &SegmentedLog| {
+            for (i, &base) in bases.iter().enumerate() {
+                let last = bases.get(i + 1).map_or(base, |next| next - 1);
+                for offset in [base, (base + last) / 2, last] {
+                    let data = log.read(offset, 1).unwrap();
+                    let found = validate_batches(&data).unwrap();
+                    assert_eq!(
+                        found[0].1.base_offset, base,
+                        "a fetch at {offset} returns the batch holding it"
+                    );
+                }
+            }
+            // A consumer reading on from 0 gets all five batches, none skipped.
+            let mut found = Vec::new();
+            let mut at = 0;
+            while found.len() < 10 {
+                let data = log.read(at, 1 << 20).unwrap();
+                if data.is_empty() {
+                    break;
+                }
+                for (_, h) in validate_batches(&data).unwrap() {
+                    found.push(h.base_offset);
+                    at = h.last_offset() + 1;
+                }
+            }
+            assert_eq!(found, bases);
+        };
+        check(&log);
+        assert_eq!(log.next_offset(), 3 * w + 2);
+        drop(log);
+        let log = SegmentedLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.next_offset(), 3 * w + 2);
+        check(&log);
     }
 }
