@@ -10,15 +10,34 @@ mod infra;
 mod model;
 mod render;
 
+use std::process::ExitCode;
+
 use clap::{CommandFactory, Parser};
 
 use crate::commands::{
     baseline, bench, build_all, ci, compare, docker, gate, lint, merge, micro, report, setup,
 };
 use crate::flags::{Cli, Command};
+use crate::model::verdict::is_verdict;
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Exit codes: 0 pass, 1 a verdict failed (gate, regression, smoke, CI
+/// step), 2 bad usage or input or anything else that went wrong (clap exits
+/// 2 for usage errors by itself).
+fn main() -> ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_verdict(&e) => {
+            eprintln!("FAILED: {e:#}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => {
             Cli::command().print_help()?;

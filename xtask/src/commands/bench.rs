@@ -34,6 +34,7 @@ use crate::model::report::Summary;
 use crate::model::report::WorkloadReport;
 use crate::model::suite;
 use crate::model::suite::{Overrides, PlannedWorkload};
+use crate::model::verdict::failed;
 use crate::render::terminal::{one_line, RepeatProgress};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -449,34 +450,34 @@ fn verdict(report: &Report, gate: &GateReport, gate_exit: bool) -> Result<()> {
     for w in report.workloads.iter().filter(|w| w.status.is_skipped()) {
         println!("    {}: {}", w.name, w.status.describe());
     }
-    let failed: Vec<&WorkloadReport> = report
+    let broken: Vec<&WorkloadReport> = report
         .workloads
         .iter()
         .filter(|w| !w.status.is_ok() && !w.status.is_skipped())
         .collect();
     if let Some(how) = &report.broker_exit {
-        bail!(
+        return failed(format!(
             "broker {how} during the run; {} of {total} workloads failed or did not run",
-            failed.len()
-        );
+            broken.len()
+        ));
     }
-    if !failed.is_empty() {
-        bail!(
+    if !broken.is_empty() {
+        return failed(format!(
             "{} of {total} workloads failed: {}",
-            failed.len(),
-            failed
+            broken.len(),
+            broken
                 .iter()
                 .map(|w| w.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        ));
     }
     if gate.failed() {
         if gate_exit {
-            bail!(
+            return failed(format!(
                 "gate `{}` failed (use --no-gate-exit to report without failing)",
                 gate.profile
-            );
+            ));
         }
         println!(
             "gate `{}` failed; not failing the command (--no-gate-exit)",

@@ -30,6 +30,7 @@ use crate::model::gate::ThresholdKind;
 use crate::model::manifest::{
     Budget, Entry, Manifest, Smoke, SmokeStatus, Status, MANIFEST_SCHEMA,
 };
+use crate::model::verdict::failed;
 use crate::render::manifest::{markdown_table, render_markdown, status_word, View};
 
 #[derive(Debug, Clone)]
@@ -145,7 +146,10 @@ pub fn run(options: &Options) -> Result<()> {
         for p in &problems {
             println!("error: {p}");
         }
-        bail!("build-all: {} problem(s), see above", problems.len());
+        return failed(format!(
+            "build-all: {} problem(s), see above",
+            problems.len()
+        ));
     }
     Ok(())
 }

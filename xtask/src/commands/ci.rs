@@ -18,6 +18,7 @@ use xshell::{cmd, Shell};
 use crate::infra::install::Mode;
 use crate::infra::targets;
 use crate::model::suite;
+use crate::model::verdict::{is_verdict, VerdictFailed};
 
 pub struct Options {
     /// Install missing tools (as opposed to only reporting them).
@@ -115,7 +116,11 @@ pub fn run(options: &Options) -> Result<()> {
         Ok(())
     })();
     println!("{}", steps.summary(result.is_ok()));
-    result
+    // A red step is CI's verdict (exit 1), whatever kind of error it was.
+    result.map_err(|e| match is_verdict(&e) {
+        true => e,
+        false => VerdictFailed(format!("{e:#}")).into(),
+    })
 }
 
 /// Where `bench/tests/fast_paths.rs` runs under emulation: the static musl

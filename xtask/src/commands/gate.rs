@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::model::report::Report;
+use crate::model::verdict::failed;
 
 use crate::analysis::gate::evaluate;
 use crate::analysis::regression::{check_comparable, regressions};
@@ -46,7 +47,7 @@ pub fn run(path: &Path, profile: Option<&str>) -> Result<()> {
     println!("{}", text_table(&gate));
     println!("{}", verdict_line(&gate));
     if gate.failed() {
-        bail!("gate `{}` failed", gate.profile);
+        return failed(format!("gate `{}` failed", gate.profile));
     }
     Ok(())
 }
@@ -94,12 +95,12 @@ pub fn run_baseline(run_path: &Path, baseline_file: &Path, max_regression: f64) 
     for r in &found {
         println!("REGRESSION {}", r.line);
     }
-    bail!(
+    failed(format!(
         "baseline gate: {} regression{} beyond noise and {:.0} %",
         found.len(),
         if found.len() == 1 { "" } else { "s" },
         max_regression * 100.0
-    )
+    ))
 }
 
 #[cfg(test)]

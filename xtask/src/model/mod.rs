@@ -9,3 +9,4 @@ pub mod micro;
 pub mod report;
 pub mod suite;
 pub mod units;
+pub mod verdict;
