@@ -8,7 +8,7 @@
 //! elsewhere) and `simdutf8` (AVX2 or SSE4.2 on x86_64, NEON on aarch64, the
 //! standard library below 64 bytes and elsewhere). Each is kept because
 //! `bench/benches/fast_paths.rs` shows it beating the portable code on the
-//! architecture it targets; the README has the numbers. A fast path that
+//! architecture it targets; docs/micro.md has the numbers. A fast path that
 //! does not pay does not belong here.
 //!
 //! `bench/tests/fast_paths.rs` checks every accelerated path against the
