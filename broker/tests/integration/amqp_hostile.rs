@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use amq_protocol::protocol::{connection, AMQPClass};
 use broker::amqp::codec::{self, Frame};
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{BufMut, BytesMut};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -20,6 +20,7 @@ use tokio::time::timeout;
 
 use crate::broker_process::BrokerProcess;
 use crate::common::{start_broker, WAIT};
+use crate::raw_kafka;
 
 /// Arrays nested in the crash frame: ~130 KB, under the default frame_max of 128 KiB.
 const CRASH_DEPTH: usize = 26_000;
@@ -151,33 +152,6 @@ async fn mqtt_round_trip(c: &AsyncClient, el: &mut EventLoop, topic: &str) {
     .expect("MQTT bystander gets its message back in time");
 }
 
-/// One Kafka round trip on a new connection: ApiVersions v0 answers error 0.
-async fn kafka_round_trip(addr: SocketAddr) {
-    let mut s = timeout(WAIT, TcpStream::connect(addr))
-        .await
-        .expect("Kafka connect in time")
-        .expect("Kafka listener accepts");
-    let mut req = BytesMut::new();
-    // size, api key 18 (ApiVersions), version 0, correlation id, client id "t".
-    req.put_i32(11);
-    req.put_i16(18);
-    req.put_i16(0);
-    req.put_i32(7);
-    req.put_i16(1);
-    req.put_u8(b't');
-    s.write_all(&req).await.unwrap();
-    let size = timeout(WAIT, s.read_i32())
-        .await
-        .expect("ApiVersions answer in time")
-        .expect("ApiVersions answer");
-    let mut body = vec![0u8; size as usize];
-    s.read_exact(&mut body).await.unwrap();
-    let mut body = &body[..];
-    assert_eq!(body.get_i32(), 7, "correlation id");
-    assert_eq!(body.get_i16(), 0, "error code");
-    assert!(body.get_i32() > 10, "api list");
-}
-
 #[tokio::test]
 async fn nested_connection_start_is_refused_and_the_broker_survives() {
     let mut broker = BrokerProcess::spawn_with_data_dir(THREE_PROTOCOLS);
@@ -226,7 +200,7 @@ async fn nested_connection_start_is_refused_and_the_broker_survives() {
         "the broker process is alive"
     );
     mqtt_round_trip(&mqtt, &mut el, "hostile/after").await;
-    kafka_round_trip(broker.kafka()).await;
+    raw_kafka::round_trip(broker.kafka()).await;
     // The AMQP listener itself still greets new clients.
     drop(amqp_hello(broker.amqp()).await);
     assert_eq!(

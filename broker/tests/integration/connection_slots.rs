@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, BytesMut};
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
@@ -16,40 +15,7 @@ use tokio::time::timeout;
 
 use crate::common::{amqp_connect, start_broker_with, WAIT};
 use crate::raw;
-
-/// A Kafka request frame: size, api key, version, correlation id, client id "t", body.
-fn kafka_request(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> BytesMut {
-    let mut b = BytesMut::new();
-    b.put_i32(0);
-    b.put_i16(api_key);
-    b.put_i16(version);
-    b.put_i32(correlation_id);
-    b.put_i16(1);
-    b.put_u8(b't');
-    b.put_slice(body);
-    let size = (b.len() - 4) as i32;
-    b[..4].copy_from_slice(&size.to_be_bytes());
-    b
-}
-
-/// Sends ApiVersions v0 and checks the answer carries our correlation id and error 0.
-async fn kafka_api_versions(s: &mut TcpStream, correlation_id: i32) {
-    s.write_all(&kafka_request(18, 0, correlation_id, &[]))
-        .await
-        .expect("request written");
-    let size = timeout(WAIT, s.read_i32())
-        .await
-        .expect("answer in time")
-        .expect("a response");
-    let mut body = vec![0u8; size as usize];
-    timeout(WAIT, s.read_exact(&mut body))
-        .await
-        .expect("answer in time")
-        .expect("the whole response");
-    let mut body = &body[..];
-    assert_eq!(body.get_i32(), correlation_id);
-    assert_eq!(body.get_i16(), 0, "ApiVersions error code");
-}
+use crate::raw_kafka::api_versions_ok;
 
 /// Waits (bounded) until the broker closes `s`; returns how long that took.
 async fn closed_by_broker(s: &mut TcpStream) -> Duration {
@@ -169,7 +135,7 @@ async fn silent_kafka_sockets_no_longer_lock_out_mqtt_and_amqp() {
     );
     // Kafka itself is served again.
     let mut client = raw::tcp(kafka).await;
-    kafka_api_versions(&mut client, 7).await;
+    api_versions_ok(&mut client, 7).await;
     b.shutdown().await;
 }
 
@@ -199,7 +165,7 @@ async fn mqtt_and_amqp_refuse_at_their_own_limit_and_kafka_still_works() {
     }
     // The bystander protocol is not affected.
     let mut kafka = raw::tcp(b.kafka_addr.unwrap()).await;
-    kafka_api_versions(&mut kafka, 1).await;
+    api_versions_ok(&mut kafka, 1).await;
     amqp_first.close(200, "bye").await.expect("closed");
     b.shutdown().await;
 }
@@ -246,16 +212,16 @@ async fn idle_kafka_connection_is_closed_and_a_busy_one_is_not() {
     let b = start_broker_with(|c| c.kafka.connections_max_idle_ms = 600).await;
     let kafka = b.kafka_addr.unwrap();
     let mut idle = raw::tcp(kafka).await;
-    kafka_api_versions(&mut idle, 1).await;
+    api_versions_ok(&mut idle, 1).await;
     let mut busy = raw::tcp(kafka).await;
     // Busy: a request every 200 ms for twice the idle timeout.
     for i in 0..6 {
-        kafka_api_versions(&mut busy, i).await;
+        api_versions_ok(&mut busy, i).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let waited = closed_by_broker(&mut idle).await;
     assert!(waited < WAIT, "{waited:?}");
-    kafka_api_versions(&mut busy, 99).await;
+    api_versions_ok(&mut busy, 99).await;
     still_open(&mut busy, Duration::from_millis(100)).await;
     assert!(
         metric_line(

@@ -9,37 +9,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::common::{start_broker_with, WAIT};
-
-/// A request frame: size, api key, version, correlation id, client id "t", body.
-fn request(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> BytesMut {
-    let mut b = BytesMut::new();
-    b.put_i32(0);
-    b.put_i16(api_key);
-    b.put_i16(version);
-    b.put_i32(correlation_id);
-    b.put_i16(1);
-    b.put_u8(b't');
-    b.put_slice(body);
-    let size = (b.len() - 4) as i32;
-    b[..4].copy_from_slice(&size.to_be_bytes());
-    b
-}
-
-/// Reads one response frame: (correlation id, rest of the frame).
-async fn response(s: &mut TcpStream) -> (i32, BytesMut) {
-    let size = timeout(WAIT, s.read_i32())
-        .await
-        .expect("answer in time")
-        .expect("a response");
-    let mut body = vec![0u8; size as usize];
-    timeout(WAIT, s.read_exact(&mut body))
-        .await
-        .unwrap()
-        .unwrap();
-    let mut body = BytesMut::from(&body[..]);
-    let correlation_id = body.get_i32();
-    (correlation_id, body)
-}
+use crate::raw_kafka::{api_versions_ok, request, response};
 
 /// Asserts the peer closed the connection (EOF or reset) without answering.
 async fn closed(s: &mut TcpStream) {
@@ -51,17 +21,6 @@ async fn closed(s: &mut TcpStream) {
         Ok(0) | Err(_) => {}
         Ok(n) => panic!("expected a closed connection, read {n} bytes"),
     }
-}
-
-/// ApiVersions v0 works on this connection: error 0 and a non-empty list.
-async fn api_versions_ok(s: &mut TcpStream, correlation_id: i32) {
-    s.write_all(&request(18, 0, correlation_id, &[]))
-        .await
-        .unwrap();
-    let (id, mut body) = response(s).await;
-    assert_eq!(id, correlation_id);
-    assert_eq!(body.get_i16(), 0, "error code");
-    assert!(body.get_i32() > 10, "api list");
 }
 
 async fn connect(addr: std::net::SocketAddr) -> TcpStream {

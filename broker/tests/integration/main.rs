@@ -23,6 +23,7 @@ mod mqtt_client;
 mod mqtt_scenarios;
 mod process;
 mod raw;
+mod raw_kafka;
 mod rumqttc_v311;
 mod rumqttc_v5;
 mod sessions;
