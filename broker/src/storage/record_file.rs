@@ -106,7 +106,7 @@ impl RecordLog {
         &mut self,
         records: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<(), StorageError> {
-        let tmp = self.path.with_extension("compact");
+        let tmp = compaction_path(&self.path);
         let mut buf = Vec::new();
         for r in records {
             encode_record(&mut buf, r);
@@ -235,6 +235,26 @@ fn read_records(mut r: impl Read, total: u64) -> std::io::Result<(Vec<Vec<u8>>, 
         pos = start + len as u64;
     }
     Ok((records, pos))
+}
+
+/// Where `rewrite` writes aside: `<stem>.compact` beside the file, or a
+/// hashed name when that would pass the 255-byte file-name limit (a queue
+/// file's hex name may take 254 bytes with `.log`).
+fn compaction_path(path: &Path) -> PathBuf {
+    let aside = path.with_extension("compact");
+    match aside.file_name() {
+        Some(name) if name.len() <= 255 => aside,
+        _ => {
+            let hash = path
+                .as_os_str()
+                .as_encoded_bytes()
+                .iter()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+            path.with_file_name(format!("{hash:016x}.compact"))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -379,5 +399,18 @@ mod tests {
         assert_eq!(records, vec![b"e".to_vec()]);
         log.delete().unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_file_with_the_longest_name_can_be_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        // A 125-byte queue name, hex-encoded, plus `.log`: 254 bytes.
+        let path = dir.path().join(format!("{}.log", "ab".repeat(125)));
+        let (mut log, _) = RecordLog::open(&path).unwrap();
+        log.append(b"one").unwrap();
+        log.rewrite([&b"two"[..]]).unwrap();
+        drop(log);
+        let (_, records) = RecordLog::open(&path).unwrap();
+        assert_eq!(records, vec![b"two".to_vec()]);
     }
 }

@@ -21,7 +21,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 use super::LogConfig;
-use crate::storage::{create_dir_durable, sync_dir, StorageError};
+use crate::storage::{
+    append_or_roll_back, create_dir_durable, sync_dir, AppendFailure, StorageError,
+};
 
 /// Log bytes between two index entries.
 const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -48,6 +50,9 @@ pub struct SegmentedLog {
     next_offset: i64,
     /// Appends since the last fsync of the active segment.
     dirty: bool,
+    /// A failed append could not be cut back: later batches would follow a
+    /// torn one, where recovery stops, so appends are refused until restart.
+    torn: bool,
 }
 
 fn segment_paths(dir: &Path, base: i64) -> (PathBuf, PathBuf) {
@@ -365,6 +370,7 @@ impl SegmentedLog {
             segments,
             next_offset,
             dirty: false,
+            torn: false,
         })
     }
 
@@ -380,6 +386,11 @@ impl SegmentedLog {
         mut data: BytesMut,
         header: &BatchHeader,
     ) -> Result<i64, StorageError> {
+        if self.torn {
+            return Err(StorageError::Torn {
+                path: self.active().log_path.clone(),
+            });
+        }
         let len = data.len() as u64;
         let (size, segment_bytes) = (self.active().size, self.config.segment_bytes);
         let relative = self.next_offset - self.active().base_offset;
@@ -391,14 +402,12 @@ impl SegmentedLog {
         batch::set_base_offset(&mut data, base);
         let segment = self.active();
         let pos = segment.size;
-        if let Err(e) = segment.log.write_all(&data) {
-            // Leave no partial batch behind for the next append to follow.
-            let _ = segment.log.set_len(pos);
-            return Err(StorageError::Io {
-                what: "cannot append to segment",
-                path: segment.log_path.clone(),
-                source: e,
-            });
+        // Leave no partial batch behind for the next append to follow.
+        if let Err(failure) = append_or_roll_back(&mut segment.log, pos, &data) {
+            let torn = matches!(failure, AppendFailure::Torn);
+            let error = failure.into_storage_error("cannot append to segment", &segment.log_path);
+            self.torn = torn;
+            return Err(error);
         }
         // The roll above keeps both fields in range; try_from only guards that.
         let fits = u32::try_from(base - segment.base_offset)
