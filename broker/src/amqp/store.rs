@@ -239,23 +239,35 @@ impl Store {
         let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
+        // Files of a hash are never renumbered, and deleting a queue leaves a
+        // gap: every existing slot is checked, the first free one is taken.
+        let prefix = format!("long-{hash:016x}-");
+        let highest = match std::fs::read_dir(self.queues_dir()) {
+            Ok(entries) => entries
+                .filter_map(|e| {
+                    let name = e.ok()?.file_name();
+                    let n = name.to_str()?.strip_prefix(&prefix)?.strip_suffix(".log")?;
+                    n.parse::<u32>().ok()
+                })
+                .max(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StorageError::io("cannot list", &self.queues_dir())(e)),
+        };
         let mut free = None;
-        for n in 0u32.. {
-            let path = self.queues_dir().join(format!("long-{hash:016x}-{n}.log"));
+        for n in 0..=highest.map_or(0, |h| h + 1) {
+            let path = self.queues_dir().join(format!("{prefix}{n}.log"));
             if !path.exists() {
-                // Files of a hash are never renumbered, so gaps only come
-                // from deleted queues: look a little past them.
                 free.get_or_insert(path);
-                if n >= 8 {
-                    break;
-                }
                 continue;
             }
             if RecordLog::first_record(&path, record.len())?.as_deref() == Some(&record[..]) {
                 return Ok((path, Some(record)));
             }
         }
-        Ok((free.expect("a free slot was seen"), Some(record)))
+        Ok((
+            free.expect("the slot past the highest is free"),
+            Some(record),
+        ))
     }
 
     /// A fresh file for a newly declared durable queue (left-overs of an
@@ -542,6 +554,32 @@ mod tests {
         let back = decode_message(&encode_message(&m)).unwrap();
         assert_eq!(back.message.body.len(), 300_000);
         assert_eq!(back.id, 7);
+    }
+
+    #[test]
+    fn a_long_name_past_a_gap_of_deleted_slots_is_still_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        let name = "g".repeat(200);
+        let (slot0, _) = store.queue_file(&name).unwrap();
+        let slot = |n: u32| {
+            let f = slot0.file_name().unwrap().to_str().unwrap();
+            slot0.with_file_name(f.replace("-0.log", &format!("-{n}.log")))
+        };
+        // Ten colliding names held slots 0..=9; the one in slot 8 was deleted.
+        for n in (0..10).filter(|&n| n != 8) {
+            let (mut other, _) = RecordLog::open(&slot(n)).unwrap();
+            other.append(format!("\x03other {n}").as_bytes()).unwrap();
+        }
+        std::fs::remove_file(slot(9)).unwrap();
+        let (mut mine, _) = RecordLog::open(&slot(9)).unwrap();
+        let mut record = vec![NAME];
+        record.extend_from_slice(name.as_bytes());
+        mine.append(&record).unwrap();
+        drop(mine);
+        assert_eq!(store.queue_file(&name).unwrap().0, slot(9));
+        let (_, messages) = store.open_queue_log(&name).unwrap();
+        assert!(messages.is_empty());
     }
 
     #[test]

@@ -116,6 +116,11 @@ impl RecordLog {
             .and_then(|()| file.sync_all())
             .map_err(StorageError::io("cannot write", &tmp))?;
         std::fs::rename(&tmp, &self.path).map_err(StorageError::io("cannot rename", &tmp))?;
+        // The rename is the commit point: without this a crash could bring
+        // back the old file, and lose what is appended to the new one.
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir).map_err(StorageError::io("cannot sync", dir))?;
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
