@@ -53,6 +53,14 @@ pub struct KafkaConfig {
     pub group_max_session_timeout_ms: u64,
     /// How long the first rebalance of an empty group waits for more members.
     pub group_initial_rebalance_delay_ms: u64,
+    /// Consumer groups that may exist at once.
+    pub max_groups: usize,
+    /// Members per consumer group (Kafka's `group.max.size`).
+    pub group_max_size: usize,
+    /// One member's protocol metadata, and one member's assignment.
+    pub group_max_member_metadata_bytes: usize,
+    /// Everything all consumer groups keep (metadata, assignments, ids).
+    pub group_max_total_bytes: usize,
     /// Kafka connections open at once; `None` = only `server.max_connections` applies.
     pub max_connections: Option<usize>,
     /// Time a new connection has to send its first complete request.
@@ -81,6 +89,10 @@ impl Default for KafkaConfig {
             group_min_session_timeout_ms: 1000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 0,
+            max_groups: 10_000,
+            group_max_size: 1_000,
+            group_max_member_metadata_bytes: 256 * 1024,
+            group_max_total_bytes: 32 * 1024 * 1024,
             max_connections: None,
             first_request_timeout_ms: 10_000,
             connections_max_idle_ms: 600_000,
@@ -153,6 +165,30 @@ impl KafkaConfig {
                 "kafka.advertised_port = 0: give the port clients connect to, or leave the key out"
                     .into(),
             );
+        }
+        for (key, value, hint) in [
+            ("max_groups", self.max_groups, "10000"),
+            ("group_max_size", self.group_max_size, "1000"),
+            (
+                "group_max_member_metadata_bytes",
+                self.group_max_member_metadata_bytes,
+                "262144",
+            ),
+            (
+                "group_max_total_bytes",
+                self.group_max_total_bytes,
+                "33554432",
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!("kafka.{key} = 0: must be at least 1 (try {hint})"));
+            }
+        }
+        if self.group_max_total_bytes < self.group_max_member_metadata_bytes {
+            return Err(format!(
+                "kafka.group_max_total_bytes = {}: must be at least kafka.group_max_member_metadata_bytes ({})",
+                self.group_max_total_bytes, self.group_max_member_metadata_bytes
+            ));
         }
         if self.group_min_session_timeout_ms == 0
             || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms

@@ -93,6 +93,21 @@ struct Member {
     assignment: Bytes,
 }
 
+impl Member {
+    /// Bytes this member keeps alive (metadata, assignment, names).
+    fn held_bytes(&self, id: &str) -> usize {
+        id.len()
+            + self.group_instance_id.as_ref().map_or(0, String::len)
+            + self.assignment.len()
+            + metadata_bytes(&self.protocols)
+    }
+}
+
+/// Encoded size of a member's protocol list as it is kept.
+fn metadata_bytes(protocols: &[(String, Bytes)]) -> usize {
+    protocols.iter().map(|(n, m)| n.len() + m.len()).sum()
+}
+
 struct Group {
     state: GroupState,
     generation: i32,
@@ -104,6 +119,8 @@ struct Group {
     rebalance_deadline: Instant,
     /// PreparingRebalance of an empty group: do not complete before this.
     not_before: Instant,
+    /// What `held_bytes` summed to when the coordinator last accounted it.
+    accounted: usize,
 }
 
 impl Group {
@@ -117,7 +134,17 @@ impl Group {
             members: HashMap::new(),
             rebalance_deadline: now,
             not_before: now,
+            accounted: 0,
         }
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.members
+            .iter()
+            .map(|(id, m)| m.held_bytes(id))
+            .sum::<usize>()
+            + self.protocol_type.as_ref().map_or(0, String::len)
+            + self.protocol.as_ref().map_or(0, String::len)
     }
 
     fn prepare_rebalance(&mut self, now: Instant, initial_delay: Duration) {
@@ -240,16 +267,45 @@ impl Group {
     }
 }
 
-/// Session timeouts a member may ask for, and the first-rebalance delay.
+/// Session timeouts a member may ask for, the first-rebalance delay, and
+/// the bounds on what groups may hold.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupConfig {
     pub min_session_timeout: Duration,
     pub max_session_timeout: Duration,
     pub initial_rebalance_delay: Duration,
+    /// Groups that may exist at once (a JoinGroup for a new group beyond it:
+    /// COORDINATOR_NOT_AVAILABLE, retriable, as groups expire).
+    pub max_groups: usize,
+    /// Members per group (Kafka's `group.max.size`; GROUP_MAX_SIZE_REACHED).
+    pub max_members: usize,
+    /// Protocol metadata of one member, and one member's assignment
+    /// (INVALID_REQUEST beyond it).
+    pub max_member_metadata_bytes: usize,
+    /// Everything all groups keep together: metadata, assignments, ids
+    /// (COORDINATOR_NOT_AVAILABLE beyond it, retriable).
+    pub max_total_bytes: usize,
+}
+
+struct Groups {
+    by_id: HashMap<String, Group>,
+    /// Sum of every group's `accounted` bytes.
+    held: usize,
+}
+
+impl Groups {
+    /// Brings the totals up to date after `group_id` changed (or went away).
+    fn account(&mut self, group_id: &str) {
+        if let Some(g) = self.by_id.get_mut(group_id) {
+            let now = g.held_bytes();
+            self.held = self.held - g.accounted + now;
+            g.accounted = now;
+        }
+    }
 }
 
 pub struct GroupCoordinator {
-    groups: Mutex<HashMap<String, Group>>,
+    groups: Mutex<Groups>,
     config: GroupConfig,
     next_member: std::sync::atomic::AtomicU64,
 }
@@ -263,13 +319,16 @@ pub enum Pending<T> {
 impl GroupCoordinator {
     pub fn new(config: GroupConfig) -> GroupCoordinator {
         GroupCoordinator {
-            groups: Mutex::new(HashMap::new()),
+            groups: Mutex::new(Groups {
+                by_id: HashMap::new(),
+                held: 0,
+            }),
             config,
             next_member: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
+    fn lock(&self) -> MutexGuard<'_, Groups> {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -288,8 +347,60 @@ impl GroupCoordinator {
                 &req.member_id,
             ));
         }
-        let mut groups = self.lock();
+        let request_bytes = metadata_bytes(&req.protocols);
+        if req
+            .protocols
+            .iter()
+            .any(|(_, m)| m.len() > self.config.max_member_metadata_bytes)
+            || request_bytes > self.config.max_member_metadata_bytes.saturating_mul(2)
+        {
+            return Pending::Ready(JoinOutcome::error(
+                ResponseError::InvalidRequest,
+                &req.member_id,
+            ));
+        }
+        let mut guard = self.lock();
+        let groups = &mut *guard;
+        if !groups.by_id.contains_key(&req.group_id) && groups.by_id.len() >= self.config.max_groups
+        {
+            return Pending::Ready(JoinOutcome::error(
+                ResponseError::CoordinatorNotAvailable,
+                &req.member_id,
+            ));
+        }
+        if groups
+            .held
+            .saturating_add(request_bytes + req.member_id.len())
+            > self.config.max_total_bytes
+        {
+            return Pending::Ready(JoinOutcome::error(
+                ResponseError::CoordinatorNotAvailable,
+                &req.member_id,
+            ));
+        }
+        let group_id = req.group_id.clone();
+        let outcome = self.join_locked(groups, req, now);
+        groups.account(&group_id);
+        if groups
+            .by_id
+            .get(&group_id)
+            .is_some_and(|g| g.state == GroupState::Empty && g.members.is_empty())
+        {
+            // Refused before anyone joined: the group never existed.
+            let g = groups.by_id.remove(&group_id).expect("checked above");
+            groups.held -= g.accounted;
+        }
+        outcome
+    }
+
+    fn join_locked(
+        &self,
+        groups: &mut Groups,
+        req: JoinRequest,
+        now: Instant,
+    ) -> Pending<JoinOutcome> {
         let group = groups
+            .by_id
             .entry(req.group_id.clone())
             .or_insert_with(|| Group::new(now));
         if req.protocols.is_empty()
@@ -303,6 +414,12 @@ impl GroupCoordinator {
         {
             return Pending::Ready(JoinOutcome::error(
                 ResponseError::InconsistentGroupProtocol,
+                &req.member_id,
+            ));
+        }
+        if req.member_id.is_empty() && group.members.len() >= self.config.max_members {
+            return Pending::Ready(JoinOutcome::error(
+                ResponseError::GroupMaxSizeReached,
                 &req.member_id,
             ));
         }
@@ -340,7 +457,13 @@ impl GroupCoordinator {
         });
         member.session_timeout = req.session_timeout;
         member.rebalance_timeout = req.rebalance_timeout;
-        member.protocols = req.protocols;
+        // Copied: the request's `Bytes` share the whole request frame, which
+        // would otherwise live as long as the member (up to the session timeout).
+        member.protocols = req
+            .protocols
+            .into_iter()
+            .map(|(n, m)| (n, Bytes::copy_from_slice(&m)))
+            .collect();
         member.last_seen = now;
         if let Some(old) = member.awaiting_join.replace(tx) {
             let _ = old.send(JoinOutcome::error(ResponseError::RebalanceInProgress, ""));
@@ -364,7 +487,35 @@ impl GroupCoordinator {
         now: Instant,
     ) -> Pending<SyncOutcome> {
         let mut groups = self.lock();
-        let Some(group) = groups.get_mut(group_id) else {
+        let outcome = self.sync_locked(
+            &mut groups,
+            group_id,
+            member_id,
+            generation,
+            assignments,
+            now,
+        );
+        groups.account(group_id);
+        outcome
+    }
+
+    fn sync_locked(
+        &self,
+        groups: &mut Groups,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        now: Instant,
+    ) -> Pending<SyncOutcome> {
+        if assignments
+            .iter()
+            .any(|(_, a)| a.len() > self.config.max_member_metadata_bytes)
+        {
+            return Pending::Ready(SyncOutcome::error(ResponseError::InvalidRequest));
+        }
+        let held = groups.held;
+        let Some(group) = groups.by_id.get_mut(group_id) else {
             return Pending::Ready(SyncOutcome::error(ResponseError::UnknownMemberId));
         };
         if !group.members.contains_key(member_id) {
@@ -395,7 +546,23 @@ impl GroupCoordinator {
                 m.last_seen = now;
                 m.awaiting_sync = Some(tx);
                 if group.leader.as_deref() == Some(member_id) {
-                    let mut by_member: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    // Only members of the group keep an assignment, copied out
+                    // of the request frame.
+                    let mut by_member: HashMap<String, Bytes> = assignments
+                        .into_iter()
+                        .filter(|(id, _)| group.members.contains_key(id))
+                        .map(|(id, a)| (id, Bytes::copy_from_slice(&a)))
+                        .collect();
+                    let adding: usize = by_member.values().map(Bytes::len).sum();
+                    if held.saturating_add(adding) > self.config.max_total_bytes {
+                        // The leader's own wait is answered here instead.
+                        if let Some(m) = group.members.get_mut(member_id) {
+                            m.awaiting_sync = None;
+                        }
+                        return Pending::Ready(SyncOutcome::error(
+                            ResponseError::CoordinatorNotAvailable,
+                        ));
+                    }
                     group.state = GroupState::Stable;
                     for (id, m) in group.members.iter_mut() {
                         m.assignment = by_member.remove(id).unwrap_or_default();
@@ -411,7 +578,7 @@ impl GroupCoordinator {
 
     pub fn heartbeat(&self, group_id: &str, member_id: &str, generation: i32, now: Instant) -> i16 {
         let mut groups = self.lock();
-        let Some(m) = groups.get_mut(group_id).and_then(|g| {
+        let Some(m) = groups.by_id.get_mut(group_id).and_then(|g| {
             let state = g.state;
             let current = g.generation;
             g.members.get_mut(member_id).map(|m| (m, state, current))
@@ -432,10 +599,10 @@ impl GroupCoordinator {
     /// Removes members that leave; returns an error code per member.
     pub fn leave(&self, group_id: &str, member_ids: &[String], now: Instant) -> Vec<i16> {
         let mut groups = self.lock();
-        let Some(group) = groups.get_mut(group_id) else {
+        let Some(group) = groups.by_id.get_mut(group_id) else {
             return vec![ResponseError::UnknownMemberId.code(); member_ids.len()];
         };
-        member_ids
+        let codes = member_ids
             .iter()
             .map(|id| {
                 if group.members.contains_key(id) {
@@ -445,35 +612,50 @@ impl GroupCoordinator {
                     ResponseError::UnknownMemberId.code()
                 }
             })
-            .collect()
+            .collect();
+        groups.account(group_id);
+        codes
     }
 
     /// Whether an OffsetCommit from this member may be stored (0) or why not.
     pub fn check_commit(&self, group_id: &str, member_id: &str, generation: i32) -> i16 {
-        if generation < 0 && member_id.is_empty() {
-            // A consumer that manages its own partitions (no group membership).
+        let groups = self.lock();
+        let Some(group) = groups.by_id.get(group_id) else {
+            // No group here: only a consumer that manages its own partitions
+            // (no membership, generation -1) may store offsets.
+            return if generation < 0 && member_id.is_empty() {
+                0
+            } else {
+                ResponseError::UnknownMemberId.code()
+            };
+        };
+        if generation < 0 && group.members.is_empty() {
+            // An empty group is only used to store offsets (Kafka allows it).
             return 0;
         }
-        let groups = self.lock();
-        let Some(group) = groups.get(group_id) else {
-            return ResponseError::UnknownMemberId.code();
-        };
+        // A group with members refuses commits from outside the current
+        // generation, a negative one included (Kafka: UNKNOWN_MEMBER_ID for a
+        // non-member, ILLEGAL_GENERATION for a member of another generation).
+        if group.state == GroupState::CompletingRebalance && group.members.contains_key(member_id) {
+            if generation != group.generation {
+                return ResponseError::IllegalGeneration.code();
+            }
+            return ResponseError::RebalanceInProgress.code();
+        }
         if !group.members.contains_key(member_id) {
             return ResponseError::UnknownMemberId.code();
         }
         if generation != group.generation {
             return ResponseError::IllegalGeneration.code();
         }
-        if group.state == GroupState::CompletingRebalance {
-            return ResponseError::RebalanceInProgress.code();
-        }
         0
     }
 
     /// Drops members whose session expired and completes overdue rebalances.
     pub fn tick(&self, now: Instant) {
-        let mut groups = self.lock();
-        for (name, group) in groups.iter_mut() {
+        let mut guard = self.lock();
+        let groups = &mut *guard;
+        for (name, group) in groups.by_id.iter_mut() {
             let expired: Vec<String> = group
                 .members
                 .iter()
@@ -488,12 +670,30 @@ impl GroupCoordinator {
                 group.remove_member(&id, now, self.config.initial_rebalance_delay);
             }
             group.try_complete_join(now);
+            let held = group.held_bytes();
+            groups.held = groups.held - group.accounted + held;
+            group.accounted = held;
         }
-        groups.retain(|_, g| g.state != GroupState::Empty || !g.members.is_empty());
+        let mut freed = 0;
+        groups.by_id.retain(|_, g| {
+            let keep = g.state != GroupState::Empty || !g.members.is_empty();
+            if !keep {
+                freed += g.accounted;
+            }
+            keep
+        });
+        groups.held -= freed;
+    }
+
+    /// Groups and the bytes they hold (for tests and metrics).
+    pub fn held(&self) -> (usize, usize) {
+        let g = self.lock();
+        (g.by_id.len(), g.held)
     }
 
     pub fn state(&self, group_id: &str) -> Option<(GroupState, i32, usize)> {
         self.lock()
+            .by_id
             .get(group_id)
             .map(|g| (g.state, g.generation, g.members.len()))
     }
@@ -508,6 +708,10 @@ mod tests {
             min_session_timeout: Duration::from_millis(100),
             max_session_timeout: Duration::from_secs(600),
             initial_rebalance_delay: Duration::ZERO,
+            max_groups: 100,
+            max_members: 100,
+            max_member_metadata_bytes: 1024,
+            max_total_bytes: 1 << 20,
         })
     }
 
@@ -695,5 +899,179 @@ mod tests {
             ready(c.join(req, t0)).error,
             ResponseError::InconsistentGroupProtocol.code()
         );
+    }
+
+    fn limited(max_groups: usize, max_members: usize, max_total_bytes: usize) -> GroupCoordinator {
+        GroupCoordinator::new(GroupConfig {
+            min_session_timeout: Duration::from_millis(100),
+            max_session_timeout: Duration::from_secs(600),
+            initial_rebalance_delay: Duration::ZERO,
+            max_groups,
+            max_members,
+            max_member_metadata_bytes: 1024,
+            max_total_bytes,
+        })
+    }
+
+    fn join_group(
+        c: &GroupCoordinator,
+        group: &str,
+        metadata: usize,
+        now: Instant,
+    ) -> Pending<JoinOutcome> {
+        c.join(
+            JoinRequest {
+                group_id: group.into(),
+                member_id: String::new(),
+                group_instance_id: None,
+                client_id: "c".into(),
+                session_timeout: Duration::from_secs(10),
+                rebalance_timeout: Duration::from_secs(30),
+                protocol_type: "consumer".into(),
+                protocols: vec![("range".into(), Bytes::from(vec![7u8; metadata]))],
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn members_per_group_are_capped() {
+        let c = limited(10, 2, 1 << 20);
+        let t0 = Instant::now();
+        let a = ready(join_group(&c, "g", 4, t0));
+        assert_eq!(a.error, 0);
+        let _b = waiting(join_group(&c, "g", 4, t0));
+        let third = ready(join_group(&c, "g", 4, t0));
+        assert_eq!(third.error, ResponseError::GroupMaxSizeReached.code());
+        assert_eq!(c.state("g").unwrap().2, 2);
+        // A known member may still rejoin.
+        let again = join(&c, &a.member_id, t0);
+        assert!(matches!(again, Pending::Wait(_)));
+    }
+
+    #[test]
+    fn groups_are_capped_and_refused_ones_leave_nothing() {
+        let c = limited(2, 10, 1 << 20);
+        let t0 = Instant::now();
+        assert_eq!(ready(join_group(&c, "g1", 4, t0)).error, 0);
+        assert_eq!(ready(join_group(&c, "g2", 4, t0)).error, 0);
+        let refused = ready(join_group(&c, "g3", 4, t0));
+        assert_eq!(refused.error, ResponseError::CoordinatorNotAvailable.code());
+        assert!(c.state("g3").is_none());
+        assert_eq!(c.held().0, 2);
+        // A refused join for a new group (inconsistent protocol) leaves no group behind.
+        let c = limited(2, 10, 1 << 20);
+        let mut req = JoinRequest {
+            group_id: "empty".into(),
+            member_id: String::new(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(30),
+            protocol_type: "consumer".into(),
+            protocols: vec![],
+        };
+        for i in 0..5 {
+            req.group_id = format!("empty{i}");
+            assert_eq!(
+                ready(c.join(req.clone(), t0)).error,
+                ResponseError::InconsistentGroupProtocol.code()
+            );
+        }
+        assert_eq!(c.held(), (0, 0));
+    }
+
+    #[test]
+    fn member_metadata_is_capped_and_copied_out_of_the_frame() {
+        let c = limited(10, 10, 1 << 20);
+        let t0 = Instant::now();
+        let big = ready(join_group(&c, "g", 1025, t0));
+        assert_eq!(big.error, ResponseError::InvalidRequest.code());
+        assert!(c.state("g").is_none());
+        // Metadata sliced from a larger frame: the group keeps only its bytes.
+        let frame = Bytes::from(vec![1u8; 64 * 1024]);
+        let out = ready(c.join(
+            JoinRequest {
+                group_id: "g".into(),
+                member_id: String::new(),
+                group_instance_id: None,
+                client_id: "c".into(),
+                session_timeout: Duration::from_secs(10),
+                rebalance_timeout: Duration::from_secs(30),
+                protocol_type: "consumer".into(),
+                protocols: vec![("range".into(), frame.slice(100..110))],
+            },
+            t0,
+        ));
+        assert_eq!(out.error, 0);
+        // Only this test's `frame` still points at the 64 KiB buffer.
+        assert!(
+            frame.is_unique(),
+            "the group kept a view of the request frame"
+        );
+        let (_, held) = c.held();
+        assert!(held < 200, "held {held} bytes");
+        // The leader's assignment: too large is refused, otherwise copied.
+        let s = ready(c.sync(
+            "g",
+            &out.member_id,
+            out.generation,
+            vec![(out.member_id.clone(), Bytes::from(vec![0u8; 2000]))],
+            t0,
+        ));
+        assert_eq!(s.error, ResponseError::InvalidRequest.code());
+    }
+
+    #[test]
+    fn total_bytes_are_capped_and_given_back() {
+        let c = limited(100, 100, 3000);
+        let t0 = Instant::now();
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let out = ready(join_group(&c, &format!("g{i}"), 900, t0));
+            assert_eq!(out.error, 0, "group {i}");
+            ids.push(out.member_id);
+        }
+        let over = ready(join_group(&c, "g3", 900, t0));
+        assert_eq!(over.error, ResponseError::CoordinatorNotAvailable.code());
+        let (groups, held) = c.held();
+        assert_eq!(groups, 3);
+        assert!(held > 2700 && held <= 3000, "held {held}");
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(
+                c.leave(&format!("g{i}"), std::slice::from_ref(id), t0),
+                vec![0]
+            );
+        }
+        c.tick(t0);
+        assert_eq!(c.held(), (0, 0));
+        assert_eq!(ready(join_group(&c, "g3", 900, t0)).error, 0);
+    }
+
+    #[test]
+    fn negative_generation_commits_only_outside_active_groups() {
+        let c = coordinator();
+        let t0 = Instant::now();
+        // No group, or a group without members: a self-managed consumer may commit.
+        assert_eq!(c.check_commit("g", "", -1), 0);
+        let a = ready(join(&c, "", t0));
+        ready(c.sync("g", &a.member_id, a.generation, vec![], t0));
+        // An active group: generation -1 from a stranger or from a member is refused.
+        assert_eq!(
+            c.check_commit("g", "", -1),
+            ResponseError::UnknownMemberId.code()
+        );
+        assert_eq!(
+            c.check_commit("g", &a.member_id, -1),
+            ResponseError::IllegalGeneration.code()
+        );
+        assert_eq!(
+            c.check_commit("g", "stranger", -1),
+            ResponseError::UnknownMemberId.code()
+        );
+        assert_eq!(c.check_commit("g", &a.member_id, a.generation), 0);
+        // Once everyone has left, offsets may be stored without membership again.
+        c.leave("g", std::slice::from_ref(&a.member_id), t0);
+        assert_eq!(c.check_commit("g", "", -1), 0);
     }
 }

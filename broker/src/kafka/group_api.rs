@@ -37,6 +37,18 @@ async fn settle<T: Default>(pending: Pending<T>, lost: impl FnOnce() -> T) -> T 
     }
 }
 
+/// Counts answers that mean a group limit was hit (docs/limits.md).
+fn count_group_refusal(hub: &KafkaHub, code: i16) {
+    let kind = match ResponseError::try_from_code(code) {
+        Some(ResponseError::GroupMaxSizeReached) => "group_max_size",
+        Some(ResponseError::CoordinatorNotAvailable) => "group_limit",
+        Some(ResponseError::InvalidRequest) => "group_metadata_too_large",
+        _ => return,
+    };
+    hub.metrics
+        .protocol_error(crate::metrics::Protocol::Kafka, kind);
+}
+
 pub async fn join(
     hub: &KafkaHub,
     req: JoinGroupRequest,
@@ -71,6 +83,7 @@ pub async fn join(
         ..JoinOutcome::default()
     })
     .await;
+    count_group_refusal(hub, outcome.error);
     JoinGroupResponse::default()
         .with_error_code(outcome.error)
         .with_generation_id(outcome.generation)
@@ -112,6 +125,7 @@ pub async fn sync(hub: &KafkaHub, req: SyncGroupRequest) -> SyncGroupResponse {
         ..SyncOutcome::default()
     })
     .await;
+    count_group_refusal(hub, outcome.error);
     SyncGroupResponse::default()
         .with_error_code(outcome.error)
         .with_protocol_type(outcome.protocol_type.as_deref().map(str_bytes))

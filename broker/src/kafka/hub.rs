@@ -67,6 +67,10 @@ impl KafkaHub {
             min_session_timeout: Duration::from_millis(config.group_min_session_timeout_ms),
             max_session_timeout: Duration::from_millis(config.group_max_session_timeout_ms),
             initial_rebalance_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
+            max_groups: config.max_groups,
+            max_members: config.group_max_size,
+            max_member_metadata_bytes: config.group_max_member_metadata_bytes,
+            max_total_bytes: config.group_max_total_bytes,
         });
         let connection_permits = ConnectionSlots::new(connection_permits, config.max_connections);
         Ok(Arc::new(KafkaHub {

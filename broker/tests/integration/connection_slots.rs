@@ -3,7 +3,6 @@
 //! sockets of one protocol must not lock the others out, and every wait is
 //! bounded by a short deadline set through the config.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
@@ -14,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::common::{amqp_connect, start_broker_with, WAIT};
-use crate::raw;
+use crate::raw::{self, mqtt_round_trip};
 use crate::raw_kafka::api_versions_ok;
 
 /// Waits (bounded) until the broker closes `s`; returns how long that took.
@@ -38,16 +37,6 @@ async fn still_open(s: &mut TcpStream, within: Duration) {
     if let Ok(r) = timeout(within, s.read(&mut byte)).await {
         panic!("expected the connection to stay open, read returned {r:?}");
     }
-}
-
-/// An MQTT 3.1.1 client subscribes and gets its own QoS 0 message back.
-async fn mqtt_round_trip(addr: SocketAddr, id: &str) {
-    let mut s = raw::session(addr, 4, id, 30).await;
-    raw::send(&mut s, &raw::subscribe(4, 1, "slots/echo", 0)).await;
-    raw::expect_packet(&mut s, 9).await;
-    raw::send(&mut s, &raw::publish(4, 0, "slots/echo", 0, b"hello")).await;
-    let publish = raw::expect_packet(&mut s, 3).await;
-    assert!(publish.ends_with(b"hello"), "{publish:x?}");
 }
 
 /// An AMQP client publishes to a queue and gets the message back.

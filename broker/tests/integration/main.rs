@@ -15,6 +15,7 @@ mod common;
 mod connection_slots;
 mod fairness;
 mod kafka_durability;
+mod kafka_groups;
 mod kafka_kcat;
 mod kafka_malformed;
 mod kafka_rdkafka;

@@ -162,3 +162,14 @@ pub async fn expect_server_close(s: &mut TcpStream, level: u8, reason: u8) {
     }
     expect_closed(s).await;
 }
+
+/// An MQTT 3.1.1 client subscribes and gets its own QoS 0 message back: the
+/// bystander round trip of the hostile-input tests.
+pub async fn mqtt_round_trip(addr: SocketAddr, id: &str) {
+    let mut s = session(addr, 4, id, 30).await;
+    send(&mut s, &subscribe(4, 1, "slots/echo", 0)).await;
+    expect_packet(&mut s, 9).await;
+    send(&mut s, &publish(4, 0, "slots/echo", 0, b"hello")).await;
+    let publish = expect_packet(&mut s, 3).await;
+    assert!(publish.ends_with(b"hello"), "{publish:x?}");
+}
