@@ -29,7 +29,7 @@ pub mod runner;
 pub mod seq;
 
 pub use result::{LoadResult, Outcome, RESULT_SCHEMA_VERSION};
-pub use spec::{Protocol, Scenario, SpecError, Workload};
+pub use spec::{DeliveryGuarantee, Protocol, Scenario, SpecError, Workload};
 
 #[cfg(feature = "drivers")]
 pub use runner::{run, RunError, RunOptions};

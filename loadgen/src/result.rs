@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::spec::Workload;
 
 /// Bumped on any incompatible change of [`LoadResult`].
-pub const RESULT_SCHEMA_VERSION: u32 = 1;
+/// 2: rates by the time things happened inside the window (delivered by
+/// receive time), offered/delivered/late counts, timeline by event time.
+pub const RESULT_SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -19,17 +21,37 @@ pub enum Outcome {
     Aborted,
 }
 
+/// Two sets of messages are counted. The *measured messages* are those whose
+/// intended send time falls inside the measured window: loss, duplicates,
+/// order, lateness and latency are about them, wherever they arrive. Rates
+/// count events by the time they *happened* inside the window (a message
+/// sent in the warm-up but delivered in the window is a delivery of the
+/// window; one delivered during the drain is not).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counts {
-    /// Messages handed to the client library during the measured window.
+    /// Messages the open-loop schedule intended to send in the window
+    /// (unpaced workloads: equal to `sent`).
+    #[serde(default)]
+    pub offered: u64,
+    /// Measured messages handed to the client library.
     pub sent: u64,
     /// Of those, acknowledged by the broker (QoS 1/2, confirms, acks).
     pub acked: u64,
-    /// Messages received by subscribers during the window (all copies).
+    /// Deliveries of measured messages received (all copies, duplicates
+    /// included), on time or late.
     pub received: u64,
+    /// Deliveries (duplicates excluded) *received* inside the measured
+    /// window, of any message: what the broker delivered in the window.
+    #[serde(default)]
+    pub delivered: u64,
+    /// Deliveries of measured messages that arrived after the drain
+    /// (`drain_secs` after publishing stopped) but before loadgen stopped
+    /// listening (`late_secs` more): not lost, and in the latency histogram.
+    #[serde(default)]
+    pub late: u64,
     /// Deliveries expected: sent × subscribers that match (fan-out counts each copy).
     pub expected: u64,
-    /// Expected deliveries never received (only meaningful for acknowledged delivery).
+    /// Expected deliveries of measured messages never received, not even late.
     pub lost: u64,
     /// Deliveries of a (publisher, sequence) a subscriber had already seen.
     pub duplicated: u64,
@@ -37,10 +59,19 @@ pub struct Counts {
     pub out_of_order: u64,
 }
 
+/// Per second of the measured window, each counted by when it happened.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rates {
+    /// The schedule's rate (`rate`); 0 for unpaced workloads (no intention).
+    #[serde(default)]
+    pub offered_per_sec: f64,
+    /// Messages handed to the client library inside the window (by actual send time).
     pub sent_per_sec: f64,
+    /// Acknowledgements received inside the window (by ack time).
     pub acked_per_sec: f64,
+    /// Delivered msg/s: `counts.delivered` (duplicates excluded, by
+    /// receive time inside the window) over the window's length. Never more
+    /// than the broker actually delivered in the window.
     pub received_per_sec: f64,
 }
 
@@ -85,7 +116,9 @@ pub struct ConnectionStats {
     pub source_addresses: Vec<String>,
 }
 
-/// One second of the measured window.
+/// One second of the measured window: each column counts events that
+/// happened in that second (sent by send time, acked by ack time, received
+/// by receive time), so a delivery stall shows as a dip in `received`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tick {
     /// Seconds since the measured window started.

@@ -119,6 +119,38 @@ impl Schedule {
         let offset_ns = (seq as f64 * 1e9 / rate).round() as u64;
         Some(self.start + self.phase + Duration::from_nanos(offset_ns))
     }
+
+    /// How many messages the schedule intends in `[from, to)`, of the first
+    /// `max_messages` (0 = no limit); `None` when unpaced.
+    pub fn offered_between(&self, from: Instant, to: Instant, max_messages: u64) -> Option<u64> {
+        self.rate?;
+        let before = |k: u64, t: Instant| self.intended(k).is_some_and(|due| due < t);
+        // The first sequence number intended at or after `t` (bisection).
+        let first_at = |t: Instant| -> u64 {
+            if !before(0, t) {
+                return 0;
+            }
+            let mut hi = 1u64;
+            while before(hi, t) {
+                hi = hi.saturating_mul(2);
+            }
+            let mut lo = hi / 2;
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if before(mid, t) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            hi
+        };
+        let (lo, mut hi) = (first_at(from), first_at(to));
+        if max_messages > 0 {
+            hi = hi.min(max_messages);
+        }
+        Some(hi.saturating_sub(lo))
+    }
 }
 
 /// The measured window, as nanoseconds since [`payload::epoch`].
@@ -177,6 +209,9 @@ pub fn expected_deliveries(matching: &[Vec<u32>], sent_per_publisher: &[u64]) ->
 /// State every task of one run shares.
 struct Shared {
     window: OnceLock<Window>,
+    /// End of the drain, nanoseconds since the epoch: measured messages that
+    /// arrive later are `late`.
+    on_time_until: OnceLock<u64>,
     timeline: Timeline,
     sent: AtomicU64,
     acked: AtomicU64,
@@ -194,6 +229,7 @@ impl Shared {
     fn new(duration_secs: f64) -> Shared {
         Shared {
             window: OnceLock::new(),
+            on_time_until: OnceLock::new(),
             timeline: Timeline::new(duration_secs),
             sent: AtomicU64::new(0),
             acked: AtomicU64::new(0),
@@ -246,7 +282,14 @@ impl Shared {
 
 #[derive(Default)]
 struct PublisherStats {
+    /// What the schedule intended in the window (None: unpaced).
+    offered: Option<u64>,
+    /// Measured messages (intended in the window) handed to the client.
     sent: u64,
+    /// Messages handed to the client inside the window (by actual time).
+    sent_in_window: u64,
+    /// Acknowledgements received inside the window (by ack time).
+    acked_in_window: u64,
     /// Sequence numbers of the measured messages: `first..end`.
     first_measured: Option<u64>,
     end_measured: u64,
@@ -268,6 +311,9 @@ struct SubscriberStats {
     /// Indexed by publisher id.
     trackers: Vec<SequenceTracker>,
     received: u64,
+    /// Non-duplicate deliveries received inside the window (any message).
+    delivered: u64,
+    late: u64,
     duplicated: u64,
     out_of_order: u64,
     end_to_end: Histogram<u64>,
@@ -285,27 +331,36 @@ impl ClientEvents for SubscriberEvents {
             Ok(h) => h,
             Err(_) => return self.shared.count_error("foreign_payload"),
         };
-        let Some(window) = self
-            .shared
-            .window
-            .get()
-            .filter(|w| w.contains(header.intended_nanos))
-            .copied()
-        else {
-            // Warm-up (or earlier): only the sequence tracker hears of it.
-            let mut stats = self.stats.lock().expect("subscriber stats");
-            if let Some(tracker) = stats.trackers.get_mut(header.publisher as usize) {
-                tracker.record(header.sequence);
-            }
-            return;
-        };
+        let window = self.shared.window.get().copied();
+        let at_nanos = payload::nanos_since_epoch(at);
         let mut stats = self.stats.lock().expect("subscriber stats");
         let Some(tracker) = stats.trackers.get_mut(header.publisher as usize) else {
             drop(stats);
             return self.shared.count_error("foreign_payload");
         };
         let delivery = tracker.record(header.sequence);
+        // Throughput: what arrived inside the window, whenever it was sent.
+        if let Some(w) = window.filter(|w| w.contains(at_nanos)) {
+            if delivery != Delivery::Duplicate {
+                stats.delivered += 1;
+                self.shared.timeline.count(&w, at_nanos, Column::Received);
+            }
+        }
+        let Some(_) = window.filter(|w| w.contains(header.intended_nanos)) else {
+            // Not a measured message (warm-up): only the tracker and the
+            // window's delivered count hear of it.
+            return;
+        };
         stats.received += 1;
+        if self
+            .shared
+            .on_time_until
+            .get()
+            .is_some_and(|until| at_nanos > *until)
+            && delivery != Delivery::Duplicate
+        {
+            stats.late += 1;
+        }
         match delivery {
             Delivery::Duplicate => stats.duplicated += 1,
             Delivery::OutOfOrder => stats.out_of_order += 1,
@@ -320,9 +375,6 @@ impl ClientEvents for SubscriberEvents {
         }
         drop(stats);
         self.shared.received.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .timeline
-            .count(&window, header.intended_nanos, Column::Received);
     }
 
     fn connection_lost(&mut self, error: DriverError) {
@@ -338,10 +390,18 @@ struct PublisherEvents {
 
 impl ClientEvents for PublisherEvents {
     fn acked(&mut self, token: u64, at: Instant) {
-        let Some(window) = self.shared.window.get().filter(|w| w.contains(token)) else {
+        let Some(window) = self.shared.window.get().copied() else {
             return;
         };
+        let at_nanos = payload::nanos_since_epoch(at);
         let mut stats = self.stats.lock().expect("publisher stats");
+        if window.contains(at_nanos) {
+            stats.acked_in_window += 1;
+            self.shared.timeline.count(&window, at_nanos, Column::Acked);
+        }
+        if !window.contains(token) {
+            return;
+        }
         stats.acked += 1;
         let intended = payload::instant_from_nanos(token);
         histogram::record(
@@ -350,7 +410,6 @@ impl ClientEvents for PublisherEvents {
         );
         drop(stats);
         self.shared.acked.fetch_add(1, Ordering::Relaxed);
-        self.shared.timeline.count(window, token, Column::Acked);
     }
 
     fn connection_lost(&mut self, error: DriverError) {
@@ -438,6 +497,8 @@ pub async fn run_with<D: Driver>(
                 Arc::new(Mutex::new(SubscriberStats {
                     trackers: vec![SequenceTracker::new(); workload.publishers as usize],
                     received: 0,
+                    delivered: 0,
+                    late: 0,
                     duplicated: 0,
                     out_of_order: 0,
                     end_to_end: histogram::new_latency(),
@@ -463,7 +524,7 @@ pub async fn run_with<D: Driver>(
     let deadline = run_start
         + connect_allowance
         + Duration::from_secs_f64(workload.warmup_secs + workload.duration_secs)
-        + Duration::from_secs_f64(workload.drain_secs)
+        + Duration::from_secs_f64(workload.drain_secs + workload.late_secs)
         + DEADLINE_SLACK;
 
     let progress = Arc::new(Progress::new(options.progress));
@@ -790,6 +851,8 @@ async fn load<P: Publisher>(
         };
         let shared = shared.clone();
         let stats = collected.publishers[index as usize].clone();
+        stats.lock().expect("publisher stats").offered =
+            schedule.offered_between(window_start, window_end, workload.max_messages);
         tasks.spawn(async move {
             let publisher = publish_loop(publisher, plan, &shared, &stats).await;
             (index, publisher)
@@ -810,9 +873,15 @@ async fn load<P: Publisher>(
         _ = shared.aborted() => {}
     }
     if !shared.is_aborted() {
+        // On time: by the end of the drain. Then keep listening (bounded)
+        // for what is still missing: late, not lost, and in the latency.
         let drain_until =
             Instant::now().max(window_end) + Duration::from_secs_f64(workload.drain_secs);
-        drain(workload.expects_acks(), shared, collected, drain_until).await;
+        let _ = shared
+            .on_time_until
+            .set(payload::nanos_since_epoch(drain_until));
+        let listen_until = drain_until + Duration::from_secs_f64(workload.late_secs);
+        drain(workload.expects_acks(), shared, collected, listen_until).await;
     }
     publishers
 }
@@ -889,6 +958,13 @@ async fn publish_loop<P: Publisher>(
             shared.fail("publish", format!("publisher {}: {e}", plan.index));
             break;
         }
+        let actual_nanos = payload::nanos_since_epoch(actual);
+        if plan.window.contains(actual_nanos) {
+            stats.lock().expect("publisher stats").sent_in_window += 1;
+            shared
+                .timeline
+                .count(&plan.window, actual_nanos, Column::Sent);
+        }
         if plan.window.contains(intended_nanos) {
             let mut s = stats.lock().expect("publisher stats");
             s.sent += 1;
@@ -902,9 +978,6 @@ async fn publish_loop<P: Publisher>(
             }
             drop(s);
             shared.sent.fetch_add(1, Ordering::Relaxed);
-            shared
-                .timeline
-                .count(&plan.window, intended_nanos, Column::Sent);
         }
         seq += 1;
     }
@@ -980,9 +1053,10 @@ fn spawn_ticker(
     })
 }
 
-/// Per-second counts of the measured window, by the second a message was
-/// *intended* to be sent in, so the ticks add up to the totals exactly
-/// (a delivery that arrives during the drain counts in its own second).
+/// Per-second counts of the measured window, by the second an event
+/// *happened* in (sent by send time, acked by ack time, received by receive
+/// time): a delivery stall shows as a dip, and the received ticks add up to
+/// `counts.delivered`.
 pub struct Timeline {
     seconds: Vec<[AtomicU64; 3]>,
     duration_secs: f64,
@@ -1005,8 +1079,8 @@ impl Timeline {
         }
     }
 
-    fn count(&self, window: &Window, intended_nanos: u64, column: Column) {
-        let second = (intended_nanos.saturating_sub(window.start) / 1_000_000_000) as usize;
+    fn count(&self, window: &Window, at_nanos: u64, column: Column) {
+        let second = (at_nanos.saturating_sub(window.start) / 1_000_000_000) as usize;
         if let Some(counts) = self.seconds.get(second) {
             counts[column as usize].fetch_add(1, Ordering::Relaxed);
         }
@@ -1055,9 +1129,12 @@ fn assemble<D: Driver>(
 
     let sent_per_publisher: Vec<u64> = publishers.iter().map(|p| p.sent).collect();
     let mut counts = Counts {
+        offered: publishers.iter().map(|p| p.offered.unwrap_or(p.sent)).sum(),
         sent: sent_per_publisher.iter().sum(),
         acked: publishers.iter().map(|p| p.acked).sum(),
         received: subscribers.iter().map(|s| s.received).sum(),
+        delivered: subscribers.iter().map(|s| s.delivered).sum(),
+        late: subscribers.iter().map(|s| s.late).sum(),
         expected: expected_deliveries(&collected.matching, &sent_per_publisher),
         lost: 0,
         duplicated: subscribers.iter().map(|s| s.duplicated).sum(),
@@ -1090,9 +1167,14 @@ fn assemble<D: Driver>(
         }
     };
     let rates = Rates {
-        sent_per_sec: per_sec(counts.sent),
-        acked_per_sec: per_sec(counts.acked),
-        received_per_sec: per_sec(counts.received),
+        offered_per_sec: if workload.total_rate() > 0 {
+            workload.total_rate() as f64
+        } else {
+            0.0
+        },
+        sent_per_sec: per_sec(publishers.iter().map(|p| p.sent_in_window).sum()),
+        acked_per_sec: per_sec(publishers.iter().map(|p| p.acked_in_window).sum()),
+        received_per_sec: per_sec(counts.delivered),
     };
 
     let latency = Latencies {
@@ -1207,7 +1289,19 @@ mod tests {
     }
 
     #[test]
-    fn timeline_counts_by_intended_second() {
+    fn offered_counts_the_schedule_inside_the_window() {
+        let start = Instant::now();
+        let s = Schedule::new(start, 1000, 1, 0);
+        let at = |ms| start + Duration::from_millis(ms);
+        assert_eq!(s.offered_between(at(500), at(2500), 0), Some(2000));
+        assert_eq!(s.offered_between(at(0), at(1000), 0), Some(1000));
+        assert_eq!(s.offered_between(at(0), at(1000), 300), Some(300));
+        assert_eq!(s.offered_between(at(500), at(1000), 300), Some(0));
+        assert_eq!(Schedule::new(start, 0, 1, 0).offered_between(at(0), at(1), 0), None);
+    }
+
+    #[test]
+    fn timeline_counts_by_the_second_things_happened() {
         let timeline = Timeline::new(2.5);
         let w = Window {
             start: 1_000_000_000,

@@ -117,9 +117,15 @@ pub struct Workload {
     /// Stop after this many messages per publisher (0 = no limit).
     #[serde(default)]
     pub max_messages: u64,
-    /// Seconds to wait for in-flight messages after publishing stops.
+    /// Seconds to wait for in-flight messages after publishing stops;
+    /// deliveries of measured messages that arrive within it are on time.
     #[serde(default = "default_drain")]
     pub drain_secs: f64,
+    /// Seconds to keep listening after the drain when deliveries are still
+    /// missing: what arrives then counts as `late` (and in latency), what
+    /// never arrives as `lost`.
+    #[serde(default = "default_late")]
+    pub late_secs: f64,
     #[serde(default)]
     pub mqtt: MqttOptions,
     /// `[kafka]`; only with `protocol = "kafka"` (defaults when absent).
@@ -318,6 +324,45 @@ fn default_duration() -> f64 {
 fn default_drain() -> f64 {
     2.0
 }
+fn default_late() -> f64 {
+    3.0
+}
+
+/// What a workload's protocol settings promise about delivery, whatever the
+/// protocol; the gate judges loss, duplicates and order by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryGuarantee {
+    /// Best effort: MQTT QoS 0, Kafka acks=0, AMQP without confirms and
+    /// without persistent delivery. Some loss is allowed (a bounded fraction).
+    AtMostOnce,
+    /// Acknowledged: MQTT QoS 1, Kafka acks=1/all, AMQP confirms or
+    /// persistent delivery. No loss allowed.
+    AtLeastOnce,
+    /// MQTT QoS 2: no loss and no duplicates.
+    ExactlyOnce,
+}
+
+impl DeliveryGuarantee {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryGuarantee::AtMostOnce => "at-most-once",
+            DeliveryGuarantee::AtLeastOnce => "at-least-once",
+            DeliveryGuarantee::ExactlyOnce => "exactly-once",
+        }
+    }
+
+    /// Whether every expected delivery must arrive (zero loss).
+    pub fn forbids_loss(self) -> bool {
+        self != DeliveryGuarantee::AtMostOnce
+    }
+}
+
+impl fmt::Display for DeliveryGuarantee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Smallest payload: the header carries a magic, publisher id, sequence number and send time.
 pub const MIN_PAYLOAD_BYTES: usize = 24;
@@ -393,6 +438,12 @@ impl Workload {
             return Err(format!(
                 "drain_secs = {}: must be 0 or more",
                 self.drain_secs
+            ));
+        }
+        if self.late_secs < 0.0 || !self.late_secs.is_finite() {
+            return Err(format!(
+                "late_secs = {}: must be 0 or more",
+                self.late_secs
             ));
         }
         if self.rate > 0 && self.rate_per_publisher > 0 {
@@ -599,6 +650,35 @@ impl Workload {
         }
     }
 
+    /// The delivery guarantee the workload's settings ask for, whatever the
+    /// protocol: MQTT by `qos`; Kafka by the producer's acks (acks=1/all is
+    /// at-least-once for the consumers); AMQP by confirms or persistent
+    /// delivery.
+    pub fn delivery(&self) -> DeliveryGuarantee {
+        use DeliveryGuarantee::*;
+        match self.protocol {
+            Protocol::Mqtt => match self.qos {
+                0 => AtMostOnce,
+                1 => AtLeastOnce,
+                _ => ExactlyOnce,
+            },
+            Protocol::Kafka => {
+                if self.kafka_acks() == 0 {
+                    AtMostOnce
+                } else {
+                    AtLeastOnce
+                }
+            }
+            Protocol::Amqp => {
+                if self.amqp_confirms() || self.amqp_options().persistent {
+                    AtLeastOnce
+                } else {
+                    AtMostOnce
+                }
+            }
+        }
+    }
+
     /// Total target rate in messages per second (0 = as fast as possible).
     pub fn total_rate(&self) -> u64 {
         if self.rate_per_publisher > 0 {
@@ -738,6 +818,28 @@ mod tests {
         assert_eq!(w.kafka_options().linger_ms, 10);
         let w = Workload::parse(&format!("{KAFKA}qos = 1\n[kafka]\nacks = 0\n")).unwrap();
         assert_eq!(w.kafka_acks(), 0, "kafka.acks wins over qos");
+    }
+
+    #[test]
+    fn every_workload_has_a_delivery_guarantee_from_its_protocol_settings() {
+        use DeliveryGuarantee::*;
+        let g = |text: String| Workload::parse(&text).unwrap().delivery();
+        assert_eq!(g(MINIMAL.to_string()), AtMostOnce);
+        assert_eq!(g(format!("{MINIMAL}qos = 1\n")), AtLeastOnce);
+        assert_eq!(g(format!("{MINIMAL}qos = 2\n")), ExactlyOnce);
+        // Kafka: qos left at 0, acks=1 in [kafka] still promises delivery.
+        assert_eq!(g(KAFKA.to_string()), AtMostOnce);
+        assert_eq!(g(format!("{KAFKA}[kafka]\nacks = 1\n")), AtLeastOnce);
+        assert_eq!(g(format!("{KAFKA}[kafka]\nacks = \"all\"\n")), AtLeastOnce);
+        assert_eq!(g(format!("{KAFKA}qos = 1\n[kafka]\nacks = 0\n")), AtMostOnce);
+        // AMQP: confirms or persistent delivery; auto-ack without either is best effort.
+        assert_eq!(g(AMQP.to_string()), AtMostOnce);
+        assert_eq!(g(format!("{AMQP}qos = 1\n")), AtLeastOnce);
+        assert_eq!(g(format!("{AMQP}[amqp]\npersistent = true\n")), AtLeastOnce);
+        assert!(AtLeastOnce.forbids_loss() && ExactlyOnce.forbids_loss());
+        assert!(!AtMostOnce.forbids_loss());
+        let err = Workload::parse(&format!("{MINIMAL}late_secs = -1\n")).unwrap_err();
+        assert!(err.starts_with("late_secs = -1"), "{err}");
     }
 
     #[test]
