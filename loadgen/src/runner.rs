@@ -1297,7 +1297,10 @@ mod tests {
         assert_eq!(s.offered_between(at(0), at(1000), 0), Some(1000));
         assert_eq!(s.offered_between(at(0), at(1000), 300), Some(300));
         assert_eq!(s.offered_between(at(500), at(1000), 300), Some(0));
-        assert_eq!(Schedule::new(start, 0, 1, 0).offered_between(at(0), at(1), 0), None);
+        assert_eq!(
+            Schedule::new(start, 0, 1, 0).offered_between(at(0), at(1), 0),
+            None
+        );
     }
 
     #[test]

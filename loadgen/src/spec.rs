@@ -441,10 +441,7 @@ impl Workload {
             ));
         }
         if self.late_secs < 0.0 || !self.late_secs.is_finite() {
-            return Err(format!(
-                "late_secs = {}: must be 0 or more",
-                self.late_secs
-            ));
+            return Err(format!("late_secs = {}: must be 0 or more", self.late_secs));
         }
         if self.rate > 0 && self.rate_per_publisher > 0 {
             return Err("rate and rate_per_publisher are both set: keep one".into());
@@ -831,7 +828,10 @@ mod tests {
         assert_eq!(g(KAFKA.to_string()), AtMostOnce);
         assert_eq!(g(format!("{KAFKA}[kafka]\nacks = 1\n")), AtLeastOnce);
         assert_eq!(g(format!("{KAFKA}[kafka]\nacks = \"all\"\n")), AtLeastOnce);
-        assert_eq!(g(format!("{KAFKA}qos = 1\n[kafka]\nacks = 0\n")), AtMostOnce);
+        assert_eq!(
+            g(format!("{KAFKA}qos = 1\n[kafka]\nacks = 0\n")),
+            AtMostOnce
+        );
         // AMQP: confirms or persistent delivery; auto-ack without either is best effort.
         assert_eq!(g(AMQP.to_string()), AtMostOnce);
         assert_eq!(g(format!("{AMQP}qos = 1\n")), AtLeastOnce);

@@ -57,3 +57,6 @@ pub fn assert_sane(summary: &Option<LatencySummary>, what: &str) {
     );
     assert!(!s.histogram.is_empty(), "{what}: histogram serialized");
 }
+/// Used by the fault-proxy test only.
+#[allow(dead_code)]
+pub mod fault_proxy;
