@@ -676,6 +676,14 @@ impl Workload {
         }
     }
 
+    /// Whether the protocol keeps one publisher's messages in order for the
+    /// way this workload consumes them: everywhere except AMQP consumers
+    /// sharing one queue (they take turns, so their merged view interleaves).
+    /// Kafka publishers each write one partition, so their order holds.
+    pub fn promises_order(&self) -> bool {
+        !(self.protocol == Protocol::Amqp && self.amqp_options().shared_queues())
+    }
+
     /// Total target rate in messages per second (0 = as fast as possible).
     pub fn total_rate(&self) -> u64 {
         if self.rate_per_publisher > 0 {

@@ -3,11 +3,14 @@
 //! Each threshold is pass, fail, *not measured* or *informational*. Not
 //! measured (the run did not exercise it at its scale) never counts as a pass,
 //! and never fails the gate either; a workload that failed makes the
-//! thresholds it would have exercised fail. Informational: under emulation
+//! thresholds it would have exercised fail. Loss, duplicates and order are
+//! judged per workload by its delivery guarantee. A protocol whose workloads
+//! were all skipped (an external broker without that listener) gets a row of
+//! its own: not measured. Informational: under emulation
 //! (qemu-user) the performance thresholds are reported, not gated, unless the
 //! profile says `gate_emulated = true`.
 
-use loadgen::{LoadResult, Protocol, Scenario};
+use loadgen::{DeliveryGuarantee, LoadResult, Protocol, Scenario};
 
 use crate::model::broker::BrokerKind;
 use crate::model::gate::{
@@ -66,6 +69,8 @@ pub fn evaluate(report: &Report, profile: &Profile) -> GateReport {
             }
         })
         .collect();
+    let mut verdicts = verdicts;
+    verdicts.extend(unmeasured_protocols(report));
     let result = if verdicts.iter().any(|v| v.verdict == VerdictKind::Fail) {
         GateResult::Fail
     } else if !verdicts.is_empty() && verdicts.iter().all(|v| v.verdict == VerdictKind::Pass) {
@@ -81,7 +86,124 @@ pub fn evaluate(report: &Report, profile: &Profile) -> GateReport {
     }
 }
 
+/// A "not measured" row for every protocol whose workloads were all skipped:
+/// the gate must not read as if that protocol had been checked.
+fn unmeasured_protocols(report: &Report) -> Vec<Verdict> {
+    let mut protocols: Vec<Protocol> = Vec::new();
+    for w in &report.workloads {
+        if !protocols.contains(&w.workload.protocol) {
+            protocols.push(w.workload.protocol);
+        }
+    }
+    protocols
+        .into_iter()
+        .filter_map(|p| {
+            let of_p: Vec<&WorkloadReport> = report
+                .workloads
+                .iter()
+                .filter(|w| w.workload.protocol == p)
+                .collect();
+            if !of_p.iter().all(|w| w.status.is_skipped()) {
+                return None;
+            }
+            let reason = of_p
+                .first()
+                .map(|w| w.status.describe())
+                .unwrap_or_default();
+            Some(Verdict {
+                threshold: "protocol".into(),
+                protocol: Some(p.as_str().to_string()),
+                limit: "measured".into(),
+                measured: format!("{} workloads {reason}", of_p.len()),
+                value: None,
+                verdict: VerdictKind::NotMeasured,
+                from: "the run".into(),
+            })
+        })
+        .collect()
+}
+
 pub(crate) type Judgement = (VerdictKind, String, Option<f64>);
+
+/// Workloads that deliver messages (not storms) and apply, filtered.
+fn delivering<'a>(
+    report: &'a Report,
+    keep: impl Fn(&loadgen::Workload) -> bool,
+) -> Vec<&'a WorkloadReport> {
+    report
+        .workloads
+        .iter()
+        .filter(|w| !w.status.is_skipped())
+        .filter(|w| w.workload.scenario != Scenario::ConnectionStorm)
+        .filter(|w| w.workload.publishers > 0 && w.workload.subscribers > 0)
+        .filter(|w| keep(&w.workload))
+        .collect()
+}
+
+/// The worst `count(result) / expected` over `workloads`, judged `≤ limit`
+/// (`as_fraction`: else the count itself).
+fn judge_counts(
+    workloads: &[&WorkloadReport],
+    what: &str,
+    count: fn(&LoadResult) -> u64,
+    limit: f64,
+    as_fraction: bool,
+) -> Judgement {
+    use VerdictKind::*;
+    if workloads.is_empty() {
+        return (NotMeasured, format!("no {what} workload in this run"), None);
+    }
+    if let Some(reason) = first_failure(workloads) {
+        return (Fail, reason, None);
+    }
+    let mut worst: Option<(&str, u64, u64, f64)> = None;
+    let mut total_expected = 0;
+    for (name, r) in results(workloads) {
+        let (n, expected) = (count(r), r.counts.expected);
+        total_expected += expected;
+        let value = if as_fraction {
+            if expected == 0 {
+                0.0
+            } else {
+                n as f64 / expected as f64
+            }
+        } else {
+            n as f64
+        };
+        if worst.is_none_or(|(_, _, _, w)| value > w) {
+            worst = Some((name, n, expected, value));
+        }
+    }
+    let Some((name, n, expected, value)) = worst else {
+        return (Fail, format!("{what} workloads produced no result"), None);
+    };
+    let thousands = crate::model::units::thousands;
+    let measured = if n == 0 {
+        format!(
+            "0 of {} expected over {} workloads",
+            thousands(total_expected),
+            workloads.len()
+        )
+    } else if as_fraction {
+        format!(
+            "{} ({name}: {} of {})",
+            crate::model::gate::fraction_text(value),
+            thousands(n),
+            thousands(expected)
+        )
+    } else {
+        format!(
+            "{} of {} expected ({name})",
+            thousands(n),
+            thousands(expected)
+        )
+    };
+    (
+        if value <= limit { Pass } else { Fail },
+        measured,
+        Some(value),
+    )
+}
 
 pub(crate) fn judge(report: &Report, t: &Threshold, protocol: Option<Protocol>) -> Judgement {
     use VerdictKind::*;
@@ -226,6 +348,34 @@ pub(crate) fn judge(report: &Report, t: &Threshold, protocol: Option<Protocol>) 
                 ),
             }
         }
+        ThresholdKind::LostGuaranteed => judge_counts(
+            &delivering(report, |w| w.delivery().forbids_loss()),
+            "at-least-once",
+            |r| r.counts.lost,
+            limit,
+            false,
+        ),
+        ThresholdKind::LostBestEffort => judge_counts(
+            &delivering(report, |w| !w.delivery().forbids_loss()),
+            "at-most-once",
+            |r| r.counts.lost,
+            limit,
+            true,
+        ),
+        ThresholdKind::Duplicated => judge_counts(
+            &delivering(report, |w| w.delivery() != DeliveryGuarantee::AtLeastOnce),
+            "at-most-once or exactly-once",
+            |r| r.counts.duplicated,
+            limit,
+            true,
+        ),
+        ThresholdKind::Reordered => judge_counts(
+            &delivering(report, |w| w.promises_order()),
+            "order-keeping",
+            |r| r.counts.out_of_order,
+            limit,
+            true,
+        ),
         ThresholdKind::BinarySize => match (report.broker.kind, report.broker.binary_size_bytes) {
             (BrokerKind::Built, Some(size)) => {
                 let size = size as f64;
@@ -664,6 +814,179 @@ from = "origin"
         assert_ne!(gate.result, GateResult::Fail);
     }
 
+    const LOSS: &str = r#"
+[lost]
+at_most_once_max_fraction = 0.2
+from = "test"
+[duplicated]
+max_fraction = 0
+from = "test"
+[reordered]
+max_fraction = 0
+from = "test"
+"#;
+
+    /// `quick_run` plus an MQTT QoS 1 workload with `lost` lost deliveries.
+    fn with_qos1(lost: u64) -> Report {
+        let mut r = quick_run(25_000.0, 3_000);
+        let mut w = workload("mqtt-qos1", "acknowledged");
+        w.qos = 1;
+        let mut res = result(&w, 50_000.0, 4_000);
+        res.counts.expected = res.counts.sent;
+        res.counts.lost = lost;
+        res.counts.received = res.counts.sent - lost;
+        r.workloads.push(workload_report(
+            w,
+            vec![repeat(1, Some(res), 30_000_000, 50.0)],
+            Status::Ok,
+        ));
+        r
+    }
+
+    /// The mosquitto run of issue 16: `max_queued_messages 10` lost 441,683
+    /// QoS 1 messages in mqtt-qos1 and the ci gate said "incomplete". Now it fails.
+    #[test]
+    fn lost_acknowledged_messages_fail_the_ci_gate() {
+        let root = crate::infra::cargo::project_root();
+        let ci = Profile::load(&root, "ci").unwrap();
+        let mut r = with_qos1(441_683);
+        r.broker.kind = BrokerKind::Mosquitto;
+        let gate = evaluate(&r, &ci);
+        let lost = verdict(&gate, "lost (at-least-once)");
+        assert_eq!(lost.verdict, VerdictKind::Fail);
+        assert_eq!(lost.measured, "441,683 of 500,000 expected (mqtt-qos1)");
+        assert_eq!(gate.result, GateResult::Fail);
+
+        let gate = evaluate(&with_qos1(0), &profile(LOSS));
+        let lost = verdict(&gate, "lost (at-least-once)");
+        assert_eq!(lost.verdict, VerdictKind::Pass, "{lost:?}");
+        assert_eq!(lost.measured, "0 of 500,000 expected over 1 workloads");
+        // A single lost acknowledged message fails.
+        let gate = evaluate(&with_qos1(1), &profile(LOSS));
+        assert_eq!(
+            verdict(&gate, "lost (at-least-once)").verdict,
+            VerdictKind::Fail
+        );
+    }
+
+    #[test]
+    fn kafka_acks_one_is_held_to_zero_loss_whatever_qos_says() {
+        let mut r = quick_run(25_000.0, 3_000);
+        let mut w = workload("kafka-produce", "fan_in");
+        w.protocol = Protocol::Kafka;
+        w.topic = "bench-produce".into();
+        w.kafka = Some(loadgen::spec::KafkaOptions {
+            acks: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(w.qos, 0);
+        let mut res = result(&w, 100_000.0, 4_000);
+        res.counts.expected = res.counts.sent;
+        res.counts.lost = 431_401;
+        r.workloads.push(workload_report(
+            w,
+            vec![repeat(1, Some(res), 30_000_000, 50.0)],
+            Status::Ok,
+        ));
+        let gate = evaluate(&r, &profile(LOSS));
+        let lost = verdict(&gate, "lost (at-least-once)");
+        assert_eq!(lost.verdict, VerdictKind::Fail);
+        assert!(lost.measured.contains("431,401"), "{}", lost.measured);
+    }
+
+    #[test]
+    fn best_effort_loss_is_a_bounded_fraction_and_duplicates_break_at_most_once() {
+        let mut r = quick_run(25_000.0, 3_000);
+        // The QoS 0 fan-in: 25,000 msg/s for 10 s expected.
+        let fanin = r.workloads[0].repeats[0].result.as_mut().unwrap();
+        fanin.counts.expected = 250_000;
+        fanin.counts.lost = 37_500; // 15 %, as issue 19 measured
+        let gate = evaluate(&r, &profile(LOSS));
+        let v = verdict(&gate, "lost (at-most-once)");
+        assert_eq!(v.verdict, VerdictKind::Pass, "{v:?}");
+        assert_eq!(v.measured, "15 % (fanin: 37,500 of 250,000)");
+        assert_eq!(v.limit, "≤ 20 % of expected");
+        let fanin = r.workloads[0].repeats[0].result.as_mut().unwrap();
+        fanin.counts.lost = 125_000; // half
+        let gate = evaluate(&r, &profile(LOSS));
+        assert_eq!(
+            verdict(&gate, "lost (at-most-once)").verdict,
+            VerdictKind::Fail
+        );
+        // Best-effort loss never counts against the at-least-once row.
+        assert_eq!(
+            verdict(&gate, "lost (at-least-once)").verdict,
+            VerdictKind::NotMeasured
+        );
+
+        let mut r = with_qos1(0);
+        r.workloads[0].repeats[0]
+            .result
+            .as_mut()
+            .unwrap()
+            .counts
+            .duplicated = 3;
+        let gate = evaluate(&r, &profile(LOSS));
+        assert_eq!(verdict(&gate, "duplicated").verdict, VerdictKind::Fail);
+        // QoS 1 may redeliver: its duplicates are not judged.
+        let mut r = with_qos1(0);
+        r.workloads[3].repeats[0]
+            .result
+            .as_mut()
+            .unwrap()
+            .counts
+            .duplicated = 3;
+        r.workloads[3].repeats[0]
+            .result
+            .as_mut()
+            .unwrap()
+            .counts
+            .out_of_order = 2;
+        let gate = evaluate(&r, &profile(LOSS));
+        assert_eq!(verdict(&gate, "duplicated").verdict, VerdictKind::Pass);
+        let reordered = verdict(&gate, "reordered");
+        assert_eq!(reordered.verdict, VerdictKind::Fail);
+        assert!(
+            reordered.measured.contains("mqtt-qos1"),
+            "{}",
+            reordered.measured
+        );
+    }
+
+    #[test]
+    fn a_protocol_whose_workloads_were_all_skipped_is_listed_as_not_measured() {
+        let mut r = quick_run(25_000.0, 3_000);
+        for name in ["amqp-publish", "amqp-latency"] {
+            let mut w = workload(name, "fan_in");
+            w.protocol = Protocol::Amqp;
+            r.workloads.push(workload_report(
+                w,
+                Vec::new(),
+                Status::Skipped {
+                    reason: "no AMQP address for the external broker".into(),
+                },
+            ));
+        }
+        r.broker.kind = BrokerKind::External;
+        let gate = evaluate(
+            &r,
+            &profile("[connections]\nat_least = 1000\nfrom = \"ci\"\n"),
+        );
+        let row = gate
+            .verdicts
+            .iter()
+            .find(|v| v.label() == "protocol (amqp)")
+            .expect("a row for AMQP");
+        assert_eq!(row.verdict, VerdictKind::NotMeasured);
+        assert!(
+            row.measured.contains("2 workloads skipped"),
+            "{}",
+            row.measured
+        );
+        assert!(gate.verdicts.iter().all(|v| v.label() != "protocol (mqtt)"));
+        assert_eq!(gate.result, GateResult::Incomplete, "not a pass");
+    }
+
     #[test]
     fn tables_have_a_row_per_threshold() {
         let gate = evaluate(&quick_run(25_000.0, 20_000), &profile(ALL));
@@ -745,7 +1068,11 @@ from = "origin"
                 (Throughput, 400_000.0),
                 (P99Latency, 15_000.0),
                 (BrokerMemory, 60e9),
-                (Cpu, 80.0)
+                (Cpu, 80.0),
+                (LostGuaranteed, 0.0),
+                (LostBestEffort, 0.30),
+                (Duplicated, 0.0),
+                (Reordered, 0.0),
             ]
         );
         assert_eq!(
@@ -755,10 +1082,14 @@ from = "origin"
                 (Throughput, 3_000.0),
                 (P99Latency, 150_000.0),
                 (BrokerMemory, 1.5e9),
-                (BinarySize, 5e6)
+                (BinarySize, 5e6),
+                (LostGuaranteed, 0.0),
+                (LostBestEffort, 0.30),
+                (Duplicated, 0.0),
+                (Reordered, 0.0),
             ]
         );
-        assert_eq!(limits("ci").len(), 6);
+        assert_eq!(limits("ci").len(), 10);
         let err = Profile::load(&root, "mainframe").unwrap_err().to_string();
         assert!(
             err.contains("mainframe") && err.contains("ci, embedded, high_perf"),

@@ -607,12 +607,14 @@ mod tests {
         w.warmup_secs = 0.5;
         w.duration_secs = 2.0;
         w.drain_secs = 1.0;
-        assert_eq!(budget(&w), Duration::from_secs_f64(3.5) + LOADGEN_SLACK);
+        w.late_secs = 2.0;
+        assert_eq!(budget(&w), Duration::from_secs_f64(5.5) + LOADGEN_SLACK);
         let mut storm = workload("s", "connection_storm");
         storm.connect_rate = 100;
         storm.warmup_secs = 0.0;
         storm.duration_secs = 5.0;
         storm.drain_secs = 0.0;
+        storm.late_secs = 0.0;
         assert_eq!(budget(&storm), Duration::from_secs(5 + 10) + LOADGEN_SLACK);
     }
 

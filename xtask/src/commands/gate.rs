@@ -183,6 +183,17 @@ mod tests {
         q1.workloads[0].workload.qos = 1;
         let b1 = Baseline::of(&q1, String::new());
         assert_eq!(b1.workloads[0].metrics["lost"], [0.0, 0.0, 0.0]);
+        // Kafka acks=1 promises delivery although `qos` is left at 0.
+        let mut acks1 = r.clone();
+        let k = &mut acks1.workloads[0].workload;
+        k.protocol = loadgen::Protocol::Kafka;
+        k.kafka = Some(loadgen::spec::KafkaOptions {
+            acks: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(k.qos, 0);
+        let b = Baseline::of(&acks1, String::new());
+        assert_eq!(b.workloads[0].metrics["lost"], [0.0, 0.0, 0.0]);
         let old = json.replacen("\"schema_version\": 1", "\"schema_version\": 9", 1);
         assert!(Baseline::from_json(&old).is_err());
     }

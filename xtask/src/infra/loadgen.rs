@@ -156,13 +156,15 @@ impl RunContext<'_> {
     }
 }
 
-/// Warm-up + duration + drain + connecting at the workload's connect rate + slack.
+/// Warm-up + duration + drain + late listening + connecting at the
+/// workload's connect rate + slack.
 pub(crate) fn budget(w: &loadgen::Workload) -> Duration {
     expected(w) + LOADGEN_SLACK
 }
 
-/// How long a repeat of `w` should take: warm-up + duration + drain +
-/// connecting at the workload's connect rate.
+/// How long a repeat of `w` may take: warm-up + duration + drain + late
+/// listening (only when deliveries are missing) + connecting at the
+/// workload's connect rate.
 pub(crate) fn expected(w: &loadgen::Workload) -> Duration {
     let clients =
         u64::from(w.publishers) + u64::from(w.subscribers) + u64::from(w.idle_connections);
@@ -171,7 +173,9 @@ pub(crate) fn expected(w: &loadgen::Workload) -> Duration {
     } else {
         0.0
     };
-    Duration::from_secs_f64(w.warmup_secs + w.duration_secs + w.drain_secs + connecting)
+    Duration::from_secs_f64(
+        w.warmup_secs + w.duration_secs + w.drain_secs + w.late_secs + connecting,
+    )
 }
 
 /// Polls loadgen and the broker every 100 ms until loadgen ends; kills

@@ -21,6 +21,18 @@ pub enum ThresholdKind {
     Cpu,
     /// Broker binary size < limit (bytes).
     BinarySize,
+    /// Lost deliveries of workloads with a delivery guarantee (MQTT QoS ≥ 1,
+    /// Kafka acks ≥ 1, AMQP confirms or persistent): ≤ limit, always 0.
+    LostGuaranteed,
+    /// Lost deliveries of best-effort workloads, as a fraction of the
+    /// expected ones: ≤ limit.
+    LostBestEffort,
+    /// Duplicated deliveries, fraction of expected, of workloads whose
+    /// guarantee rules duplicates out (at-most-once, exactly-once): ≤ limit.
+    Duplicated,
+    /// Out-of-order deliveries, fraction of expected, of workloads whose
+    /// protocol keeps order: ≤ limit.
+    Reordered,
 }
 
 impl ThresholdKind {
@@ -32,6 +44,10 @@ impl ThresholdKind {
             ThresholdKind::BrokerMemory => "broker memory",
             ThresholdKind::Cpu => "CPU",
             ThresholdKind::BinarySize => "binary size",
+            ThresholdKind::LostGuaranteed => "lost (at-least-once)",
+            ThresholdKind::LostBestEffort => "lost (at-most-once)",
+            ThresholdKind::Duplicated => "duplicated",
+            ThresholdKind::Reordered => "reordered",
         }
     }
 
@@ -86,6 +102,25 @@ pub(crate) struct ProfileFile {
     broker_memory: Option<BelowSize>,
     cpu: Option<BelowPercent>,
     binary_size: Option<BelowSize>,
+    lost: Option<Lost>,
+    duplicated: Option<AtMostFraction>,
+    reordered: Option<AtMostFraction>,
+}
+
+/// `[lost]`: zero loss for guaranteed delivery is not configurable; the
+/// best-effort fraction is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Lost {
+    at_most_once_max_fraction: f64,
+    from: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AtMostFraction {
+    max_fraction: f64,
+    from: String,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +266,45 @@ impl Profile {
                 from: t.from,
             });
         }
+        let fraction = |key: &str, v: f64| -> Result<f64> {
+            if v.is_finite() && (0.0..=1.0).contains(&v) {
+                Ok(v)
+            } else {
+                bail!("{f}: key `{key}` = {v}: must be a fraction from 0 to 1 (0.01 = 1 %)")
+            }
+        };
+        if let Some(t) = parsed.lost {
+            let v = fraction(
+                "lost.at_most_once_max_fraction",
+                t.at_most_once_max_fraction,
+            )?;
+            thresholds.push(Threshold {
+                kind: ThresholdKind::LostGuaranteed,
+                limit: 0.0,
+                limit_text: "0".into(),
+                from: "delivery guarantee: acknowledged messages are never lost".into(),
+            });
+            thresholds.push(Threshold {
+                kind: ThresholdKind::LostBestEffort,
+                limit: v,
+                limit_text: format!("≤ {} of expected", fraction_text(v)),
+                from: t.from,
+            });
+        }
+        for (kind, key, table) in [
+            (ThresholdKind::Duplicated, "duplicated", parsed.duplicated),
+            (ThresholdKind::Reordered, "reordered", parsed.reordered),
+        ] {
+            if let Some(t) = table {
+                let v = fraction(&format!("{key}.max_fraction"), t.max_fraction)?;
+                thresholds.push(Threshold {
+                    kind,
+                    limit: v,
+                    limit_text: format!("≤ {} of expected", fraction_text(v)),
+                    from: t.from,
+                });
+            }
+        }
         Ok(Profile {
             name: file
                 .file_stem()
@@ -242,6 +316,17 @@ impl Profile {
             gate_emulated: parsed.gate_emulated,
         })
     }
+}
+
+/// `0.25` → `25 %`, `0.0001` → `0.01 %`, `0` → `0`.
+pub fn fraction_text(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let pct = v * 100.0;
+    let text = format!("{pct:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text} %")
 }
 
 /// `"1.5 GB"` → bytes. kB/MB/GB/TB are decimal (10^3...), KiB/MiB/GiB binary.

@@ -366,9 +366,12 @@ pub(crate) mod test_support {
             counts: Counts {
                 sent: (received_per_sec * w.duration_secs) as u64,
                 received: (received_per_sec * w.duration_secs) as u64,
+                delivered: (received_per_sec * w.duration_secs) as u64,
+                expected: (received_per_sec * w.duration_secs) as u64,
                 ..Counts::default()
             },
             rates: Rates {
+                offered_per_sec: 0.0,
                 sent_per_sec: received_per_sec,
                 acked_per_sec: 0.0,
                 received_per_sec,
