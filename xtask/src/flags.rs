@@ -210,19 +210,20 @@ pub(crate) struct BenchArgs {
     /// Broker under test
     #[arg(long, value_enum, default_value_t = BrokerArg::Built)]
     broker: BrokerArg,
-    /// MQTT address of the external broker (with --broker external)
-    #[arg(long, value_name = "HOST:PORT", required_if_eq("broker", "external"))]
+    /// MQTT address of the external broker (with --broker external); without
+    /// it MQTT workloads are not run (the gate lists MQTT as not measured)
+    #[arg(long, value_name = "HOST:PORT")]
     mqtt: Option<String>,
     /// Kafka address of the external broker (with --broker external); without
-    /// it Kafka workloads are not run
-    #[arg(long, value_name = "HOST:PORT", requires = "mqtt")]
+    /// it Kafka workloads are not run (the gate lists Kafka as not measured)
+    #[arg(long, value_name = "HOST:PORT")]
     kafka: Option<String>,
     /// AMQP address of the external broker (with --broker external); without
-    /// it AMQP workloads are not run
-    #[arg(long, value_name = "HOST:PORT", requires = "mqtt")]
+    /// it AMQP workloads are not run (the gate lists AMQP as not measured)
+    #[arg(long, value_name = "HOST:PORT")]
     amqp: Option<String>,
     /// Pid of the external broker, to sample its memory and CPU
-    #[arg(long, value_name = "PID", requires = "mqtt")]
+    #[arg(long, value_name = "PID")]
     broker_pid: Option<u32>,
     /// Cross-build the broker for this triple (targets/<triple>.toml) and run
     /// it through the target's runner (qemu-user, wine); the load generator
@@ -312,22 +313,36 @@ pub(crate) fn positive_secs(s: &str) -> Result<f64, String> {
 
 impl BenchArgs {
     pub(crate) fn options(self) -> anyhow::Result<bench::Options> {
-        let broker = match (self.broker, self.mqtt) {
-            (BrokerArg::Built, None) => bench::BrokerChoice::Built,
-            (BrokerArg::Mosquitto, None) => bench::BrokerChoice::Mosquitto,
-            (BrokerArg::External, Some(mqtt)) => bench::BrokerChoice::External {
-                mqtt,
-                kafka: self.kafka,
-                amqp: self.amqp,
-                pid: self.broker_pid,
-            },
-            (BrokerArg::External, None) => {
-                anyhow::bail!("--broker external needs --mqtt HOST:PORT")
+        let external_flags = [
+            ("--mqtt", self.mqtt.is_some()),
+            ("--kafka", self.kafka.is_some()),
+            ("--amqp", self.amqp.is_some()),
+            ("--broker-pid", self.broker_pid.is_some()),
+        ];
+        let broker = match self.broker {
+            BrokerArg::External => {
+                if self.mqtt.is_none() && self.kafka.is_none() && self.amqp.is_none() {
+                    anyhow::bail!(
+                        "--broker external needs the address of at least one protocol: --mqtt, --kafka or --amqp HOST:PORT"
+                    );
+                }
+                bench::BrokerChoice::External {
+                    mqtt: self.mqtt,
+                    kafka: self.kafka,
+                    amqp: self.amqp,
+                    pid: self.broker_pid,
+                }
             }
-            (_, Some(_)) => {
-                anyhow::bail!(
-                    "--mqtt is for --broker external; the other brokers are started by bench"
-                )
+            other => {
+                if let Some((flag, _)) = external_flags.iter().find(|(_, set)| *set) {
+                    anyhow::bail!(
+                        "{flag} is for --broker external; the other brokers are started by bench"
+                    );
+                }
+                match other {
+                    BrokerArg::Mosquitto => bench::BrokerChoice::Mosquitto,
+                    _ => bench::BrokerChoice::Built,
+                }
             }
         };
         if self.target.is_some() && broker != bench::BrokerChoice::Built {
@@ -442,7 +457,7 @@ mod tests {
         assert_eq!(
             o.broker,
             bench::BrokerChoice::External {
-                mqtt: "10.0.0.2:1883".into(),
+                mqtt: Some("10.0.0.2:1883".into()),
                 kafka: None,
                 amqp: None,
                 pid: Some(42)
@@ -462,7 +477,7 @@ mod tests {
         assert_eq!(
             o.broker,
             bench::BrokerChoice::External {
-                mqtt: "10.0.0.2:1883".into(),
+                mqtt: Some("10.0.0.2:1883".into()),
                 kafka: Some("10.0.0.2:9092".into()),
                 amqp: Some("10.0.0.2:5672".into()),
                 pid: None
@@ -482,7 +497,21 @@ mod tests {
         );
         assert!(parse(&["--broker", "external"])
             .unwrap_err()
-            .contains("--mqtt"));
+            .contains("--mqtt, --kafka or --amqp"));
+        // RabbitMQ without its MQTT plugin: AMQP only, no --mqtt needed.
+        assert_eq!(
+            parse(&["--broker", "external", "--amqp", "127.0.0.1:15672"])
+                .unwrap()
+                .broker,
+            bench::BrokerChoice::External {
+                mqtt: None,
+                kafka: None,
+                amqp: Some("127.0.0.1:15672".into()),
+                pid: None
+            }
+        );
+        assert!(parse(&["--broker", "mosquitto", "--kafka", "x:1"]).is_err());
+        assert!(parse(&["--broker-pid", "7"]).is_err());
         assert!(parse(&["--mqtt", "x:1"]).is_err());
         assert!(parse(&["--repeat", "0"]).is_err());
         assert!(parse(&["--duration", "0"])

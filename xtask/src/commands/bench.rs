@@ -41,10 +41,11 @@ use crate::render::terminal::{one_line, RepeatProgress};
 pub enum BrokerChoice {
     /// Build this workspace's broker in release mode and start it.
     Built,
-    /// Someone else's broker at `mqtt` (and `kafka`, `amqp`, if it speaks
-    /// Kafka or AMQP); sample `pid` if given.
+    /// Someone else's broker at `mqtt`, `kafka` and `amqp` (at least one;
+    /// the workloads of a protocol without an address are skipped and the
+    /// gate lists that protocol as not measured); sample `pid` if given.
     External {
-        mqtt: String,
+        mqtt: Option<String>,
         kafka: Option<String>,
         amqp: Option<String>,
         pid: Option<u32>,
@@ -293,12 +294,17 @@ fn start_broker(
             kafka,
             amqp,
             pid,
-        } => crate::infra::launcher::external(mqtt, kafka.as_deref(), amqp.as_deref(), *pid)?,
+        } => crate::infra::launcher::external(
+            mqtt.as_deref(),
+            kafka.as_deref(),
+            amqp.as_deref(),
+            *pid,
+        )?,
     };
     println!(
         "==> broker ({}) ready at {}{}",
         broker.info.kind.as_str(),
-        broker.address(),
+        crate::render::environment::listeners(&broker.info),
         broker
             .pid()
             .map(|p| format!(", pid {p}"))
@@ -330,8 +336,15 @@ fn run_workloads(
                 let reason = format!("broker exited during {died_during}");
                 (Status::NotRun { reason }, Vec::new())
             } else if let Err(reason) = target_address(broker, p.workload.protocol) {
-                println!("==> {label}: skipped: {reason}");
-                (Status::Skipped { reason }, Vec::new())
+                if broker.info.kind == crate::model::broker::BrokerKind::Built {
+                    // Our broker serves every protocol: a missing listener
+                    // is a failure, never a skip the gate would not see.
+                    println!("==> {label}: FAILED: {reason}");
+                    (Status::Failed { reason }, Vec::new())
+                } else {
+                    println!("==> {label}: skipped: {reason}");
+                    (Status::Skipped { reason }, Vec::new())
+                }
             } else {
                 run_workload(
                     context,
@@ -539,12 +552,22 @@ mod tests {
             mqtt.local_addr().unwrap().to_string(),
             kafka.local_addr().unwrap().to_string(),
         );
-        let both = crate::infra::launcher::external(&m, Some(&k), None, None).unwrap();
+        let both = crate::infra::launcher::external(Some(&m), Some(&k), None, None).unwrap();
         assert_eq!(target_address(&both, Protocol::Mqtt).unwrap(), m);
         assert_eq!(target_address(&both, Protocol::Kafka).unwrap(), k);
-        let mqtt_only = crate::infra::launcher::external(&m, None, None, None).unwrap();
+        let mqtt_only = crate::infra::launcher::external(Some(&m), None, None, None).unwrap();
         let reason = target_address(&mqtt_only, Protocol::Kafka).unwrap_err();
         assert!(reason.contains("--kafka HOST:PORT"), "{reason}");
+        // An AMQP-only broker (RabbitMQ without its MQTT plugin): no --mqtt.
+        let amqp_only = crate::infra::launcher::external(None, None, Some(&k), None).unwrap();
+        assert_eq!(target_address(&amqp_only, Protocol::Amqp).unwrap(), k);
+        let reason = target_address(&amqp_only, Protocol::Mqtt).unwrap_err();
+        assert!(reason.contains("--mqtt HOST:PORT"), "{reason}");
+        let err = crate::infra::launcher::external(None, None, None, None)
+            .err()
+            .expect("an external broker needs some address")
+            .to_string();
+        assert!(err.contains("--mqtt, --kafka or --amqp"), "{err}");
     }
 
     #[test]
@@ -555,10 +578,10 @@ mod tests {
             mqtt.local_addr().unwrap().to_string(),
             amqp.local_addr().unwrap().to_string(),
         );
-        let both = crate::infra::launcher::external(&m, None, Some(&a), None).unwrap();
+        let both = crate::infra::launcher::external(Some(&m), None, Some(&a), None).unwrap();
         assert_eq!(target_address(&both, Protocol::Amqp).unwrap(), a);
         assert!(target_address(&both, Protocol::Kafka).is_err());
-        let mqtt_only = crate::infra::launcher::external(&m, None, None, None).unwrap();
+        let mqtt_only = crate::infra::launcher::external(Some(&m), None, None, None).unwrap();
         let reason = target_address(&mqtt_only, Protocol::Amqp).unwrap_err();
         assert!(reason.contains("--amqp HOST:PORT"), "{reason}");
         let mut mosquitto = mqtt_only;
@@ -572,7 +595,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().to_string()
         };
-        let err = crate::infra::launcher::external(&m, None, Some(&closed), None)
+        let err = crate::infra::launcher::external(Some(&m), None, Some(&closed), None)
             .err()
             .expect("a closed AMQP port is refused")
             .to_string();

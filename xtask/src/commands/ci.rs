@@ -17,6 +17,7 @@ use xshell::{cmd, Shell};
 
 use crate::infra::install::Mode;
 use crate::infra::targets;
+use crate::model::gate::{GateResult, VerdictKind};
 use crate::model::suite;
 use crate::model::verdict::{is_verdict, VerdictFailed};
 
@@ -103,15 +104,15 @@ pub fn run(options: &Options) -> Result<()> {
         // Out of the source tree, so CI runs never touch reports/.
         let bench_dir = crate::infra::cargo::target_dir()?.join("ci-bench");
         steps.run("bench (quick suite, ci profile)", || {
-            let args = bench_args(&bench_dir);
-            let result = cmd!(sh, "{xtask} {args...}")
-                .run()
-                .map_err(anyhow::Error::from);
-            println!(
-                "    bench report: {}",
-                bench_dir.join("report.md").display()
-            );
-            result
+            bench_step(
+                || {
+                    let args = bench_args(&bench_dir);
+                    cmd!(sh, "{xtask} {args...}")
+                        .run()
+                        .map_err(anyhow::Error::from)
+                },
+                &bench_dir,
+            )
         })?;
         Ok(())
     })();
@@ -143,6 +144,46 @@ pub(crate) fn bench_args(out: &Path) -> Vec<OsString> {
         .into();
     args.push(out.into());
     args
+}
+
+/// Runs the bench (`run`) and judges what it wrote to `dir`: CI is green
+/// only when the bench succeeded *and* its gate passed every threshold. A
+/// gate that failed, or ended `incomplete` (something not measured: a
+/// skipped protocol, a threshold the suite did not exercise), fails the
+/// step, whatever the bench command's exit status said.
+pub(crate) fn bench_step(run: impl FnOnce() -> Result<()>, dir: &Path) -> Result<()> {
+    let ran = run();
+    println!("    bench report: {}", dir.join("report.md").display());
+    ran?;
+    let report = crate::model::report::Report::load(dir)?;
+    let Some(gate) = report.gate.as_ref() else {
+        return Err(VerdictFailed(format!(
+            "the bench report in {} has no gate verdict",
+            dir.display()
+        ))
+        .into());
+    };
+    let problems: Vec<String> = gate
+        .verdicts
+        .iter()
+        .filter(|v| v.verdict != VerdictKind::Pass)
+        .map(|v| format!("{} {} ({})", v.label(), v.verdict.as_str(), v.measured))
+        .collect();
+    match gate.result {
+        GateResult::Pass => Ok(()),
+        GateResult::Fail => Err(VerdictFailed(format!(
+            "gate `{}` FAIL: {}",
+            gate.profile,
+            problems.join("; ")
+        ))
+        .into()),
+        GateResult::Incomplete => Err(VerdictFailed(format!(
+            "gate `{}` incomplete, and CI needs every threshold measured: {}",
+            gate.profile,
+            problems.join("; ")
+        ))
+        .into()),
+    }
 }
 
 /// The steps run so far and how long each took.
@@ -236,6 +277,56 @@ mod tests {
         assert!(summary.starts_with("ci: FAILED at `second`"), "{summary}");
         assert!(summary.contains("passed: first"), "{summary}");
         assert!(!summary.contains('\n'));
+    }
+
+    /// A bench run that wrote a report with this gate, and exited 0 (as
+    /// bench does for `incomplete`, or with --no-gate-exit for a FAIL).
+    fn bench_wrote(dir: &Path, result: GateResult) -> impl FnOnce() -> Result<()> + '_ {
+        move || {
+            let mut report = crate::model::report::test_support::quick_run(25_000.0, 3_000);
+            let root = crate::infra::cargo::project_root();
+            let profile = crate::model::gate::Profile::load(&root, "ci").unwrap();
+            let mut gate = crate::analysis::gate::evaluate(&report, &profile);
+            gate.result = result;
+            if result == GateResult::Fail {
+                gate.verdicts[0].verdict = VerdictKind::Fail;
+            }
+            report.gate = Some(gate);
+            std::fs::write(dir.join("report.json"), report.to_json()).unwrap();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_gate_fail_or_incomplete_fails_the_bench_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut steps = Steps::default();
+        let err = steps
+            .run("bench", || {
+                bench_step(bench_wrote(dir.path(), GateResult::Fail), dir.path())
+            })
+            .unwrap_err();
+        assert!(is_verdict(&err), "{err:#}");
+        assert!(format!("{err:#}").contains("gate `ci` FAIL"), "{err:#}");
+        assert!(steps.summary(false).starts_with("ci: FAILED at `bench`"));
+
+        let err =
+            bench_step(bench_wrote(dir.path(), GateResult::Incomplete), dir.path()).unwrap_err();
+        assert!(is_verdict(&err));
+        assert!(format!("{err:#}").contains("incomplete"), "{err:#}");
+
+        bench_step(bench_wrote(dir.path(), GateResult::Pass), dir.path()).unwrap();
+
+        // The bench command itself failing (its own gate exit) stays a failure.
+        let err = bench_step(
+            || Err(VerdictFailed("gate `ci` failed".into()).into()),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(is_verdict(&err));
+        // No report at all is an error too, never a pass.
+        let empty = tempfile::tempdir().unwrap();
+        assert!(bench_step(|| Ok(()), empty.path()).is_err());
     }
 
     #[test]

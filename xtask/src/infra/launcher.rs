@@ -247,10 +247,18 @@ pub fn start_built(invocation: Invocation<'_>, run_dir: &Path) -> Result<Running
         }
     };
     let addr = ready.mqtt;
-    let (kafka_address, amqp_address) = (
-        ready.kafka.map(|a| a.to_string()),
-        ready.amqp.map(|a| a.to_string()),
-    );
+    // The config above binds every protocol: a listener the broker does not
+    // report is a broken build, not a protocol to skip (skipped workloads
+    // would drop out of the gate and let it pass).
+    let listeners = ready_listeners(&ready);
+    let (kafka_address, amqp_address) = match listeners {
+        Ok(pair) => pair,
+        Err(e) => {
+            terminate(&mut child, Duration::from_secs(5));
+            let _ = log_thread.join();
+            return Err(e).with_context(|| format!("starting {}", binary.display()));
+        }
+    };
     let binary = match invocation
         .target
         .and_then(|t| t.def.runner.command.as_deref())
@@ -356,15 +364,22 @@ pub fn start_mosquitto(run_dir: &Path) -> Result<RunningBroker> {
     Ok(broker)
 }
 
-/// A broker someone else runs: it must accept a TCP connection now (on its
-/// Kafka and AMQP addresses too, when given).
+/// A broker someone else runs: it must accept a TCP connection now on
+/// every address given (at least one of MQTT, Kafka, AMQP).
 pub fn external(
-    mqtt: &str,
+    mqtt: Option<&str>,
     kafka: Option<&str>,
     amqp: Option<&str>,
     pid: Option<u32>,
 ) -> Result<RunningBroker> {
-    for (flag, name, address) in [("--kafka", "Kafka", kafka), ("--amqp", "AMQP", amqp)] {
+    if mqtt.is_none() && kafka.is_none() && amqp.is_none() {
+        bail!("--broker external needs at least one address: --mqtt, --kafka or --amqp HOST:PORT");
+    }
+    for (flag, name, address) in [
+        ("--mqtt", "MQTT", mqtt),
+        ("--kafka", "Kafka", kafka),
+        ("--amqp", "AMQP", amqp),
+    ] {
         let Some(address) = address else { continue };
         let addr = address
             .to_socket_addrs()
@@ -375,13 +390,6 @@ pub fn external(
             format!("external broker's {name} listener at {address} does not accept connections")
         })?;
     }
-    let addr = mqtt
-        .to_socket_addrs()
-        .with_context(|| format!("--mqtt {mqtt}: not a HOST:PORT address"))?
-        .next()
-        .with_context(|| format!("--mqtt {mqtt}: resolves to no address"))?;
-    TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("external broker at {mqtt} does not accept connections"))?;
     if let Some(pid) = pid {
         if !Path::new(&format!("/proc/{pid}")).exists() {
             bail!("--broker-pid {pid}: no such process on this host");
@@ -396,7 +404,7 @@ pub fn external(
                     .map(|b| b.display().to_string())
             }),
             binary_size_bytes: None,
-            address: mqtt.to_string(),
+            address: mqtt.unwrap_or_default().to_string(),
             kafka_address: kafka.map(str::to_string),
             amqp_address: amqp.map(str::to_string),
             pid,
@@ -409,6 +417,27 @@ pub fn external(
         log_thread: None,
         exited: None,
     })
+}
+
+/// The Kafka and AMQP addresses of our broker's ready file; both must be
+/// there, since the bench config binds both.
+pub(crate) fn ready_listeners(ready: &ReadyFile) -> Result<(Option<String>, Option<String>)> {
+    let missing: Vec<&str> = [("Kafka", ready.kafka), ("AMQP", ready.amqp)]
+        .into_iter()
+        .filter(|(_, a)| a.is_none())
+        .map(|(name, _)| name)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the broker reported no {} listener although the bench config binds one: \
+             its workloads would be skipped and the gate could pass without them",
+            missing.join(" and ")
+        );
+    }
+    Ok((
+        ready.kafka.map(|a| a.to_string()),
+        ready.amqp.map(|a| a.to_string()),
+    ))
 }
 
 /// What the broker writes to its `--ready-file` once every listener is
@@ -512,6 +541,10 @@ pub fn which(name: &str) -> Option<PathBuf> {
 /// Where loadgen sends a workload of `protocol`, or why it cannot run.
 pub fn target_address(broker: &RunningBroker, protocol: Protocol) -> Result<String, String> {
     match protocol {
+        Protocol::Mqtt if broker.address().is_empty() => Err(
+            "an MQTT workload, and no MQTT address for the external broker: give --mqtt HOST:PORT"
+                .to_string(),
+        ),
         Protocol::Mqtt => Ok(broker.address().to_string()),
         Protocol::Kafka => broker.kafka_address().map(str::to_string).ok_or_else(|| {
             match broker.info.kind {
@@ -657,7 +690,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$ready" ] || { echo "no --ready-file given" >&2; exit 3; }
 echo "listening: mqtt 127.0.0.1:1 (not what xtask reads)" >&2
-printf '{"pid": %s, "mqtt": "127.0.0.1:41883", "websocket": null, "kafka": "127.0.0.1:49092", "amqp": null, "metrics": null}\n' $$ > "$ready.tmp"
+printf '{"pid": %s, "mqtt": "127.0.0.1:41883", "websocket": null, "kafka": "127.0.0.1:49092", "amqp": AMQP, "metrics": null}\n' $$ > "$ready.tmp"
 mv "$ready.tmp" "$ready"
 exec sleep 30
 "#;
@@ -667,7 +700,7 @@ exec sleep 30
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("fake-broker");
-        std::fs::write(&fake, FAKE_BROKER).unwrap();
+        std::fs::write(&fake, FAKE_BROKER.replace("AMQP", "\"127.0.0.1:45672\"")).unwrap();
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let run_dir = dir.path().join("run");
         std::fs::create_dir(&run_dir).unwrap();
@@ -690,9 +723,33 @@ exec sleep 30
             broker.info.kafka_address.as_deref(),
             Some("127.0.0.1:49092")
         );
-        assert_eq!(broker.info.amqp_address, None);
+        assert_eq!(broker.info.amqp_address.as_deref(), Some("127.0.0.1:45672"));
         assert_eq!(broker.info.version.as_deref(), Some("broker 0.0.0-fake"));
         assert!(broker.pid().is_some());
         broker.stop();
+    }
+
+    /// Our broker without an AMQP listener (the ready file says null) is an
+    /// error, not a reason to skip the AMQP workloads.
+    #[test]
+    fn our_broker_missing_a_listener_is_an_error() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("fake-broker");
+        std::fs::write(&fake, FAKE_BROKER.replace("AMQP", "null")).unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir(&run_dir).unwrap();
+        let err = start_built(
+            Invocation {
+                binary: &fake,
+                target: None,
+            },
+            &run_dir,
+        )
+        .err()
+        .expect("a missing AMQP listener is refused");
+        let text = format!("{err:#}");
+        assert!(text.contains("no AMQP listener"), "{text}");
     }
 }

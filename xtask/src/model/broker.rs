@@ -34,7 +34,8 @@ pub struct BrokerInfo {
     /// The executable we started (None for external brokers).
     pub binary: Option<String>,
     pub binary_size_bytes: Option<u64>,
-    /// MQTT address the load was sent to.
+    /// MQTT address the load was sent to; empty when the broker has no MQTT
+    /// listener (an external broker without `--mqtt`).
     pub address: String,
     /// Kafka address Kafka workloads were sent to; None: the broker has no
     /// Kafka listener (mosquitto, or external without `--kafka`).

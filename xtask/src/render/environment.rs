@@ -23,16 +23,10 @@ pub fn environment_rows(report: &Report) -> Vec<EnvRow> {
     };
     let b = &report.broker;
     let broker = format!(
-        "{} {} at {}{}{}{}",
+        "{} {} at {}{}{}",
         b.kind.as_str(),
         b.version.as_deref().unwrap_or(""),
-        b.address,
-        match (&b.kafka_address, &b.amqp_address) {
-            (Some(k), Some(a)) => format!(" (Kafka {k}, AMQP {a})"),
-            (Some(k), None) => format!(" (Kafka {k})"),
-            (None, Some(a)) => format!(" (AMQP {a})"),
-            (None, None) => String::new(),
-        },
+        listeners(b),
         b.binary
             .as_ref()
             .map(|p| format!(", `{p}`"))
@@ -106,5 +100,22 @@ mod tests {
             html_value("`abc1234` (a<b)", esc),
             "<code>abc1234</code> (a&lt;b)"
         );
+    }
+}
+
+/// Where the broker listened: `MQTT (Kafka K, AMQP A)`, or only the
+/// protocols it has (an external broker without `--mqtt`).
+pub fn listeners(b: &crate::model::broker::BrokerInfo) -> String {
+    let others = match (&b.kafka_address, &b.amqp_address) {
+        (Some(k), Some(a)) => format!("Kafka {k}, AMQP {a}"),
+        (Some(k), None) => format!("Kafka {k}"),
+        (None, Some(a)) => format!("AMQP {a}"),
+        (None, None) => String::new(),
+    };
+    match (b.address.is_empty(), others.is_empty()) {
+        (false, true) => b.address.clone(),
+        (false, false) => format!("{} ({others})", b.address),
+        (true, false) => format!("{others} (no MQTT)"),
+        (true, true) => "no listener".into(),
     }
 }
