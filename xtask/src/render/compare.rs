@@ -281,7 +281,7 @@ mod tests {
     use super::*;
     use crate::analysis::compare::*;
     use crate::model::baseline::Baseline;
-    use crate::model::metric::{Metric, METRICS};
+    use crate::model::metric::{Direction, Metric, METRICS};
     use crate::model::micro::MicroSection;
     use crate::model::report::test_support::{repeat, report, result, workload, workload_report};
     use crate::model::report::Report;
@@ -401,6 +401,13 @@ mod tests {
         let a = Baseline::of(&native, String::new());
         let mut q = run_of(&[(5_000.0, 90_000)]);
         q.workloads[0].workload.qos = 1;
+        // B lost 3 acknowledged messages: a count that differs, and is judged.
+        q.workloads[0].repeats[0]
+            .result
+            .as_mut()
+            .unwrap()
+            .counts
+            .lost = 3;
         q.environment.emulated = true;
         q.environment.runner = "qemu-aarch64".into();
         q.environment.target_triple = "aarch64-unknown-linux-gnu".into();
@@ -411,7 +418,7 @@ mod tests {
             Verdict::NotComparable("B emulated by qemu-aarch64".into())
         );
         // Functional counts are still judged.
-        assert_eq!(row(&c, "lost").verdict, Verdict::WithinNoise);
+        assert_eq!(row(&c, "lost").verdict, Verdict::Worse);
         assert!(c
             .notes
             .iter()
@@ -445,13 +452,54 @@ mod tests {
     }
 
     #[test]
-    fn a_real_run_against_itself_is_within_noise_everywhere() {
+    fn a_real_run_against_a_rerun_within_noise_is_within_noise_everywhere() {
         let text = include_str!("../../tests/fixtures/report-quick-x86_64.json");
         let r = Report::from_json(text).unwrap();
         let a = Baseline::of(&r, String::new());
-        let c = compare(a.clone(), a, "A", "A");
+        // B: every speed and resource number 5 % worse (inside every default
+        // band), the functional counts as they were. Not identical data: a
+        // judge that called any difference a change would fail here.
+        let scaled = |factor_worse: f64| {
+            let mut b = a.clone();
+            for w in &mut b.workloads {
+                for (key, values) in w.metrics.iter_mut() {
+                    let metric = m(key);
+                    if !metric.performance {
+                        continue;
+                    }
+                    for v in values.iter_mut() {
+                        *v = match metric.direction {
+                            Direction::HigherIsBetter => *v / factor_worse,
+                            Direction::LowerIsBetter => *v * factor_worse,
+                        };
+                    }
+                }
+            }
+            b
+        };
+        let c = compare(a.clone(), scaled(1.05), "A", "B");
         assert!(c.rows.len() >= 5 * 4, "{}", c.rows.len());
-        assert!(c.rows.iter().all(|r| r.verdict == Verdict::WithinNoise));
+        assert!(
+            c.rows.iter().any(|r| r.ratio.is_some_and(|x| x != 1.0)),
+            "B differs from A"
+        );
+        assert!(
+            c.rows.iter().all(|r| r.verdict == Verdict::WithinNoise),
+            "{:?}",
+            c.rows
+                .iter()
+                .filter(|r| r.verdict != Verdict::WithinNoise)
+                .collect::<Vec<_>>()
+        );
+        // Twice as slow: every throughput row is worse.
+        let c = compare(a.clone(), scaled(2.0), "A", "B");
+        let throughput: Vec<&Row> = c
+            .rows
+            .iter()
+            .filter(|r| r.metric.key == "received_per_sec")
+            .collect();
+        assert!(!throughput.is_empty());
+        assert!(throughput.iter().all(|r| r.verdict == Verdict::Worse));
     }
 
     #[test]
