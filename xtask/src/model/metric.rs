@@ -38,7 +38,7 @@ pub fn count(n: f64) -> String {
 pub const METRICS: [Metric; 7] = [
     Metric {
         key: "received_per_sec",
-        label: "received msg/s",
+        label: "delivered msg/s",
         direction: Direction::HigherIsBetter,
         band: 0.10,
         floor: 0.0,

@@ -101,7 +101,7 @@ pub fn render_markdown(c: &Comparison) -> String {
     let _ = writeln!(md, "\n{}", tally(c));
     let _ = writeln!(
         md,
-        "\nA and B show the median of the repeats (min – max). Higher is better for received msg/s and connections; lower for latency, memory, CPU and lost messages."
+        "\nA and B show the median of the repeats (min – max). Higher is better for delivered msg/s and connections; lower for latency, memory, CPU and lost messages."
     );
     md
 }
@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(row(&c, "e2e_p99_us").verdict, Verdict::Worse);
         let md = render_markdown(&c);
         assert!(
-            md.contains("| mqtt-fanin | received msg/s | 100,000/s | 70,000/s | 0.70 | **worse** | default band ±10 % (no repeats) |"),
+            md.contains("| mqtt-fanin | delivered msg/s | 100,000/s | 70,000/s | 0.70 | **worse** | default band ±10 % (no repeats) |"),
             "{md}"
         );
     }

@@ -474,7 +474,7 @@ fn chart_series(with: &[(&RepeatReport, &LoadResult)], multi: bool) -> [Vec<Seri
             }
             prev = tick.t;
         }
-        throughput.push((name(r, "received/s"), received));
+        throughput.push((name(r, "delivered/s"), received));
         throughput.push((name(r, "sent/s"), sent));
     }
     let mut memory = Vec::new();

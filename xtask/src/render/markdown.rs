@@ -242,22 +242,25 @@ fn latency_table(md: &mut String, with: &[(&RepeatReport, &LoadResult)], multi: 
     }
 }
 
-/// Message counts and rates per repeat.
+/// Message counts and rates per repeat. Counts are about the measured
+/// messages (intended in the window); rates count what happened inside the
+/// window: offered by the schedule, sent by send time, delivered by receive
+/// time (docs/bench.md).
 fn counts_table(md: &mut String, with: &[(&RepeatReport, &LoadResult)], multi: bool) {
     let label = |r: &RepeatReport, what: &str| repeat_label(multi, r, what);
     let _ = writeln!(
         md,
-        "\n| counts | sent | acked | received | expected | lost | duplicated | out of order | sent/s | acked/s | received/s |"
+        "\n| counts | guarantee | sent | acked | received | expected | lost | late | duplicated | out of order | offered/s | sent/s | acked/s | delivered/s |"
     );
     let _ = writeln!(
         md,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (r, res) in with {
         let c = &res.counts;
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             label(
                 r,
                 if res.outcome == Outcome::Aborted {
@@ -266,13 +269,20 @@ fn counts_table(md: &mut String, with: &[(&RepeatReport, &LoadResult)], multi: b
                     "completed"
                 }
             ),
+            res.workload.delivery(),
             thousands(c.sent),
             thousands(c.acked),
             thousands(c.received),
             thousands(c.expected),
             thousands(c.lost),
+            thousands(c.late),
             thousands(c.duplicated),
             thousands(c.out_of_order),
+            if res.rates.offered_per_sec > 0.0 {
+                rate(res.rates.offered_per_sec)
+            } else {
+                "unpaced".into()
+            },
             rate(res.rates.sent_per_sec),
             rate(res.rates.acked_per_sec),
             rate(res.rates.received_per_sec),

@@ -40,8 +40,15 @@ pub(crate) fn one_line(r: &RepeatReport) -> String {
     ));
     if res.counts.lost > 0 {
         parts.push(format!(
-            "lost {}",
-            crate::model::units::thousands(res.counts.lost)
+            "lost {} ({})",
+            crate::model::units::thousands(res.counts.lost),
+            res.workload.delivery()
+        ));
+    }
+    if res.counts.late > 0 {
+        parts.push(format!(
+            "late {}",
+            crate::model::units::thousands(res.counts.late)
         ));
     }
     if let Some(rss) = r.broker_peak_rss_bytes {
