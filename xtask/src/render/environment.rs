@@ -89,20 +89,6 @@ pub fn html_value(value: &str, esc: impl Fn(&str) -> String) -> String {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn html_values_escape_and_keep_code_spans() {
-        let esc = |s: &str| s.replace('<', "&lt;");
-        assert_eq!(
-            html_value("`abc1234` (a<b)", esc),
-            "<code>abc1234</code> (a&lt;b)"
-        );
-    }
-}
-
 /// Where the broker listened: `MQTT (Kafka K, AMQP A)`, or only the
 /// protocols it has (an external broker without `--mqtt`).
 pub fn listeners(b: &crate::model::broker::BrokerInfo) -> String {
@@ -117,5 +103,19 @@ pub fn listeners(b: &crate::model::broker::BrokerInfo) -> String {
         (false, false) => format!("{} ({others})", b.address),
         (true, false) => format!("{others} (no MQTT)"),
         (true, true) => "no listener".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_values_escape_and_keep_code_spans() {
+        let esc = |s: &str| s.replace('<', "&lt;");
+        assert_eq!(
+            html_value("`abc1234` (a<b)", esc),
+            "<code>abc1234</code> (a&lt;b)"
+        );
     }
 }
