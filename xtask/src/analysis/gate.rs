@@ -126,10 +126,7 @@ fn unmeasured_protocols(report: &Report) -> Vec<Verdict> {
 pub(crate) type Judgement = (VerdictKind, String, Option<f64>);
 
 /// Workloads that deliver messages (not storms) and apply, filtered.
-fn delivering(
-    report: &Report,
-    keep: impl Fn(&loadgen::Workload) -> bool,
-) -> Vec<&WorkloadReport> {
+fn delivering(report: &Report, keep: impl Fn(&loadgen::Workload) -> bool) -> Vec<&WorkloadReport> {
     report
         .workloads
         .iter()

@@ -45,6 +45,9 @@ pub fn merge(parts: &[LoadResult]) -> Result<LoadResult> {
     let c = &mut out.counts;
     *c = Default::default();
     for p in parts {
+        c.offered += p.counts.offered;
+        c.delivered += p.counts.delivered;
+        c.late += p.counts.late;
         c.sent += p.counts.sent;
         c.acked += p.counts.acked;
         c.received += p.counts.received;
@@ -56,6 +59,7 @@ pub fn merge(parts: &[LoadResult]) -> Result<LoadResult> {
     let r = &mut out.rates;
     *r = Default::default();
     for p in parts {
+        r.offered_per_sec += p.rates.offered_per_sec;
         r.sent_per_sec += p.rates.sent_per_sec;
         r.acked_per_sec += p.rates.acked_per_sec;
         r.received_per_sec += p.rates.received_per_sec;

@@ -67,6 +67,8 @@ mod tests {
         let mut r = result(&w, 1_000.0 * (i + 1) as f64, 0);
         r.counts.received = values.len() as u64;
         r.counts.lost = i;
+        r.counts.late = 1;
+        r.counts.offered = 100;
         r.latency.end_to_end = histogram::summarize(&hist_of(values));
         r.latency.publish_delay = histogram::summarize(&hist_of(&[i * 10 + 1]));
         r.connections.errors.insert("refused".into(), 1);
@@ -104,6 +106,7 @@ mod tests {
         assert_eq!(e2e.count, one.len());
         assert_eq!(merged.counts.received, 32_000);
         assert_eq!(merged.counts.lost, 3);
+        assert_eq!((merged.counts.late, merged.counts.offered), (3, 300));
         assert_eq!(merged.connections.attempted, 9);
         assert_eq!(merged.connections.errors["refused"], 3);
         assert_eq!(merged.timeline[0].received, 33);
