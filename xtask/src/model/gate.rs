@@ -318,13 +318,13 @@ impl Profile {
     }
 }
 
-/// `0.25` → `25 %`, `0.0001` → `0.01 %`, `0` → `0`.
+/// `0.25` → `25 %`, `0.044488` → `4.45 %`, `0` → `0`.
 pub fn fraction_text(v: f64) -> String {
     if v == 0.0 {
         return "0".into();
     }
     let pct = v * 100.0;
-    let text = format!("{pct:.4}");
+    let text = format!("{pct:.2}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     format!("{text} %")
 }
