@@ -38,8 +38,28 @@ pub struct MqttConfig {
     pub users: BTreeMap<String, String>,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
-    /// Longest session expiry (seconds) granted to 5.0 clients; u32::MAX = no limit.
+    /// Longest session expiry (seconds) granted to 5.0 clients (announced in
+    /// CONNACK when lower than asked); u32::MAX = no limit.
     pub max_session_expiry_secs: u32,
+    /// Seconds a 3.1.1 persistent session (clean session = 0) outlives its
+    /// connection (mosquitto's `persistent_client_expiration`); u32::MAX = forever.
+    pub persistent_session_expiry_secs: u32,
+    /// Offline sessions kept at once; beyond it the session offline the
+    /// longest ends (as if it had expired). Class default.
+    pub max_offline_sessions: Option<usize>,
+    /// Topic filters one session may hold; more: SUBACK failure (0x80 / 5.0 0x97).
+    pub max_subscriptions_per_client: usize,
+    /// Retained messages stored at once (topics).
+    pub max_retained_messages: usize,
+    /// Payload bytes of all retained messages together.
+    pub max_retained_bytes: usize,
+    /// Longest keep-alive granted: a client asking 0 (none) or more gets this
+    /// (5.0: announced as Server Keep Alive; 3.1.1: enforced silently).
+    pub max_keep_alive_secs: u16,
+    /// Browser origins (`scheme://host[:port]`, or `*`) allowed to open a
+    /// WebSocket, besides same-host ones (localhost, 127.0.0.1, ::1, the
+    /// listener's address). Requests without `Origin` (non-browser clients) are allowed.
+    pub websocket_allowed_origins: Vec<String>,
     /// MQTT connections (TCP and WebSocket) open at once; `None` = only
     /// `server.max_connections` applies.
     pub max_connections: Option<usize>,
@@ -62,7 +82,14 @@ impl Default for MqttConfig {
             allow_anonymous: true,
             users: BTreeMap::new(),
             connect_timeout_secs: 10,
-            max_session_expiry_secs: u32::MAX,
+            max_session_expiry_secs: 7200,
+            persistent_session_expiry_secs: 7200,
+            max_offline_sessions: None,
+            max_subscriptions_per_client: 1000,
+            max_retained_messages: 100_000,
+            max_retained_bytes: 64 * 1024 * 1024,
+            max_keep_alive_secs: u16::MAX,
+            websocket_allowed_origins: Vec::new(),
             max_connections: None,
         }
     }
@@ -99,6 +126,32 @@ impl MqttConfig {
                 "mqtt.max_connections = 0: must be at least 1 (leave it out for the global limit)"
                     .into(),
             );
+        }
+        if m.max_offline_sessions == Some(0) {
+            return Err("mqtt.max_offline_sessions = 0: must be at least 1 (try 10000)".into());
+        }
+        if m.max_subscriptions_per_client == 0 {
+            return Err(
+                "mqtt.max_subscriptions_per_client = 0: must be at least 1 (try 1000)".into(),
+            );
+        }
+        if m.max_retained_messages == 0 && m.retain_available {
+            return Err("mqtt.max_retained_messages = 0: must be at least 1 (try 100000), or set mqtt.retain_available = false".into());
+        }
+        if m.max_retained_bytes == 0 && m.retain_available {
+            return Err("mqtt.max_retained_bytes = 0: must be at least 1 (try 67108864), or set mqtt.retain_available = false".into());
+        }
+        if m.max_keep_alive_secs == 0 {
+            return Err(
+                "mqtt.max_keep_alive_secs = 0: must be between 1 and 65535 (try 65535)".into(),
+            );
+        }
+        for origin in &m.websocket_allowed_origins {
+            if origin != "*" && !(origin.contains("://") && !origin.ends_with('/')) {
+                return Err(format!(
+                    "mqtt.websocket_allowed_origins: {origin:?} is not an origin: write scheme://host[:port] without a path (e.g. \"https://app.example.com\"), or \"*\" for any"
+                ));
+            }
         }
         if m.connect_timeout_secs == 0 {
             return Err("mqtt.connect_timeout_secs = 0: must be at least 1 (try 10)".into());
