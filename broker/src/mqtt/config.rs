@@ -147,9 +147,12 @@ impl MqttConfig {
             );
         }
         for origin in &m.websocket_allowed_origins {
-            if origin != "*" && !(origin.contains("://") && !origin.ends_with('/')) {
+            let path = origin
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest.contains('/'));
+            if origin != "*" && origin != "null" && (!origin.contains("://") || path) {
                 return Err(format!(
-                    "mqtt.websocket_allowed_origins: {origin:?} is not an origin: write scheme://host[:port] without a path (e.g. \"https://app.example.com\"), or \"*\" for any"
+                    "mqtt.websocket_allowed_origins: {origin:?} is not an origin: write scheme://host[:port] without a path (e.g. \"https://app.example.com\"), \"*\" for any, or \"null\""
                 ));
             }
         }
@@ -157,5 +160,46 @@ impl MqttConfig {
             return Err("mqtt.connect_timeout_secs = 0: must be at least 1 (try 10)".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_limits_are_checked_and_name_their_key() {
+        let check = |f: fn(&mut MqttConfig)| {
+            let mut c = MqttConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err()
+        };
+        let err = check(|c| c.max_offline_sessions = Some(0));
+        assert!(err.starts_with("mqtt.max_offline_sessions"), "{err}");
+        let err = check(|c| c.max_subscriptions_per_client = 0);
+        assert!(
+            err.starts_with("mqtt.max_subscriptions_per_client"),
+            "{err}"
+        );
+        let err = check(|c| c.max_retained_messages = 0);
+        assert!(err.starts_with("mqtt.max_retained_messages"), "{err}");
+        let err = check(|c| c.max_retained_bytes = 0);
+        assert!(err.starts_with("mqtt.max_retained_bytes"), "{err}");
+        let err = check(|c| c.max_keep_alive_secs = 0);
+        assert!(err.starts_with("mqtt.max_keep_alive_secs"), "{err}");
+        let err = check(|c| c.websocket_allowed_origins = vec!["example.com".into()]);
+        assert!(err.starts_with("mqtt.websocket_allowed_origins"), "{err}");
+        let err = check(|c| c.websocket_allowed_origins = vec!["https://a.example/".into()]);
+        assert!(err.contains("without a path"), "{err}");
+        // Retained limits of 0 are fine when retained messages are off.
+        let mut c = MqttConfig {
+            retain_available: false,
+            max_retained_messages: 0,
+            ..MqttConfig::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+        c.websocket_allowed_origins = vec!["*".into(), "http://localhost:3000".into()];
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(MqttConfig::default().validate(), Ok(()));
     }
 }
