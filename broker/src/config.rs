@@ -162,6 +162,10 @@ impl Config {
                 .max_queued_messages
                 .unwrap_or(d.max_queued_messages),
             read_buffer_size: d.read_buffer_size,
+            max_offline_sessions: self
+                .mqtt
+                .max_offline_sessions
+                .unwrap_or(d.max_offline_sessions),
         }
     }
 }
@@ -174,6 +178,8 @@ pub struct Limits {
     pub max_inflight: u16,
     pub max_queued_messages: usize,
     pub read_buffer_size: usize,
+    /// MQTT sessions kept while their client is offline.
+    pub max_offline_sessions: usize,
 }
 
 /// Turns a toml error into one line: line number, the offending line's key,

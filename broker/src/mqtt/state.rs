@@ -299,6 +299,32 @@ impl Connection {
         let props = p.properties;
         let bad_payload = props.payload_format_indicator == Some(1)
             && crate::accel::utf8::validate(&p.payload).is_none();
+        let refused = match p.retain && p.qos != QoS::AtMostOnce && self.version.is_v5() {
+            true if !bad_payload => self.hub.retained_admits(&topic, p.payload.len()).err(),
+            _ => None,
+        };
+        if let Some(refused) = refused {
+            // A new retained message over `mqtt.max_retained_messages` or
+            // `_bytes`: a 5.0 QoS 1/2 publisher is told (0x97 Quota exceeded)
+            // and the message is not routed. Others cannot be told: their
+            // message is routed but not retained (counted when not stored).
+            // A retransmitted QoS 2 message already accepted is not refused.
+            let duplicate = p.qos == QoS::ExactlyOnce
+                && self.session.lock().incoming_qos2.contains(&p.packet_id);
+            if !duplicate {
+                self.hub
+                    .metrics
+                    .message_dropped(Protocol::Mqtt, refused.as_str());
+                let mut ack = PubResponse::new(p.packet_id);
+                ack.reason = reason::QUOTA_EXCEEDED;
+                if p.qos == QoS::AtLeastOnce {
+                    self.send(Packet::PubAck(ack));
+                } else {
+                    self.send(Packet::PubRec(ack));
+                }
+                return Ok(());
+            }
+        }
         if p.qos == QoS::ExactlyOnce {
             let mut st = self.session.lock();
             if st.incoming_qos2.contains(&p.packet_id) {
@@ -439,6 +465,22 @@ impl Connection {
                 });
             }
             options.qos = options.qos.min(max_qos);
+            let over_limit = {
+                let st = self.session.lock();
+                !st.subscriptions.contains_key(&filter)
+                    && st.subscriptions.len() >= self.hub.config.max_subscriptions_per_client
+            };
+            if over_limit {
+                self.hub
+                    .metrics
+                    .protocol_error(Protocol::Mqtt, "max_subscriptions");
+                codes.push(if self.version.is_v5() {
+                    reason::QUOTA_EXCEEDED
+                } else {
+                    reason::v3::SUBACK_FAILURE
+                });
+                continue;
+            }
             let existed = self
                 .hub
                 .subscribe(&self.session, &filter, options, identifier);

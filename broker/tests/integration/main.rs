@@ -21,6 +21,7 @@ mod kafka_malformed;
 mod kafka_rdkafka;
 mod malformed;
 mod mqtt_client;
+mod mqtt_limits;
 mod mqtt_scenarios;
 mod process;
 mod raw;
