@@ -18,7 +18,7 @@ use serde::Deserialize;
 pub use crate::amqp::config::{AmqpConfig, AmqpFlushPolicy};
 pub use crate::kafka::config::{FlushPolicy, KafkaConfig, KafkaStorage};
 pub use crate::mqtt::config::{MqttConfig, MQTT_MAX_PACKET_SIZE};
-use crate::platform::{ClassDefaults, PlatformClass, RuntimeFlavor};
+use crate::platform::{ClassDefaults, KafkaTopicDefaults, PlatformClass, RuntimeFlavor};
 pub use crate::storage::StorageMode;
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -162,6 +162,7 @@ impl Config {
                 .max_queued_messages
                 .unwrap_or(d.max_queued_messages),
             read_buffer_size: d.read_buffer_size,
+            kafka_topics: self.kafka.topic_limits(d.kafka_topics),
         }
     }
 }
@@ -174,6 +175,9 @@ pub struct Limits {
     pub max_inflight: u16,
     pub max_queued_messages: usize,
     pub read_buffer_size: usize,
+    /// Kafka topic limits and the segment-file cache (class defaults under
+    /// the `kafka.max_*` keys).
+    pub kafka_topics: KafkaTopicDefaults,
 }
 
 /// Turns a toml error into one line: line number, the offending line's key,

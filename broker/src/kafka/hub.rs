@@ -50,7 +50,12 @@ impl KafkaHub {
         connection_permits: Arc<Semaphore>,
     ) -> Result<Arc<KafkaHub>, StorageError> {
         let root = data_dir.join("kafka");
-        let topics = Topics::open(config.storage, &root.join("topics"), config.log_config())?;
+        let topics = Topics::open_with_limits(
+            config.storage,
+            &root.join("topics"),
+            config.log_config(),
+            config.resolved_topic_limits(),
+        )?;
         let offsets = match config.storage {
             KafkaStorage::Disk => OffsetStore::open(&root.join("consumer_offsets.log"))?,
             KafkaStorage::Memory => OffsetStore::in_memory(),
