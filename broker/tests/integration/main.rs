@@ -16,6 +16,7 @@ mod connection_slots;
 mod fairness;
 mod kafka_durability;
 mod kafka_kcat;
+mod kafka_limits;
 mod kafka_malformed;
 mod kafka_rdkafka;
 mod malformed;
