@@ -607,6 +607,10 @@ mod tests {
         let e = topics.create("d", 1).map(|_| ()).unwrap_err();
         assert_eq!(e.code(), 44, "POLICY_VIOLATION past the topic count");
         assert_eq!(e.metric_kind(), Some("policy_violation"));
+        // Auto-creation (Metadata) meets the same limits.
+        let e = topics.get_or_create("auto", 1).map(|_| ()).unwrap_err();
+        assert_eq!(e.code(), 44);
+        assert!(topics.get_or_create("a", 1).is_ok(), "an existing topic is found");
         assert_eq!(topics.counts(), (3, 15));
         // A refused creation leaves nothing behind; a deletion frees its share.
         assert!(!dir.path().join("d-0").exists());
