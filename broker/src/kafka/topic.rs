@@ -231,6 +231,21 @@ struct Registry {
     partitions: u64,
 }
 
+/// A name reserved by [`Topics::create`] while its partitions are built.
+struct Reservation<'a> {
+    topics: &'a Topics,
+    name: &'a str,
+    partitions: u32,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut registry = self.topics.write();
+        registry.reserved.remove(self.name);
+        registry.partitions -= u64::from(self.partitions);
+    }
+}
+
 /// Every topic of the broker.
 pub struct Topics {
     map: RwLock<Registry>,
@@ -445,20 +460,26 @@ impl Topics {
             registry.partitions += u64::from(n);
             n
         };
-        let built = self.build(name, partitions);
-        let mut registry = self.write();
-        registry.reserved.remove(name);
-        match built {
+        // Released on every way out but success, a panic included.
+        let reservation = Reservation {
+            topics: self,
+            name,
+            partitions: n,
+        };
+        match self.build(name, partitions) {
             Ok(topic) => {
+                std::mem::forget(reservation);
+                let mut registry = self.write();
+                registry.reserved.remove(name);
                 registry.topics.insert(name.to_string(), topic.clone());
                 drop(registry);
                 tracing::debug!("kafka: created topic {name} ({partitions} partitions)");
                 Ok(topic)
             }
             Err(e) => {
-                registry.partitions -= u64::from(n);
-                drop(registry);
-                // Leave no half-made topic for the next start-up to find.
+                // Leave no half-made topic for the next start-up to find; the
+                // name stays reserved until then, so no new creation of it
+                // can be building the directories removed here.
                 if let Some(root) = &self.root {
                     for i in 0..partitions {
                         let dir = Self::partition_dir(root, name, i);
@@ -466,6 +487,7 @@ impl Topics {
                         let _ = fs::remove_dir_all(&dir);
                     }
                 }
+                drop(reservation);
                 Err(e.into())
             }
         }
@@ -610,12 +632,24 @@ mod tests {
         // Auto-creation (Metadata) meets the same limits.
         let e = topics.get_or_create("auto", 1).map(|_| ()).unwrap_err();
         assert_eq!(e.code(), 44);
-        assert!(topics.get_or_create("a", 1).is_ok(), "an existing topic is found");
+        assert!(
+            topics.get_or_create("a", 1).is_ok(),
+            "an existing topic is found"
+        );
         assert_eq!(topics.counts(), (3, 15));
         // A refused creation leaves nothing behind; a deletion frees its share.
         assert!(!dir.path().join("d-0").exists());
         assert!(topics.delete("a").unwrap());
         assert_eq!(topics.counts(), (2, 5));
+        // A creation that fails half-way releases its name and its share,
+        // and leaves none of its partition directories behind.
+        let obstacle = dir.path().join("d-3");
+        fs::write(&obstacle, b"not a directory").unwrap();
+        let e = topics.create("d", 10).map(|_| ()).unwrap_err();
+        assert_eq!(e.code(), 56, "KAFKA_STORAGE_ERROR: {e}");
+        assert_eq!(topics.counts(), (2, 5));
+        assert!(!dir.path().join("d-0").exists() && !dir.path().join("d-2").exists());
+        fs::remove_file(&obstacle).unwrap();
         topics.create("d", 10).unwrap();
         // At most 4 segment files are open, whatever the partition count.
         assert!(topics.file_cache().open_files() <= 4);
