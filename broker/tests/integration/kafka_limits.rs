@@ -350,7 +350,11 @@ async fn topic_creation_does_not_stall_the_current_thread_runtime() {
     let (_c, config) = config_file(
         "[server]\nclass = \"generic\"\nruntime = \"current_thread\"\n[kafka]\nstorage = \"disk\"\nmax_partitions = 20000\nmax_topics = 100\nmax_open_segment_files = 64\n",
     );
-    let broker = BrokerProcess::spawn_with_data_dir(&kafka_and_mqtt(&config));
+    let data = tempfile::tempdir().unwrap();
+    let data_path = data.path().to_str().expect("UTF-8 temp path");
+    let mut args = kafka_and_mqtt(&config);
+    args.extend(["--data-dir", data_path]);
+    let broker = BrokerProcess::spawn(&args);
     let addr = broker.kafka();
     assert_eq!(create(addr, &[("existing", 1)]).await[0].1, 0);
 
@@ -366,7 +370,13 @@ async fn topic_creation_does_not_stall_the_current_thread_runtime() {
         .unwrap();
     // ... and a second creation of one of its names, racing it.
     let racer = tokio::spawn(async move { create(addr, &[("slow1", 1000)]).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the creation has started (its first directories exist) ...
+    let first = data.path().join("kafka/topics/slow0-0");
+    let deadline = Instant::now() + WAIT;
+    while !first.exists() {
+        assert!(Instant::now() < deadline, "the creation never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     // Meanwhile a lookup of another topic on the runtime thread, and a
     // bystander MQTT round trip: both answered at once, not after the creation.
