@@ -18,7 +18,7 @@ use serde::Deserialize;
 pub use crate::amqp::config::{AmqpConfig, AmqpFlushPolicy};
 pub use crate::kafka::config::{FlushPolicy, KafkaConfig, KafkaStorage};
 pub use crate::mqtt::config::{MqttConfig, MQTT_MAX_PACKET_SIZE};
-use crate::platform::{ClassDefaults, PlatformClass, RuntimeFlavor};
+use crate::platform::{ClassDefaults, KafkaTopicDefaults, PlatformClass, RuntimeFlavor};
 pub use crate::storage::StorageMode;
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -166,6 +166,7 @@ impl Config {
                 .mqtt
                 .max_offline_sessions
                 .unwrap_or(d.max_offline_sessions),
+            kafka_topics: self.kafka.topic_limits(d.kafka_topics),
         }
     }
 }
@@ -180,6 +181,9 @@ pub struct Limits {
     pub read_buffer_size: usize,
     /// MQTT sessions kept while their client is offline.
     pub max_offline_sessions: usize,
+    /// Kafka topic limits and the segment-file cache (class defaults under
+    /// the `kafka.max_*` keys).
+    pub kafka_topics: KafkaTopicDefaults,
 }
 
 /// Turns a toml error into one line: line number, the offending line's key,

@@ -122,7 +122,10 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
     let kafka = match kafka_addr {
         Some(addr) => Some(
             KafkaHub::open(
-                config.kafka.clone(),
+                config
+                    .kafka
+                    .clone()
+                    .with_class_defaults(limits.kafka_topics),
                 &config.server.data_dir,
                 addr,
                 metrics.clone(),

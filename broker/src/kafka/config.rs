@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+use crate::platform::{KafkaTopicDefaults, PlatformClass};
 use crate::storage::{LogConfig, StorageMode};
 
 /// The Kafka listener's storage setting (the same choice as every protocol's).
@@ -68,6 +69,18 @@ pub struct KafkaConfig {
     /// A connection with no request for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub connections_max_idle_ms: u64,
+    /// Most partitions of one topic (CreateTopics, auto-creation); more is
+    /// INVALID_PARTITIONS. `None` = the class default.
+    pub max_partitions_per_topic: Option<u32>,
+    /// Most topics; a topic beyond it is POLICY_VIOLATION. `None` = the class default.
+    pub max_topics: Option<u32>,
+    /// Most partitions over all topics; a topic beyond it is POLICY_VIOLATION.
+    /// `None` = the class default.
+    pub max_partitions: Option<u32>,
+    /// Segment and index files kept open at once over all partitions (the
+    /// rest are opened when used); `None` = the class default. Capped at a
+    /// quarter of the open-files limit at start-up.
+    pub max_open_segment_files: Option<usize>,
 }
 
 impl Default for KafkaConfig {
@@ -96,6 +109,10 @@ impl Default for KafkaConfig {
             max_connections: None,
             first_request_timeout_ms: 10_000,
             connections_max_idle_ms: 600_000,
+            max_partitions_per_topic: None,
+            max_topics: None,
+            max_partitions: None,
+            max_open_segment_files: None,
         }
     }
 }
@@ -155,6 +172,38 @@ impl KafkaConfig {
                 return Err(format!("kafka.{key} = 0: must be at least 1 (try {hint})"));
             }
         }
+        for (key, value, hint) in [
+            (
+                "max_partitions_per_topic",
+                self.max_partitions_per_topic,
+                1000,
+            ),
+            ("max_topics", self.max_topics, 1000),
+            ("max_partitions", self.max_partitions, 4000),
+        ] {
+            if value.is_some_and(|v| !(1..=1_000_000).contains(&v)) {
+                return Err(format!(
+                    "kafka.{key} = {}: must be between 1 and 1000000 (try {hint}, or leave it out for the class default)",
+                    value.unwrap_or_default()
+                ));
+            }
+        }
+        if let Some(per_topic) = self.max_partitions_per_topic {
+            if self.default_partitions > per_topic {
+                return Err(format!(
+                    "kafka.default_partitions = {}: must not exceed kafka.max_partitions_per_topic ({per_topic})",
+                    self.default_partitions
+                ));
+            }
+        }
+        if let Some(files) = self
+            .max_open_segment_files
+            .filter(|f| !(4..=1 << 20).contains(f))
+        {
+            return Err(format!(
+                "kafka.max_open_segment_files = {files}: must be between 4 and 1048576 (try 1024, or leave it out for the class default)"
+            ));
+        }
         if self.advertised_host.as_deref().is_some_and(str::is_empty) {
             return Err(
                 "kafka.advertised_host = \"\": give a host name or leave the key out".into(),
@@ -199,6 +248,37 @@ impl KafkaConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The topic limits: the keys set in the file, class defaults for the rest.
+    pub fn topic_limits(&self, class: KafkaTopicDefaults) -> KafkaTopicDefaults {
+        KafkaTopicDefaults {
+            max_partitions_per_topic: self
+                .max_partitions_per_topic
+                .unwrap_or(class.max_partitions_per_topic),
+            max_topics: self.max_topics.unwrap_or(class.max_topics),
+            max_partitions: self.max_partitions.unwrap_or(class.max_partitions),
+            max_open_segment_files: self
+                .max_open_segment_files
+                .unwrap_or(class.max_open_segment_files),
+        }
+    }
+
+    /// This config with every topic limit left out set to the class default
+    /// (what the server hands the Kafka hub).
+    pub fn with_class_defaults(mut self, class: KafkaTopicDefaults) -> KafkaConfig {
+        let l = self.topic_limits(class);
+        self.max_partitions_per_topic = Some(l.max_partitions_per_topic);
+        self.max_topics = Some(l.max_topics);
+        self.max_partitions = Some(l.max_partitions);
+        self.max_open_segment_files = Some(l.max_open_segment_files);
+        self
+    }
+
+    /// The topic limits in force (the generic class's defaults for keys left
+    /// out when no class was applied, as in tests).
+    pub fn resolved_topic_limits(&self) -> KafkaTopicDefaults {
+        self.topic_limits(PlatformClass::Generic.defaults().kafka_topics)
     }
 
     /// The log settings of every partition.
@@ -261,6 +341,52 @@ mod tests {
             .unwrap();
         c.validate().unwrap();
         assert_eq!(c.kafka.max_connections, Some(2));
+
+        // Topic limits: class defaults unless set, bad values name the key.
+        let embedded = Config::default()
+            .limits(PlatformClass::Embedded)
+            .kafka_topics;
+        assert_eq!(embedded.max_partitions_per_topic, 100);
+        let high = Config::default()
+            .limits(PlatformClass::HighPerf)
+            .kafka_topics;
+        assert_eq!(high.max_partitions_per_topic, 1000);
+        assert!(high.max_open_segment_files < 1 << 16);
+        let c =
+            Config::parse("[kafka]\nmax_partitions_per_topic = 12\nmax_open_segment_files = 64\n")
+                .unwrap();
+        c.validate().unwrap();
+        let l = c.limits(PlatformClass::HighPerf).kafka_topics;
+        assert_eq!(
+            (l.max_partitions_per_topic, l.max_open_segment_files),
+            (12, 64)
+        );
+        assert_eq!(l.max_partitions, high.max_partitions);
+        let resolved = c.kafka.clone().with_class_defaults(embedded);
+        assert_eq!(
+            resolved.resolved_topic_limits().max_topics,
+            embedded.max_topics
+        );
+        assert_eq!(resolved.max_partitions_per_topic, Some(12));
+        for (text, key) in [
+            (
+                "max_partitions_per_topic = 0",
+                "kafka.max_partitions_per_topic",
+            ),
+            ("max_topics = 0", "kafka.max_topics"),
+            ("max_partitions = 2000000", "kafka.max_partitions"),
+            ("max_open_segment_files = 1", "kafka.max_open_segment_files"),
+            (
+                "max_partitions_per_topic = 4\ndefault_partitions = 5",
+                "kafka.default_partitions",
+            ),
+        ] {
+            let err = Config::parse(&format!("[kafka]\n{text}\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.starts_with(key), "{text}: {err}");
+        }
 
         let err = Config::parse("[kafka]\nflush = \"sometimes\"\n").unwrap_err();
         assert!(err.starts_with("line 2 key `kafka.flush`"), "{err}");

@@ -64,11 +64,15 @@ pub async fn handle(
         |body: &dyn EncodeDyn| body.encode_into(out, start.correlation_id, header_version, v);
     match api {
         ApiKey::ApiVersions => respond(&api_versions::handle(codec::decode_body(&mut frame, v)?)),
-        ApiKey::Metadata => respond(&metadata::handle(
-            hub,
-            codec::decode_body(&mut frame, v)?,
-            v,
-        )),
+        ApiKey::Metadata => {
+            // Auto-creation does file work: off the async threads with disk storage.
+            let req = codec::decode_body(&mut frame, v)?;
+            let shared = hub.clone();
+            respond(
+                &hub.storage_io(move || metadata::handle(&shared, req, v))
+                    .await,
+            )
+        }
         ApiKey::Produce => {
             let (resp, stored) = produce::handle(hub, codec::decode_body(&mut frame, v)?).await;
             counters.messages_received.inc_by(stored);

@@ -50,7 +50,20 @@ impl KafkaHub {
         connection_permits: Arc<Semaphore>,
     ) -> Result<Arc<KafkaHub>, StorageError> {
         let root = data_dir.join("kafka");
-        let topics = Topics::open(config.storage, &root.join("topics"), config.log_config())?;
+        let limits = config.resolved_topic_limits();
+        if config.default_partitions > limits.max_partitions_per_topic {
+            tracing::warn!(
+                "kafka.default_partitions = {} exceeds kafka.max_partitions_per_topic ({}): auto-created topics will be refused with INVALID_PARTITIONS",
+                config.default_partitions,
+                limits.max_partitions_per_topic
+            );
+        }
+        let topics = Topics::open_with_limits(
+            config.storage,
+            &root.join("topics"),
+            config.log_config(),
+            limits,
+        )?;
         let offsets = match config.storage {
             KafkaStorage::Disk => OffsetStore::open(&root.join("consumer_offsets.log"))?,
             KafkaStorage::Memory => OffsetStore::in_memory(),

@@ -17,6 +17,7 @@ mod fairness;
 mod kafka_durability;
 mod kafka_groups;
 mod kafka_kcat;
+mod kafka_limits;
 mod kafka_malformed;
 mod kafka_rdkafka;
 mod malformed;
