@@ -361,12 +361,10 @@ mod tests {
             s.enqueue(delivery(QoS::AtLeastOnce)),
             Err(Dropped::QueueFull)
         );
+        // Live: QoS 0 gets the same flow control as QoS 1/2 (one policy).
         s.set_connected(true);
-        assert_eq!(
-            s.enqueue(delivery(QoS::AtMostOnce)),
-            Err(Dropped::QueueFull)
-        );
-        assert_eq!(s.lock().queue.len(), 2);
+        assert_eq!(s.enqueue(delivery(QoS::AtMostOnce)), Ok(Queued::Full));
+        assert_eq!(s.lock().queue.len(), 3);
     }
 
     #[test]
@@ -386,6 +384,50 @@ mod tests {
             s.enqueue(delivery(QoS::AtMostOnce)),
             Err(Dropped::QueueFull)
         );
+    }
+
+    #[test]
+    fn a_slow_subscriber_never_asks_publishers_to_wait() {
+        let s = Session::new("c".into(), ProtocolVersion::V5, NEVER_EXPIRES, 4);
+        // Offline sessions are not marked: nobody waits for them anyway.
+        assert!(!s.mark_slow());
+        s.set_connected(true);
+        for _ in 0..3 {
+            assert_eq!(s.enqueue(delivery(QoS::AtMostOnce)), Ok(Queued::Ok));
+        }
+        // One policy for every QoS: a full live queue asks QoS 0 publishers to wait too.
+        assert_eq!(s.enqueue(delivery(QoS::AtMostOnce)), Ok(Queued::Full));
+        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce)), Ok(Queued::Full));
+        assert!(s.mark_slow());
+        assert!(!s.mark_slow(), "marked once");
+        assert!(s.is_slow());
+        // Over the limit and slow: dropped, never Full.
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            assert_eq!(s.enqueue(delivery(qos)), Err(Dropped::SlowSubscriber));
+        }
+        // Hysteresis: still slow at 3 of 4, cleared at half.
+        s.lock().queue.truncate(3);
+        assert!(s.relieved(), "room again");
+        assert!(s.is_slow());
+        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce)), Ok(Queued::Ok));
+        s.lock().queue.truncate(2);
+        s.relieved();
+        assert!(!s.is_slow());
+        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce)), Ok(Queued::Ok));
+        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce)), Ok(Queued::Full));
+    }
+
+    #[tokio::test]
+    async fn eviction_wakes_the_connection_until_a_new_one_attaches() {
+        let s = Session::new("c".into(), ProtocolVersion::V5, NEVER_EXPIRES, 4);
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(20), s.evicted());
+        assert!(quiet.await.is_err(), "no eviction asked");
+        s.request_eviction();
+        s.evicted().await;
+        s.evicted().await;
+        s.clear_eviction();
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(20), s.evicted());
+        assert!(quiet.await.is_err(), "a stored permit alone does not evict");
     }
 
     #[test]
