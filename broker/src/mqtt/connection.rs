@@ -103,11 +103,12 @@ async fn run<T: Transport>(
 ) -> Exit {
     let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
     let deadline = |now: Instant| keep_alive.map_or(far_future, |ka| now + ka);
-    let keep_alive_timer = tokio::time::sleep_until(deadline(Instant::now()).into());
-    tokio::pin!(keep_alive_timer);
-    let inflight_timer = tokio::time::sleep_until(far_future.into());
-    tokio::pin!(inflight_timer);
-    let mut inflight_deadline = far_future;
+    // One timer for the keep-alive and the in-flight timeout (one fewer per
+    // connection to hold), armed at the earlier of the two deadlines.
+    let mut keep_alive_deadline = deadline(Instant::now());
+    let mut armed = keep_alive_deadline;
+    let timer = tokio::time::sleep_until(armed.into());
+    tokio::pin!(timer);
     let mut kick_open = true;
     loop {
         if !conn.out.is_empty() {
@@ -128,10 +129,11 @@ async fn run<T: Transport>(
                 conn.out.clear();
             }
         }
-        let next = conn.inflight_deadline().unwrap_or(far_future);
-        if next != inflight_deadline {
-            inflight_deadline = next;
-            inflight_timer.as_mut().reset(next.into());
+        let inflight_deadline = conn.inflight_deadline().unwrap_or(far_future);
+        let due = keep_alive_deadline.min(inflight_deadline);
+        if due != armed {
+            armed = due;
+            timer.as_mut().reset(due.into());
         }
         let paused_on = conn.paused_on.first().cloned();
         let pause_deadline = conn.pause_deadline();
@@ -149,19 +151,20 @@ async fn run<T: Transport>(
                 }
                 Err(_) => kick_open = false,
             },
-            _ = &mut keep_alive_timer => {
-                conn.keep_alive_expired();
-                farewell(io.write_all(&conn.out)).await;
-                return Exit::WithWill;
-            }
-            _ = &mut inflight_timer, if inflight_deadline != far_future => {
-                if conn.inflight_deadline().is_some_and(|d| d <= Instant::now()) {
+            _ = &mut timer, if armed != far_future => {
+                let now = Instant::now();
+                if inflight_deadline <= now {
                     conn.inflight_timed_out();
                     farewell(io.write_all(&conn.out)).await;
                     return Exit::WithWill;
                 }
+                if keep_alive_deadline <= now {
+                    conn.keep_alive_expired();
+                    farewell(io.write_all(&conn.out)).await;
+                    return Exit::WithWill;
+                }
                 // Fired early: arm it again at the next pass.
-                inflight_deadline = far_future;
+                armed = far_future;
             }
             _ = conn.session.evicted() => {
                 conn.disconnect_v5(reason::QUOTA_EXCEEDED);
@@ -171,7 +174,7 @@ async fn run<T: Transport>(
             _ = wait_for_space(paused_on.clone(), pause_deadline), if paused_on.is_some() => {
                 let now = Instant::now();
                 // Not reading is our doing, not the client's silence.
-                keep_alive_timer.as_mut().reset(deadline(now).into());
+                keep_alive_deadline = deadline(now);
                 if conn.recheck_paused(now) {
                     // Packets already read while paused are handled before reading more.
                     if let Some(exit) = process(conn, io, &mut buf).await {
@@ -186,7 +189,7 @@ async fn run<T: Transport>(
                     Ok(n) => n,
                 };
                 conn.counters.bytes_received.inc_by(n as u64);
-                keep_alive_timer.as_mut().reset(deadline(Instant::now()).into());
+                keep_alive_deadline = deadline(Instant::now());
                 if let Some(exit) = process(conn, io, &mut buf).await {
                     return exit;
                 }

@@ -221,6 +221,10 @@ impl MqttHub {
                 st.expiry_secs = expiry_secs;
                 st.generation += 1;
                 st.abort_timers();
+                // A new connection gets a fresh chance: publishers may wait
+                // for it again, and under the `disconnect` policy it is
+                // evicted again if it stays behind.
+                st.slow = false;
                 // A will waiting for its delay is cancelled by the client's return.
                 st.pending_will = None;
                 st.link = Some(ConnectionLink {
