@@ -271,7 +271,10 @@ mod slow_subscriber_tests {
             mqtt: MqttConfig,
         }
         let w: Wrap = toml::from_str("[mqtt]\nslow_subscriber_policy = \"disconnect\"\n").unwrap();
-        assert_eq!(w.mqtt.slow_subscriber_policy, SlowSubscriberPolicy::Disconnect);
+        assert_eq!(
+            w.mqtt.slow_subscriber_policy,
+            SlowSubscriberPolicy::Disconnect
+        );
         let bad = toml::from_str::<Wrap>("[mqtt]\nslow_subscriber_policy = \"wait\"\n");
         assert!(bad.is_err());
     }

@@ -67,7 +67,11 @@ async fn wait_for_space(session: Option<Arc<Session>>, deadline: Option<Instant>
     if let Some(session) = session {
         let now = Instant::now();
         let left = deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
-        let _ = timeout(left.min(Duration::from_millis(50)), session.space.notified()).await;
+        let _ = timeout(
+            left.min(Duration::from_millis(50)),
+            session.space.notified(),
+        )
+        .await;
     }
 }
 

@@ -104,7 +104,10 @@ async fn publish_burst(
     let all = timeout(BURST_DEADLINE, async {
         while acked < count {
             let n = rx.read(&mut chunk).await.expect("publisher reads");
-            assert!(n > 0, "publisher closed by the broker after {acked} PUBACKs");
+            assert!(
+                n > 0,
+                "publisher closed by the broker after {acked} PUBACKs"
+            );
             buf.extend_from_slice(&chunk[..n]);
             // The publisher subscribes to nothing: only PUBACKs (40 02 id id) come back.
             while buf.len() >= 4 {
@@ -315,7 +318,11 @@ async fn a_message_left_unacknowledged_past_the_inflight_timeout_disconnects() {
     // MQTT 4.4: the unacknowledged message is re-sent on reconnect, with DUP.
     let mut again = raw::tcp(addr).await;
     raw::send(&mut again, &raw::connect(4, "late-v3", false, 0)).await;
-    assert_eq!(raw::expect_packet(&mut again, 2).await, [0x01, 0x00], "session present");
+    assert_eq!(
+        raw::expect_packet(&mut again, 2).await,
+        [0x01, 0x00],
+        "session present"
+    );
     let (first, body) = raw::read_packet(&mut again).await.expect("re-sent PUBLISH");
     assert_eq!(first, 0x3A, "QoS 1 PUBLISH with DUP");
     assert_eq!([body[8], body[9]], packet_id, "same packet id");

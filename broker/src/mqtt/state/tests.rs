@@ -272,8 +272,16 @@ async fn a_publisher_waits_for_a_full_subscriber_only_until_the_deadline() {
     let publish = |id: u8| [0x32, 0x06, 0x00, 0x01, b't', 0x00, id, b'x'];
     let (step, out) = feed(&mut publisher, &publish(1));
     assert!(matches!(step, Step::Idle), "{step:?}");
-    assert_eq!(out, [0x40, 0x02, 0x00, 0x01], "acknowledged before the pause");
-    assert_eq!(publisher.paused_on.len(), 1, "paused on the full subscriber");
+    assert_eq!(
+        out,
+        [0x40, 0x02, 0x00, 0x01],
+        "acknowledged before the pause"
+    );
+    assert_eq!(
+        publisher.paused_on.len(),
+        1,
+        "paused on the full subscriber"
+    );
     let since = publisher.paused_since.expect("pause started");
     assert!(!publisher.recheck_paused(since + Duration::from_millis(99)));
     assert!(!sub.is_slow());
@@ -283,7 +291,10 @@ async fn a_publisher_waits_for_a_full_subscriber_only_until_the_deadline() {
     assert!(publisher.paused_since.is_none());
     let (_, out) = feed(&mut publisher, &publish(2));
     assert_eq!(out, [0x40, 0x02, 0x00, 0x02]);
-    assert!(publisher.paused_on.is_empty(), "never waits for a slow subscriber");
+    assert!(
+        publisher.paused_on.is_empty(),
+        "never waits for a slow subscriber"
+    );
     let text = metrics_text(&publisher);
     for line in [
         "broker_protocol_errors_total{protocol=\"mqtt\",kind=\"slow_subscriber\"} 1",
@@ -303,7 +314,10 @@ async fn an_unacknowledged_message_past_the_inflight_timeout_disconnects() {
     c.hub.subscribe(&c.session, "t", options, None);
     assert_eq!(c.inflight_deadline(), None);
     // The client publishes to itself (QoS 1, 5.0: empty properties), never acknowledges.
-    let (_, _) = feed(&mut c, &[0x32, 0x07, 0x00, 0x01, b't', 0x00, 0x01, 0x00, b'x']);
+    let (_, _) = feed(
+        &mut c,
+        &[0x32, 0x07, 0x00, 0x01, b't', 0x00, 0x01, 0x00, b'x'],
+    );
     let sent = Instant::now();
     c.drain_queue();
     let deadline = c.inflight_deadline().expect("a message in flight");
