@@ -21,6 +21,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+use crate::broker_process::BrokerProcess;
 use crate::common::{amqp_connect, start_broker_with, WAIT};
 use crate::mqtt_client::{MqttClient, QoS, V311, V5};
 use crate::raw;
@@ -80,7 +81,7 @@ async fn reads_never_acks(addr: SocketAddr, id: &str, within: Duration) -> JoinH
 }
 
 /// Sends `count` QoS 1 publishes (pipelined, packet ids 1..=count, payload
-/// `"{tag}/{n}"`) on `topic(n)` and waits for every PUBACK; returns how long
+/// `"{id}/{n}"`) on `topic(n)` and waits for every PUBACK; returns how long
 /// that took. Panics if they do not all arrive within [`BURST_DEADLINE`].
 async fn publish_burst(
     addr: SocketAddr,
@@ -88,10 +89,21 @@ async fn publish_burst(
     count: u16,
     topic: impl Fn(u16) -> String,
 ) -> Duration {
+    publish_burst_of(addr, id, count, topic, |n| format!("{id}/{n}").into_bytes()).await
+}
+
+/// [`publish_burst`] with the payload of message `n` from `payload(n)`.
+async fn publish_burst_of(
+    addr: SocketAddr,
+    id: &str,
+    count: u16,
+    topic: impl Fn(u16) -> String,
+    payload: impl Fn(u16) -> Vec<u8>,
+) -> Duration {
     let s = raw::session(addr, 4, id, 0).await;
     let (mut rx, mut tx) = s.into_split();
     let burst: Vec<u8> = (1..=count)
-        .flat_map(|n| raw::publish(4, 1, &topic(n), n, format!("{id}/{n}").as_bytes()))
+        .flat_map(|n| raw::publish(4, 1, &topic(n), n, &payload(n)))
         .collect();
     let started = Instant::now();
     let writer = tokio::spawn(async move {
@@ -387,4 +399,72 @@ async fn fast_rumqttc_v311_subscriber_loses_nothing_with_several_publishers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_rumqttc_v5_subscriber_loses_nothing_with_several_publishers() {
     fast_subscriber_loses_nothing::<V5>().await;
+}
+
+/// A line of /proc/PID/status, in KiB (`VmRSS`, `VmHWM`).
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_subscribers_in_a_child_broker_hold_bounded_memory() {
+    /// Stuck subscribers on `#`, publishes and payload size: 80 MiB go through
+    /// the broker, and each stuck subscriber's queue would hold all of it if
+    /// its queue were not bounded.
+    const STUCK: usize = 10;
+    const COUNT: u16 = 20_000;
+    const PAYLOAD: usize = 4096;
+    /// Peak RSS growth allowed: each stuck subscriber holds at most twice
+    /// `max_queued_messages` (1,000) deliveries plus its window, the 4 KiB
+    /// payloads shared among them (about 7 MiB measured on a debug build);
+    /// unbounded queues would keep all 80 MiB.
+    const BOUND_KIB: u64 = 32 * 1024;
+    let broker = BrokerProcess::spawn_with_data_dir(&[
+        "--mqtt-bind",
+        "127.0.0.1:0",
+        "--kafka-bind",
+        "127.0.0.1:0",
+        "--no-websocket",
+        "--no-amqp",
+        "--no-metrics",
+        "--stats-interval",
+        "0",
+    ]);
+    let pid = broker.pid();
+    let addr = broker.mqtt();
+    let mut stuck = Vec::new();
+    for i in 0..STUCK {
+        stuck.push(never_reads(addr, &format!("child-stuck-{i}")).await);
+    }
+    let before = proc_kib(pid, "VmRSS");
+    let took = publish_burst_of(
+        addr,
+        "child-pub",
+        COUNT,
+        |n| format!("load/{}", n % 100),
+        |n| {
+            let mut p = vec![b'x'; PAYLOAD];
+            p[..2].copy_from_slice(&n.to_be_bytes());
+            p
+        },
+    )
+    .await;
+    let peak = proc_kib(pid, "VmHWM");
+    let after = proc_kib(pid, "VmRSS");
+    eprintln!(
+        "{COUNT} x {PAYLOAD} B past {STUCK} stuck subscribers in {took:?}; \
+         RSS {before} KiB before, {after} KiB after, peak {peak} KiB"
+    );
+    assert!(
+        peak.saturating_sub(before) < BOUND_KIB,
+        "peak RSS grew by {} KiB (bound {BOUND_KIB} KiB)",
+        peak.saturating_sub(before)
+    );
+    raw_kafka::round_trip(broker.kafka()).await;
+    drop(stuck);
 }
