@@ -6,7 +6,8 @@
 //! subscriber gets every acknowledged message, and Kafka and AMQP clients
 //! carry on. A client that leaves a message unacknowledged past
 //! `mqtt.inflight_timeout_secs` is disconnected. A subscriber reading as fast
-//! as it can is only waited for, never dropped.
+//! as it can is only waited for, never dropped. In a child broker, stuck
+//! subscribers hold bounded memory (peak RSS).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
