@@ -250,6 +250,19 @@ async fn non_acking_subscribers_on_hash_no_longer_stall_publishers() {
     assert!(!non_acker.is_finished(), "drop policy: still connected");
     eprintln!("5000 QoS 1 publishes past two stuck subscribers took {took:?}; dropped {dropped}");
 
+    // One policy for every QoS: a QoS 0 burst is read to its end too (a
+    // PINGREQ behind it is answered).
+    let mut q0 = raw::session(addr, 4, "pub-qos0", 0).await;
+    let mut burst: Vec<u8> = (0..BURST)
+        .flat_map(|n| raw::publish(4, 0, "other/q0", 0, &n.to_be_bytes()))
+        .collect();
+    burst.extend_from_slice(&[0xC0, 0x00]);
+    raw::send(&mut q0, &burst).await;
+    let (first, _) = raw::read_packet_within(&mut q0, BURST_DEADLINE)
+        .await
+        .expect("PINGRESP");
+    assert_eq!(first, 0xD0, "PINGRESP after the QoS 0 burst");
+
     raw_kafka::round_trip(b.kafka_addr.unwrap()).await;
     amqp_round_trip(&b, "slow-drop-bystander").await;
     non_acker.abort();
