@@ -233,7 +233,8 @@ impl Connection {
         self.hub
             .metrics
             .protocol_error(Protocol::Mqtt, "inflight_timeout");
-        self.hub.mark_slow(&self.session);
+        // Nobody waits for it while it says goodbye (counted as the timeout only).
+        self.session.mark_slow();
         self.disconnect_v5(reason::QUOTA_EXCEEDED);
     }
 

@@ -340,6 +340,11 @@ async fn a_message_left_unacknowledged_past_the_inflight_timeout_disconnects() {
         metric(&b, "broker_protocol_errors_total", "inflight_timeout"),
         2
     );
+    assert_eq!(
+        metric(&b, "broker_protocol_errors_total", "slow_subscriber"),
+        0,
+        "counted once, as the timeout"
+    );
 
     // MQTT 4.4: the unacknowledged message is re-sent on reconnect, with DUP.
     let mut again = raw::tcp(addr).await;
