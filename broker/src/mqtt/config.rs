@@ -6,8 +6,26 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+/// What happens to a subscriber marked slow (see `docs/mqtt.md`, "Slow subscribers").
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowSubscriberPolicy {
+    /// Its messages go to its own queue only; beyond `max_queued_messages` they
+    /// are dropped (`dropped{kind="slow_subscriber"}`). Like mosquitto.
+    #[default]
+    Drop,
+    /// It is disconnected (5.0 DISCONNECT 0x97 Quota exceeded).
+    Disconnect,
+}
+
 /// MQTT's largest encodable packet: 1 type byte, 4 length bytes, 268,435,455 body bytes.
 pub const MQTT_MAX_PACKET_SIZE: usize = 268_435_460;
+
+/// Longest `mqtt.slow_subscriber_wait_ms`: beyond a few seconds a stuck
+/// subscriber would again stall its publishers.
+const MAX_SLOW_SUBSCRIBER_WAIT_MS: u64 = 10_000;
+/// Longest `mqtt.inflight_timeout_secs` (one day).
+const MAX_INFLIGHT_TIMEOUT_SECS: u64 = 86_400;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -63,6 +81,14 @@ pub struct MqttConfig {
     /// MQTT connections (TCP and WebSocket) open at once; `None` = only
     /// `server.max_connections` applies.
     pub max_connections: Option<usize>,
+    /// How long a publisher waits for a connected subscriber whose queue is
+    /// full to make room before that subscriber is marked slow (0 = never wait).
+    pub slow_subscriber_wait_ms: u64,
+    /// What happens to a subscriber marked slow.
+    pub slow_subscriber_policy: SlowSubscriberPolicy,
+    /// Seconds a QoS 1/2 message sent to a connected client may stay
+    /// unacknowledged before the client is disconnected (its window is stuck).
+    pub inflight_timeout_secs: u64,
 }
 
 impl Default for MqttConfig {
@@ -91,6 +117,9 @@ impl Default for MqttConfig {
             max_keep_alive_secs: u16::MAX,
             websocket_allowed_origins: Vec::new(),
             max_connections: None,
+            slow_subscriber_wait_ms: 500,
+            slow_subscriber_policy: SlowSubscriberPolicy::Drop,
+            inflight_timeout_secs: 60,
         }
     }
 }
@@ -156,6 +185,19 @@ impl MqttConfig {
                 ));
             }
         }
+        if m.slow_subscriber_wait_ms > MAX_SLOW_SUBSCRIBER_WAIT_MS {
+            return Err(format!(
+                "mqtt.slow_subscriber_wait_ms = {}: must be at most {MAX_SLOW_SUBSCRIBER_WAIT_MS} \
+                 (publishers wait this long on a full subscriber; try 500)",
+                m.slow_subscriber_wait_ms
+            ));
+        }
+        if !(1..=MAX_INFLIGHT_TIMEOUT_SECS).contains(&m.inflight_timeout_secs) {
+            return Err(format!(
+                "mqtt.inflight_timeout_secs = {}: must be between 1 and {MAX_INFLIGHT_TIMEOUT_SECS} (try 60)",
+                m.inflight_timeout_secs
+            ));
+        }
         if m.connect_timeout_secs == 0 {
             return Err("mqtt.connect_timeout_secs = 0: must be at least 1 (try 10)".into());
         }
@@ -201,5 +243,39 @@ mod tests {
         c.websocket_allowed_origins = vec!["*".into(), "http://localhost:3000".into()];
         assert_eq!(c.validate(), Ok(()));
         assert_eq!(MqttConfig::default().validate(), Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod slow_subscriber_tests {
+    use super::*;
+
+    #[test]
+    fn slow_subscriber_keys_are_checked_and_named() {
+        let mut c = MqttConfig::default();
+        assert_eq!(c.slow_subscriber_policy, SlowSubscriberPolicy::Drop);
+        c.validate().unwrap();
+        c.slow_subscriber_wait_ms = 10_001;
+        let e = c.validate().unwrap_err();
+        assert!(e.starts_with("mqtt.slow_subscriber_wait_ms = 10001"), "{e}");
+        c.slow_subscriber_wait_ms = 0;
+        c.inflight_timeout_secs = 0;
+        let e = c.validate().unwrap_err();
+        assert!(e.starts_with("mqtt.inflight_timeout_secs = 0"), "{e}");
+    }
+
+    #[test]
+    fn policy_parses_from_toml() {
+        #[derive(Deserialize)]
+        struct Wrap {
+            mqtt: MqttConfig,
+        }
+        let w: Wrap = toml::from_str("[mqtt]\nslow_subscriber_policy = \"disconnect\"\n").unwrap();
+        assert_eq!(
+            w.mqtt.slow_subscriber_policy,
+            SlowSubscriberPolicy::Disconnect
+        );
+        let bad = toml::from_str::<Wrap>("[mqtt]\nslow_subscriber_policy = \"wait\"\n");
+        assert!(bad.is_err());
     }
 }

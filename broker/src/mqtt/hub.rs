@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Semaphore};
 
-use super::config::MqttConfig;
+use super::config::{MqttConfig, SlowSubscriberPolicy};
 use super::packet::{LastWill, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
 use super::session::{
     ConnectionLink, Delivery, Kick, Queued, Session, SubscriptionEntry, NEVER_EXPIRES,
@@ -221,6 +221,10 @@ impl MqttHub {
                 st.expiry_secs = expiry_secs;
                 st.generation += 1;
                 st.abort_timers();
+                // A new connection gets a fresh chance: publishers may wait
+                // for it again, and under the `disconnect` policy it is
+                // evicted again if it stays behind.
+                st.slow = false;
                 // A will waiting for its delay is cancelled by the client's return.
                 st.pending_will = None;
                 st.link = Some(ConnectionLink {
@@ -231,6 +235,7 @@ impl MqttHub {
                     f.on_wire = false;
                 }
             }
+            session.clear_eviction();
             session.set_connected(true);
             lock(&self.offline).remove(&session.client_id);
             self.metrics.mqtt.sessions.set(self.session_count() as i64);
@@ -513,7 +518,8 @@ impl MqttHub {
 
     /// Stores (if retained) and routes a message to every matching subscription.
     /// Returns the live sessions whose queue is now full: the publisher should
-    /// pause until they make room (see [`Session::enqueue`]).
+    /// pause until they make room, for at most `mqtt.slow_subscriber_wait_ms`
+    /// (see [`Session::enqueue`] and [`MqttHub::mark_slow`]).
     pub fn publish(&self, message: Message) -> Vec<Arc<Session>> {
         let message = Arc::new(message);
         if message.retain && self.config.retain_available {
@@ -556,10 +562,11 @@ impl MqttHub {
                 Matched::Shared(group) => {
                     let n = group.members.len();
                     let start = group.next_start();
-                    // Next in turn that is online; else next in turn whose queue has room.
+                    // Next in turn that is online and keeping up; else next
+                    // in turn whose queue has room.
                     let in_turn = || (0..n).map(|i| &group.members[(start + i) % n]);
                     let pick = in_turn()
-                        .find(|(_, e)| e.session.is_connected())
+                        .find(|(_, e)| e.session.is_connected() && !e.session.is_slow())
                         .or_else(|| in_turn().find(|(_, e)| e.session.has_room()))
                         .unwrap_or(&group.members[start]);
                     let entry = &pick.1;
@@ -597,6 +604,33 @@ impl MqttHub {
     /// fits the retained limits now (checked again when it is stored).
     pub fn retained_admits(&self, topic: &str, len: usize) -> Result<(), RetainRefused> {
         lock(&self.retained).admit(topic, len, Instant::now())
+    }
+
+    /// Marks a subscriber slow (its queue stayed full past
+    /// `mqtt.slow_subscriber_wait_ms`, or its in-flight window is stuck):
+    /// from now on nobody waits for it, and under the `disconnect` policy its
+    /// connection is asked to close. Counted once per marking.
+    pub fn mark_slow(&self, session: &Session) {
+        if !session.mark_slow() {
+            return;
+        }
+        self.metrics
+            .protocol_error(Protocol::Mqtt, "slow_subscriber");
+        let policy = self.config.slow_subscriber_policy;
+        tracing::info!(client = %session.client_id, ?policy, "subscriber marked slow");
+        if policy == SlowSubscriberPolicy::Disconnect {
+            session.request_eviction();
+        }
+    }
+
+    /// How long a publisher waits for a full subscriber before marking it slow.
+    pub fn slow_subscriber_wait(&self) -> Duration {
+        Duration::from_millis(self.config.slow_subscriber_wait_ms)
+    }
+
+    /// How long a QoS 1/2 message may stay unacknowledged by a connected client.
+    pub fn inflight_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.inflight_timeout_secs)
     }
 
     /// Whether a QoS level is accepted by this broker.

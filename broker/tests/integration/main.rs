@@ -24,6 +24,7 @@ mod malformed;
 mod mqtt_client;
 mod mqtt_limits;
 mod mqtt_scenarios;
+mod mqtt_slow;
 mod process;
 mod raw;
 mod raw_kafka;
