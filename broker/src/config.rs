@@ -162,6 +162,10 @@ impl Config {
                 .max_queued_messages
                 .unwrap_or(d.max_queued_messages),
             read_buffer_size: d.read_buffer_size,
+            kafka_decode_budget_bytes: self
+                .kafka
+                .decode_budget_bytes
+                .unwrap_or(d.kafka_decode_budget_bytes),
         }
     }
 }
@@ -174,6 +178,8 @@ pub struct Limits {
     pub max_inflight: u16,
     pub max_queued_messages: usize,
     pub read_buffer_size: usize,
+    /// `kafka.decode_budget_bytes` or the class default.
+    pub kafka_decode_budget_bytes: usize,
 }
 
 /// Turns a toml error into one line: line number, the offending line's key,

@@ -55,6 +55,7 @@ impl PlatformClass {
                 max_packet_size: 1024 * 1024,
                 max_queued_messages: 1000,
                 max_inflight: 100,
+                kafka_decode_budget_bytes: 256 * 1024 * 1024,
             },
             Self::Embedded => ClassDefaults {
                 max_connections: 1024,
@@ -64,6 +65,7 @@ impl PlatformClass {
                 max_packet_size: 256 * 1024,
                 max_queued_messages: 100,
                 max_inflight: 20,
+                kafka_decode_budget_bytes: 16 * 1024 * 1024,
             },
             Self::Generic => ClassDefaults {
                 max_connections: 10_000,
@@ -73,6 +75,7 @@ impl PlatformClass {
                 max_packet_size: 1024 * 1024,
                 max_queued_messages: 1000,
                 max_inflight: 20,
+                kafka_decode_budget_bytes: 128 * 1024 * 1024,
             },
         }
     }
@@ -172,6 +175,8 @@ pub struct ClassDefaults {
     pub max_packet_size: usize,
     pub max_queued_messages: usize,
     pub max_inflight: u16,
+    /// Bytes of Kafka requests being read and decoded at once (all connections).
+    pub kafka_decode_budget_bytes: usize,
 }
 
 /// Whether this kernel lets the process create an io_uring instance.

@@ -18,6 +18,12 @@ pub enum FrameError {
     TooLarge { size: usize, max: usize },
     #[error("frame of {0} bytes is too short for a request header")]
     TooShort(usize),
+    #[error("request of {size} bytes (api key {api_key}) is beyond kafka.max_request_bytes ({max})")]
+    RequestTooLarge {
+        size: usize,
+        max: usize,
+        api_key: i16,
+    },
 }
 
 impl FrameError {
@@ -27,6 +33,7 @@ impl FrameError {
             FrameError::NegativeSize(_) => "frame_size_negative",
             FrameError::TooLarge { .. } => "frame_too_large",
             FrameError::TooShort(_) => "frame_too_short",
+            FrameError::RequestTooLarge { .. } => "request_too_large",
         }
     }
 }
@@ -35,26 +42,61 @@ impl FrameError {
 /// that has the same layout in every header version.
 pub const FIXED_HEADER_LEN: usize = 8;
 
-/// Splits the next complete frame (without its size prefix) off `buf`;
-/// `Ok(None)` when more bytes are needed.
-pub fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
-    if buf.len() < 4 {
+/// The size of the next frame (without its size prefix), once its size and
+/// api key have arrived: `Ok(None)` while fewer than 6 bytes are buffered
+/// (a size beyond `max_frame_bytes` is refused from the first 4). Every api
+/// but Produce is held to `max_request_bytes`, so an oversized request is
+/// refused before any of its body is read or room made for it.
+pub fn peek_frame(
+    buf: &[u8],
+    max_frame_bytes: usize,
+    max_request_bytes: usize,
+) -> Result<Option<usize>, FrameError> {
+    let Some(size) = buf.get(..4) else {
         return Ok(None);
-    }
-    let size = i32::from_be_bytes(buf[..4].try_into().expect("4 bytes"));
+    };
+    let size = i32::from_be_bytes(size.try_into().expect("4 bytes"));
     let size = usize::try_from(size).map_err(|_| FrameError::NegativeSize(size))?;
-    if size > max {
-        return Err(FrameError::TooLarge { size, max });
+    if size > max_frame_bytes {
+        return Err(FrameError::TooLarge {
+            size,
+            max: max_frame_bytes,
+        });
     }
     if size < FIXED_HEADER_LEN {
         return Err(FrameError::TooShort(size));
     }
-    if buf.len() < 4 + size {
-        buf.reserve(4 + size - buf.len());
+    let Some(key) = buf.get(4..6) else {
         return Ok(None);
+    };
+    let api_key = i16::from_be_bytes([key[0], key[1]]);
+    if size > max_request_bytes && api_key != ApiKey::Produce as i16 {
+        return Err(FrameError::RequestTooLarge {
+            size,
+            max: max_request_bytes,
+            api_key,
+        });
+    }
+    Ok(Some(size))
+}
+
+/// Splits a frame of `size` bytes (as [`peek_frame`] gave) off `buf` once
+/// all of it has arrived.
+pub fn take_frame(buf: &mut BytesMut, size: usize) -> Option<Bytes> {
+    if buf.len() < 4 + size {
+        return None;
     }
     buf.advance(4);
-    Ok(Some(buf.split_to(size).freeze()))
+    Some(buf.split_to(size).freeze())
+}
+
+/// Splits the next complete frame (without its size prefix) off `buf`;
+/// `Ok(None)` when more bytes are needed.
+pub fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
+    match peek_frame(buf, max, usize::MAX)? {
+        Some(size) => Ok(take_frame(buf, size)),
+        None => Ok(None),
+    }
 }
 
 /// The fixed start of a request header.
@@ -112,7 +154,13 @@ pub fn encode_response<T: Encodable>(
             out.truncate(start);
             DecodeError(format!("cannot encode response: {e:#}"))
         })?;
-    let size = (out.len() - start - 4) as i32;
+    let Ok(size) = i32::try_from(out.len() - start - 4) else {
+        let size = out.len() - start - 4;
+        out.truncate(start);
+        return Err(DecodeError(format!(
+            "cannot encode a response of {size} bytes: beyond the 2 GiB a size field holds"
+        )));
+    };
     out[start..start + 4].copy_from_slice(&size.to_be_bytes());
     Ok(())
 }
@@ -177,6 +225,32 @@ mod tests {
         );
         let mut short = framed(&[0, 18, 0]);
         assert_eq!(next_frame(&mut short, 1024), Err(FrameError::TooShort(3)));
+    }
+
+    #[test]
+    fn only_produce_may_exceed_the_request_limit_refused_from_six_bytes() {
+        // 2 MiB Metadata (api key 3): refused from its size and api key alone.
+        let head = [0, 0x20, 0, 0, 0, 3];
+        assert_eq!(peek_frame(&head[..5], 100 << 20, 1 << 20), Ok(None));
+        assert_eq!(
+            peek_frame(&head, 100 << 20, 1 << 20),
+            Err(FrameError::RequestTooLarge {
+                size: 2 << 20,
+                max: 1 << 20,
+                api_key: 3
+            })
+        );
+        // The same size for Produce (api key 0) is fine.
+        let head = [0, 0x20, 0, 0, 0, 0];
+        assert_eq!(peek_frame(&head, 100 << 20, 1 << 20), Ok(Some(2 << 20)));
+        // Beyond max_frame_bytes: refused from the 4 size bytes.
+        assert_eq!(
+            peek_frame(&[0x10, 0, 0, 0], 100 << 20, 1 << 20),
+            Err(FrameError::TooLarge {
+                size: 0x1000_0000,
+                max: 100 << 20
+            })
+        );
     }
 
     #[test]

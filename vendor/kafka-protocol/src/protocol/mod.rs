@@ -144,6 +144,12 @@ pub(crate) trait Encoder<Value> {
 
 pub(crate) trait Decoder<Value> {
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Value>;
+    /// Patched (broker): the fewest bytes one value takes on the wire, so an
+    /// array count that cannot fit in the bytes left is refused before any
+    /// allocation (every value takes at least one byte).
+    fn min_size(&self) -> usize {
+        1
+    }
 }
 
 /// The range of versions (min, max) allowed for agiven message.
