@@ -275,6 +275,7 @@ async fn a_partition_listed_64_times_is_answered_once_and_rss_stays_bounded() {
         "response of {response_bytes} bytes to a {request_bytes}-byte request"
     );
     let rss_after = proc_status_bytes(broker.pid(), "VmRSS");
+    eprintln!("fetch: request {request_bytes} B, response {response_bytes} B, RSS {rss_before} -> {rss_after}");
     assert!(
         rss_after < rss_before + 24 * MIB,
         "RSS grew from {rss_before} to {rss_after}"
@@ -383,6 +384,7 @@ async fn a_20_mib_metadata_frame_is_refused_before_its_body_and_rss_stays_bounde
     closed_by_broker(&mut s).await;
 
     let hwm_after = proc_status_bytes(broker.pid(), "VmHWM");
+    eprintln!("20 MiB metadata: peak RSS {hwm_before} -> {hwm_after}");
     assert!(
         hwm_after < hwm_before + 8 * MIB,
         "peak RSS grew from {hwm_before} to {hwm_after}"
@@ -460,6 +462,7 @@ async fn concurrent_large_produce_frames_stay_within_the_decode_budget() {
         t.await.expect("each large Produce is read and answered");
     }
     let hwm_after = proc_status_bytes(broker.pid(), "VmHWM");
+    eprintln!("8 x 12 MiB produce: peak RSS {hwm_before} -> {hwm_after}");
     assert!(
         hwm_after < hwm_before + 16 * MIB + 24 * MIB,
         "peak RSS grew from {hwm_before} to {hwm_after} (8 x 12 MiB sent)"
