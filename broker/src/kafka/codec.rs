@@ -18,7 +18,9 @@ pub enum FrameError {
     TooLarge { size: usize, max: usize },
     #[error("frame of {0} bytes is too short for a request header")]
     TooShort(usize),
-    #[error("request of {size} bytes (api key {api_key}) is beyond kafka.max_request_bytes ({max})")]
+    #[error(
+        "request of {size} bytes (api key {api_key}) is beyond kafka.max_request_bytes ({max})"
+    )]
     RequestTooLarge {
         size: usize,
         max: usize,
@@ -136,6 +138,43 @@ pub fn decode_body<T: Decodable>(frame: &mut Bytes, version: i16) -> Result<T, D
     T::decode(frame, version).map_err(|e| DecodeError(format!("{e:#}")))
 }
 
+/// Memory a decode may take for array elements, per byte of the frame:
+/// Produce bodies are mostly record batches, kept as slices of the frame
+/// (a real Produce needs less than 1 byte per byte); other requests are held
+/// to 16 (a Metadata v1 topic takes 72 bytes of memory for a 1-character
+/// name of 3 bytes, 24x, so short requests get [`DECODE_ALLOWANCE_BASE`] on top).
+pub const PRODUCE_DECODE_FACTOR: usize = 2;
+pub const DECODE_FACTOR: usize = 16;
+pub const DECODE_ALLOWANCE_BASE: usize = 16 * 1024;
+
+/// The array storage a request of `api_key` in a frame of `size` bytes may
+/// allocate while it is decoded.
+pub fn decode_allowance(api_key: i16, size: usize) -> usize {
+    let factor = match api_key == ApiKey::Produce as i16 {
+        true => PRODUCE_DECODE_FACTOR,
+        false => DECODE_FACTOR,
+    };
+    size.saturating_mul(factor)
+        .saturating_add(DECODE_ALLOWANCE_BASE)
+}
+
+/// Bytes a request holds while it is read and decoded: its frame and the
+/// most its decode may allocate.
+pub fn decode_footprint(api_key: i16, size: usize) -> usize {
+    size.saturating_add(decode_allowance(api_key, size))
+}
+
+/// [`decode_body`] within [`decode_allowance`]: a body whose arrays would
+/// take more memory is a decode error, refused before the storage is allocated.
+pub fn decode_body_within<T: Decodable>(
+    frame: &mut Bytes,
+    version: i16,
+    api_key: i16,
+) -> Result<T, DecodeError> {
+    let allowance = decode_allowance(api_key, frame.len());
+    kafka_protocol::protocol::with_decode_allowance(allowance, || decode_body(frame, version))
+}
+
 /// Appends one response frame: size, header (v0 or flexible v1), body.
 pub fn encode_response<T: Encodable>(
     out: &mut BytesMut,
@@ -173,6 +212,9 @@ pub fn encode_unsupported(out: &mut BytesMut, correlation_id: i32) {
     out.put_i32(correlation_id);
     out.put_i16(kafka_protocol::ResponseError::UnsupportedVersion.code());
 }
+
+#[cfg(test)]
+mod alloc_factor;
 
 #[cfg(test)]
 mod tests {

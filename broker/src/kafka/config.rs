@@ -146,13 +146,21 @@ impl KafkaConfig {
             ));
         }
         for (key, value, hint) in [
-            ("fetch_max_bytes", self.fetch_max_bytes, DEFAULT_FETCH_MAX_BYTES),
+            (
+                "fetch_max_bytes",
+                self.fetch_max_bytes,
+                DEFAULT_FETCH_MAX_BYTES,
+            ),
             (
                 "max_partition_fetch_bytes",
                 self.max_partition_fetch_bytes,
                 DEFAULT_MAX_PARTITION_FETCH_BYTES,
             ),
-            ("max_request_bytes", self.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES),
+            (
+                "max_request_bytes",
+                self.max_request_bytes,
+                DEFAULT_MAX_REQUEST_BYTES,
+            ),
         ] {
             if !(1024..=(1 << 30)).contains(&value) {
                 return Err(format!(

@@ -118,17 +118,20 @@ async fn write(
 const DECODE_BUDGET_WAIT: Duration = Duration::from_secs(10);
 
 /// Time allowed for a request body once its bytes are reserved in the budget:
-/// 30 s plus 1 s per MiB, so a client trickling a large frame cannot hold
-/// the budget for long.
+/// 10 s plus 1 s per MiB, so a client trickling a frame cannot hold the
+/// budget for long.
 fn body_deadline(size: usize) -> Instant {
     let mib = u64::try_from(size >> 20).unwrap_or(u64::MAX);
-    Instant::now() + Duration::from_secs(30u64.saturating_add(mib))
+    Instant::now() + Duration::from_secs(10u64.saturating_add(mib))
 }
 
-/// Reserves `size` bytes of the broker-wide decode budget, waiting at most
+/// Reserves a request's share of the broker-wide decode budget: its frame
+/// and the most its decode may allocate (`codec::decode_footprint`), at most
+/// the whole budget (such a request is read and decoded alone). Waits at most
 /// [`DECODE_BUDGET_WAIT`]; `Err` names the `errors{kind}` and the reason.
 async fn reserve_budget(
     hub: &KafkaHub,
+    api_key: i16,
     size: usize,
 ) -> Result<OwnedSemaphorePermit, (&'static str, String)> {
     let too_large = || {
@@ -143,7 +146,8 @@ async fn reserve_budget(
     if size > hub.decode_budget_bytes {
         return Err(too_large());
     }
-    let n = u32::try_from(size).map_err(|_| too_large())?;
+    let charge = codec::decode_footprint(api_key, size).min(hub.decode_budget_bytes);
+    let n = u32::try_from(charge).map_err(|_| too_large())?;
     match tokio::time::timeout(
         DECODE_BUDGET_WAIT,
         hub.decode_budget.clone().acquire_many_owned(n),
@@ -191,7 +195,7 @@ async fn run(
                 return e;
             }
             let permit = tokio::select! {
-                r = reserve_budget(hub, size) => r,
+                r = reserve_budget(hub, i16::from_be_bytes([bufs.read[4], bufs.read[5]]), size) => r,
                 _ = shutdown.changed() => return "broker shutting down".into(),
             };
             match permit {
@@ -202,7 +206,8 @@ async fn run(
                 }
             }
             // Room for the body only once it is paid for.
-            bufs.read.reserve((4 + size).saturating_sub(bufs.read.len()));
+            bufs.read
+                .reserve((4 + size).saturating_sub(bufs.read.len()));
         }
         let frame = next.and_then(|size| codec::take_frame(&mut bufs.read, size));
         if let Some(frame) = frame {
@@ -241,7 +246,7 @@ async fn run(
             r = read_more(&stream, &mut bufs.read) => r,
             _ = tokio::time::sleep_until(wait_until) => {
                 let (kind, why) = match (requests_seen, body_deadline.is_some_and(|d| d <= deadline)) {
-                    (_, true) => ("request_body_timeout", "request body not received in time (30 s + 1 s per MiB)"),
+                    (_, true) => ("request_body_timeout", "request body not received in time (10 s + 1 s per MiB)"),
                     (false, false) => ("handshake_timeout", "no complete request within kafka.first_request_timeout_ms"),
                     (true, false) => ("idle_timeout", "no request within kafka.connections_max_idle_ms"),
                 };

@@ -34,7 +34,11 @@ pub async fn handle(
     counters: &ProtocolCounters,
 ) -> Result<(), DecodeError> {
     let start = codec::request_start(&frame);
-    let mut body = Body { frame, budget };
+    let mut body = Body {
+        frame,
+        budget,
+        api_key: start.api_key,
+    };
     let Some(api) = api_versions::supported(start.api_key, start.api_version) else {
         let known = ApiKey::try_from(start.api_key).is_ok();
         hub.metrics.protocol_error(
@@ -70,11 +74,7 @@ pub async fn handle(
         |body: &dyn EncodeDyn| body.encode_into(out, start.correlation_id, header_version, v);
     match api {
         ApiKey::ApiVersions => respond(&api_versions::handle(body.decode(v)?)),
-        ApiKey::Metadata => respond(&metadata::handle(
-            hub,
-            body.decode(v)?,
-            v,
-        )),
+        ApiKey::Metadata => respond(&metadata::handle(hub, body.decode(v)?, v)),
         ApiKey::Produce => {
             let (resp, stored) = produce::handle(hub, body.decode(v)?).await;
             counters.messages_received.inc_by(stored);
@@ -88,48 +88,18 @@ pub async fn handle(
             counters.messages_sent.inc_by(records);
             respond(&resp)
         }
-        ApiKey::ListOffsets => {
-            respond(&fetch::list_offsets(hub, body.decode(v)?).await)
-        }
-        ApiKey::CreateTopics => {
-            respond(&admin::create_topics(hub, body.decode(v)?).await)
-        }
-        ApiKey::DeleteTopics => {
-            respond(&admin::delete_topics(hub, body.decode(v)?).await)
-        }
-        ApiKey::DescribeConfigs => respond(&admin::describe_configs(
-            hub,
-            body.decode(v)?,
-        )),
-        ApiKey::InitProducerId => {
-            respond(&hub.producer_ids.handle(body.decode(v)?))
-        }
-        ApiKey::FindCoordinator => respond(&metadata::find_coordinator(
-            hub,
-            body.decode(v)?,
-        )),
-        ApiKey::JoinGroup => {
-            respond(&group_api::join(hub, body.decode(v)?, &client_id, v).await)
-        }
-        ApiKey::SyncGroup => {
-            respond(&group_api::sync(hub, body.decode(v)?).await)
-        }
-        ApiKey::Heartbeat => respond(&group_api::heartbeat(
-            hub,
-            body.decode(v)?,
-        )),
-        ApiKey::LeaveGroup => respond(&group_api::leave(
-            hub,
-            body.decode(v)?,
-            v,
-        )),
-        ApiKey::OffsetCommit => {
-            respond(&group_api::offset_commit(hub, body.decode(v)?).await)
-        }
-        ApiKey::OffsetFetch => respond(&group_api::offset_fetch(
-            hub,
-            body.decode(v)?,
-        )),
+        ApiKey::ListOffsets => respond(&fetch::list_offsets(hub, body.decode(v)?).await),
+        ApiKey::CreateTopics => respond(&admin::create_topics(hub, body.decode(v)?).await),
+        ApiKey::DeleteTopics => respond(&admin::delete_topics(hub, body.decode(v)?).await),
+        ApiKey::DescribeConfigs => respond(&admin::describe_configs(hub, body.decode(v)?)),
+        ApiKey::InitProducerId => respond(&hub.producer_ids.handle(body.decode(v)?)),
+        ApiKey::FindCoordinator => respond(&metadata::find_coordinator(hub, body.decode(v)?)),
+        ApiKey::JoinGroup => respond(&group_api::join(hub, body.decode(v)?, &client_id, v).await),
+        ApiKey::SyncGroup => respond(&group_api::sync(hub, body.decode(v)?).await),
+        ApiKey::Heartbeat => respond(&group_api::heartbeat(hub, body.decode(v)?)),
+        ApiKey::LeaveGroup => respond(&group_api::leave(hub, body.decode(v)?, v)),
+        ApiKey::OffsetCommit => respond(&group_api::offset_commit(hub, body.decode(v)?).await),
+        ApiKey::OffsetFetch => respond(&group_api::offset_fetch(hub, body.decode(v)?)),
         other => unreachable!("{other:?} is in the supported table but has no handler"),
     }
 }
@@ -138,11 +108,12 @@ pub async fn handle(
 struct Body {
     frame: Bytes,
     budget: Option<OwnedSemaphorePermit>,
+    api_key: i16,
 }
 
 impl Body {
     fn decode<T: Decodable>(&mut self, version: i16) -> Result<T, DecodeError> {
-        let decoded = codec::decode_body(&mut self.frame, version);
+        let decoded = codec::decode_body_within(&mut self.frame, version, self.api_key);
         self.budget = None;
         decoded
     }

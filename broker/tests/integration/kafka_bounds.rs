@@ -239,7 +239,9 @@ fn fetch_request(
 
 /// (records bytes per partition entry answered, response bytes on the wire).
 async fn fetch(s: &mut TcpStream, id: i32, req: &FetchRequest) -> (Vec<usize>, usize) {
-    s.write_all(&frame(ApiKey::Fetch, 4, id, req)).await.unwrap();
+    s.write_all(&frame(ApiKey::Fetch, 4, id, req))
+        .await
+        .unwrap();
     let (size, resp): (_, FetchResponse) = read_response(s, 4, id).await;
     let per_partition = resp
         .responses
@@ -262,14 +264,24 @@ async fn a_partition_listed_64_times_is_answered_once_and_rss_stays_bounded() {
     let (broker, _config) = spawn_with_kafka_config("");
     let mut s = connect(broker.kafka()).await;
     let stored = fill(&mut s, "amplified", 64, 16_000).await;
-    assert!(stored > MIB - 64 * 1024 && stored < MIB + 64 * 1024, "{stored}");
+    assert!(
+        stored > MIB - 64 * 1024 && stored < MIB + 64 * 1024,
+        "{stored}"
+    );
     let rss_before = proc_status_bytes(broker.pid(), "VmRSS");
 
     let req = fetch_request("amplified", 64, i32::MAX, i32::MAX);
     let request_bytes = frame(ApiKey::Fetch, 4, 9, &req).len();
-    assert!(request_bytes < 1_200, "the hostile request is {request_bytes} bytes");
+    assert!(
+        request_bytes < 1_200,
+        "the hostile request is {request_bytes} bytes"
+    );
     let (records, response_bytes) = fetch(&mut s, 9, &req).await;
-    assert_eq!(records, vec![stored], "one answer, with the whole partition");
+    assert_eq!(
+        records,
+        vec![stored],
+        "one answer, with the whole partition"
+    );
     assert!(
         response_bytes < 2 * MIB,
         "response of {response_bytes} bytes to a {request_bytes}-byte request"
@@ -309,7 +321,10 @@ async fn fetch_caps_hold_and_a_consumer_still_reads_everything() {
     );
     // The client's smaller partition limit still applies.
     let (records, _) = fetch(&mut s, 2, &fetch_request("capped", 1, i32::MAX, 4096)).await;
-    assert!(records[0] <= 4096 && records[0] > 4096 - one_batch, "{records:?}");
+    assert!(
+        records[0] <= 4096 && records[0] > 4096 - one_batch,
+        "{records:?}"
+    );
     // Duplicates: one answer, counted.
     let (records, _) = fetch(&mut s, 3, &fetch_request("capped", 3, i32::MAX, i32::MAX)).await;
     assert_eq!(records.len(), 1);
@@ -352,7 +367,11 @@ async fn fetch_caps_hold_and_a_consumer_still_reads_everything() {
     })
     .await
     .unwrap();
-    assert_eq!(got, (0..100).collect::<Vec<i64>>(), "every message, in order");
+    assert_eq!(
+        got,
+        (0..100).collect::<Vec<i64>>(),
+        "every message, in order"
+    );
     mqtt_round_trip(b.mqtt_addr, "bounds-caps").await;
     b.shutdown().await;
 }
@@ -402,7 +421,8 @@ async fn request_limits_and_array_counts_are_refused_and_counted() {
     let b = start_broker_with(|_| {}).await;
     let addr = b.kafka_addr.unwrap();
     let counted = |kind: &str, n: u32| {
-        let line = format!("broker_protocol_errors_total{{protocol=\"kafka\",kind=\"{kind}\"}} {n}");
+        let line =
+            format!("broker_protocol_errors_total{{protocol=\"kafka\",kind=\"{kind}\"}} {n}");
         b.metrics.encode().lines().any(|l| l == line)
     };
 

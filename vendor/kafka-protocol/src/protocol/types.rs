@@ -954,12 +954,15 @@ impl<T: Decodable> Decoder<Option<T>> for OptionStruct {
 
 /// Patched (broker): `count` elements of at least `min_size` bytes each must
 /// fit in the `remaining` bytes, or the array is refused.
-fn fits(count: usize, min_size: usize, remaining: usize) -> Result<usize> {
+/// The storage of the `count` elements of type `T` is then charged to the
+/// decode's allowance (see `with_decode_allowance`).
+fn fits<T>(count: usize, min_size: usize, remaining: usize) -> Result<usize> {
     if count > remaining / min_size.max(1) {
         bail!(
             "Array of {count} elements (at least {min_size} bytes each) cannot fit in the {remaining} bytes left"
         );
     }
+    super::charge_decode_allowance(count.saturating_mul(std::mem::size_of::<T>()))?;
     Ok(count)
 }
 
@@ -1050,7 +1053,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
                 // Patched (broker): a count read off the wire is not trusted;
                 // one that cannot fit in the bytes left, at the fewest bytes an
                 // element takes, is refused before anything is allocated.
-                let n = fits(n as usize, self.0.min_size(), buf.remaining())?;
+                let n = fits::<T>(n as usize, self.0.min_size(), buf.remaining())?;
                 let mut result = Vec::with_capacity(n);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
@@ -1163,7 +1166,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
             0 => Ok(None),
             n => {
                 // Patched (broker): see Array above.
-                let count = fits((n - 1) as usize, self.0.min_size(), buf.remaining())?;
+                let count = fits::<T>((n - 1) as usize, self.0.min_size(), buf.remaining())?;
                 let mut result = Vec::with_capacity(count);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
