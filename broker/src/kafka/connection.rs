@@ -5,9 +5,11 @@
 //! request that does not decode closes this connection only; an API or
 //! version not served is answered with UNSUPPORTED_VERSION.
 //!
-//! Before a request's body is read, its size is reserved in the broker-wide
-//! `decode_budget_bytes` (waiting up to 10 s for room), and given back once
-//! it is decoded; a request larger than the whole budget is refused.
+//! Before a request's body is read, its size (and the most its decode may
+//! allocate) is reserved in the broker-wide `decode_budget_bytes` (waiting up
+//! to 10 s for room), and given back once it is handled — for Fetch,
+//! JoinGroup and SyncGroup, which may wait, once it is decoded; a request
+//! larger than the whole budget is refused.
 //!
 //! A connection must send its first complete request within
 //! `first_request_timeout_ms` and then one at least every
@@ -80,10 +82,20 @@ impl Buffers {
 
 /// Reads what arrived into `buf`, making room only once data is there (an
 /// idle connection holds no read buffer). Cancel-safe: it is raced in `select!`.
-async fn read_more(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+///
+/// `pending` is what is still missing of a frame whose room was reserved:
+/// while that room is there nothing more is reserved (growing a buffer that
+/// holds a large frame would copy it into one twice its size).
+async fn read_more(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    pending: Option<usize>,
+) -> std::io::Result<usize> {
     loop {
         stream.readable().await?;
-        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        let spare = buf.capacity() - buf.len();
+        let room_reserved = pending.is_some_and(|missing| spare >= missing && spare > 0);
+        if !room_reserved && spare < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK);
         }
         match stream.try_read_buf(buf) {
@@ -241,9 +253,12 @@ async fn run(
         }
         bufs.release_idle();
         let body_deadline = reserved.as_ref().map(|(_, d)| *d);
+        let pending = next
+            .filter(|_| reserved.is_some())
+            .map(|size| (4 + size).saturating_sub(bufs.read.len()));
         let wait_until = body_deadline.map_or(deadline, |d| d.min(deadline));
         let read = tokio::select! {
-            r = read_more(&stream, &mut bufs.read) => r,
+            r = read_more(&stream, &mut bufs.read, pending) => r,
             _ = tokio::time::sleep_until(wait_until) => {
                 let (kind, why) = match (requests_seen, body_deadline.is_some_and(|d| d <= deadline)) {
                     (_, true) => ("request_body_timeout", "request body not received in time (10 s + 1 s per MiB)"),

@@ -24,8 +24,9 @@ pub fn may_wait(api_key: i16) -> bool {
 /// Handles one request frame, appending its response (if it has one) to `out`.
 /// A malformed request is an error: the connection is closed, as Kafka does.
 /// `budget` (the request's share of `kafka.decode_budget_bytes`) is given
-/// back once the body is decoded, before the request is handled (a Fetch may
-/// then wait up to 30 s).
+/// back once the request is handled (its frame, which the decoded request
+/// still points into, is dropped then), or, for the requests that may wait
+/// (Fetch long polls, JoinGroup, SyncGroup), as soon as the body is decoded.
 pub async fn handle(
     hub: &Arc<KafkaHub>,
     frame: Bytes,
@@ -114,7 +115,9 @@ struct Body {
 impl Body {
     fn decode<T: Decodable>(&mut self, version: i16) -> Result<T, DecodeError> {
         let decoded = codec::decode_body_within(&mut self.frame, version, self.api_key);
-        self.budget = None;
+        if may_wait(self.api_key) {
+            self.budget = None;
+        }
         decoded
     }
 }

@@ -449,44 +449,59 @@ async fn request_limits_and_array_counts_are_refused_and_counted() {
     b.shutdown().await;
 }
 
-/// Eight connections send 12 MiB Produce frames at once (96 MiB) to a
-/// broker with a 16 MiB decode budget: they are read one or so at a time, so
-/// peak RSS grows by less than the budget + 24 MiB; each is answered
-/// (the connection still serves ApiVersions after it). A 20 MiB Produce,
-/// larger than the whole budget, is refused.
+/// Eight connections each send all but the last byte of a 12 MiB Produce
+/// frame (96 MiB) to a broker with a 16 MiB decode budget. Without the
+/// budget all eight bodies sit in the broker's read buffers at once; with it
+/// one is read while the others wait (their bytes stay in the kernel's socket
+/// buffers), so the broker's RSS, measured while they all wait, grows by less
+/// than the budget + 24 MiB. Then the last bytes go out and every frame is
+/// read and answered (the connection serves ApiVersions after it). A 20 MiB
+/// Produce, larger than the whole budget, is refused.
 #[tokio::test]
 async fn concurrent_large_produce_frames_stay_within_the_decode_budget() {
     let (mut broker, _config) = spawn_with_kafka_config("decode_budget_bytes = 16777216");
     let addr = broker.kafka();
-    let hwm_before = proc_status_bytes(broker.pid(), "VmHWM");
+    let rss_before = proc_status_bytes(broker.pid(), "VmRSS");
 
     let produce = |size: usize, id: i32| {
         let mut body = vec![0u8; size - 4 - 11];
         body[..2].copy_from_slice(&(-1i16).to_be_bytes());
         request(0, 3, id, &body)
     };
+    let (go, _) = tokio::sync::watch::channel(false);
     let senders: Vec<_> = (0..8)
         .map(|i| {
             let f = produce(12 * MIB, i);
+            let mut go = go.subscribe();
             tokio::spawn(async move {
                 let mut s = connect(addr).await;
-                timeout(Duration::from_secs(30), s.write_all(&f))
+                let (most, last) = f.split_at(f.len() - 1);
+                let within = Duration::from_secs(60);
+                timeout(within, s.write_all(most))
                     .await
                     .expect("written in time")
                     .expect("written");
+                timeout(within, go.wait_for(|go| *go))
+                    .await
+                    .expect("go in time")
+                    .expect("go");
+                s.write_all(last).await.expect("last byte written");
                 api_versions_ok(&mut s, 1000 + i).await;
             })
         })
         .collect();
+    // All eight have sent what the broker will take.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rss_waiting = proc_status_bytes(broker.pid(), "VmRSS");
+    eprintln!("8 x 12 MiB produce, all but the last byte sent: RSS {rss_before} -> {rss_waiting}");
+    assert!(
+        rss_waiting < rss_before + 16 * MIB + 24 * MIB,
+        "RSS grew from {rss_before} to {rss_waiting} (8 x 12 MiB pending)"
+    );
+    go.send_replace(true);
     for t in senders {
         t.await.expect("each large Produce is read and answered");
     }
-    let hwm_after = proc_status_bytes(broker.pid(), "VmHWM");
-    eprintln!("8 x 12 MiB produce: peak RSS {hwm_before} -> {hwm_after}");
-    assert!(
-        hwm_after < hwm_before + 16 * MIB + 24 * MIB,
-        "peak RSS grew from {hwm_before} to {hwm_after} (8 x 12 MiB sent)"
-    );
 
     let mut s = connect(addr).await;
     let _ = timeout(WAIT, s.write_all(&produce(20 * MIB, 9))).await;
