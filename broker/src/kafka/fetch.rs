@@ -271,3 +271,17 @@ pub async fn list_offsets(hub: &Arc<KafkaHub>, req: ListOffsetsRequest) -> ListO
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_budget_is_the_smaller_of_client_and_broker_and_never_zero() {
+        assert_eq!(response_budget(i32::MAX, 55 << 20), 55 << 20);
+        assert_eq!(response_budget(4096, 55 << 20), 4096);
+        // Negative or zero: the first batch only.
+        assert_eq!(response_budget(-1, 55 << 20), 1);
+        assert_eq!(response_budget(0, 55 << 20), 1);
+    }
+}
