@@ -167,6 +167,10 @@ impl Config {
                 .max_offline_sessions
                 .unwrap_or(d.max_offline_sessions),
             kafka_topics: self.kafka.topic_limits(d.kafka_topics),
+            kafka_decode_budget_bytes: self
+                .kafka
+                .decode_budget_bytes
+                .unwrap_or(d.kafka_decode_budget_bytes),
         }
     }
 }
@@ -184,6 +188,8 @@ pub struct Limits {
     /// Kafka topic limits and the segment-file cache (class defaults under
     /// the `kafka.max_*` keys).
     pub kafka_topics: KafkaTopicDefaults,
+    /// `kafka.decode_budget_bytes` or the class default.
+    pub kafka_decode_budget_bytes: usize,
 }
 
 /// Turns a toml error into one line: line number, the offending line's key,

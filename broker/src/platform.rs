@@ -62,6 +62,7 @@ impl PlatformClass {
                     max_partitions: 20_000,
                     max_open_segment_files: 4096,
                 },
+                kafka_decode_budget_bytes: 256 * 1024 * 1024,
             },
             Self::Embedded => ClassDefaults {
                 max_connections: 1024,
@@ -78,6 +79,7 @@ impl PlatformClass {
                     max_partitions: 1000,
                     max_open_segment_files: 128,
                 },
+                kafka_decode_budget_bytes: 16 * 1024 * 1024,
             },
             Self::Generic => ClassDefaults {
                 max_connections: 10_000,
@@ -94,6 +96,7 @@ impl PlatformClass {
                     max_partitions: 4000,
                     max_open_segment_files: 1024,
                 },
+                kafka_decode_budget_bytes: 128 * 1024 * 1024,
             },
         }
     }
@@ -198,6 +201,8 @@ pub struct ClassDefaults {
     /// Kafka topic and partition counts, and segment files kept open
     /// (`kafka.max_partitions_per_topic`, … ; see docs/limits.md).
     pub kafka_topics: KafkaTopicDefaults,
+    /// Bytes of Kafka requests being read and decoded at once (all connections).
+    pub kafka_decode_budget_bytes: usize,
 }
 
 /// Class defaults of the Kafka topic limits (each overridden by its `kafka.*` key).

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::amqp::AmqpHub;
 use crate::config::Config;
+use crate::kafka::config::KafkaConfig;
 use crate::kafka::KafkaHub;
 use crate::metrics::{self, Metrics, Protocol};
 use crate::mqtt::connection;
@@ -122,10 +123,11 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
     let kafka = match kafka_addr {
         Some(addr) => Some(
             KafkaHub::open(
-                config
-                    .kafka
-                    .clone()
-                    .with_class_defaults(limits.kafka_topics),
+                KafkaConfig {
+                    decode_budget_bytes: Some(limits.kafka_decode_budget_bytes),
+                    ..config.kafka.clone()
+                }
+                .with_class_defaults(limits.kafka_topics),
                 &config.server.data_dir,
                 addr,
                 metrics.clone(),

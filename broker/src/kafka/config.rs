@@ -22,6 +22,13 @@ pub enum FlushPolicy {
     Interval,
 }
 
+/// Kafka's `fetch.max.bytes` default (55 MiB).
+pub const DEFAULT_FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;
+/// Ten times the clients' default `max.partition.fetch.bytes` (1 MiB).
+pub const DEFAULT_MAX_PARTITION_FETCH_BYTES: usize = 10 * 1024 * 1024;
+/// Every request but Produce: Metadata, offsets, groups, admin.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
@@ -81,6 +88,19 @@ pub struct KafkaConfig {
     /// rest are opened when used); `None` = the class default. Capped at a
     /// quarter of the open-files limit at start-up.
     pub max_open_segment_files: Option<usize>,
+    /// Records in one Fetch response, whatever the client's `max_bytes`
+    /// (Kafka's `fetch.max.bytes`). The first batch of the first non-empty
+    /// partition is returned even when larger, so a consumer always progresses.
+    pub fetch_max_bytes: usize,
+    /// Records of one partition in one Fetch response, whatever the client's
+    /// `partition_max_bytes` (with the same first-batch exception).
+    pub max_partition_fetch_bytes: usize,
+    /// Largest request frame of every API except Produce (which has
+    /// `max_frame_bytes`); refused from its size and api key, before the body is read.
+    pub max_request_bytes: usize,
+    /// Bytes of requests being read and decoded at once, over all Kafka
+    /// connections; `None` = the platform class default.
+    pub decode_budget_bytes: Option<usize>,
 }
 
 impl Default for KafkaConfig {
@@ -113,6 +133,10 @@ impl Default for KafkaConfig {
             max_topics: None,
             max_partitions: None,
             max_open_segment_files: None,
+            fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
+            max_partition_fetch_bytes: DEFAULT_MAX_PARTITION_FETCH_BYTES,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            decode_budget_bytes: None,
         }
     }
 }
@@ -149,6 +173,37 @@ impl KafkaConfig {
                 "kafka.max_frame_bytes = {}: must be between 1024 and 2147483647 (try 104857600)",
                 self.max_frame_bytes
             ));
+        }
+        for (key, value, hint) in [
+            (
+                "fetch_max_bytes",
+                self.fetch_max_bytes,
+                DEFAULT_FETCH_MAX_BYTES,
+            ),
+            (
+                "max_partition_fetch_bytes",
+                self.max_partition_fetch_bytes,
+                DEFAULT_MAX_PARTITION_FETCH_BYTES,
+            ),
+            (
+                "max_request_bytes",
+                self.max_request_bytes,
+                DEFAULT_MAX_REQUEST_BYTES,
+            ),
+        ] {
+            if !(1024..=(1 << 30)).contains(&value) {
+                return Err(format!(
+                    "kafka.{key} = {value}: must be between 1024 and 1073741824 (try {hint})"
+                ));
+            }
+        }
+        if let Some(budget) = self.decode_budget_bytes {
+            if budget < self.max_request_bytes || budget > i32::MAX as usize {
+                return Err(format!(
+                    "kafka.decode_budget_bytes = {budget}: must be at least kafka.max_request_bytes ({}) and at most 2147483647 (leave it out for the class default)",
+                    self.max_request_bytes
+                ));
+            }
         }
         if self.max_connections == Some(0) {
             return Err(

@@ -14,6 +14,7 @@ mod cli;
 mod common;
 mod connection_slots;
 mod fairness;
+mod kafka_bounds;
 mod kafka_durability;
 mod kafka_groups;
 mod kafka_kcat;
