@@ -10,6 +10,7 @@ use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable};
 use bytes::Bytes;
 
+use super::memory::Charge;
 use super::routing::{int_arg, str_arg};
 
 /// A published message as every queue it was routed to shares it.
@@ -19,6 +20,8 @@ pub struct Message {
     pub routing_key: String,
     pub properties: AMQPProperties,
     pub body: Bytes,
+    /// The body's bytes in the hub's memory total while the message lives.
+    pub charge: Charge,
 }
 
 impl Message {
@@ -253,6 +256,10 @@ impl MessageQueue {
         self.ready.iter()
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut QueuedMessage> {
+        self.ready.iter_mut()
+    }
+
     /// Whether any queued message can expire (worth a periodic look).
     pub fn has_expiring(&self) -> bool {
         self.ready.front().is_some_and(|m| m.expires_at.is_some())
@@ -343,6 +350,7 @@ pub fn dead_letter(
         routing_key: routing_key.unwrap_or(&m.routing_key).to_string(),
         properties,
         body: m.body.clone(),
+        charge: m.charge.clone(),
     })
 }
 
@@ -382,6 +390,7 @@ mod tests {
             routing_key: "rk".into(),
             properties: AMQPProperties::default(),
             body: Bytes::copy_from_slice(body.as_bytes()),
+            charge: Charge::default(),
         })
     }
 

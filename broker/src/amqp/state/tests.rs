@@ -70,10 +70,12 @@ fn client(configure: impl FnOnce(&mut AmqpConfig)) -> Client {
         frame_max: 131_072,
         channel_max: 16,
         heartbeat: 0,
+        blocked_capable: false,
     };
-    let conn = hub.connect(tx.clone(), tuning.frame_max);
+    let out = hub.outbound(tx);
+    let conn = hub.connect(out.clone(), tuning.frame_max);
     Client {
-        session: Session::new(hub, conn, tx, tuning),
+        session: Session::new(hub, conn, out, tuning),
         rx,
     }
 }
