@@ -200,8 +200,13 @@ async fn run(
     hub.disconnect(conn);
     drop(session);
     drop(out);
-    // Let the writer flush what is queued (a close or close-ok) before the socket goes.
-    let _ = timeout(CLOSE_OK_WAIT, writer).await;
+    // Let the writer flush what is queued (a close or close-ok) before the
+    // socket goes; unless it has ended already (a JoinHandle polled again
+    // after completion panics, and the embedded build aborts on panic).
+    if !writer.is_finished() {
+        let _ = timeout(CLOSE_OK_WAIT, &mut writer).await;
+    }
+    writer.abort();
     why
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use amq_protocol::protocol::queue;
 use amq_protocol::types::FieldTable;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::*;
 use crate::amqp::config::AmqpConfig;
