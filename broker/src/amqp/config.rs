@@ -147,7 +147,10 @@ impl AmqpConfig {
                 "amqp.max_connection_content_bytes = 0: must be at least 1 (try 268435456)".into(),
             );
         }
-        if self.memory_high_watermark_bytes.is_some_and(|b| b < (1 << 20)) {
+        if self
+            .memory_high_watermark_bytes
+            .is_some_and(|b| b < (1 << 20))
+        {
             return Err(
                 "amqp.memory_high_watermark_bytes: must be at least 1048576 (or left out for 40% of memory)"
                     .into(),
@@ -159,9 +162,7 @@ impl AmqpConfig {
             ("max_bindings", self.max_bindings, 1_000_000),
         ] {
             if value == 0 {
-                return Err(format!(
-                    "amqp.{key} = 0: must be at least 1 (try {hint})"
-                ));
+                return Err(format!("amqp.{key} = 0: must be at least 1 (try {hint})"));
             }
         }
         if self.max_exchanges < super::hub::BUILTIN_EXCHANGES.len() as u64 {
@@ -209,7 +210,11 @@ mod tests {
         assert_eq!(c.amqp.bind.port(), 5673);
         assert_eq!(c.amqp.storage, StorageMode::Memory);
         assert_eq!(c.amqp.flush, AmqpFlushPolicy::EveryPublish);
-        assert_eq!(c.amqp.default_max_length, Some(1000), "the old key still works");
+        assert_eq!(
+            c.amqp.default_max_length,
+            Some(1000),
+            "the old key still works"
+        );
         assert_eq!(c.amqp.max_outbound_bytes, 65536);
         let n = Config::parse("[amqp]\ndefault_max_queue_length = 7\n").unwrap();
         assert_eq!(n.amqp.default_max_length, Some(7));

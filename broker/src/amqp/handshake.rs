@@ -106,7 +106,10 @@ pub fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)>
 fn announces_blocked(client_properties: &FieldTable) -> bool {
     match client_properties.inner().get("capabilities") {
         Some(AMQPValue::FieldTable(caps)) => {
-            matches!(caps.inner().get("connection.blocked"), Some(AMQPValue::Boolean(true)))
+            matches!(
+                caps.inner().get("connection.blocked"),
+                Some(AMQPValue::Boolean(true))
+            )
         }
         _ => false,
     }

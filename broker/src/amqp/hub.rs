@@ -318,7 +318,9 @@ impl AmqpHub {
             return true;
         }
         if raised && held < self.low_watermark {
-            tracing::info!("amqp: memory below the low watermark ({held} bytes held): unblocking publishers");
+            tracing::info!(
+                "amqp: memory below the low watermark ({held} bytes held): unblocking publishers"
+            );
             self.alarm.send_replace(false);
             return false;
         }

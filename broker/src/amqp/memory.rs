@@ -193,6 +193,10 @@ mod tests {
         assert!(!out.written(0), "asked once");
         out.send(Bytes::from_static(b"abc"));
         drop(out);
-        assert_eq!(total.load(Ordering::SeqCst), 0, "unwritten frames uncounted");
+        assert_eq!(
+            total.load(Ordering::SeqCst),
+            0,
+            "unwritten frames uncounted"
+        );
     }
 }

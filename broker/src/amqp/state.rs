@@ -85,12 +85,7 @@ pub(super) struct Session {
 
 impl Session {
     /// The state of a connection past its handshake; frames to the client go to `tx`.
-    pub fn new(
-        hub: Arc<AmqpHub>,
-        conn: ConnId,
-        tx: Arc<Outbound>,
-        tuning: Tuning,
-    ) -> Session {
+    pub fn new(hub: Arc<AmqpHub>, conn: ConnId, tx: Arc<Outbound>, tuning: Tuning) -> Session {
         Session {
             content: hub.charge(),
             published: false,
@@ -429,7 +424,10 @@ impl Session {
                 self.content.set(assembling);
                 Ok(())
             }
-            Err(e) => Err(AmqpError::hard(FRAME_ERROR, format!("FRAME_ERROR - {e} ({n} bytes)"))),
+            Err(e) => Err(AmqpError::hard(
+                FRAME_ERROR,
+                format!("FRAME_ERROR - {e} ({n} bytes)"),
+            )),
         }
     }
 
@@ -441,7 +439,8 @@ impl Session {
             return Ok(());
         };
         let received = p.received();
-        self.content.set(self.content.bytes().saturating_sub(received));
+        self.content
+            .set(self.content.bytes().saturating_sub(received));
         let content = p.finish();
         let confirm = local.confirm.then(|| {
             let seq = local.next_seq;

@@ -442,7 +442,10 @@ async fn content_being_assembled_is_capped_per_connection() {
     .expect("connection.close in time");
     assert_eq!(close.reply_code, 506, "{close:?}");
     assert!(
-        close.reply_text.as_str().contains("max_connection_content_bytes"),
+        close
+            .reply_text
+            .as_str()
+            .contains("max_connection_content_bytes"),
         "{close:?}"
     );
     flood.abort();

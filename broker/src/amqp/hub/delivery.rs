@@ -48,7 +48,9 @@ impl State {
                     && (c.no_ack
                         || chan.prefetch_channel == 0
                         || chan.unacked.len() < usize::from(chan.prefetch_channel))
-                    && conns.get(&c.conn).is_some_and(|x| x.out.room_for_delivery())
+                    && conns
+                        .get(&c.conn)
+                        .is_some_and(|x| x.out.room_for_delivery())
             });
             let Some(i) = pick else { break };
             q.next_consumer = (i + 1) % n;

@@ -22,7 +22,11 @@ impl State {
                     && !self.exchanges.contains_key(m.exchange.as_str())
                     && self.exchanges.len() as u64 >= config.max_exchanges
                 {
-                    return Err(self.limit_reached("exchange", "max_exchanges", config.max_exchanges));
+                    return Err(self.limit_reached(
+                        "exchange",
+                        "max_exchanges",
+                        config.max_exchanges,
+                    ));
                 }
                 self.exchange_declare(m)?;
                 (!m.nowait).then_some(C::Exchange(exchange::AMQPMethod::DeclareOk(
@@ -210,7 +214,9 @@ impl State {
         self.refused.push(key);
         AmqpError::soft(
             PRECONDITION_FAILED,
-            format!("PRECONDITION_FAILED - {what} limit in vhost '/' ({max}) is reached (amqp.{key})"),
+            format!(
+                "PRECONDITION_FAILED - {what} limit in vhost '/' ({max}) is reached (amqp.{key})"
+            ),
         )
     }
 
