@@ -910,6 +910,45 @@ mod tests {
         assert!(hub.metrics.encode().contains("kind=\"fsync_failed\""));
     }
 
+    /// Deliveries stop once `max_outbound_bytes` wait for the connection
+    /// (the messages stay queued) and resume when the writer has drained
+    /// below half; the memory total follows queued and outbound bytes.
+    #[test]
+    fn deliveries_wait_for_room_in_the_outbound_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AmqpConfig {
+            storage: StorageMode::Memory,
+            max_outbound_bytes: 4096,
+            ..AmqpConfig::default()
+        };
+        let metrics = Metrics::new(&Platform::detect(), 10);
+        let hub = AmqpHub::open(config, dir.path(), metrics, Arc::new(Semaphore::new(10))).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let out = hub.outbound(tx);
+        let conn = hub.connect(out.clone(), 131_072);
+        hub.open_channel(conn, 1);
+        declare(&hub, conn, "q", false);
+        for _ in 0..10 {
+            publish(&hub, conn, "q", &[7; 1000], false);
+        }
+        assert_eq!(hub.memory_held(), 10_000);
+        consume(&hub, conn, "q", "c");
+        let delivered = 10 - hub.queue_len("q").unwrap();
+        assert!(
+            (4..=5).contains(&delivered),
+            "{delivered} delivered into 4 KiB"
+        );
+        assert!(!out.has_room());
+        // The writer writes everything queued: the rest goes out.
+        let mut written = 0;
+        while let Ok(b) = rx.try_recv() {
+            written += b.len();
+        }
+        assert!(out.written(written), "held-back deliveries are due");
+        hub.resume(conn);
+        assert!(hub.queue_len("q").unwrap() < 10 - delivered);
+    }
+
     #[test]
     fn prefetch_windows_per_consumer_and_per_channel() {
         let dir = tempfile::tempdir().unwrap();
