@@ -255,7 +255,8 @@ impl AmqpHub {
         for q in state.queues.values_mut() {
             for m in q.messages.iter_mut() {
                 if let Some(msg) = Arc::get_mut(&mut m.message) {
-                    msg.charge = Charge::new(&held, msg.body.len());
+                    let cost = Message::cost(msg.body.len(), &msg.exchange, &msg.routing_key);
+                    msg.charge = Charge::new(&held, cost);
                 }
             }
         }
@@ -455,7 +456,10 @@ impl AmqpHub {
         let message = Arc::new(Message {
             exchange: exchange.to_string(),
             routing_key: publish.routing_key.as_str().to_string(),
-            charge: Charge::new(&self.held, body.len()),
+            charge: Charge::new(
+                &self.held,
+                Message::cost(body.len(), exchange, publish.routing_key.as_str()),
+            ),
             properties,
             body,
         });
@@ -931,7 +935,7 @@ mod tests {
         for _ in 0..10 {
             publish(&hub, conn, "q", &[7; 1000], false);
         }
-        assert_eq!(hub.memory_held(), 10_000);
+        assert_eq!(hub.memory_held(), 10 * Message::cost(1000, "", "q"));
         consume(&hub, conn, "q", "c");
         let delivered = 10 - hub.queue_len("q").unwrap();
         assert!(

@@ -25,6 +25,17 @@ pub struct Message {
 }
 
 impl Message {
+    /// What a message holds in memory, as the memory high-watermark counts
+    /// it: the body, exchange and routing key, and the fixed size of the
+    /// message and of its place in a queue (header tables are not counted).
+    pub fn cost(body: usize, exchange: &str, routing_key: &str) -> usize {
+        body + exchange.len()
+            + routing_key.len()
+            + std::mem::size_of::<Message>()
+            + std::mem::size_of::<QueuedMessage>()
+            + 16
+    }
+
     /// delivery-mode 2.
     pub fn is_persistent(&self) -> bool {
         *self.properties.delivery_mode() == Some(2)
