@@ -58,11 +58,11 @@ pub struct AmqpConfig {
     /// Bytes of message bodies being assembled on one connection (all its
     /// channels together); more closes the connection with 506 RESOURCE_ERROR.
     pub max_connection_content_bytes: u64,
-    /// What AMQP may hold (queued and unacknowledged messages, bodies and
-    /// ~0.5 KB each,
-    /// outbound queues, content being assembled) before publishers are
-    /// blocked (`connection.blocked`); `None` = 40% of the machine's memory
-    /// (1 GiB when it cannot be read). Unblocked below three quarters of it.
+    /// What AMQP may hold (queued and unacknowledged messages, their bodies
+    /// and ~0.5 KB each; outbound queues; content being assembled) before
+    /// publishers are blocked (`connection.blocked`); `None` = 40% of the
+    /// machine's memory (1 GiB when it cannot be read). Unblocked below
+    /// three quarters of it.
     pub memory_high_watermark_bytes: Option<u64>,
     /// Queues in total; a declare beyond it closes the channel with 406.
     pub max_queues: u64,
