@@ -33,14 +33,14 @@ use crate::raw_kafka;
 
 const MIB: usize = 1 << 20;
 
-/// A broker process serving Kafka and AMQP on ephemeral ports with `amqp`
-/// as the `[amqp]` section of its config file.
+/// A broker process (on a temporary data directory) serving Kafka and AMQP
+/// on ephemeral ports with `amqp` as the `[amqp]` section of its config file.
 fn spawn_broker(amqp: &str) -> (BrokerProcess, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path: PathBuf = dir.path().join("broker.toml");
     std::fs::write(&path, format!("[amqp]\nstorage = \"memory\"\n{amqp}\n")).expect("config");
     let path = path.to_str().expect("utf-8 path").to_string();
-    let broker = BrokerProcess::spawn(&[
+    let broker = BrokerProcess::spawn_with_data_dir(&[
         "--config",
         &path,
         "--mqtt-bind",
