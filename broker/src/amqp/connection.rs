@@ -147,7 +147,10 @@ async fn run(
                     tokio::select! {
                         _ = out.room.notified() => {}
                         r = &mut writer => break 'conn r.unwrap_or_else(|_| "writer ended".into()),
-                        _ = shutdown.changed() => break 'conn "broker shutting down".into(),
+                        _ = shutdown.changed() => {
+                            session.close_connection(&AmqpError::hard(CONNECTION_FORCED, "CONNECTION_FORCED - broker shutting down"));
+                            break 'conn "broker shutting down".into();
+                        }
                     }
                 }
             }
@@ -161,7 +164,10 @@ async fn run(
                     tokio::select! {
                         r = alarm.changed() => if r.is_err() { break },
                         r = &mut writer => break 'conn r.unwrap_or_else(|_| "writer ended".into()),
-                        _ = shutdown.changed() => break 'conn "broker shutting down".into(),
+                        _ = shutdown.changed() => {
+                            session.close_connection(&AmqpError::hard(CONNECTION_FORCED, "CONNECTION_FORCED - broker shutting down"));
+                            break 'conn "broker shutting down".into();
+                        }
                     }
                 }
                 if told {
