@@ -953,6 +953,52 @@ mod tests {
         assert!(hub.queue_len("q").unwrap() < 10 - delivered);
     }
 
+    /// The alarm rises at the high watermark and clears only below 3/4 of it.
+    #[test]
+    fn memory_alarm_has_hysteresis() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AmqpConfig {
+            storage: StorageMode::Memory,
+            memory_high_watermark_bytes: Some(1 << 20),
+            ..AmqpConfig::default()
+        };
+        let metrics = Metrics::new(&Platform::detect(), 10);
+        let hub = AmqpHub::open(config, dir.path(), metrics, Arc::new(Semaphore::new(10))).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let out = hub.outbound(tx);
+        let conn = hub.connect(out.clone(), 131_072);
+        hub.open_channel(conn, 1);
+        // What a writer does: frames written no longer count.
+        let mut write = || {
+            let mut n = 0;
+            while let Ok(b) = rx.try_recv() {
+                n += b.len();
+            }
+            out.written(n);
+        };
+        declare(&hub, conn, "q", false);
+        let alarm = hub.memory_alarm();
+        for _ in 0..9 {
+            publish(&hub, conn, "q", &[0; 100 * 1024], false);
+        }
+        assert!(!hub.check_memory(), "900 KiB held");
+        publish(&hub, conn, "q", &[0; 200 * 1024], false);
+        assert!(hub.check_memory() && *alarm.borrow(), "1.1 MiB held");
+        let get = AMQPClass::Basic(basic::AMQPMethod::Get(basic::Get {
+            queue: "q".into(),
+            no_ack: true,
+        }));
+        for _ in 0..3 {
+            hub.handle(conn, 1, &get).unwrap();
+            write();
+        }
+        assert!(hub.check_memory(), "800 KiB: still above the low watermark");
+        hub.handle(conn, 1, &get).unwrap();
+        write();
+        assert!(!hub.check_memory() && !*alarm.borrow(), "700 KiB: cleared");
+        assert!(hub.metrics.encode().contains("kind=\"memory_alarm\""));
+    }
+
     #[test]
     fn prefetch_windows_per_consumer_and_per_channel() {
         let dir = tempfile::tempdir().unwrap();
