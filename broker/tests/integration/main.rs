@@ -7,6 +7,7 @@
 mod amqp_durability;
 mod amqp_hostile;
 mod amqp_lapin;
+mod amqp_limits;
 mod amqp_malformed;
 mod amqp_pika;
 mod broker_process;
