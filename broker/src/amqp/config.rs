@@ -44,7 +44,8 @@ pub struct AmqpConfig {
     /// Largest message body accepted; a larger one closes the channel (406).
     pub max_message_bytes: u64,
     /// Message limit of queues declared without `x-max-length` (overflow
-    /// drop-head unless `x-overflow` says otherwise). The key was called
+    /// reject-publish unless `x-overflow` says otherwise, so an accepted
+    /// message is never dropped by the default). The key was called
     /// `default_max_length`, which is still accepted.
     #[serde(rename = "default_max_queue_length", alias = "default_max_length")]
     pub default_max_length: Option<u64>,

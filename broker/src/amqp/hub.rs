@@ -171,6 +171,8 @@ struct State {
     storage_failed: bool,
     /// Messages dropped from queue heads by a length limit, not yet counted in metrics.
     dropped_max_length: u64,
+    /// Publishes refused by a full reject-publish queue, not yet counted.
+    rejected_max_length: u64,
     /// Declares and binds refused by a limit, not yet counted in metrics.
     refused: Vec<&'static str>,
 }
@@ -353,6 +355,10 @@ impl AmqpHub {
     fn report(&self, st: &mut State) {
         for _ in 0..std::mem::take(&mut st.dropped_max_length) {
             self.metrics.message_dropped(Protocol::Amqp, "max_length");
+        }
+        for _ in 0..std::mem::take(&mut st.rejected_max_length) {
+            self.metrics
+                .message_dropped(Protocol::Amqp, "max_length_rejected");
         }
         for kind in std::mem::take(&mut st.refused) {
             self.metrics.protocol_error(Protocol::Amqp, kind);
@@ -701,6 +707,7 @@ impl State {
                 .get(q)
                 .is_some_and(|q| q.messages.would_reject(&message))
         }) {
+            self.rejected_max_length += 1;
             outcome.refused = true;
             return outcome;
         }

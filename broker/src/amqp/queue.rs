@@ -121,10 +121,20 @@ impl QueueArgs {
                 ))
             }
         };
+        let max_length = non_negative("x-max-length")?;
+        let max_length_bytes = non_negative("x-max-length-bytes")?;
+        // The broker's default limit refuses new messages rather than dropping
+        // old ones: a confirmed publisher gets a nack, and nothing it was
+        // already told is safe is ever thrown away.
+        let by_default = max_length.is_none() && max_length_bytes.is_none();
+        let overflow = match overflow {
+            None if by_default && default_max_length.is_some() => Some(Overflow::RejectPublish),
+            other => other,
+        };
         Ok(QueueArgs {
             message_ttl: non_negative("x-message-ttl")?,
-            max_length: non_negative("x-max-length")?.or(default_max_length),
-            max_length_bytes: non_negative("x-max-length-bytes")?,
+            max_length: max_length.or(default_max_length),
+            max_length_bytes,
             overflow,
             dead_letter_exchange: string("x-dead-letter-exchange")?,
             dead_letter_routing_key: string("x-dead-letter-routing-key")?,

@@ -563,7 +563,7 @@ fn reply_code(err: &lapin::Error) -> Option<u16> {
 
 /// Queues, exchanges and bindings are limited in total (406 on the channel,
 /// as RabbitMQ answers its vhost limits), and a queue declared without
-/// `x-max-length` gets `amqp.default_max_queue_length` (drop-head), while an
+/// `x-max-length` gets `amqp.default_max_queue_length` (reject-publish), while an
 /// explicit `x-max-length` wins. Each is counted in metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_exchange_and_binding_limits_and_default_queue_length() {
@@ -649,21 +649,33 @@ async fn queue_exchange_and_binding_limits_and_default_queue_length() {
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .expect("confirms");
+    let mut nacked = Vec::new();
     for i in 0..5u8 {
         for q in ["q1", "q2"] {
-            ch.basic_publish(
-                "",
-                q,
-                BasicPublishOptions::default(),
-                &[i],
-                BasicProperties::default(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
+            let confirm = ch
+                .basic_publish(
+                    "",
+                    q,
+                    BasicPublishOptions::default(),
+                    &[i],
+                    BasicProperties::default(),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("confirm");
+            if confirm.is_nack() {
+                nacked.push((q, i));
+            }
         }
     }
+    // The default limit refuses (reject-publish): the publisher is told with
+    // a nack, and no message it was told is safe is dropped.
+    assert_eq!(
+        nacked,
+        [("q1", 3), ("q1", 4)],
+        "only q1's newest two nacked"
+    );
     let hub = b.amqp.as_ref().expect("AMQP hub");
     assert_eq!(hub.queue_len("q1"), Some(3), "the default length limit");
     assert_eq!(hub.queue_len("q2"), Some(5), "x-max-length wins");
@@ -672,7 +684,11 @@ async fn queue_exchange_and_binding_limits_and_default_queue_length() {
         .await
         .expect("get")
         .expect("a message");
-    assert_eq!(got.delivery.data, [2], "drop-head: the oldest two left");
+    assert_eq!(
+        got.delivery.data,
+        [0],
+        "the oldest (acknowledged) message is kept"
+    );
     let metrics = b.metrics.encode();
     for kind in ["max_queues", "max_exchanges", "max_bindings"] {
         assert!(
@@ -683,8 +699,8 @@ async fn queue_exchange_and_binding_limits_and_default_queue_length() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.contains("kind=\"max_length\"") && l.ends_with(" 2")),
-        "two drops counted: {}",
+            .any(|l| l.contains("kind=\"max_length_rejected\"") && l.ends_with(" 2")),
+        "two refusals counted: {}",
         metrics
             .lines()
             .filter(|l| l.contains("max_length"))
