@@ -14,16 +14,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use broker::mqtt::config::SlowSubscriberPolicy;
-use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::BasicProperties;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::broker_process::BrokerProcess;
-use crate::common::{amqp_connect, start_broker_with, WAIT};
+use crate::common::{amqp_round_trip, start_broker_with, WAIT};
 use crate::mqtt_client::{MqttClient, QoS, V311, V5};
 use crate::raw;
 use crate::raw_kafka;
@@ -165,40 +162,6 @@ fn metric(b: &broker::RunningBroker, family: &str, kind: &str) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix(&prefix).map(|v| v.parse().unwrap_or(0)))
         .unwrap_or(0)
-}
-
-/// An AMQP client publishes to a queue and gets the message back.
-async fn amqp_round_trip(b: &broker::RunningBroker, queue: &str) {
-    let conn = amqp_connect(b).await;
-    let ch = conn.create_channel().await.expect("channel");
-    ch.queue_declare(queue, QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .expect("queue declared");
-    ch.basic_publish(
-        "",
-        queue,
-        BasicPublishOptions::default(),
-        b"ping",
-        BasicProperties::default(),
-    )
-    .await
-    .expect("published");
-    let got = timeout(WAIT, async {
-        loop {
-            if let Some(m) = ch
-                .basic_get(queue, BasicGetOptions { no_ack: true })
-                .await
-                .expect("basic.get")
-            {
-                return m;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the message comes back in time");
-    assert_eq!(got.delivery.data, b"ping");
-    conn.close(200, "bye").await.expect("closed");
 }
 
 /// Reads (bounded) what the broker had sent to `s` until it closes it.
