@@ -18,7 +18,7 @@ use serde::Deserialize;
 pub use crate::amqp::config::{AmqpConfig, AmqpFlushPolicy};
 pub use crate::kafka::config::{FlushPolicy, KafkaConfig, KafkaStorage};
 pub use crate::mqtt::config::{MqttConfig, MQTT_MAX_PACKET_SIZE};
-use crate::platform::{ClassDefaults, PlatformClass, RuntimeFlavor};
+use crate::platform::{ClassDefaults, KafkaTopicDefaults, PlatformClass, RuntimeFlavor};
 pub use crate::storage::StorageMode;
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -162,6 +162,15 @@ impl Config {
                 .max_queued_messages
                 .unwrap_or(d.max_queued_messages),
             read_buffer_size: d.read_buffer_size,
+            max_offline_sessions: self
+                .mqtt
+                .max_offline_sessions
+                .unwrap_or(d.max_offline_sessions),
+            kafka_topics: self.kafka.topic_limits(d.kafka_topics),
+            kafka_decode_budget_bytes: self
+                .kafka
+                .decode_budget_bytes
+                .unwrap_or(d.kafka_decode_budget_bytes),
         }
     }
 }
@@ -174,6 +183,13 @@ pub struct Limits {
     pub max_inflight: u16,
     pub max_queued_messages: usize,
     pub read_buffer_size: usize,
+    /// MQTT sessions kept while their client is offline.
+    pub max_offline_sessions: usize,
+    /// Kafka topic limits and the segment-file cache (class defaults under
+    /// the `kafka.max_*` keys).
+    pub kafka_topics: KafkaTopicDefaults,
+    /// `kafka.decode_budget_bytes` or the class default.
+    pub kafka_decode_budget_bytes: usize,
 }
 
 /// Turns a toml error into one line: line number, the offending line's key,

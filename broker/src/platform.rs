@@ -55,6 +55,14 @@ impl PlatformClass {
                 max_packet_size: 1024 * 1024,
                 max_queued_messages: 1000,
                 max_inflight: 100,
+                max_offline_sessions: 1_000_000,
+                kafka_topics: KafkaTopicDefaults {
+                    max_partitions_per_topic: 1000,
+                    max_topics: 10_000,
+                    max_partitions: 20_000,
+                    max_open_segment_files: 4096,
+                },
+                kafka_decode_budget_bytes: 256 * 1024 * 1024,
             },
             Self::Embedded => ClassDefaults {
                 max_connections: 1024,
@@ -64,6 +72,14 @@ impl PlatformClass {
                 max_packet_size: 256 * 1024,
                 max_queued_messages: 100,
                 max_inflight: 20,
+                max_offline_sessions: 1024,
+                kafka_topics: KafkaTopicDefaults {
+                    max_partitions_per_topic: 100,
+                    max_topics: 200,
+                    max_partitions: 1000,
+                    max_open_segment_files: 128,
+                },
+                kafka_decode_budget_bytes: 16 * 1024 * 1024,
             },
             Self::Generic => ClassDefaults {
                 max_connections: 10_000,
@@ -73,6 +89,14 @@ impl PlatformClass {
                 max_packet_size: 1024 * 1024,
                 max_queued_messages: 1000,
                 max_inflight: 20,
+                max_offline_sessions: 10_000,
+                kafka_topics: KafkaTopicDefaults {
+                    max_partitions_per_topic: 1000,
+                    max_topics: 1000,
+                    max_partitions: 4000,
+                    max_open_segment_files: 1024,
+                },
+                kafka_decode_budget_bytes: 128 * 1024 * 1024,
             },
         }
     }
@@ -172,6 +196,24 @@ pub struct ClassDefaults {
     pub max_packet_size: usize,
     pub max_queued_messages: usize,
     pub max_inflight: u16,
+    /// MQTT sessions kept while their client is offline (`mqtt.max_offline_sessions`).
+    pub max_offline_sessions: usize,
+    /// Kafka topic and partition counts, and segment files kept open
+    /// (`kafka.max_partitions_per_topic`, … ; see docs/limits.md).
+    pub kafka_topics: KafkaTopicDefaults,
+    /// Bytes of Kafka requests being read and decoded at once (all connections).
+    pub kafka_decode_budget_bytes: usize,
+}
+
+/// Class defaults of the Kafka topic limits (each overridden by its `kafka.*` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaTopicDefaults {
+    pub max_partitions_per_topic: u32,
+    pub max_topics: u32,
+    pub max_partitions: u32,
+    /// Segment and index files open at once over all partitions (an fd
+    /// cache); also capped at a quarter of the open-files limit at start-up.
+    pub max_open_segment_files: usize,
 }
 
 /// Whether this kernel lets the process create an io_uring instance.

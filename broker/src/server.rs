@@ -11,8 +11,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::amqp::AmqpHub;
 use crate::config::Config;
+use crate::kafka::config::KafkaConfig;
 use crate::kafka::KafkaHub;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, Protocol};
 use crate::mqtt::connection;
 use crate::mqtt::hub::MqttHub;
 use crate::mqtt::transport::WsTransport;
@@ -122,7 +123,11 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
     let kafka = match kafka_addr {
         Some(addr) => Some(
             KafkaHub::open(
-                config.kafka.clone(),
+                KafkaConfig {
+                    decode_budget_bytes: Some(limits.kafka_decode_budget_bytes),
+                    ..config.kafka.clone()
+                }
+                .with_class_defaults(limits.kafka_topics),
                 &config.server.data_dir,
                 addr,
                 metrics.clone(),
@@ -166,22 +171,31 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
     if let Some(listener) = ws_listener {
         let path = config.mqtt.ws_path.clone();
         let hub = hub.clone();
+        let origins = Arc::new(crate::mqtt::transport::OriginPolicy::new(
+            &config.mqtt.websocket_allowed_origins,
+            config.mqtt.ws_bind.ip(),
+        ));
         tasks.spawn(accept_loop(
             listener,
             tasks.clone(),
             shutdown_rx.clone(),
             move |stream, shutdown| {
-                let (hub, path) = (hub.clone(), path.clone());
+                let (hub, path, origins) = (hub.clone(), path.clone(), origins.clone());
                 async move {
                     // The MQTT packet limit plus framing slack bounds one WebSocket message.
                     let max = hub.limits.max_packet_size.saturating_add(16);
                     match tokio::time::timeout(
                         Duration::from_secs(10),
-                        WsTransport::accept(stream, &path, max),
+                        WsTransport::accept(stream, &path, max, &origins),
                     )
                     .await
                     {
                         Ok(Ok(ws)) => connection::serve(ws, hub, shutdown).await,
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::PermissionDenied => {
+                            hub.metrics
+                                .connection_refused(Protocol::Mqtt, "websocket_origin");
+                            tracing::debug!("WebSocket upgrade refused: {e}");
+                        }
                         Ok(Err(e)) => tracing::debug!("WebSocket handshake failed: {e}"),
                         Err(_) => tracing::debug!("WebSocket handshake timed out"),
                     }

@@ -20,6 +20,10 @@ pub enum AmqpFlushPolicy {
     Interval,
 }
 
+/// `amqp.default_max_queue_length` unless configured (RabbitMQ has none;
+/// a finite default keeps a forgotten queue from holding memory forever).
+pub const DEFAULT_MAX_QUEUE_LENGTH: u64 = 1_000_000;
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AmqpConfig {
@@ -39,8 +43,34 @@ pub struct AmqpConfig {
     pub flush_interval_ms: u64,
     /// Largest message body accepted; a larger one closes the channel (406).
     pub max_message_bytes: u64,
-    /// Message limit of queues declared without `x-max-length`; `None` = unbounded.
+    /// Message limit of queues declared without `x-max-length` (overflow
+    /// reject-publish unless `x-overflow` says otherwise, so an accepted
+    /// message is never dropped by the default). The key was called
+    /// `default_max_length`, which is still accepted.
+    #[serde(rename = "default_max_queue_length", alias = "default_max_length")]
     pub default_max_length: Option<u64>,
+    /// Bytes of frames queued for one connection before it stops being read
+    /// and deliveries to it wait (resumed below half of it).
+    pub max_outbound_bytes: u64,
+    /// Once a connection's outbound queue has reached `max_outbound_bytes`,
+    /// seconds it has to drain below half of it before it is disconnected
+    /// as a slow reader.
+    pub slow_reader_timeout_secs: u64,
+    /// Bytes of message bodies being assembled on one connection (all its
+    /// channels together); more closes the connection with 506 RESOURCE_ERROR.
+    pub max_connection_content_bytes: u64,
+    /// What AMQP may hold (queued and unacknowledged messages, their bodies
+    /// and ~0.5 KB each; outbound queues; content being assembled) before
+    /// publishers are blocked (`connection.blocked`); `None` = 40% of the
+    /// machine's memory (1 GiB when it cannot be read). Unblocked below
+    /// three quarters of it.
+    pub memory_high_watermark_bytes: Option<u64>,
+    /// Queues in total; a declare beyond it closes the channel with 406.
+    pub max_queues: u64,
+    /// Exchanges in total (the built-in ones included); a declare beyond it closes the channel with 406.
+    pub max_exchanges: u64,
+    /// Bindings in total; a bind beyond it closes the channel with 406.
+    pub max_bindings: u64,
     /// Seconds a new connection has to finish the handshake (header to connection.open).
     pub handshake_timeout_secs: u64,
     /// AMQP connections open at once; `None` = only `server.max_connections` applies.
@@ -63,7 +93,14 @@ impl Default for AmqpConfig {
             flush: AmqpFlushPolicy::Interval,
             flush_interval_ms: 1000,
             max_message_bytes: 128 * 1024 * 1024,
-            default_max_length: None,
+            default_max_length: Some(DEFAULT_MAX_QUEUE_LENGTH),
+            max_outbound_bytes: 1 << 20,
+            slow_reader_timeout_secs: 30,
+            max_connection_content_bytes: 256 << 20,
+            memory_high_watermark_bytes: None,
+            max_queues: 100_000,
+            max_exchanges: 10_000,
+            max_bindings: 1_000_000,
             handshake_timeout_secs: 10,
             max_connections: None,
             allow_anonymous: true,
@@ -95,8 +132,47 @@ impl AmqpConfig {
         }
         if self.default_max_length == Some(0) {
             return Err(
-                "amqp.default_max_length = 0: must be at least 1, or left out for no limit".into(),
+                "amqp.default_max_queue_length = 0: must be at least 1 (try 1000000)".into(),
             );
+        }
+        if !(4096..=(1 << 30)).contains(&self.max_outbound_bytes) {
+            return Err(format!(
+                "amqp.max_outbound_bytes = {}: must be between 4096 and 1073741824 (try 1048576)",
+                self.max_outbound_bytes
+            ));
+        }
+        if self.slow_reader_timeout_secs == 0 {
+            return Err("amqp.slow_reader_timeout_secs = 0: must be at least 1 (try 30)".into());
+        }
+        if self.max_connection_content_bytes == 0 {
+            return Err(
+                "amqp.max_connection_content_bytes = 0: must be at least 1 (try 268435456)".into(),
+            );
+        }
+        if self
+            .memory_high_watermark_bytes
+            .is_some_and(|b| b < (1 << 20))
+        {
+            return Err(
+                "amqp.memory_high_watermark_bytes: must be at least 1048576 (or left out for 40% of memory)"
+                    .into(),
+            );
+        }
+        for (key, value, hint) in [
+            ("max_queues", self.max_queues, 100_000),
+            ("max_exchanges", self.max_exchanges, 10_000),
+            ("max_bindings", self.max_bindings, 1_000_000),
+        ] {
+            if value == 0 {
+                return Err(format!("amqp.{key} = 0: must be at least 1 (try {hint})"));
+            }
+        }
+        if self.max_exchanges < super::hub::BUILTIN_EXCHANGES.len() as u64 {
+            return Err(format!(
+                "amqp.max_exchanges = {}: must be at least {} (the built-in exchanges count)",
+                self.max_exchanges,
+                super::hub::BUILTIN_EXCHANGES.len()
+            ));
         }
         if self.max_connections == Some(0) {
             return Err(
@@ -127,6 +203,7 @@ mod tests {
             storage = "memory"
             flush = "every_publish"
             default_max_length = 1000
+            max_outbound_bytes = 65536
             users = { guest = "guest" }
             "#,
         )
@@ -135,7 +212,31 @@ mod tests {
         assert_eq!(c.amqp.bind.port(), 5673);
         assert_eq!(c.amqp.storage, StorageMode::Memory);
         assert_eq!(c.amqp.flush, AmqpFlushPolicy::EveryPublish);
-        assert_eq!(c.amqp.default_max_length, Some(1000));
+        assert_eq!(
+            c.amqp.default_max_length,
+            Some(1000),
+            "the old key still works"
+        );
+        assert_eq!(c.amqp.max_outbound_bytes, 65536);
+        let n = Config::parse("[amqp]\ndefault_max_queue_length = 7\n").unwrap();
+        assert_eq!(n.amqp.default_max_length, Some(7));
+        assert_eq!(
+            Config::default().amqp.default_max_length,
+            Some(DEFAULT_MAX_QUEUE_LENGTH)
+        );
+        for (key, value) in [
+            ("max_outbound_bytes", "10"),
+            ("slow_reader_timeout_secs", "0"),
+            ("max_connection_content_bytes", "0"),
+            ("memory_high_watermark_bytes", "5"),
+            ("max_queues", "0"),
+            ("max_bindings", "0"),
+            ("max_exchanges", "3"),
+        ] {
+            let c = Config::parse(&format!("[amqp]\n{key} = {value}\n")).unwrap();
+            let err = c.validate().unwrap_err();
+            assert!(err.starts_with(&format!("amqp.{key}")), "{err}");
+        }
         let d = Config::default();
         assert_eq!(d.amqp.bind.port(), 5672);
         assert!(d.amqp.bind.ip().is_loopback());
@@ -160,6 +261,6 @@ mod tests {
         assert!(c
             .validate()
             .unwrap_err()
-            .starts_with("amqp.default_max_length"));
+            .starts_with("amqp.default_max_queue_length"));
     }
 }

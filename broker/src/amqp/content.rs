@@ -46,6 +46,11 @@ impl PendingContent {
         }
     }
 
+    /// Body bytes received so far.
+    pub fn received(&self) -> usize {
+        self.body.len()
+    }
+
     /// Whether the next frame must be the content header (else a body frame).
     pub fn wants_header(&self) -> bool {
         self.header.is_none()

@@ -16,6 +16,7 @@ pub const SYNTAX_ERROR: u16 = 502;
 pub const COMMAND_INVALID: u16 = 503;
 pub const CHANNEL_ERROR: u16 = 504;
 pub const UNEXPECTED_FRAME: u16 = 505;
+pub const RESOURCE_ERROR: u16 = 506;
 pub const NOT_ALLOWED: u16 = 530;
 pub const NOT_IMPLEMENTED: u16 = 540;
 pub const INTERNAL_ERROR: u16 = 541;

@@ -51,7 +51,8 @@ fn server_properties() -> FieldTable {
     ] {
         caps.insert(cap.into(), AMQPValue::Boolean(true));
     }
-    caps.insert("connection.blocked".into(), AMQPValue::Boolean(false));
+    // Publishers are sent connection.blocked/unblocked at the memory watermark.
+    caps.insert("connection.blocked".into(), AMQPValue::Boolean(true));
     let mut props = FieldTable::default();
     let long = |s: &str| AMQPValue::LongString(s.into());
     props.insert("product".into(), long("bench-broker"));
@@ -97,6 +98,20 @@ pub fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)>
             Some((text("LOGIN")?, text("PASSWORD")?))
         }
         _ => None,
+    }
+}
+
+/// Whether the client's properties say it understands connection.blocked
+/// (`capabilities` → `connection.blocked` = true, as RabbitMQ reads it).
+fn announces_blocked(client_properties: &FieldTable) -> bool {
+    match client_properties.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(caps)) => {
+            matches!(
+                caps.inner().get("connection.blocked"),
+                Some(AMQPValue::Boolean(true))
+            )
+        }
+        _ => false,
     }
 }
 
@@ -149,6 +164,7 @@ pub(super) async fn handshake(
             .await)
         }
     };
+    let blocked_capable = announces_blocked(&start_ok.client_properties);
     let mechanism = start_ok.mechanism.as_str();
     let Some((user, pass)) = credentials(mechanism, start_ok.response.as_bytes()) else {
         let e = refuse(ACCESS_REFUSED, format!("ACCESS_REFUSED - unsupported mechanism '{mechanism}' or bad response (use PLAIN or AMQPLAIN)"));
@@ -196,6 +212,7 @@ pub(super) async fn handshake(
         channel_max: pick(u32::from(tune_ok.channel_max), u32::from(cfg.channel_max)) as u16,
         // The client has the last word on heartbeats (0 switches them off).
         heartbeat: tune_ok.heartbeat,
+        blocked_capable,
     };
     match read_frame((rd, wr), buf, tuning.frame_max, hub, counters).await? {
         Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Open(_))) => {}

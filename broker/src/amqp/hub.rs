@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -16,11 +17,12 @@ use amq_protocol::protocol::{basic, exchange, queue, AMQPClass};
 use amq_protocol::types::{FieldTable, ShortString};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use super::codec;
 use super::config::AmqpConfig;
 use super::error::*;
+use super::memory::{Charge, Outbound};
 use super::queue::{
     dead_letter, DeadReason, Message, MessageQueue, PushOutcome, QueueArgs, QueuedMessage,
 };
@@ -130,7 +132,7 @@ struct ChannelState {
 }
 
 struct Connection {
-    out: UnboundedSender<Bytes>,
+    out: Arc<Outbound>,
     frame_max: u32,
 }
 
@@ -167,6 +169,12 @@ struct State {
     /// messages for durable queues are refused until a restart (as Kafka
     /// takes a failed log directory offline).
     storage_failed: bool,
+    /// Messages dropped from queue heads by a length limit, not yet counted in metrics.
+    dropped_max_length: u64,
+    /// Publishes refused by a full reject-publish queue, not yet counted.
+    rejected_max_length: u64,
+    /// Declares and binds refused by a limit, not yet counted in metrics.
+    refused: Vec<&'static str>,
 }
 
 pub struct AmqpHub {
@@ -176,6 +184,15 @@ pub struct AmqpHub {
     pub connection_permits: ConnectionSlots,
     counters: ProtocolCounters,
     state: Mutex<State>,
+    /// Bytes AMQP holds: message bodies (queued and unacked), outbound
+    /// queues, content being assembled.
+    held: Arc<AtomicUsize>,
+    /// Publishers are blocked at this many bytes held...
+    high_watermark: usize,
+    /// ...and unblocked below this many.
+    low_watermark: usize,
+    /// The memory alarm: true while publishers are blocked.
+    alarm: watch::Sender<bool>,
     /// Held for a whole fsync round, and holds the highest write number the
     /// last completed round covered. A file's handle is taken (and the file
     /// marked clean) only under it, so a connection whose writes another
@@ -235,7 +252,28 @@ impl AmqpHub {
             }
         }
         let connection_permits = ConnectionSlots::new(connection_permits, config.max_connections);
+        let held = Arc::new(AtomicUsize::new(0));
+        // Recovered messages count like published ones (each is in one queue now).
+        for q in state.queues.values_mut() {
+            for m in q.messages.iter_mut() {
+                if let Some(msg) = Arc::get_mut(&mut m.message) {
+                    let cost = Message::cost(msg.body.len(), &msg.exchange, &msg.routing_key);
+                    msg.charge = Charge::new(&held, cost);
+                }
+            }
+        }
+        let high_watermark = config.memory_high_watermark_bytes.unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|t| crate::platform::parse_meminfo_total(&t))
+                .map_or(1 << 30, |total| total / 10 * 4)
+        });
+        let high_watermark = usize::try_from(high_watermark).unwrap_or(usize::MAX);
         Ok(Arc::new(AmqpHub {
+            held,
+            high_watermark,
+            low_watermark: high_watermark / 4 * 3,
+            alarm: watch::channel(false).0,
             counters: metrics.counters(Protocol::Amqp),
             connection_permits,
             config,
@@ -251,8 +289,84 @@ impl AmqpHub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The outbound queue of a new connection: frames sent to it go to `tx`,
+    /// bounded by `amqp.max_outbound_bytes`.
+    pub fn outbound(&self, tx: UnboundedSender<Bytes>) -> Arc<Outbound> {
+        let max = usize::try_from(self.config.max_outbound_bytes).unwrap_or(usize::MAX);
+        Outbound::new(tx, max, self.held.clone())
+    }
+
+    /// A charge against the memory AMQP holds (starting at 0 bytes).
+    pub fn charge(&self) -> Charge {
+        Charge::new(&self.held, 0)
+    }
+
+    /// Bytes AMQP holds now (what the memory high-watermark is compared with).
+    pub fn memory_held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Raises the memory alarm at the high watermark and clears it below
+    /// the low one; returns whether it is raised.
+    pub fn check_memory(&self) -> bool {
+        let held = self.memory_held();
+        let raised = *self.alarm.borrow();
+        if !raised && held >= self.high_watermark {
+            tracing::warn!(
+                "amqp: memory high watermark reached ({held} bytes held, limit {}): blocking publishers",
+                self.high_watermark
+            );
+            self.metrics.protocol_error(Protocol::Amqp, "memory_alarm");
+            self.alarm.send_replace(true);
+            return true;
+        }
+        if raised && held < self.low_watermark {
+            tracing::info!(
+                "amqp: memory below the low watermark ({held} bytes held): unblocking publishers"
+            );
+            self.alarm.send_replace(false);
+            return false;
+        }
+        raised
+    }
+
+    /// Follows the memory alarm (true while publishers are blocked).
+    pub fn memory_alarm(&self) -> watch::Receiver<bool> {
+        self.alarm.subscribe()
+    }
+
+    /// The connection's outbound queue has room again: deliveries held back go out.
+    pub fn resume(&self, conn: ConnId) {
+        let mut st = self.state();
+        let channels: Vec<u16> = st
+            .channels
+            .keys()
+            .filter(|(c, _)| *c == conn)
+            .map(|(_, ch)| *ch)
+            .collect();
+        for ch in channels {
+            st.dispatch_channel(conn, ch);
+        }
+        st.settle(&self.counters);
+        self.report(&mut st);
+    }
+
+    /// Counts in metrics what the last operations dropped or refused.
+    fn report(&self, st: &mut State) {
+        for _ in 0..std::mem::take(&mut st.dropped_max_length) {
+            self.metrics.message_dropped(Protocol::Amqp, "max_length");
+        }
+        for _ in 0..std::mem::take(&mut st.rejected_max_length) {
+            self.metrics
+                .message_dropped(Protocol::Amqp, "max_length_rejected");
+        }
+        for kind in std::mem::take(&mut st.refused) {
+            self.metrics.protocol_error(Protocol::Amqp, kind);
+        }
+    }
+
     /// Registers a connection after its handshake; frames for it go to `out`.
-    pub fn connect(&self, out: UnboundedSender<Bytes>, frame_max: u32) -> ConnId {
+    pub fn connect(&self, out: Arc<Outbound>, frame_max: u32) -> ConnId {
         let mut st = self.state();
         st.next_conn += 1;
         let id = st.next_conn;
@@ -308,11 +422,13 @@ impl AmqpHub {
     /// deliveries the method makes possible.
     pub fn handle(&self, conn: ConnId, channel: u16, method: &AMQPClass) -> AmqpResult<()> {
         let mut st = self.state();
-        let reply = st.handle(conn, channel, method, &self.config)?;
-        if let Some(reply) = reply {
+        let reply = st.handle(conn, channel, method, &self.config);
+        self.report(&mut st);
+        if let Some(reply) = reply? {
             st.send_method(conn, channel, reply);
         }
         st.settle(&self.counters);
+        self.report(&mut st);
         Ok(())
     }
 
@@ -346,6 +462,10 @@ impl AmqpHub {
         let message = Arc::new(Message {
             exchange: exchange.to_string(),
             routing_key: publish.routing_key.as_str().to_string(),
+            charge: Charge::new(
+                &self.held,
+                Message::cost(body.len(), exchange, publish.routing_key.as_str()),
+            ),
             properties,
             body,
         });
@@ -379,6 +499,7 @@ impl AmqpHub {
             self.metrics.message_dropped(Protocol::Amqp, "unroutable");
         }
         st.settle(&self.counters);
+        self.report(&mut st);
         Ok(outcome)
     }
 
@@ -454,6 +575,9 @@ impl AmqpHub {
                     let mut st = self.state();
                     st.expire_all();
                     st.settle(&self.counters);
+                    self.report(&mut st);
+                    drop(st);
+                    self.check_memory();
                 }
                 _ = flush.tick() => self.sync().await,
             }
@@ -472,7 +596,7 @@ fn not_found(what: &str, name: &str) -> AmqpError {
 impl State {
     fn send(&self, conn: ConnId, bytes: Bytes) {
         if let Some(c) = self.conns.get(&conn) {
-            let _ = c.out.send(bytes);
+            c.out.send(bytes);
         }
     }
 
@@ -583,6 +707,7 @@ impl State {
                 .get(q)
                 .is_some_and(|q| q.messages.would_reject(&message))
         }) {
+            self.rejected_max_length += 1;
             outcome.refused = true;
             return outcome;
         }
@@ -622,6 +747,7 @@ impl State {
                         }
                     }
                 }
+                self.dropped_max_length += dropped.len() as u64;
                 for d in dropped {
                     self.to_dead_letter
                         .push((name.clone(), d, DeadReason::MaxLen));
@@ -652,7 +778,7 @@ mod tests {
     /// A connection with channel 1 open; frames the hub sends it land in the receiver.
     fn client(hub: &AmqpHub) -> (ConnId, mpsc::UnboundedReceiver<Bytes>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let conn = hub.connect(tx, 131_072);
+        let conn = hub.connect(hub.outbound(tx), 131_072);
         hub.open_channel(conn, 1);
         (conn, rx)
     }
@@ -793,6 +919,91 @@ mod tests {
         declare(&hub, conn, "mem", false);
         assert!(!publish(&hub, conn, "mem", b"p", true).refused);
         assert!(hub.metrics.encode().contains("kind=\"fsync_failed\""));
+    }
+
+    /// Deliveries stop once `max_outbound_bytes` wait for the connection
+    /// (the messages stay queued) and resume when the writer has drained
+    /// below half; the memory total follows queued and outbound bytes.
+    #[test]
+    fn deliveries_wait_for_room_in_the_outbound_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AmqpConfig {
+            storage: StorageMode::Memory,
+            max_outbound_bytes: 4096,
+            ..AmqpConfig::default()
+        };
+        let metrics = Metrics::new(&Platform::detect(), 10);
+        let hub = AmqpHub::open(config, dir.path(), metrics, Arc::new(Semaphore::new(10))).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let out = hub.outbound(tx);
+        let conn = hub.connect(out.clone(), 131_072);
+        hub.open_channel(conn, 1);
+        declare(&hub, conn, "q", false);
+        for _ in 0..10 {
+            publish(&hub, conn, "q", &[7; 1000], false);
+        }
+        assert_eq!(hub.memory_held(), 10 * Message::cost(1000, "", "q"));
+        consume(&hub, conn, "q", "c");
+        let delivered = 10 - hub.queue_len("q").unwrap();
+        assert!(
+            (4..=5).contains(&delivered),
+            "{delivered} delivered into 4 KiB"
+        );
+        assert!(!out.has_room());
+        // The writer writes everything queued: the rest goes out.
+        let mut written = 0;
+        while let Ok(b) = rx.try_recv() {
+            written += b.len();
+        }
+        assert!(out.written(written), "held-back deliveries are due");
+        hub.resume(conn);
+        assert!(hub.queue_len("q").unwrap() < 10 - delivered);
+    }
+
+    /// The alarm rises at the high watermark and clears only below 3/4 of it.
+    #[test]
+    fn memory_alarm_has_hysteresis() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AmqpConfig {
+            storage: StorageMode::Memory,
+            memory_high_watermark_bytes: Some(1 << 20),
+            ..AmqpConfig::default()
+        };
+        let metrics = Metrics::new(&Platform::detect(), 10);
+        let hub = AmqpHub::open(config, dir.path(), metrics, Arc::new(Semaphore::new(10))).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let out = hub.outbound(tx);
+        let conn = hub.connect(out.clone(), 131_072);
+        hub.open_channel(conn, 1);
+        // What a writer does: frames written no longer count.
+        let mut write = || {
+            let mut n = 0;
+            while let Ok(b) = rx.try_recv() {
+                n += b.len();
+            }
+            out.written(n);
+        };
+        declare(&hub, conn, "q", false);
+        let alarm = hub.memory_alarm();
+        for _ in 0..9 {
+            publish(&hub, conn, "q", &[0; 100 * 1024], false);
+        }
+        assert!(!hub.check_memory(), "900 KiB held");
+        publish(&hub, conn, "q", &[0; 200 * 1024], false);
+        assert!(hub.check_memory() && *alarm.borrow(), "1.1 MiB held");
+        let get = AMQPClass::Basic(basic::AMQPMethod::Get(basic::Get {
+            queue: "q".into(),
+            no_ack: true,
+        }));
+        for _ in 0..3 {
+            hub.handle(conn, 1, &get).unwrap();
+            write();
+        }
+        assert!(hub.check_memory(), "800 KiB: still above the low watermark");
+        hub.handle(conn, 1, &get).unwrap();
+        write();
+        assert!(!hub.check_memory() && !*alarm.borrow(), "700 KiB: cleared");
+        assert!(hub.metrics.encode().contains("kind=\"memory_alarm\""));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod content;
 pub mod error;
 mod handshake;
 pub mod hub;
+pub mod memory;
 pub mod queue;
 pub mod routing;
 mod state;

@@ -10,6 +10,7 @@ use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable};
 use bytes::Bytes;
 
+use super::memory::Charge;
 use super::routing::{int_arg, str_arg};
 
 /// A published message as every queue it was routed to shares it.
@@ -19,9 +20,22 @@ pub struct Message {
     pub routing_key: String,
     pub properties: AMQPProperties,
     pub body: Bytes,
+    /// The body's bytes in the hub's memory total while the message lives.
+    pub charge: Charge,
 }
 
 impl Message {
+    /// What a message holds in memory, as the memory high-watermark counts
+    /// it: the body, exchange and routing key, and the fixed size of the
+    /// message and of its place in a queue (header tables are not counted).
+    pub fn cost(body: usize, exchange: &str, routing_key: &str) -> usize {
+        body + exchange.len()
+            + routing_key.len()
+            + std::mem::size_of::<Message>()
+            + std::mem::size_of::<QueuedMessage>()
+            + 16
+    }
+
     /// delivery-mode 2.
     pub fn is_persistent(&self) -> bool {
         *self.properties.delivery_mode() == Some(2)
@@ -107,10 +121,20 @@ impl QueueArgs {
                 ))
             }
         };
+        let max_length = non_negative("x-max-length")?;
+        let max_length_bytes = non_negative("x-max-length-bytes")?;
+        // The broker's default limit refuses new messages rather than dropping
+        // old ones: a confirmed publisher gets a nack, and nothing it was
+        // already told is safe is ever thrown away.
+        let by_default = max_length.is_none() && max_length_bytes.is_none();
+        let overflow = match overflow {
+            None if by_default && default_max_length.is_some() => Some(Overflow::RejectPublish),
+            other => other,
+        };
         Ok(QueueArgs {
             message_ttl: non_negative("x-message-ttl")?,
-            max_length: non_negative("x-max-length")?.or(default_max_length),
-            max_length_bytes: non_negative("x-max-length-bytes")?,
+            max_length: max_length.or(default_max_length),
+            max_length_bytes,
             overflow,
             dead_letter_exchange: string("x-dead-letter-exchange")?,
             dead_letter_routing_key: string("x-dead-letter-routing-key")?,
@@ -253,6 +277,10 @@ impl MessageQueue {
         self.ready.iter()
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut QueuedMessage> {
+        self.ready.iter_mut()
+    }
+
     /// Whether any queued message can expire (worth a periodic look).
     pub fn has_expiring(&self) -> bool {
         self.ready.front().is_some_and(|m| m.expires_at.is_some())
@@ -343,6 +371,7 @@ pub fn dead_letter(
         routing_key: routing_key.unwrap_or(&m.routing_key).to_string(),
         properties,
         body: m.body.clone(),
+        charge: m.charge.clone(),
     })
 }
 
@@ -382,6 +411,7 @@ mod tests {
             routing_key: "rk".into(),
             properties: AMQPProperties::default(),
             body: Bytes::copy_from_slice(body.as_bytes()),
+            charge: Charge::default(),
         })
     }
 

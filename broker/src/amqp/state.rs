@@ -15,7 +15,6 @@ use std::sync::Arc;
 use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{access, basic, channel, confirm, connection, AMQPClass};
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::codec::{self, Frame, FrameError};
@@ -23,6 +22,7 @@ use super::config::AmqpFlushPolicy;
 use super::content::{ContentError, PendingContent};
 use super::error::*;
 use super::hub::{AmqpHub, ConnId};
+use super::memory::{Charge, Outbound};
 use crate::metrics::Protocol;
 
 /// What tune/tune-ok settled on.
@@ -31,6 +31,8 @@ pub(super) struct Tuning {
     pub frame_max: u32,
     pub channel_max: u16,
     pub heartbeat: u16,
+    /// The client announced the `connection.blocked` capability.
+    pub blocked_capable: bool,
 }
 
 /// One method frame as bytes.
@@ -62,9 +64,14 @@ struct ChannelLocal {
 pub(super) struct Session {
     hub: Arc<AmqpHub>,
     conn: ConnId,
-    tx: mpsc::UnboundedSender<Bytes>,
+    tx: Arc<Outbound>,
     tuning: Tuning,
     channels: HashMap<u16, ChannelLocal>,
+    /// Body bytes being assembled over all channels (`amqp.max_connection_content_bytes`),
+    /// also counted in the hub's memory total.
+    content: Charge,
+    /// The connection has published: the memory alarm stops reading it.
+    pub published: bool,
     /// (channel, sequence number, ack, written to disk) of publishes to
     /// confirm after this batch.
     confirms: Vec<(u16, u64, bool, bool)>,
@@ -78,13 +85,10 @@ pub(super) struct Session {
 
 impl Session {
     /// The state of a connection past its handshake; frames to the client go to `tx`.
-    pub fn new(
-        hub: Arc<AmqpHub>,
-        conn: ConnId,
-        tx: mpsc::UnboundedSender<Bytes>,
-        tuning: Tuning,
-    ) -> Session {
+    pub fn new(hub: Arc<AmqpHub>, conn: ConnId, tx: Arc<Outbound>, tuning: Tuning) -> Session {
         Session {
+            content: hub.charge(),
+            published: false,
             hub,
             conn,
             tx,
@@ -117,7 +121,34 @@ impl Session {
     }
 
     fn send(&self, channel: u16, method: AMQPClass) {
-        let _ = self.tx.send(method_frame(channel, method).freeze());
+        self.tx.send(method_frame(channel, method).freeze());
+    }
+
+    /// Whether the client understands connection.blocked.
+    pub fn blocked_capable(&self) -> bool {
+        self.tuning.blocked_capable
+    }
+
+    /// Sends connection.blocked (with why) or connection.unblocked.
+    pub fn send_blocked(&self, blocked: Option<&str>) {
+        let m = match blocked {
+            Some(reason) => connection::AMQPMethod::Blocked(connection::Blocked {
+                reason: reason.into(),
+            }),
+            None => connection::AMQPMethod::Unblocked(connection::Unblocked {}),
+        };
+        self.send(0, AMQPClass::Connection(m));
+    }
+
+    /// Recounts the body bytes being assembled (after content left a channel).
+    fn recount_content(&mut self) {
+        let n = self
+            .channels
+            .values()
+            .filter_map(|l| l.content.as_ref())
+            .map(PendingContent::received)
+            .sum();
+        self.content.set(n);
     }
 
     fn frame_error(&mut self, e: &FrameError) {
@@ -136,6 +167,7 @@ impl Session {
         self.confirms.clear();
         self.hub.disconnect(self.conn);
         self.channels.clear();
+        self.content.set(0);
     }
 
     fn fail(&mut self, channel: u16, e: AmqpError) {
@@ -162,13 +194,16 @@ impl Session {
                 method_id: e.method_id,
             })),
         );
-        self.channels.insert(
+        let old = self.channels.insert(
             channel,
             ChannelLocal {
                 closing: true,
                 ..ChannelLocal::default()
             },
         );
+        if old.is_some_and(|l| l.content.is_some()) {
+            self.recount_content();
+        }
     }
 
     fn on_frame(&mut self, frame: Frame) {
@@ -211,6 +246,7 @@ impl Session {
             AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
                 self.hub.disconnect(self.conn);
                 self.channels.clear();
+                self.content.set(0);
                 self.send(
                     0,
                     AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
@@ -296,6 +332,7 @@ impl Session {
             AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
                 self.hub.close_channel(self.conn, ch);
                 self.channels.remove(&ch);
+                self.recount_content();
                 self.confirms.retain(|(c, ..)| *c != ch);
                 self.send(
                     ch,
@@ -305,6 +342,7 @@ impl Session {
             }
             AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => Ok(()),
             AMQPClass::Basic(basic::AMQPMethod::Publish(p)) => {
+                self.published = true;
                 local.content = Some(PendingContent::new(p));
                 Ok(())
             }
@@ -365,10 +403,31 @@ impl Session {
             Some(ChannelLocal { content: Some(p), .. }) if !p.wants_header() => p,
             _ => return Err(AmqpError::hard(UNEXPECTED_FRAME, format!("UNEXPECTED_FRAME - content body on channel {ch} without a content header before it"))),
         };
+        let assembling = self.content.bytes() + part.len();
+        let max = self.hub.config.max_connection_content_bytes;
+        if assembling as u64 > max {
+            self.hub
+                .metrics
+                .protocol_error(Protocol::Amqp, "max_connection_content_bytes");
+            return Err(AmqpError::hard(
+                RESOURCE_ERROR,
+                format!("RESOURCE_ERROR - {assembling} bytes of message bodies being received on this connection, over amqp.max_connection_content_bytes {max}"),
+            ));
+        }
+        let n = part.len();
         match pending.on_body(part) {
-            Ok(true) => self.complete(ch),
-            Ok(false) => Ok(()),
-            Err(e) => Err(AmqpError::hard(FRAME_ERROR, format!("FRAME_ERROR - {e}"))),
+            Ok(true) => {
+                self.content.set(assembling);
+                self.complete(ch)
+            }
+            Ok(false) => {
+                self.content.set(assembling);
+                Ok(())
+            }
+            Err(e) => Err(AmqpError::hard(
+                FRAME_ERROR,
+                format!("FRAME_ERROR - {e} ({n} bytes)"),
+            )),
         }
     }
 
@@ -379,6 +438,9 @@ impl Session {
         let Some(p) = local.content.take() else {
             return Ok(());
         };
+        let received = p.received();
+        self.content
+            .set(self.content.bytes().saturating_sub(received));
         let content = p.finish();
         let confirm = local.confirm.then(|| {
             let seq = local.next_seq;

@@ -446,6 +446,7 @@ fn decode_message(r: &[u8]) -> Option<QueuedMessage> {
             routing_key,
             properties: header.properties,
             body: body.freeze(),
+            charge: Default::default(),
         }),
         // It may have been delivered before the restart.
         redelivered: true,
@@ -470,6 +471,7 @@ mod tests {
                 routing_key: "k".into(),
                 properties: AMQPProperties::default().with_delivery_mode(2),
                 body: Bytes::copy_from_slice(body.as_bytes()),
+                charge: Default::default(),
             }),
             redelivered: false,
             expires_at: Some(99),

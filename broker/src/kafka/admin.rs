@@ -17,12 +17,12 @@ use super::config::FlushPolicy;
 use super::hub::{KafkaHub, NODE_ID};
 use super::metadata::str_bytes;
 use super::topic::valid_topic_name;
-
-/// Most partitions one CreateTopics may ask for per topic.
-const MAX_PARTITIONS: i32 = 10_000;
+use crate::metrics::Protocol;
 
 pub async fn create_topics(hub: &Arc<KafkaHub>, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let shared = hub.clone();
+    // The file work runs on a blocking thread, and Topics::create holds the
+    // topics lock only to reserve and to publish a name, never across it.
     hub.storage_io(move || {
         let hub = shared;
         let topics = req
@@ -53,10 +53,12 @@ pub async fn create_topics(hub: &Arc<KafkaHub>, req: CreateTopicsRequest) -> Cre
                         "topic names are 1-249 of [A-Za-z0-9._-]",
                     );
                 }
-                if !(1..=MAX_PARTITIONS).contains(&partitions) || !t.assignments.is_empty() {
+                if !t.assignments.is_empty() {
+                    hub.metrics
+                        .protocol_error(Protocol::Kafka, "invalid_partitions");
                     return refuse(
                         ResponseError::InvalidPartitions,
-                        "partitions must be between 1 and 10000",
+                        "manual replica assignments are not supported",
                     );
                 }
                 if !matches!(t.replication_factor, -1 | 1) {
@@ -65,17 +67,17 @@ pub async fn create_topics(hub: &Arc<KafkaHub>, req: CreateTopicsRequest) -> Cre
                         "this broker is a single node: replication factor 1",
                     );
                 }
-                if req.validate_only {
-                    return match hub.topics.get(&name) {
-                        Some(_) => {
-                            refuse(ResponseError::TopicAlreadyExists, "topic already exists")
-                        }
-                        None => result,
-                    };
-                }
-                match hub.topics.create(&name, partitions) {
-                    Ok(_) => result,
+                let outcome = if req.validate_only {
+                    hub.topics.check(&name, partitions)
+                } else {
+                    hub.topics.create(&name, partitions).map(|_| ())
+                };
+                match outcome {
+                    Ok(()) => result,
                     Err(e) => {
+                        if let Some(kind) = e.metric_kind() {
+                            hub.metrics.protocol_error(Protocol::Kafka, kind);
+                        }
                         let message = e.to_string();
                         refuse(
                             ResponseError::try_from_code(e.code())

@@ -18,6 +18,14 @@ pub enum FrameError {
     TooLarge { size: usize, max: usize },
     #[error("frame of {0} bytes is too short for a request header")]
     TooShort(usize),
+    #[error(
+        "request of {size} bytes (api key {api_key}) is beyond kafka.max_request_bytes ({max})"
+    )]
+    RequestTooLarge {
+        size: usize,
+        max: usize,
+        api_key: i16,
+    },
 }
 
 impl FrameError {
@@ -27,6 +35,7 @@ impl FrameError {
             FrameError::NegativeSize(_) => "frame_size_negative",
             FrameError::TooLarge { .. } => "frame_too_large",
             FrameError::TooShort(_) => "frame_too_short",
+            FrameError::RequestTooLarge { .. } => "request_too_large",
         }
     }
 }
@@ -35,26 +44,61 @@ impl FrameError {
 /// that has the same layout in every header version.
 pub const FIXED_HEADER_LEN: usize = 8;
 
-/// Splits the next complete frame (without its size prefix) off `buf`;
-/// `Ok(None)` when more bytes are needed.
-pub fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
-    if buf.len() < 4 {
+/// The size of the next frame (without its size prefix), once its size and
+/// api key have arrived: `Ok(None)` while fewer than 6 bytes are buffered
+/// (a size beyond `max_frame_bytes` is refused from the first 4). Every api
+/// but Produce is held to `max_request_bytes`, so an oversized request is
+/// refused before any of its body is read or room made for it.
+pub fn peek_frame(
+    buf: &[u8],
+    max_frame_bytes: usize,
+    max_request_bytes: usize,
+) -> Result<Option<usize>, FrameError> {
+    let Some(size) = buf.get(..4) else {
         return Ok(None);
-    }
-    let size = i32::from_be_bytes(buf[..4].try_into().expect("4 bytes"));
+    };
+    let size = i32::from_be_bytes(size.try_into().expect("4 bytes"));
     let size = usize::try_from(size).map_err(|_| FrameError::NegativeSize(size))?;
-    if size > max {
-        return Err(FrameError::TooLarge { size, max });
+    if size > max_frame_bytes {
+        return Err(FrameError::TooLarge {
+            size,
+            max: max_frame_bytes,
+        });
     }
     if size < FIXED_HEADER_LEN {
         return Err(FrameError::TooShort(size));
     }
-    if buf.len() < 4 + size {
-        buf.reserve(4 + size - buf.len());
+    let Some(key) = buf.get(4..6) else {
         return Ok(None);
+    };
+    let api_key = i16::from_be_bytes([key[0], key[1]]);
+    if size > max_request_bytes && api_key != ApiKey::Produce as i16 {
+        return Err(FrameError::RequestTooLarge {
+            size,
+            max: max_request_bytes,
+            api_key,
+        });
+    }
+    Ok(Some(size))
+}
+
+/// Splits a frame of `size` bytes (as [`peek_frame`] gave) off `buf` once
+/// all of it has arrived.
+pub fn take_frame(buf: &mut BytesMut, size: usize) -> Option<Bytes> {
+    if buf.len() < 4 + size {
+        return None;
     }
     buf.advance(4);
-    Ok(Some(buf.split_to(size).freeze()))
+    Some(buf.split_to(size).freeze())
+}
+
+/// Splits the next complete frame (without its size prefix) off `buf`;
+/// `Ok(None)` when more bytes are needed.
+pub fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
+    match peek_frame(buf, max, usize::MAX)? {
+        Some(size) => Ok(take_frame(buf, size)),
+        None => Ok(None),
+    }
 }
 
 /// The fixed start of a request header.
@@ -94,6 +138,43 @@ pub fn decode_body<T: Decodable>(frame: &mut Bytes, version: i16) -> Result<T, D
     T::decode(frame, version).map_err(|e| DecodeError(format!("{e:#}")))
 }
 
+/// Memory a decode may take for array elements, per byte of the frame:
+/// Produce bodies are mostly record batches, kept as slices of the frame
+/// (a real Produce needs less than 1 byte per byte); other requests are held
+/// to 16 (a Metadata v1 topic takes 72 bytes of memory for a 1-character
+/// name of 3 bytes, 24x, so short requests get [`DECODE_ALLOWANCE_BASE`] on top).
+pub const PRODUCE_DECODE_FACTOR: usize = 2;
+pub const DECODE_FACTOR: usize = 16;
+pub const DECODE_ALLOWANCE_BASE: usize = 16 * 1024;
+
+/// The array storage a request of `api_key` in a frame of `size` bytes may
+/// allocate while it is decoded.
+pub fn decode_allowance(api_key: i16, size: usize) -> usize {
+    let factor = match api_key == ApiKey::Produce as i16 {
+        true => PRODUCE_DECODE_FACTOR,
+        false => DECODE_FACTOR,
+    };
+    size.saturating_mul(factor)
+        .saturating_add(DECODE_ALLOWANCE_BASE)
+}
+
+/// Bytes a request holds while it is read and decoded: its frame and the
+/// most its decode may allocate.
+pub fn decode_footprint(api_key: i16, size: usize) -> usize {
+    size.saturating_add(decode_allowance(api_key, size))
+}
+
+/// [`decode_body`] within [`decode_allowance`]: a body whose arrays would
+/// take more memory is a decode error, refused before the storage is allocated.
+pub fn decode_body_within<T: Decodable>(
+    frame: &mut Bytes,
+    version: i16,
+    api_key: i16,
+) -> Result<T, DecodeError> {
+    let allowance = decode_allowance(api_key, frame.len());
+    kafka_protocol::protocol::with_decode_allowance(allowance, || decode_body(frame, version))
+}
+
 /// Appends one response frame: size, header (v0 or flexible v1), body.
 pub fn encode_response<T: Encodable>(
     out: &mut BytesMut,
@@ -112,7 +193,13 @@ pub fn encode_response<T: Encodable>(
             out.truncate(start);
             DecodeError(format!("cannot encode response: {e:#}"))
         })?;
-    let size = (out.len() - start - 4) as i32;
+    let Ok(size) = i32::try_from(out.len() - start - 4) else {
+        let size = out.len() - start - 4;
+        out.truncate(start);
+        return Err(DecodeError(format!(
+            "cannot encode a response of {size} bytes: beyond the 2 GiB a size field holds"
+        )));
+    };
     out[start..start + 4].copy_from_slice(&size.to_be_bytes());
     Ok(())
 }
@@ -125,6 +212,9 @@ pub fn encode_unsupported(out: &mut BytesMut, correlation_id: i32) {
     out.put_i32(correlation_id);
     out.put_i16(kafka_protocol::ResponseError::UnsupportedVersion.code());
 }
+
+#[cfg(test)]
+mod alloc_factor;
 
 #[cfg(test)]
 mod tests {
@@ -177,6 +267,32 @@ mod tests {
         );
         let mut short = framed(&[0, 18, 0]);
         assert_eq!(next_frame(&mut short, 1024), Err(FrameError::TooShort(3)));
+    }
+
+    #[test]
+    fn only_produce_may_exceed_the_request_limit_refused_from_six_bytes() {
+        // 2 MiB Metadata (api key 3): refused from its size and api key alone.
+        let head = [0, 0x20, 0, 0, 0, 3];
+        assert_eq!(peek_frame(&head[..5], 100 << 20, 1 << 20), Ok(None));
+        assert_eq!(
+            peek_frame(&head, 100 << 20, 1 << 20),
+            Err(FrameError::RequestTooLarge {
+                size: 2 << 20,
+                max: 1 << 20,
+                api_key: 3
+            })
+        );
+        // The same size for Produce (api key 0) is fine.
+        let head = [0, 0x20, 0, 0, 0, 0];
+        assert_eq!(peek_frame(&head, 100 << 20, 1 << 20), Ok(Some(2 << 20)));
+        // Beyond max_frame_bytes: refused from the 4 size bytes.
+        assert_eq!(
+            peek_frame(&[0x10, 0, 0, 0], 100 << 20, 1 << 20),
+            Err(FrameError::TooLarge {
+                size: 0x1000_0000,
+                max: 100 << 20
+            })
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+use crate::platform::{KafkaTopicDefaults, PlatformClass};
 use crate::storage::{LogConfig, StorageMode};
 
 /// The Kafka listener's storage setting (the same choice as every protocol's).
@@ -20,6 +21,13 @@ pub enum FlushPolicy {
     /// acks=0/1 data is fsynced every `flush_interval_ms` in the background.
     Interval,
 }
+
+/// Kafka's `fetch.max.bytes` default (55 MiB).
+pub const DEFAULT_FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;
+/// Ten times the clients' default `max.partition.fetch.bytes` (1 MiB).
+pub const DEFAULT_MAX_PARTITION_FETCH_BYTES: usize = 10 * 1024 * 1024;
+/// Every request but Produce: Metadata, offsets, groups, admin.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -68,6 +76,31 @@ pub struct KafkaConfig {
     /// A connection with no request for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub connections_max_idle_ms: u64,
+    /// Most partitions of one topic (CreateTopics, auto-creation); more is
+    /// INVALID_PARTITIONS. `None` = the class default.
+    pub max_partitions_per_topic: Option<u32>,
+    /// Most topics; a topic beyond it is POLICY_VIOLATION. `None` = the class default.
+    pub max_topics: Option<u32>,
+    /// Most partitions over all topics; a topic beyond it is POLICY_VIOLATION.
+    /// `None` = the class default.
+    pub max_partitions: Option<u32>,
+    /// Segment and index files kept open at once over all partitions (the
+    /// rest are opened when used); `None` = the class default. Capped at a
+    /// quarter of the open-files limit at start-up.
+    pub max_open_segment_files: Option<usize>,
+    /// Records in one Fetch response, whatever the client's `max_bytes`
+    /// (Kafka's `fetch.max.bytes`). The first batch of the first non-empty
+    /// partition is returned even when larger, so a consumer always progresses.
+    pub fetch_max_bytes: usize,
+    /// Records of one partition in one Fetch response, whatever the client's
+    /// `partition_max_bytes` (with the same first-batch exception).
+    pub max_partition_fetch_bytes: usize,
+    /// Largest request frame of every API except Produce (which has
+    /// `max_frame_bytes`); refused from its size and api key, before the body is read.
+    pub max_request_bytes: usize,
+    /// Bytes of requests being read and decoded at once, over all Kafka
+    /// connections; `None` = the platform class default.
+    pub decode_budget_bytes: Option<usize>,
 }
 
 impl Default for KafkaConfig {
@@ -96,6 +129,14 @@ impl Default for KafkaConfig {
             max_connections: None,
             first_request_timeout_ms: 10_000,
             connections_max_idle_ms: 600_000,
+            max_partitions_per_topic: None,
+            max_topics: None,
+            max_partitions: None,
+            max_open_segment_files: None,
+            fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
+            max_partition_fetch_bytes: DEFAULT_MAX_PARTITION_FETCH_BYTES,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            decode_budget_bytes: None,
         }
     }
 }
@@ -133,6 +174,37 @@ impl KafkaConfig {
                 self.max_frame_bytes
             ));
         }
+        for (key, value, hint) in [
+            (
+                "fetch_max_bytes",
+                self.fetch_max_bytes,
+                DEFAULT_FETCH_MAX_BYTES,
+            ),
+            (
+                "max_partition_fetch_bytes",
+                self.max_partition_fetch_bytes,
+                DEFAULT_MAX_PARTITION_FETCH_BYTES,
+            ),
+            (
+                "max_request_bytes",
+                self.max_request_bytes,
+                DEFAULT_MAX_REQUEST_BYTES,
+            ),
+        ] {
+            if !(1024..=(1 << 30)).contains(&value) {
+                return Err(format!(
+                    "kafka.{key} = {value}: must be between 1024 and 1073741824 (try {hint})"
+                ));
+            }
+        }
+        if let Some(budget) = self.decode_budget_bytes {
+            if budget < self.max_request_bytes || budget > i32::MAX as usize {
+                return Err(format!(
+                    "kafka.decode_budget_bytes = {budget}: must be at least kafka.max_request_bytes ({}) and at most 2147483647 (leave it out for the class default)",
+                    self.max_request_bytes
+                ));
+            }
+        }
         if self.max_connections == Some(0) {
             return Err(
                 "kafka.max_connections = 0: must be at least 1 (leave it out for the global limit)"
@@ -154,6 +226,38 @@ impl KafkaConfig {
             if value == 0 {
                 return Err(format!("kafka.{key} = 0: must be at least 1 (try {hint})"));
             }
+        }
+        for (key, value, hint) in [
+            (
+                "max_partitions_per_topic",
+                self.max_partitions_per_topic,
+                1000,
+            ),
+            ("max_topics", self.max_topics, 1000),
+            ("max_partitions", self.max_partitions, 4000),
+        ] {
+            if value.is_some_and(|v| !(1..=1_000_000).contains(&v)) {
+                return Err(format!(
+                    "kafka.{key} = {}: must be between 1 and 1000000 (try {hint}, or leave it out for the class default)",
+                    value.unwrap_or_default()
+                ));
+            }
+        }
+        if let Some(per_topic) = self.max_partitions_per_topic {
+            if self.default_partitions > per_topic {
+                return Err(format!(
+                    "kafka.default_partitions = {}: must not exceed kafka.max_partitions_per_topic ({per_topic})",
+                    self.default_partitions
+                ));
+            }
+        }
+        if let Some(files) = self
+            .max_open_segment_files
+            .filter(|f| !(4..=1 << 20).contains(f))
+        {
+            return Err(format!(
+                "kafka.max_open_segment_files = {files}: must be between 4 and 1048576 (try 1024, or leave it out for the class default)"
+            ));
         }
         if self.advertised_host.as_deref().is_some_and(str::is_empty) {
             return Err(
@@ -199,6 +303,37 @@ impl KafkaConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The topic limits: the keys set in the file, class defaults for the rest.
+    pub fn topic_limits(&self, class: KafkaTopicDefaults) -> KafkaTopicDefaults {
+        KafkaTopicDefaults {
+            max_partitions_per_topic: self
+                .max_partitions_per_topic
+                .unwrap_or(class.max_partitions_per_topic),
+            max_topics: self.max_topics.unwrap_or(class.max_topics),
+            max_partitions: self.max_partitions.unwrap_or(class.max_partitions),
+            max_open_segment_files: self
+                .max_open_segment_files
+                .unwrap_or(class.max_open_segment_files),
+        }
+    }
+
+    /// This config with every topic limit left out set to the class default
+    /// (what the server hands the Kafka hub).
+    pub fn with_class_defaults(mut self, class: KafkaTopicDefaults) -> KafkaConfig {
+        let l = self.topic_limits(class);
+        self.max_partitions_per_topic = Some(l.max_partitions_per_topic);
+        self.max_topics = Some(l.max_topics);
+        self.max_partitions = Some(l.max_partitions);
+        self.max_open_segment_files = Some(l.max_open_segment_files);
+        self
+    }
+
+    /// The topic limits in force (the generic class's defaults for keys left
+    /// out when no class was applied, as in tests).
+    pub fn resolved_topic_limits(&self) -> KafkaTopicDefaults {
+        self.topic_limits(PlatformClass::Generic.defaults().kafka_topics)
     }
 
     /// The log settings of every partition.
@@ -261,6 +396,52 @@ mod tests {
             .unwrap();
         c.validate().unwrap();
         assert_eq!(c.kafka.max_connections, Some(2));
+
+        // Topic limits: class defaults unless set, bad values name the key.
+        let embedded = Config::default()
+            .limits(PlatformClass::Embedded)
+            .kafka_topics;
+        assert_eq!(embedded.max_partitions_per_topic, 100);
+        let high = Config::default()
+            .limits(PlatformClass::HighPerf)
+            .kafka_topics;
+        assert_eq!(high.max_partitions_per_topic, 1000);
+        assert!(high.max_open_segment_files < 1 << 16);
+        let c =
+            Config::parse("[kafka]\nmax_partitions_per_topic = 12\nmax_open_segment_files = 64\n")
+                .unwrap();
+        c.validate().unwrap();
+        let l = c.limits(PlatformClass::HighPerf).kafka_topics;
+        assert_eq!(
+            (l.max_partitions_per_topic, l.max_open_segment_files),
+            (12, 64)
+        );
+        assert_eq!(l.max_partitions, high.max_partitions);
+        let resolved = c.kafka.clone().with_class_defaults(embedded);
+        assert_eq!(
+            resolved.resolved_topic_limits().max_topics,
+            embedded.max_topics
+        );
+        assert_eq!(resolved.max_partitions_per_topic, Some(12));
+        for (text, key) in [
+            (
+                "max_partitions_per_topic = 0",
+                "kafka.max_partitions_per_topic",
+            ),
+            ("max_topics = 0", "kafka.max_topics"),
+            ("max_partitions = 2000000", "kafka.max_partitions"),
+            ("max_open_segment_files = 1", "kafka.max_open_segment_files"),
+            (
+                "max_partitions_per_topic = 4\ndefault_partitions = 5",
+                "kafka.default_partitions",
+            ),
+        ] {
+            let err = Config::parse(&format!("[kafka]\n{text}\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.starts_with(key), "{text}: {err}");
+        }
 
         let err = Config::parse("[kafka]\nflush = \"sometimes\"\n").unwrap_err();
         assert!(err.starts_with("line 2 key `kafka.flush`"), "{err}");

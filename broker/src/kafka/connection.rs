@@ -1,8 +1,15 @@
 //! One Kafka connection: read frames, answer each request in order.
 //!
-//! A bad frame size (negative, beyond `max_frame_bytes`, or too short for a
-//! header) or a request that does not decode closes this connection only;
-//! an API or version not served is answered with UNSUPPORTED_VERSION.
+//! A bad frame size (negative, beyond `max_frame_bytes` — or, for every api
+//! but Produce, beyond `max_request_bytes` — or too short for a header) or a
+//! request that does not decode closes this connection only; an API or
+//! version not served is answered with UNSUPPORTED_VERSION.
+//!
+//! Before a request's body is read, its size (and the most its decode may
+//! allocate) is reserved in the broker-wide `decode_budget_bytes` (waiting up
+//! to 10 s for room), and given back once it is handled — for Fetch,
+//! JoinGroup and SyncGroup, which may wait, once it is decoded; a request
+//! larger than the whole budget is refused.
 //!
 //! A connection must send its first complete request within
 //! `first_request_timeout_ms` and then one at least every
@@ -16,7 +23,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::codec;
@@ -75,10 +82,20 @@ impl Buffers {
 
 /// Reads what arrived into `buf`, making room only once data is there (an
 /// idle connection holds no read buffer). Cancel-safe: it is raced in `select!`.
-async fn read_more(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+///
+/// `pending` is what is still missing of a frame whose room was reserved:
+/// while that room is there nothing more is reserved (growing a buffer that
+/// holds a large frame would copy it into one twice its size).
+async fn read_more(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    pending: Option<usize>,
+) -> std::io::Result<usize> {
     loop {
         stream.readable().await?;
-        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        let spare = buf.capacity() - buf.len();
+        let room_reserved = pending.is_some_and(|missing| spare >= missing && spare > 0);
+        if !room_reserved && spare < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK);
         }
         match stream.try_read_buf(buf) {
@@ -108,78 +125,162 @@ async fn write(
     Ok(())
 }
 
+/// How long a request waits for room in `kafka.decode_budget_bytes`
+/// before its connection is closed.
+const DECODE_BUDGET_WAIT: Duration = Duration::from_secs(10);
+
+/// Time allowed for a request body once its bytes are reserved in the budget:
+/// 10 s plus 1 s per MiB, so a client trickling a frame cannot hold the
+/// budget for long.
+fn body_deadline(size: usize) -> Instant {
+    let mib = u64::try_from(size >> 20).unwrap_or(u64::MAX);
+    Instant::now() + Duration::from_secs(10u64.saturating_add(mib))
+}
+
+/// Reserves a request's share of the broker-wide decode budget: its frame
+/// and the most its decode may allocate (`codec::decode_footprint`), at most
+/// the whole budget (such a request is read and decoded alone). Waits at most
+/// [`DECODE_BUDGET_WAIT`]; `Err` names the `errors{kind}` and the reason.
+async fn reserve_budget(
+    hub: &KafkaHub,
+    api_key: i16,
+    size: usize,
+) -> Result<OwnedSemaphorePermit, (&'static str, String)> {
+    let too_large = || {
+        (
+            "decode_budget_exceeded",
+            format!(
+                "request of {size} bytes is beyond kafka.decode_budget_bytes ({})",
+                hub.decode_budget_bytes
+            ),
+        )
+    };
+    if size > hub.decode_budget_bytes {
+        return Err(too_large());
+    }
+    let charge = codec::decode_footprint(api_key, size).min(hub.decode_budget_bytes);
+    let n = u32::try_from(charge).map_err(|_| too_large())?;
+    match tokio::time::timeout(
+        DECODE_BUDGET_WAIT,
+        hub.decode_budget.clone().acquire_many_owned(n),
+    )
+    .await
+    {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_closed)) => Err(("decode_budget_timeout", "decode budget closed".into())),
+        Err(_) => Err((
+            "decode_budget_timeout",
+            format!(
+                "no room for a request of {size} bytes in kafka.decode_budget_bytes within {DECODE_BUDGET_WAIT:?}"
+            ),
+        )),
+    }
+}
+
 async fn run(
     mut stream: TcpStream,
     hub: &Arc<KafkaHub>,
     mut shutdown: watch::Receiver<bool>,
     counters: &ProtocolCounters,
 ) -> String {
-    let max = hub.config.max_frame_bytes;
+    let max_frame = hub.config.max_frame_bytes;
+    let max_request = hub.config.max_request_bytes;
     let idle = Duration::from_millis(hub.config.connections_max_idle_ms);
     let mut deadline = Instant::now() + Duration::from_millis(hub.config.first_request_timeout_ms);
     let mut requests_seen = false;
     let mut bufs = Buffers::default();
+    // The decode budget held for the request being read, and its body's deadline.
+    let mut reserved: Option<(OwnedSemaphorePermit, Instant)> = None;
     loop {
-        match codec::next_frame(&mut bufs.read, max) {
+        let next = match codec::peek_frame(&bufs.read, max_frame, max_request) {
             Err(e) => {
                 hub.metrics.protocol_error(Protocol::Kafka, e.kind());
                 let _ = write(&mut stream, &mut bufs.write, counters).await;
                 return e.to_string();
             }
-            Ok(Some(frame)) => {
-                requests_seen = true;
-                if dispatch::may_wait(codec::request_start(&frame).api_key) {
-                    if let Err(e) = write(&mut stream, &mut bufs.write, counters).await {
-                        return e;
-                    }
-                }
-                let handled = tokio::select! {
-                    r = dispatch::handle(hub, frame, &mut bufs.write, counters) => r,
-                    _ = shutdown.changed() => return "broker shutting down".into(),
-                };
-                if let Err(e) = handled {
-                    hub.metrics
-                        .protocol_error(Protocol::Kafka, "malformed_request");
-                    let _ = write(&mut stream, &mut bufs.write, counters).await;
-                    return e.to_string();
-                }
-                deadline = Instant::now() + idle;
-                if bufs.write.len() >= WRITE_BATCH {
-                    if let Err(e) = write(&mut stream, &mut bufs.write, counters).await {
-                        return e;
-                    }
+            Ok(next) => next,
+        };
+        if let (Some(size), None) = (next, &reserved) {
+            // Written first: a client waiting for earlier answers before it
+            // sends the rest must not hold the budget meanwhile.
+            if let Err(e) = write(&mut stream, &mut bufs.write, counters).await {
+                return e;
+            }
+            let permit = tokio::select! {
+                r = reserve_budget(hub, i16::from_be_bytes([bufs.read[4], bufs.read[5]]), size) => r,
+                _ = shutdown.changed() => return "broker shutting down".into(),
+            };
+            match permit {
+                Ok(permit) => reserved = Some((permit, body_deadline(size))),
+                Err((kind, why)) => {
+                    hub.metrics.protocol_error(Protocol::Kafka, kind);
+                    return why;
                 }
             }
-            Ok(None) => {
+            // Room for the body only once it is paid for.
+            bufs.read
+                .reserve((4 + size).saturating_sub(bufs.read.len()));
+        }
+        let frame = next.and_then(|size| codec::take_frame(&mut bufs.read, size));
+        if let Some(frame) = frame {
+            requests_seen = true;
+            let permit = reserved.take().map(|(p, _)| p);
+            if dispatch::may_wait(codec::request_start(&frame).api_key) {
                 if let Err(e) = write(&mut stream, &mut bufs.write, counters).await {
                     return e;
                 }
-                bufs.release_idle();
-                let read = tokio::select! {
-                    r = read_more(&stream, &mut bufs.read) => r,
-                    _ = tokio::time::sleep_until(deadline) => {
-                        let (kind, why) = match requests_seen {
-                            false => ("handshake_timeout", "no complete request within kafka.first_request_timeout_ms"),
-                            true => ("idle_timeout", "no request within kafka.connections_max_idle_ms"),
-                        };
-                        hub.metrics.protocol_error(Protocol::Kafka, kind);
-                        return why.into();
-                    }
-                    _ = shutdown.changed() => return "broker shutting down".into(),
-                };
-                match read {
-                    Ok(0) if bufs.read.is_empty() => return "closed by the client".into(),
-                    Ok(0) => {
-                        hub.metrics
-                            .protocol_error(Protocol::Kafka, "truncated_frame");
-                        return "closed by the client in the middle of a request".into();
-                    }
-                    Ok(n) => {
-                        counters.bytes_received.inc_by(n as u64);
-                    }
-                    Err(e) => return format!("read failed: {e}"),
+            }
+            let handled = tokio::select! {
+                r = dispatch::handle(hub, frame, permit, &mut bufs.write, counters) => r,
+                _ = shutdown.changed() => return "broker shutting down".into(),
+            };
+            if let Err(e) = handled {
+                hub.metrics
+                    .protocol_error(Protocol::Kafka, "malformed_request");
+                let _ = write(&mut stream, &mut bufs.write, counters).await;
+                return e.to_string();
+            }
+            deadline = Instant::now() + idle;
+            if bufs.write.len() >= WRITE_BATCH {
+                if let Err(e) = write(&mut stream, &mut bufs.write, counters).await {
+                    return e;
                 }
             }
+            continue;
+        }
+        if let Err(e) = write(&mut stream, &mut bufs.write, counters).await {
+            return e;
+        }
+        bufs.release_idle();
+        let body_deadline = reserved.as_ref().map(|(_, d)| *d);
+        let pending = next
+            .filter(|_| reserved.is_some())
+            .map(|size| (4 + size).saturating_sub(bufs.read.len()));
+        let wait_until = body_deadline.map_or(deadline, |d| d.min(deadline));
+        let read = tokio::select! {
+            r = read_more(&stream, &mut bufs.read, pending) => r,
+            _ = tokio::time::sleep_until(wait_until) => {
+                let (kind, why) = match (requests_seen, body_deadline.is_some_and(|d| d <= deadline)) {
+                    (_, true) => ("request_body_timeout", "request body not received in time (10 s + 1 s per MiB)"),
+                    (false, false) => ("handshake_timeout", "no complete request within kafka.first_request_timeout_ms"),
+                    (true, false) => ("idle_timeout", "no request within kafka.connections_max_idle_ms"),
+                };
+                hub.metrics.protocol_error(Protocol::Kafka, kind);
+                return why.into();
+            }
+            _ = shutdown.changed() => return "broker shutting down".into(),
+        };
+        match read {
+            Ok(0) if bufs.read.is_empty() => return "closed by the client".into(),
+            Ok(0) => {
+                hub.metrics
+                    .protocol_error(Protocol::Kafka, "truncated_frame");
+                return "closed by the client in the middle of a request".into();
+            }
+            Ok(n) => {
+                counters.bytes_received.inc_by(n as u64);
+            }
+            Err(e) => return format!("read failed: {e}"),
         }
     }
 }

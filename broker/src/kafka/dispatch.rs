@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::Encodable;
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::codec::{self, DecodeError};
 use super::hub::KafkaHub;
@@ -22,13 +23,23 @@ pub fn may_wait(api_key: i16) -> bool {
 
 /// Handles one request frame, appending its response (if it has one) to `out`.
 /// A malformed request is an error: the connection is closed, as Kafka does.
+/// `budget` (the request's share of `kafka.decode_budget_bytes`) is given
+/// back once the request is handled (its frame, which the decoded request
+/// still points into, is dropped then), or, for the requests that may wait
+/// (Fetch long polls, JoinGroup, SyncGroup), as soon as the body is decoded.
 pub async fn handle(
     hub: &Arc<KafkaHub>,
-    mut frame: Bytes,
+    frame: Bytes,
+    budget: Option<OwnedSemaphorePermit>,
     out: &mut BytesMut,
     counters: &ProtocolCounters,
 ) -> Result<(), DecodeError> {
     let start = codec::request_start(&frame);
+    let mut body = Body {
+        frame,
+        budget,
+        api_key: start.api_key,
+    };
     let Some(api) = api_versions::supported(start.api_key, start.api_version) else {
         let known = ApiKey::try_from(start.api_key).is_ok();
         hub.metrics.protocol_error(
@@ -57,20 +68,24 @@ pub async fn handle(
         return Ok(());
     };
     let v = start.api_version;
-    let header = codec::decode_header(&mut frame, api, v)?;
+    let header = codec::decode_header(&mut body.frame, api, v)?;
     let client_id = header.client_id.as_deref().unwrap_or("").to_string();
     let header_version = api.response_header_version(v);
     let mut respond =
         |body: &dyn EncodeDyn| body.encode_into(out, start.correlation_id, header_version, v);
     match api {
-        ApiKey::ApiVersions => respond(&api_versions::handle(codec::decode_body(&mut frame, v)?)),
-        ApiKey::Metadata => respond(&metadata::handle(
-            hub,
-            codec::decode_body(&mut frame, v)?,
-            v,
-        )),
+        ApiKey::ApiVersions => respond(&api_versions::handle(body.decode(v)?)),
+        ApiKey::Metadata => {
+            // Auto-creation does file work: off the async threads with disk storage.
+            let req = body.decode(v)?;
+            let shared = hub.clone();
+            respond(
+                &hub.storage_io(move || metadata::handle(&shared, req, v))
+                    .await,
+            )
+        }
         ApiKey::Produce => {
-            let (resp, stored) = produce::handle(hub, codec::decode_body(&mut frame, v)?).await;
+            let (resp, stored) = produce::handle(hub, body.decode(v)?).await;
             counters.messages_received.inc_by(stored);
             match resp {
                 Some(resp) => respond(&resp),
@@ -78,53 +93,40 @@ pub async fn handle(
             }
         }
         ApiKey::Fetch => {
-            let (resp, records) = fetch::handle(hub, codec::decode_body(&mut frame, v)?).await;
+            let (resp, records) = fetch::handle(hub, body.decode(v)?).await;
             counters.messages_sent.inc_by(records);
             respond(&resp)
         }
-        ApiKey::ListOffsets => {
-            respond(&fetch::list_offsets(hub, codec::decode_body(&mut frame, v)?).await)
-        }
-        ApiKey::CreateTopics => {
-            respond(&admin::create_topics(hub, codec::decode_body(&mut frame, v)?).await)
-        }
-        ApiKey::DeleteTopics => {
-            respond(&admin::delete_topics(hub, codec::decode_body(&mut frame, v)?).await)
-        }
-        ApiKey::DescribeConfigs => respond(&admin::describe_configs(
-            hub,
-            codec::decode_body(&mut frame, v)?,
-        )),
-        ApiKey::InitProducerId => {
-            respond(&hub.producer_ids.handle(codec::decode_body(&mut frame, v)?))
-        }
-        ApiKey::FindCoordinator => respond(&metadata::find_coordinator(
-            hub,
-            codec::decode_body(&mut frame, v)?,
-        )),
-        ApiKey::JoinGroup => {
-            respond(&group_api::join(hub, codec::decode_body(&mut frame, v)?, &client_id, v).await)
-        }
-        ApiKey::SyncGroup => {
-            respond(&group_api::sync(hub, codec::decode_body(&mut frame, v)?).await)
-        }
-        ApiKey::Heartbeat => respond(&group_api::heartbeat(
-            hub,
-            codec::decode_body(&mut frame, v)?,
-        )),
-        ApiKey::LeaveGroup => respond(&group_api::leave(
-            hub,
-            codec::decode_body(&mut frame, v)?,
-            v,
-        )),
-        ApiKey::OffsetCommit => {
-            respond(&group_api::offset_commit(hub, codec::decode_body(&mut frame, v)?).await)
-        }
-        ApiKey::OffsetFetch => respond(&group_api::offset_fetch(
-            hub,
-            codec::decode_body(&mut frame, v)?,
-        )),
+        ApiKey::ListOffsets => respond(&fetch::list_offsets(hub, body.decode(v)?).await),
+        ApiKey::CreateTopics => respond(&admin::create_topics(hub, body.decode(v)?).await),
+        ApiKey::DeleteTopics => respond(&admin::delete_topics(hub, body.decode(v)?).await),
+        ApiKey::DescribeConfigs => respond(&admin::describe_configs(hub, body.decode(v)?)),
+        ApiKey::InitProducerId => respond(&hub.producer_ids.handle(body.decode(v)?)),
+        ApiKey::FindCoordinator => respond(&metadata::find_coordinator(hub, body.decode(v)?)),
+        ApiKey::JoinGroup => respond(&group_api::join(hub, body.decode(v)?, &client_id, v).await),
+        ApiKey::SyncGroup => respond(&group_api::sync(hub, body.decode(v)?).await),
+        ApiKey::Heartbeat => respond(&group_api::heartbeat(hub, body.decode(v)?)),
+        ApiKey::LeaveGroup => respond(&group_api::leave(hub, body.decode(v)?, v)),
+        ApiKey::OffsetCommit => respond(&group_api::offset_commit(hub, body.decode(v)?).await),
+        ApiKey::OffsetFetch => respond(&group_api::offset_fetch(hub, body.decode(v)?)),
         other => unreachable!("{other:?} is in the supported table but has no handler"),
+    }
+}
+
+/// A request's body and the decode budget it holds until decoded.
+struct Body {
+    frame: Bytes,
+    budget: Option<OwnedSemaphorePermit>,
+    api_key: i16,
+}
+
+impl Body {
+    fn decode<T: Decodable>(&mut self, version: i16) -> Result<T, DecodeError> {
+        let decoded = codec::decode_body_within(&mut self.frame, version, self.api_key);
+        if may_wait(self.api_key) {
+            self.budget = None;
+        }
+        decoded
     }
 }
 

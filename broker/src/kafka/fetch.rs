@@ -4,6 +4,7 @@
 //! came back it waits, until `max_wait_ms` at most, for any of those
 //! partitions' high watermark to move, then reads again.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 
 use super::hub::KafkaHub;
 use super::topic::Partition;
+use crate::metrics::Protocol;
 use crate::storage::{batch, StorageError};
 
 /// Longest long poll honoured, whatever the client asks.
@@ -39,7 +41,7 @@ struct Read {
 
 fn read_all(wanted: &[Wanted], max_bytes: usize) -> Read {
     let mut budget = max_bytes;
-    let mut bytes = 0;
+    let mut bytes: usize = 0;
     let mut errors = false;
     let topics = wanted
         .iter()
@@ -72,7 +74,7 @@ fn read_all(wanted: &[Wanted], max_bytes: usize) -> Read {
                     };
                     match records {
                         Ok(records) => {
-                            bytes += records.len();
+                            bytes = bytes.saturating_add(records.len());
                             budget = budget.saturating_sub(records.len());
                             data.with_records(Some(records))
                         }
@@ -100,38 +102,73 @@ fn read_all(wanted: &[Wanted], max_bytes: usize) -> Read {
     }
 }
 
+/// What one request asks for, once duplicates are merged: each (topic,
+/// partition) is answered once, for its first entry in the request (as
+/// Kafka's own request parsing keeps one entry per partition), so listing a
+/// partition many times does not multiply the bytes read or returned.
+/// Returns the wanted partitions and how many entries were duplicates.
+fn wanted(hub: &KafkaHub, req: FetchRequest) -> (Vec<Wanted>, usize) {
+    let partition_cap = hub.config.max_partition_fetch_bytes;
+    let mut seen: HashSet<(TopicName, i32)> = HashSet::new();
+    let mut duplicates = 0;
+    let wanted = req
+        .topics
+        .into_iter()
+        .filter_map(|t| {
+            let topic = hub.topics.get(t.topic.0.as_str());
+            let partitions: Vec<_> = t
+                .partitions
+                .into_iter()
+                .filter(|p| {
+                    let fresh = seen.insert((t.topic.clone(), p.partition));
+                    duplicates += usize::from(!fresh);
+                    fresh
+                })
+                .map(|p| {
+                    (
+                        p.partition,
+                        topic
+                            .as_ref()
+                            .and_then(|t| t.partition(p.partition))
+                            .cloned(),
+                        p.fetch_offset,
+                        // Negative: nothing beyond the first batch.
+                        usize::try_from(p.partition_max_bytes)
+                            .unwrap_or(0)
+                            .min(partition_cap),
+                    )
+                })
+                .collect();
+            (!partitions.is_empty()).then_some(Wanted {
+                partitions,
+                topic: t.topic,
+            })
+        })
+        .collect();
+    (wanted, duplicates)
+}
+
+/// The records budget of one response: the client's `max_bytes` (negative:
+/// the first batch only), never more than `kafka.fetch_max_bytes`.
+fn response_budget(client_max_bytes: i32, broker_max: usize) -> usize {
+    usize::try_from(client_max_bytes)
+        .unwrap_or(0)
+        .min(broker_max)
+        .max(1)
+}
+
 /// The answer and the records it carries.
 pub async fn handle(hub: &Arc<KafkaHub>, req: FetchRequest) -> (FetchResponse, u64) {
     let deadline = Instant::now()
         + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
-    let max_bytes = usize::try_from(req.max_bytes).unwrap_or(usize::MAX).max(1);
-    let wanted: Arc<Vec<Wanted>> = Arc::new(
-        req.topics
-            .into_iter()
-            .map(|t| {
-                let topic = hub.topics.get(t.topic.0.as_str());
-                Wanted {
-                    partitions: t
-                        .partitions
-                        .into_iter()
-                        .map(|p| {
-                            (
-                                p.partition,
-                                topic
-                                    .as_ref()
-                                    .and_then(|t| t.partition(p.partition))
-                                    .cloned(),
-                                p.fetch_offset,
-                                usize::try_from(p.partition_max_bytes).unwrap_or(0),
-                            )
-                        })
-                        .collect(),
-                    topic: t.topic,
-                }
-            })
-            .collect(),
-    );
+    let max_bytes = response_budget(req.max_bytes, hub.config.fetch_max_bytes);
+    let (wanted, duplicates) = wanted(hub, req);
+    if duplicates > 0 {
+        hub.metrics
+            .protocol_error(Protocol::Kafka, "fetch_duplicate_partition");
+    }
+    let wanted = Arc::new(wanted);
     // Subscribed before the first read, so an append in between is not missed.
     let mut watches: Vec<_> = wanted
         .iter()
@@ -233,4 +270,18 @@ pub async fn list_offsets(hub: &Arc<KafkaHub>, req: ListOffsetsRequest) -> ListO
         ListOffsetsResponse::default().with_topics(topics)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_budget_is_the_smaller_of_client_and_broker_and_never_zero() {
+        assert_eq!(response_budget(i32::MAX, 55 << 20), 55 << 20);
+        assert_eq!(response_budget(4096, 55 << 20), 4096);
+        // Negative or zero: the first batch only.
+        assert_eq!(response_budget(-1, 55 << 20), 1);
+        assert_eq!(response_budget(0, 55 << 20), 1);
+    }
 }

@@ -38,6 +38,11 @@ pub struct KafkaHub {
     pub metrics: Arc<Metrics>,
     /// The global connection limit and `kafka.max_connections`.
     pub connection_permits: ConnectionSlots,
+    /// `kafka.decode_budget_bytes`: one permit per byte of a request being
+    /// read and decoded, taken before its body is read.
+    pub decode_budget: Arc<Semaphore>,
+    /// The budget's size: a request larger than this is refused outright.
+    pub decode_budget_bytes: usize,
 }
 
 impl KafkaHub {
@@ -50,7 +55,20 @@ impl KafkaHub {
         connection_permits: Arc<Semaphore>,
     ) -> Result<Arc<KafkaHub>, StorageError> {
         let root = data_dir.join("kafka");
-        let topics = Topics::open(config.storage, &root.join("topics"), config.log_config())?;
+        let limits = config.resolved_topic_limits();
+        if config.default_partitions > limits.max_partitions_per_topic {
+            tracing::warn!(
+                "kafka.default_partitions = {} exceeds kafka.max_partitions_per_topic ({}): auto-created topics will be refused with INVALID_PARTITIONS",
+                config.default_partitions,
+                limits.max_partitions_per_topic
+            );
+        }
+        let topics = Topics::open_with_limits(
+            config.storage,
+            &root.join("topics"),
+            config.log_config(),
+            limits,
+        )?;
         let offsets = match config.storage {
             KafkaStorage::Disk => OffsetStore::open(&root.join("consumer_offsets.log"))?,
             KafkaStorage::Memory => OffsetStore::in_memory(),
@@ -73,6 +91,9 @@ impl KafkaHub {
             max_total_bytes: config.group_max_total_bytes,
         });
         let connection_permits = ConnectionSlots::new(connection_permits, config.max_connections);
+        // Resolved from the platform class by `server::start`; this fallback is
+        // the generic class's (tests that open a hub directly).
+        let decode_budget_bytes = config.decode_budget_bytes.unwrap_or(128 << 20);
         Ok(Arc::new(KafkaHub {
             config,
             advertised_host,
@@ -83,6 +104,8 @@ impl KafkaHub {
             producer_ids: ProducerIds::default(),
             metrics,
             connection_permits,
+            decode_budget: Arc::new(Semaphore::new(decode_budget_bytes)),
+            decode_budget_bytes,
         }))
     }
 

@@ -67,7 +67,13 @@ pub fn handle(hub: &KafkaHub, req: MetadataRequest, version: i16) -> MetadataRes
                 let found = if allowed {
                     hub.topics
                         .get_or_create(name, hub.config.default_partitions as i32)
-                        .map_err(|e| e.code())
+                        .map_err(|e| {
+                            if let Some(kind) = e.metric_kind() {
+                                hub.metrics
+                                    .protocol_error(crate::metrics::Protocol::Kafka, kind);
+                            }
+                            e.code()
+                        })
                 } else {
                     hub.topics
                         .get(name)

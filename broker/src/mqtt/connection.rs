@@ -1,7 +1,8 @@
 //! One MQTT connection: the handshake (`handshake.rs`), then a loop that
 //! reads bytes into the state machine (`state.rs`), writes what it queued,
-//! and watches the keep-alive, take-overs, full subscriber queues and
-//! shutdown.
+//! and watches the keep-alive, take-overs, full subscriber queues (waited
+//! for a bounded time), the in-flight timeout, eviction of a slow
+//! subscriber, and shutdown.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,11 +60,18 @@ pub async fn serve<T: Transport>(
     tracing::debug!(client = %conn.client_id, "disconnected");
 }
 
-/// Resolves when `session` signals room in its queue, or after a short
-/// interval: `notify_waiters` keeps no permit, so the caller re-checks.
-async fn wait_for_space(session: Option<Arc<Session>>) {
+/// Resolves when `session` signals room in its queue (or that it was marked
+/// slow), after a short interval, or at `deadline` (the end of the pause):
+/// `notify_waiters` keeps no permit, so the caller re-checks.
+async fn wait_for_space(session: Option<Arc<Session>>, deadline: Option<Instant>) {
     if let Some(session) = session {
-        let _ = timeout(Duration::from_millis(50), session.space.notified()).await;
+        let now = Instant::now();
+        let left = deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+        let _ = timeout(
+            left.min(Duration::from_millis(50)),
+            session.space.notified(),
+        )
+        .await;
     }
 }
 
@@ -99,15 +107,25 @@ async fn run<T: Transport>(
 ) -> Exit {
     let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
     let deadline = |now: Instant| keep_alive.map_or(far_future, |ka| now + ka);
-    let keep_alive_timer = tokio::time::sleep_until(deadline(Instant::now()).into());
-    tokio::pin!(keep_alive_timer);
+    // One timer for the keep-alive and the in-flight timeout (one fewer per
+    // connection to hold), armed at the earlier of the two deadlines.
+    let mut keep_alive_deadline = deadline(Instant::now());
+    let mut armed = keep_alive_deadline;
+    let timer = tokio::time::sleep_until(armed.into());
+    tokio::pin!(timer);
     let mut kick_open = true;
     loop {
         if !conn.out.is_empty() {
             let n = conn.out.len();
             let written = write_within(io.write_all(&conn.out), n, &conn.counters.bytes_sent);
-            if written.await.is_err() {
-                return Exit::WithWill;
+            // A subscriber that does not read blocks this write; when it is
+            // marked slow under the `disconnect` policy it goes at once, not
+            // after the write timeout. No farewell: the stream may be mid-packet.
+            tokio::select! {
+                r = written => if r.is_err() {
+                    return Exit::WithWill;
+                },
+                _ = conn.session.evicted() => return Exit::WithWill,
             }
             if conn.out.capacity() > conn.hub.limits.read_buffer_size {
                 conn.out = BytesMut::new();
@@ -115,7 +133,14 @@ async fn run<T: Transport>(
                 conn.out.clear();
             }
         }
+        let inflight_deadline = conn.inflight_deadline().unwrap_or(far_future);
+        let due = keep_alive_deadline.min(inflight_deadline);
+        if due != armed {
+            armed = due;
+            timer.as_mut().reset(due.into());
+        }
         let paused_on = conn.paused_on.first().cloned();
+        let pause_deadline = conn.pause_deadline();
         tokio::select! {
             _ = shutdown.changed() => {
                 conn.disconnect_v5(reason::SERVER_SHUTTING_DOWN);
@@ -130,16 +155,31 @@ async fn run<T: Transport>(
                 }
                 Err(_) => kick_open = false,
             },
-            _ = &mut keep_alive_timer => {
-                conn.keep_alive_expired();
+            _ = &mut timer, if armed != far_future => {
+                let now = Instant::now();
+                if inflight_deadline <= now {
+                    conn.inflight_timed_out();
+                    farewell(io.write_all(&conn.out)).await;
+                    return Exit::WithWill;
+                }
+                if keep_alive_deadline <= now {
+                    conn.keep_alive_expired();
+                    farewell(io.write_all(&conn.out)).await;
+                    return Exit::WithWill;
+                }
+                // Fired early: arm it again at the next pass.
+                armed = far_future;
+            }
+            _ = conn.session.evicted() => {
+                conn.disconnect_v5(reason::QUOTA_EXCEEDED);
                 farewell(io.write_all(&conn.out)).await;
                 return Exit::WithWill;
             }
-            _ = wait_for_space(paused_on.clone()), if paused_on.is_some() => {
-                conn.paused_on.retain(|s| s.is_connected() && s.is_full());
+            _ = wait_for_space(paused_on.clone(), pause_deadline), if paused_on.is_some() => {
+                let now = Instant::now();
                 // Not reading is our doing, not the client's silence.
-                keep_alive_timer.as_mut().reset(deadline(Instant::now()).into());
-                if conn.paused_on.is_empty() {
+                keep_alive_deadline = deadline(now);
+                if conn.recheck_paused(now) {
                     // Packets already read while paused are handled before reading more.
                     if let Some(exit) = process(conn, io, &mut buf).await {
                         return exit;
@@ -153,7 +193,7 @@ async fn run<T: Transport>(
                     Ok(n) => n,
                 };
                 conn.counters.bytes_received.inc_by(n as u64);
-                keep_alive_timer.as_mut().reset(deadline(Instant::now()).into());
+                keep_alive_deadline = deadline(Instant::now());
                 if let Some(exit) = process(conn, io, &mut buf).await {
                     return exit;
                 }

@@ -13,7 +13,7 @@ use tokio::time::timeout;
 use super::codec::{self, DecodeError};
 use super::hub::MqttHub;
 use super::packet::{reason, ConnAck, Connect, Packet, Properties, ProtocolVersion};
-use super::session::{Kick, NEVER_EXPIRES};
+use super::session::Kick;
 use super::state::{decode_error_kind, Connection};
 use super::transport::Transport;
 use crate::config::Limits;
@@ -28,7 +28,7 @@ pub(super) struct Accepted {
     pub conn: Connection,
     /// Bytes read after CONNECT.
     pub buf: BytesMut,
-    /// 1.5 times the keep-alive the client asked for; `None` = no limit.
+    /// 1.5 times the keep-alive granted (at most `mqtt.max_keep_alive_secs`).
     pub keep_alive: Option<Duration>,
     /// Fires when another connection takes the client id over.
     pub kicked: oneshot::Receiver<Kick>,
@@ -120,13 +120,20 @@ pub(super) async fn handshake<T: Transport>(
     } else if connect.clean_start {
         0
     } else {
-        NEVER_EXPIRES
+        hub.config.persistent_session_expiry_secs
     };
-    // The cap is a 5.0 notion (announced in CONNACK); 3.1.1 persistent sessions never expire.
+    // 5.0: capped, and the value used is announced in CONNACK (below).
     let expiry = if version.is_v5() {
         requested_expiry.min(hub.config.max_session_expiry_secs)
     } else {
         requested_expiry
+    };
+    // A client asking for no keep-alive (0) or more than the cap gets the
+    // cap, so a silent connection cannot hold its slot forever.
+    let max_keep_alive = hub.config.max_keep_alive_secs.max(1);
+    let keep_alive_secs = match connect.keep_alive {
+        0 => max_keep_alive,
+        asked => asked.min(max_keep_alive),
     };
     let attached = hub
         .attach(&client_id, version, connect.clean_start, expiry)
@@ -142,6 +149,8 @@ pub(super) async fn handshake<T: Transport>(
         ack_props.retain_available = (!hub.config.retain_available).then_some(0);
         ack_props.maximum_qos = (hub.config.max_qos < 2).then_some(hub.config.max_qos);
         ack_props.session_expiry_interval = (expiry != requested_expiry).then_some(expiry);
+        ack_props.server_keep_alive =
+            (keep_alive_secs != connect.keep_alive).then_some(keep_alive_secs);
     }
     let mut conn = Connection::new(
         hub.clone(),
@@ -160,8 +169,7 @@ pub(super) async fn handshake<T: Transport>(
     tracing::debug!(client = %conn.client_id, ?version, "connected");
     conn.drain_queue();
 
-    let keep_alive = (connect.keep_alive > 0)
-        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let keep_alive = Some(Duration::from_millis(u64::from(keep_alive_secs) * 1500));
     if buf.is_empty() {
         buf = BytesMut::new();
     }

@@ -4,20 +4,20 @@
 //! Lock order, always: subscription trie → session table → one session's state.
 //! No lock is held across an `.await`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Semaphore};
 
-use super::config::MqttConfig;
+use super::config::{MqttConfig, SlowSubscriberPolicy};
 use super::packet::{LastWill, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
 use super::session::{
     ConnectionLink, Delivery, Kick, Queued, Session, SubscriptionEntry, NEVER_EXPIRES,
 };
 use crate::config::Limits;
-use crate::core::retained::RetainedStore;
+use crate::core::retained::{RetainRefused, RetainedStore};
 use crate::core::slots::ConnectionSlots;
 use crate::core::topic::{parse_filter, Matched, SubscriptionTree};
 use crate::core::{ClientId, Message, MessageProperties};
@@ -57,6 +57,41 @@ pub struct MqttHub {
     subscriptions: RwLock<SubscriptionTree<SubscriptionEntry>>,
     retained: Mutex<RetainedStore>,
     next_connection_id: AtomicU64,
+    /// Sessions whose client is offline, oldest first (bounded by `max_offline_sessions`).
+    offline: Mutex<OfflineSessions>,
+}
+
+/// Offline sessions in the order their clients left, so the one offline the
+/// longest can be ended when there are too many. Locked on its own, never
+/// while holding the session table or a session's state.
+#[derive(Default)]
+struct OfflineSessions {
+    next_seq: u64,
+    by_client: HashMap<ClientId, u64>,
+    order: BTreeMap<u64, Arc<Session>>,
+}
+
+impl OfflineSessions {
+    fn insert(&mut self, session: &Arc<Session>) {
+        self.remove(&session.client_id);
+        self.next_seq += 1;
+        self.by_client
+            .insert(session.client_id.clone(), self.next_seq);
+        self.order.insert(self.next_seq, session.clone());
+    }
+
+    fn remove(&mut self, client_id: &ClientId) {
+        if let Some(seq) = self.by_client.remove(client_id) {
+            self.order.remove(&seq);
+        }
+    }
+
+    /// Takes out the session offline the longest.
+    fn pop_oldest(&mut self) -> Option<Arc<Session>> {
+        let (_, session) = self.order.pop_first()?;
+        self.by_client.remove(&session.client_id);
+        Some(session)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -71,6 +106,8 @@ impl MqttHub {
         connection_permits: Arc<Semaphore>,
     ) -> Arc<MqttHub> {
         let connection_permits = ConnectionSlots::new(connection_permits, config.max_connections);
+        let retained =
+            RetainedStore::with_limits(config.max_retained_messages, config.max_retained_bytes);
         Arc::new(MqttHub {
             config,
             limits,
@@ -78,13 +115,19 @@ impl MqttHub {
             connection_permits,
             sessions: Mutex::new(HashMap::new()),
             subscriptions: RwLock::new(SubscriptionTree::default()),
-            retained: Mutex::new(RetainedStore::default()),
+            retained: Mutex::new(retained),
             next_connection_id: AtomicU64::new(1),
+            offline: Mutex::new(OfflineSessions::default()),
         })
     }
 
     pub fn session_count(&self) -> usize {
         lock(&self.sessions).len()
+    }
+
+    /// Sessions kept for clients that are offline.
+    pub fn offline_session_count(&self) -> usize {
+        lock(&self.offline).order.len()
     }
 
     /// Binds a new connection to the session of `client_id`, taking the
@@ -178,6 +221,10 @@ impl MqttHub {
                 st.expiry_secs = expiry_secs;
                 st.generation += 1;
                 st.abort_timers();
+                // A new connection gets a fresh chance: publishers may wait
+                // for it again, and under the `disconnect` policy it is
+                // evicted again if it stays behind.
+                st.slow = false;
                 // A will waiting for its delay is cancelled by the client's return.
                 st.pending_will = None;
                 st.link = Some(ConnectionLink {
@@ -188,7 +235,9 @@ impl MqttHub {
                     f.on_wire = false;
                 }
             }
+            session.clear_eviction();
             session.set_connected(true);
+            lock(&self.offline).remove(&session.client_id);
             self.metrics.mqtt.sessions.set(self.session_count() as i64);
             return Attached {
                 session,
@@ -273,6 +322,7 @@ impl MqttHub {
         }
         if expiry == 0 {
             self.expire(session, generation);
+            return;
         } else if expiry != NEVER_EXPIRES {
             let (hub, s) = (self.clone(), session.clone());
             let timer = tokio::spawn(async move {
@@ -281,17 +331,42 @@ impl MqttHub {
             });
             session.lock().timers.push(timer.abort_handle());
         }
+        self.keep_offline(session);
+    }
+
+    /// Records a session as offline; beyond `max_offline_sessions`, the
+    /// sessions offline the longest end now, as if they had expired.
+    fn keep_offline(&self, session: &Arc<Session>) {
+        let limit = self.limits.max_offline_sessions;
+        let mut evict = Vec::new();
+        {
+            let mut offline = lock(&self.offline);
+            offline.insert(session);
+            while offline.order.len() > limit {
+                match offline.pop_oldest() {
+                    Some(s) => evict.push(s),
+                    None => break,
+                }
+            }
+        }
+        for s in evict {
+            let generation = s.lock().generation;
+            if self.expire(&s, generation) {
+                self.metrics
+                    .message_dropped(Protocol::Mqtt, "offline_session_evicted");
+            }
+        }
     }
 
     /// Ends a session whose expiry interval has passed, unless its client came
-    /// back meanwhile. Check and removal happen under the session table lock,
-    /// so a reconnect cannot slip in between.
-    fn expire(&self, session: &Arc<Session>, generation: u64) {
+    /// back meanwhile (then `false`). Check and removal happen under the
+    /// session table lock, so a reconnect cannot slip in between.
+    fn expire(&self, session: &Arc<Session>, generation: u64) -> bool {
         let will = {
             let mut sessions = lock(&self.sessions);
             let mut st = session.lock();
             if st.generation != generation || st.link.is_some() {
-                return;
+                return false;
             }
             if sessions
                 .get(&session.client_id)
@@ -302,10 +377,22 @@ impl MqttHub {
             self.metrics.mqtt.sessions.set(sessions.len() as i64);
             st.pending_will.take()
         };
+        {
+            let mut offline = lock(&self.offline);
+            let listed = offline
+                .by_client
+                .get(&session.client_id)
+                .and_then(|seq| offline.order.get(seq))
+                .is_some_and(|s| Arc::ptr_eq(s, session));
+            if listed {
+                offline.remove(&session.client_id);
+            }
+        }
         if let Some(will) = will {
             self.publish_will(will);
         }
         self.drop_subscriptions(session);
+        true
     }
 
     fn drop_subscriptions(&self, session: &Arc<Session>) {
@@ -431,12 +518,16 @@ impl MqttHub {
 
     /// Stores (if retained) and routes a message to every matching subscription.
     /// Returns the live sessions whose queue is now full: the publisher should
-    /// pause until they make room (see [`Session::enqueue`]).
+    /// pause until they make room, for at most `mqtt.slow_subscriber_wait_ms`
+    /// (see [`Session::enqueue`] and [`MqttHub::mark_slow`]).
     pub fn publish(&self, message: Message) -> Vec<Arc<Session>> {
         let message = Arc::new(message);
         if message.retain && self.config.retain_available {
             let mut retained = lock(&self.retained);
-            retained.store(message.clone());
+            if let Err(refused) = retained.store(message.clone()) {
+                self.metrics
+                    .message_dropped(Protocol::Mqtt, refused.as_str());
+            }
             self.metrics
                 .mqtt
                 .retained_messages
@@ -471,10 +562,11 @@ impl MqttHub {
                 Matched::Shared(group) => {
                     let n = group.members.len();
                     let start = group.next_start();
-                    // Next in turn that is online; else next in turn whose queue has room.
+                    // Next in turn that is online and keeping up; else next
+                    // in turn whose queue has room.
                     let in_turn = || (0..n).map(|i| &group.members[(start + i) % n]);
                     let pick = in_turn()
-                        .find(|(_, e)| e.session.is_connected())
+                        .find(|(_, e)| e.session.is_connected() && !e.session.is_slow())
                         .or_else(|| in_turn().find(|(_, e)| e.session.has_room()))
                         .unwrap_or(&group.members[start]);
                     let entry = &pick.1;
@@ -506,6 +598,39 @@ impl MqttHub {
             }
         }
         full
+    }
+
+    /// Whether a new retained message on `topic` with `len` payload bytes
+    /// fits the retained limits now (checked again when it is stored).
+    pub fn retained_admits(&self, topic: &str, len: usize) -> Result<(), RetainRefused> {
+        lock(&self.retained).admit(topic, len, Instant::now())
+    }
+
+    /// Marks a subscriber slow (its queue stayed full past
+    /// `mqtt.slow_subscriber_wait_ms`, or its in-flight window is stuck):
+    /// from now on nobody waits for it, and under the `disconnect` policy its
+    /// connection is asked to close. Counted once per marking.
+    pub fn mark_slow(&self, session: &Session) {
+        if !session.mark_slow() {
+            return;
+        }
+        self.metrics
+            .protocol_error(Protocol::Mqtt, "slow_subscriber");
+        let policy = self.config.slow_subscriber_policy;
+        tracing::info!(client = %session.client_id, ?policy, "subscriber marked slow");
+        if policy == SlowSubscriberPolicy::Disconnect {
+            session.request_eviction();
+        }
+    }
+
+    /// How long a publisher waits for a full subscriber before marking it slow.
+    pub fn slow_subscriber_wait(&self) -> Duration {
+        Duration::from_millis(self.config.slow_subscriber_wait_ms)
+    }
+
+    /// How long a QoS 1/2 message may stay unacknowledged by a connected client.
+    pub fn inflight_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.inflight_timeout_secs)
     }
 
     /// Whether a QoS level is accepted by this broker.

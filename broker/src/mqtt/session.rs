@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tokio::sync::{oneshot, Mutex as AsyncMutex, Notify};
 use tokio::task::AbortHandle;
@@ -51,6 +52,8 @@ pub struct OutFlight {
     /// Sent on the current connection. After a resume, entries are re-sent
     /// (DUP) only as fast as the client's new Receive Maximum allows.
     pub on_wire: bool,
+    /// When it was (last) put on the wire, for `mqtt.inflight_timeout_secs`.
+    pub sent_at: Instant,
 }
 
 /// Sent to a live connection whose client id is being taken over.
@@ -83,6 +86,9 @@ pub enum Dropped {
     OfflineQos0,
     /// The session queue is at `max_queued_messages`: the new message is dropped.
     QueueFull,
+    /// The subscriber is connected but marked slow and its queue is at
+    /// `max_queued_messages`: the new message is dropped, nobody waits.
+    SlowSubscriber,
 }
 
 impl Dropped {
@@ -90,6 +96,7 @@ impl Dropped {
         match self {
             Dropped::OfflineQos0 => "offline_qos0",
             Dropped::QueueFull => "queue_full",
+            Dropped::SlowSubscriber => "slow_subscriber",
         }
     }
 }
@@ -118,6 +125,10 @@ pub struct SessionState {
     /// client attaches, so no sleeping task outlives its purpose.
     pub timers: Vec<AbortHandle>,
     pub max_queued: usize,
+    /// Marked slow: its queue stayed full past `mqtt.slow_subscriber_wait_ms`
+    /// (or its in-flight window got stuck). Publishers no longer wait for it;
+    /// cleared once its queue drains to half the limit (hysteresis).
+    pub slow: bool,
 }
 
 impl SessionState {
@@ -148,9 +159,15 @@ pub struct Session {
     state: Mutex<SessionState>,
     /// Wakes the connection task when something was queued.
     pub notify: Notify,
-    /// Wakes publishers paused on this session once its queue is below the limit.
+    /// Wakes publishers paused on this session once its queue is below the
+    /// limit, or once it is marked slow (then they stop waiting for it).
     pub space: Notify,
     connected: AtomicBool,
+    /// Set (and `evict` notified) when the connection serving this session
+    /// must close because the session was marked slow under the
+    /// `disconnect` policy; cleared when a connection attaches.
+    evict_requested: AtomicBool,
+    pub evict: Notify,
 }
 
 impl Session {
@@ -176,10 +193,13 @@ impl Session {
                 pending_will: None,
                 timers: Vec::new(),
                 max_queued,
+                slow: false,
             }),
             notify: Notify::new(),
             space: Notify::new(),
             connected: AtomicBool::new(false),
+            evict_requested: AtomicBool::new(false),
+            evict: Notify::new(),
         }
     }
 
@@ -205,12 +225,15 @@ impl Session {
 
     /// Queues a delivery and wakes the connection.
     ///
-    /// QoS 0 is not kept for offline clients. The queue holds `max_queued`
-    /// messages; beyond that the newest message is dropped, except QoS 1/2 for
-    /// a connected client: those are queued (up to twice the limit) and the
-    /// answer is [`Queued::Full`], telling the publisher to pause until
-    /// [`Session::space`] fires, so a slow but live subscriber slows its
-    /// publishers down instead of losing acknowledged messages.
+    /// One policy for every QoS. QoS 0 is not kept for offline clients. The
+    /// queue holds `max_queued` messages; beyond that the newest message is
+    /// dropped, except for a connected subscriber not marked slow: it gets
+    /// flow control instead, the message is queued (up to twice the limit)
+    /// and the answer is [`Queued::Full`], telling the publisher to wait
+    /// (a bounded time, `mqtt.slow_subscriber_wait_ms`) until
+    /// [`Session::space`] fires, so a subscriber that is only momentarily
+    /// behind loses nothing. A subscriber marked slow never makes anyone wait:
+    /// its messages beyond the limit are dropped ([`Dropped::SlowSubscriber`]).
     pub fn enqueue(&self, delivery: Delivery) -> Result<Queued, Dropped> {
         let full = {
             let mut st = self.lock();
@@ -218,20 +241,80 @@ impl Session {
             if delivery.qos == QoS::AtMostOnce && !connected {
                 return Err(Dropped::OfflineQos0);
             }
-            let flow_controlled = connected && delivery.qos != QoS::AtMostOnce;
+            let flow_controlled = connected && !st.slow;
             let hard_limit = if flow_controlled {
                 st.max_queued.saturating_mul(2)
             } else {
                 st.max_queued
             };
             if st.queue.len() >= hard_limit {
-                return Err(Dropped::QueueFull);
+                return Err(if connected && st.slow {
+                    Dropped::SlowSubscriber
+                } else {
+                    Dropped::QueueFull
+                });
             }
             st.queue.push_back(delivery);
             flow_controlled && st.queue.len() >= st.max_queued
         };
         self.notify.notify_one();
         Ok(if full { Queued::Full } else { Queued::Ok })
+    }
+
+    pub fn is_slow(&self) -> bool {
+        self.lock().slow
+    }
+
+    /// Marks a connected session slow; true if it was not already (the caller
+    /// counts it and applies the policy). Wakes the publishers waiting for it.
+    pub fn mark_slow(&self) -> bool {
+        let newly = {
+            let mut st = self.lock();
+            let newly = self.is_connected() && !st.slow;
+            st.slow |= newly;
+            newly
+        };
+        if newly {
+            self.space.notify_waiters();
+        }
+        newly
+    }
+
+    /// After the connection moved queued messages to the wire: clears the
+    /// slow mark once the queue is down to half the limit (hysteresis), and
+    /// says whether the queue has room (publishers may go on).
+    pub fn relieved(&self) -> bool {
+        let mut st = self.lock();
+        if st.slow && st.queue.len() <= st.max_queued / 2 {
+            st.slow = false;
+        }
+        st.queue.len() < st.max_queued
+    }
+
+    /// Asks the connection serving this session to close (`disconnect` policy).
+    pub fn request_eviction(&self) {
+        self.evict_requested.store(true, Ordering::Release);
+        self.evict.notify_one();
+    }
+
+    pub fn eviction_requested(&self) -> bool {
+        self.evict_requested.load(Ordering::Acquire)
+    }
+
+    /// A new connection attaches: an eviction asked of the previous one does not apply.
+    pub fn clear_eviction(&self) {
+        self.evict_requested.store(false, Ordering::Release);
+    }
+
+    /// Resolves once an eviction is requested (cancel-safe, for `select!`).
+    pub async fn evicted(&self) {
+        loop {
+            let notified = self.evict.notified();
+            if self.eviction_requested() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Whether the queue is at or over its limit (publishers should wait).
@@ -278,12 +361,10 @@ mod tests {
             s.enqueue(delivery(QoS::AtLeastOnce)),
             Err(Dropped::QueueFull)
         );
+        // Live: QoS 0 gets the same flow control as QoS 1/2 (one policy).
         s.set_connected(true);
-        assert_eq!(
-            s.enqueue(delivery(QoS::AtMostOnce)),
-            Err(Dropped::QueueFull)
-        );
-        assert_eq!(s.lock().queue.len(), 2);
+        assert_eq!(s.enqueue(delivery(QoS::AtMostOnce)), Ok(Queued::Full));
+        assert_eq!(s.lock().queue.len(), 3);
     }
 
     #[test]
@@ -306,6 +387,50 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_subscriber_never_asks_publishers_to_wait() {
+        let s = Session::new("c".into(), ProtocolVersion::V5, NEVER_EXPIRES, 4);
+        // Offline sessions are not marked: nobody waits for them anyway.
+        assert!(!s.mark_slow());
+        s.set_connected(true);
+        for _ in 0..3 {
+            assert_eq!(s.enqueue(delivery(QoS::AtMostOnce)), Ok(Queued::Ok));
+        }
+        // One policy for every QoS: a full live queue asks QoS 0 publishers to wait too.
+        assert_eq!(s.enqueue(delivery(QoS::AtMostOnce)), Ok(Queued::Full));
+        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce)), Ok(Queued::Full));
+        assert!(s.mark_slow());
+        assert!(!s.mark_slow(), "marked once");
+        assert!(s.is_slow());
+        // Over the limit and slow: dropped, never Full.
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            assert_eq!(s.enqueue(delivery(qos)), Err(Dropped::SlowSubscriber));
+        }
+        // Hysteresis: still slow at 3 of 4, cleared at half.
+        s.lock().queue.truncate(3);
+        assert!(s.relieved(), "room again");
+        assert!(s.is_slow());
+        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce)), Ok(Queued::Ok));
+        s.lock().queue.truncate(2);
+        s.relieved();
+        assert!(!s.is_slow());
+        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce)), Ok(Queued::Ok));
+        assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce)), Ok(Queued::Full));
+    }
+
+    #[tokio::test]
+    async fn eviction_wakes_the_connection_until_a_new_one_attaches() {
+        let s = Session::new("c".into(), ProtocolVersion::V5, NEVER_EXPIRES, 4);
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(20), s.evicted());
+        assert!(quiet.await.is_err(), "no eviction asked");
+        s.request_eviction();
+        s.evicted().await;
+        s.evicted().await;
+        s.clear_eviction();
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(20), s.evicted());
+        assert!(quiet.await.is_err(), "a stored permit alone does not evict");
+    }
+
+    #[test]
     fn packet_ids_skip_inflight_and_wrap() {
         let s = Session::new("c".into(), ProtocolVersion::V5, 0, 10);
         let mut st = s.lock();
@@ -315,12 +440,14 @@ mod tests {
             delivery: delivery(QoS::AtLeastOnce),
             state: OutState::AwaitPubAck,
             on_wire: true,
+            sent_at: Instant::now(),
         });
         st.inflight.push_back(OutFlight {
             packet_id: 1,
             delivery: delivery(QoS::AtLeastOnce),
             state: OutState::AwaitPubAck,
             on_wire: true,
+            sent_at: Instant::now(),
         });
         assert_eq!(st.alloc_packet_id(), 2);
     }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
@@ -93,8 +93,11 @@ pub(super) struct Connection {
     /// Session expiry granted at CONNECT (5.0 forbids raising it from 0 at DISCONNECT).
     connect_expiry: u32,
     /// Live sessions whose queue this client's messages filled: reading from
-    /// this client pauses until they have room again (flow control).
+    /// this client pauses until they have room again (flow control), for at
+    /// most `mqtt.slow_subscriber_wait_ms` from `paused_since`; those still
+    /// full then are marked slow and no longer waited for.
     pub paused_on: Vec<Arc<Session>>,
+    pub paused_since: Option<Instant>,
     /// Packets handled so far, for [`YIELD_EVERY_PACKETS`].
     handled: u32,
 }
@@ -140,6 +143,7 @@ impl Connection {
             will: connect.will.take(),
             connect_expiry: expiry,
             paused_on: Vec::new(),
+            paused_since: None,
             handled: 0,
         }
     }
@@ -175,6 +179,63 @@ impl Connection {
             }
         }
         Step::Idle
+    }
+
+    /// When the current pause ends at the latest (the subscribers still full
+    /// then are marked slow); `None` when not paused.
+    pub fn pause_deadline(&self) -> Option<Instant> {
+        self.paused_since
+            .map(|since| since + self.hub.slow_subscriber_wait())
+    }
+
+    /// Re-checks the sessions this publisher waits for: those gone, with room,
+    /// or already marked slow are no longer waited for; once the pause has
+    /// lasted `mqtt.slow_subscriber_wait_ms`, the ones still full are marked
+    /// slow (never waited for again). True when the pause is over.
+    pub fn recheck_paused(&mut self, now: Instant) -> bool {
+        let overdue = self.pause_deadline().is_some_and(|d| now >= d);
+        let hub = &self.hub;
+        self.paused_on.retain(|s| {
+            if !s.is_connected() || !s.is_full() || s.is_slow() {
+                return false;
+            }
+            if overdue {
+                hub.mark_slow(s);
+                return false;
+            }
+            true
+        });
+        if self.paused_on.is_empty() {
+            self.paused_since = None;
+        }
+        self.paused_on.is_empty()
+    }
+
+    /// When the oldest QoS 1/2 message on the wire to this client passes
+    /// `mqtt.inflight_timeout_secs` without being acknowledged; `None` when
+    /// nothing is in flight.
+    pub fn inflight_deadline(&self) -> Option<Instant> {
+        let timeout: Duration = self.hub.inflight_timeout();
+        let st = self.session.lock();
+        st.inflight
+            .front()
+            .filter(|f| f.on_wire)
+            .map(|f| f.sent_at + timeout)
+    }
+
+    /// The client left a QoS 1/2 message unacknowledged past
+    /// `mqtt.inflight_timeout_secs`. MQTT 5.0 (4.4) forbids re-sending it on
+    /// this connection, and holding the window forever would starve the
+    /// client; like a subscriber marked slow under the `disconnect` policy it
+    /// is disconnected (5.0 DISCONNECT 0x97 Quota exceeded). A persistent
+    /// session keeps the message and re-sends it with DUP on reconnect.
+    pub fn inflight_timed_out(&mut self) {
+        self.hub
+            .metrics
+            .protocol_error(Protocol::Mqtt, "inflight_timeout");
+        // Nobody waits for it while it says goodbye (counted as the timeout only).
+        self.session.mark_slow();
+        self.disconnect_v5(reason::QUOTA_EXCEEDED);
     }
 
     /// Counts the error and queues the 5.0 DISCONNECT that says why.
@@ -299,6 +360,32 @@ impl Connection {
         let props = p.properties;
         let bad_payload = props.payload_format_indicator == Some(1)
             && crate::accel::utf8::validate(&p.payload).is_none();
+        let refused = match p.retain && p.qos != QoS::AtMostOnce && self.version.is_v5() {
+            true if !bad_payload => self.hub.retained_admits(&topic, p.payload.len()).err(),
+            _ => None,
+        };
+        if let Some(refused) = refused {
+            // A new retained message over `mqtt.max_retained_messages` or
+            // `_bytes`: a 5.0 QoS 1/2 publisher is told (0x97 Quota exceeded)
+            // and the message is not routed. Others cannot be told: their
+            // message is routed but not retained (counted when not stored).
+            // A retransmitted QoS 2 message already accepted is not refused.
+            let duplicate = p.qos == QoS::ExactlyOnce
+                && self.session.lock().incoming_qos2.contains(&p.packet_id);
+            if !duplicate {
+                self.hub
+                    .metrics
+                    .message_dropped(Protocol::Mqtt, refused.as_str());
+                let mut ack = PubResponse::new(p.packet_id);
+                ack.reason = reason::QUOTA_EXCEEDED;
+                if p.qos == QoS::AtLeastOnce {
+                    self.send(Packet::PubAck(ack));
+                } else {
+                    self.send(Packet::PubRec(ack));
+                }
+                return Ok(());
+            }
+        }
         if p.qos == QoS::ExactlyOnce {
             let mut st = self.session.lock();
             if st.incoming_qos2.contains(&p.packet_id) {
@@ -363,6 +450,9 @@ impl Connection {
             if !known {
                 self.paused_on.push(session);
             }
+        }
+        if !self.paused_on.is_empty() && self.paused_since.is_none() {
+            self.paused_since = Some(now);
         }
         match p.qos {
             QoS::AtMostOnce => {}
@@ -439,6 +529,22 @@ impl Connection {
                 });
             }
             options.qos = options.qos.min(max_qos);
+            let over_limit = {
+                let st = self.session.lock();
+                !st.subscriptions.contains_key(&filter)
+                    && st.subscriptions.len() >= self.hub.config.max_subscriptions_per_client
+            };
+            if over_limit {
+                self.hub
+                    .metrics
+                    .protocol_error(Protocol::Mqtt, "max_subscriptions");
+                codes.push(if self.version.is_v5() {
+                    reason::QUOTA_EXCEEDED
+                } else {
+                    reason::v3::SUBACK_FAILURE
+                });
+                continue;
+            }
             let existed = self
                 .hub
                 .subscribe(&self.session, &filter, options, identifier);

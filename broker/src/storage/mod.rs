@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use serde::Deserialize;
 
 pub use partition_log::{
-    batch, BatchError, BatchHeader, LogConfig, MemoryLog, PartitionLog, SegmentedLog,
+    batch, BatchError, BatchHeader, FileCache, LogConfig, MemoryLog, PartitionLog, SegmentedLog,
 };
 pub use record_file::RecordLog;
 
@@ -65,6 +65,14 @@ pub(crate) trait AppendTarget: Write {
 }
 
 impl AppendTarget for File {
+    fn truncate_to(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)?;
+        self.seek(SeekFrom::Start(len)).map(|_| ())
+    }
+}
+
+/// A shared file (from the segment file cache) is appended to the same way.
+impl AppendTarget for &File {
     fn truncate_to(&mut self, len: u64) -> std::io::Result<()> {
         self.set_len(len)?;
         self.seek(SeekFrom::Start(len)).map(|_| ())

@@ -92,6 +92,16 @@ impl BrokerProcess {
         Self::start(args, Some(data_dir), |_| {})
     }
 
+    /// Like [`respawn`](Self::respawn), with `configure` adjusting the
+    /// command (environment, limits) first.
+    pub fn respawn_configured(
+        data_dir: TempDir,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> BrokerProcess {
+        Self::start(args, Some(data_dir), configure)
+    }
+
     fn start(
         args: &[&str],
         data_dir: Option<TempDir>,

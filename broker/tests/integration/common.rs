@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use broker::platform::Platform;
 use broker::{Config, RunningBroker};
-use lapin::{Connection, ConnectionProperties};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use tokio::time::timeout;
 
 /// Starts a broker on 127.0.0.1 with OS-assigned ports; `tweak` adjusts the config first.
@@ -79,4 +81,38 @@ pub fn external_tool(tool: &str, probe: &str, debian_package: &str) -> Command {
         "{tool} not found: install the Debian package {debian_package} (`cargo xtask ci` does it for you)"
     );
     Command::new(tool)
+}
+
+/// The bystander round trip of the hostile-input tests: an AMQP client publishes to a queue and gets the message back.
+pub async fn amqp_round_trip(b: &broker::RunningBroker, queue: &str) {
+    let conn = amqp_connect(b).await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.queue_declare(queue, QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .expect("queue declared");
+    ch.basic_publish(
+        "",
+        queue,
+        BasicPublishOptions::default(),
+        b"ping",
+        BasicProperties::default(),
+    )
+    .await
+    .expect("published");
+    let got = timeout(WAIT, async {
+        loop {
+            if let Some(m) = ch
+                .basic_get(queue, BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get")
+            {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the message comes back in time");
+    assert_eq!(got.delivery.data, b"ping");
+    conn.close(200, "bye").await.expect("closed");
 }

@@ -5,14 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::BasicProperties;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::common::{amqp_connect, start_broker_with, WAIT};
+use crate::common::{amqp_connect, amqp_round_trip, start_broker_with, WAIT};
 use crate::raw::{self, mqtt_round_trip};
 use crate::raw_kafka::api_versions_ok;
 
@@ -37,40 +34,6 @@ async fn still_open(s: &mut TcpStream, within: Duration) {
     if let Ok(r) = timeout(within, s.read(&mut byte)).await {
         panic!("expected the connection to stay open, read returned {r:?}");
     }
-}
-
-/// An AMQP client publishes to a queue and gets the message back.
-async fn amqp_round_trip(b: &broker::RunningBroker, queue: &str) {
-    let conn = amqp_connect(b).await;
-    let ch = conn.create_channel().await.expect("channel");
-    ch.queue_declare(queue, QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .expect("queue declared");
-    ch.basic_publish(
-        "",
-        queue,
-        BasicPublishOptions::default(),
-        b"ping",
-        BasicProperties::default(),
-    )
-    .await
-    .expect("published");
-    let got = timeout(WAIT, async {
-        loop {
-            if let Some(m) = ch
-                .basic_get(queue, BasicGetOptions { no_ack: true })
-                .await
-                .expect("basic.get")
-            {
-                return m;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the message comes back in time");
-    assert_eq!(got.delivery.data, b"ping");
-    conn.close(200, "bye").await.expect("closed");
 }
 
 fn metric_line(b: &broker::RunningBroker, line: &str) -> bool {

@@ -41,11 +41,16 @@ impl State {
                 let Some(chan) = channels.get(&(c.conn, c.channel)) else {
                     return false;
                 };
+                // A connection whose outbound queue is full gets nothing
+                // more until its writer has drained it (the message waits here).
                 chan.active
                     && (c.no_ack || c.prefetch == 0 || c.unacked < usize::from(c.prefetch))
                     && (c.no_ack
                         || chan.prefetch_channel == 0
                         || chan.unacked.len() < usize::from(chan.prefetch_channel))
+                    && conns
+                        .get(&c.conn)
+                        .is_some_and(|x| x.out.room_for_delivery())
             });
             let Some(i) = pick else { break };
             q.next_consumer = (i + 1) % n;
@@ -87,7 +92,7 @@ impl State {
                 frame_max,
             );
             if let Some(x) = conns.get(&c.conn) {
-                let _ = x.out.send(out.freeze());
+                x.out.send(out.freeze());
             }
             counters.messages_sent.inc();
             if c.no_ack {

@@ -18,6 +18,16 @@ impl State {
         self.channel(conn, ch)?;
         let reply = match method {
             C::Exchange(exchange::AMQPMethod::Declare(m)) => {
+                if !m.passive
+                    && !self.exchanges.contains_key(m.exchange.as_str())
+                    && self.exchanges.len() as u64 >= config.max_exchanges
+                {
+                    return Err(self.limit_reached(
+                        "exchange",
+                        "max_exchanges",
+                        config.max_exchanges,
+                    ));
+                }
                 self.exchange_declare(m)?;
                 (!m.nowait).then_some(C::Exchange(exchange::AMQPMethod::DeclareOk(
                     exchange::DeclareOk {},
@@ -36,6 +46,7 @@ impl State {
                     m.routing_key.as_str(),
                     &m.arguments,
                     conn,
+                    config.max_bindings,
                 )?;
                 (!m.nowait).then_some(C::Exchange(exchange::AMQPMethod::BindOk(
                     exchange::BindOk {},
@@ -53,6 +64,12 @@ impl State {
                 )))
             }
             C::Queue(queue::AMQPMethod::Declare(m)) => {
+                if !m.passive
+                    && (m.queue.as_str().is_empty() || !self.queues.contains_key(m.queue.as_str()))
+                    && self.queues.len() as u64 >= config.max_queues
+                {
+                    return Err(self.limit_reached("queue", "max_queues", config.max_queues));
+                }
                 let ok = self.queue_declare(conn, m, config)?;
                 self.channel(conn, ch)?.last_queue = Some(ok.queue.as_str().to_string());
                 (!m.nowait).then_some(C::Queue(queue::AMQPMethod::DeclareOk(ok)))
@@ -66,6 +83,7 @@ impl State {
                     m.routing_key.as_str(),
                     &m.arguments,
                     conn,
+                    config.max_bindings,
                 )?;
                 (!m.nowait).then_some(C::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})))
             }
@@ -190,6 +208,18 @@ impl State {
         Ok(reply)
     }
 
+    /// The 406 a declare or bind beyond `amqp.<key>` gets (RabbitMQ's answer
+    /// to its vhost limits), counted as `errors{kind=<key>}`.
+    fn limit_reached(&mut self, what: &str, key: &'static str, max: u64) -> AmqpError {
+        self.refused.push(key);
+        AmqpError::soft(
+            PRECONDITION_FAILED,
+            format!(
+                "PRECONDITION_FAILED - {what} limit in vhost '/' ({max}) is reached (amqp.{key})"
+            ),
+        )
+    }
+
     pub(super) fn exchange_declare(&mut self, m: &exchange::Declare) -> AmqpResult<()> {
         let name = m.exchange.as_str();
         if let Some(x) = self.exchanges.get(name) {
@@ -310,6 +340,7 @@ impl State {
         key: &str,
         args: &FieldTable,
         conn: ConnId,
+        max_bindings: u64,
     ) -> AmqpResult<()> {
         if source.is_empty() {
             return Err(AmqpError::soft(
@@ -337,6 +368,13 @@ impl State {
         if x.bindings.contains(&binding) {
             return Ok(());
         }
+        let total: usize = self.exchanges.values().map(|x| x.bindings.len()).sum();
+        if total as u64 >= max_bindings {
+            return Err(self.limit_reached("binding", "max_bindings", max_bindings));
+        }
+        let Some(x) = self.exchanges.get_mut(source) else {
+            return Err(not_found("exchange", source));
+        };
         let persist = x.durable && durable;
         x.bindings.push(binding.clone());
         if persist {

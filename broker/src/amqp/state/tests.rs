@@ -5,7 +5,7 @@ use std::path::Path;
 
 use amq_protocol::protocol::queue;
 use amq_protocol::types::FieldTable;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::*;
 use crate::amqp::config::AmqpConfig;
@@ -70,10 +70,12 @@ fn client(configure: impl FnOnce(&mut AmqpConfig)) -> Client {
         frame_max: 131_072,
         channel_max: 16,
         heartbeat: 0,
+        blocked_capable: false,
     };
-    let conn = hub.connect(tx.clone(), tuning.frame_max);
+    let out = hub.outbound(tx);
+    let conn = hub.connect(out.clone(), tuning.frame_max);
     Client {
-        session: Session::new(hub, conn, tx, tuning),
+        session: Session::new(hub, conn, out, tuning),
         rx,
     }
 }
@@ -266,4 +268,53 @@ fn a_too_large_message_closes_only_its_channel() {
     assert!(c
         .errors()
         .contains("broker_protocol_errors_total{protocol=\"amqp\",kind=\"channel_error\"} 1"));
+}
+
+/// basic.publish on `ch`, a content header announcing `size` bytes, and
+/// `body` as one body frame.
+fn partial_publish(ch: u16, size: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = method_bytes(
+        ch,
+        AMQPClass::Basic(basic::AMQPMethod::Publish(fx::publish_method())),
+    );
+    out.extend_from_slice(&[2]);
+    out.extend_from_slice(&ch.to_be_bytes());
+    out.extend_from_slice(&14u32.to_be_bytes());
+    out.extend_from_slice(&60u16.to_be_bytes()); // class basic
+    out.extend_from_slice(&0u16.to_be_bytes()); // weight
+    out.extend_from_slice(&size.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes()); // no properties
+    out.push(0xCE);
+    out.push(3);
+    out.extend_from_slice(&ch.to_be_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    out.push(0xCE);
+    out
+}
+
+fn channel_open(ch: u16) -> Vec<u8> {
+    let mut open = CHANNEL_OPEN.to_vec();
+    open[1..3].copy_from_slice(&ch.to_be_bytes());
+    open
+}
+
+#[test]
+fn content_being_assembled_is_capped_over_all_channels() {
+    let mut c = client(|config| config.max_connection_content_bytes = 10);
+    c.feed(&channel_open(1));
+    c.feed(&channel_open(2));
+    // (Frames sent count in the memory total too: no writer marks them written here.)
+    let base = c.session.hub.memory_held();
+    assert!(c.feed(&partial_publish(1, 100, b"abcdef")).is_empty());
+    assert_eq!(c.session.content.bytes(), 6);
+    assert_eq!(
+        c.session.hub.memory_held(),
+        base + 6,
+        "counted in the memory total"
+    );
+    let out = c.feed(&partial_publish(2, 100, b"ghijk"));
+    assert_eq!(connection_close_code(&out), 506); // RESOURCE_ERROR
+    assert_eq!(c.session.content.bytes(), 0);
+    assert!(c.errors().contains("kind=\"max_connection_content_bytes\""));
 }

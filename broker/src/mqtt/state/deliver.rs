@@ -27,6 +27,7 @@ impl Connection {
                     return;
                 };
                 f.on_wire = true;
+                f.sent_at = now;
                 f.clone()
             };
             match next.state {
@@ -44,11 +45,12 @@ impl Connection {
     }
 
     /// Moves queued deliveries to the wire while the in-flight window allows
-    /// (messages waiting for a resend after a resume go first), then wakes
-    /// publishers paused on this session if there is room again.
+    /// (messages waiting for a resend after a resume go first), clears the
+    /// slow mark once the queue is down to half, then wakes publishers paused
+    /// on this session if there is room again.
     pub fn drain_queue(&mut self) {
         self.drain_queue_inner();
-        if !self.session.is_full() {
+        if self.session.relieved() {
             self.session.space.notify_waiters();
         }
     }
@@ -94,6 +96,7 @@ impl Connection {
                     delivery,
                     state,
                     on_wire: true,
+                    sent_at: now,
                 });
             }
         }

@@ -251,3 +251,80 @@ async fn keep_alive_expiry_is_counted_and_told() {
     assert!(metrics_text(&c)
         .contains("broker_protocol_errors_total{protocol=\"mqtt\",kind=\"keep_alive_timeout\"} 1"));
 }
+
+#[tokio::test]
+async fn a_publisher_waits_for_a_full_subscriber_only_until_the_deadline() {
+    let mut publisher = connected(CONNECT_V311, |c| {
+        c.mqtt.max_queued_messages = Some(1);
+        c.mqtt.slow_subscriber_wait_ms = 100;
+    })
+    .await;
+    let hub = publisher.hub.clone();
+    let sub = hub
+        .attach("sub", ProtocolVersion::V311, true, 0)
+        .await
+        .session;
+    let options = crate::mqtt::packet::SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        ..Default::default()
+    };
+    hub.subscribe(&sub, "t", options, None);
+    let publish = |id: u8| [0x32, 0x06, 0x00, 0x01, b't', 0x00, id, b'x'];
+    let (step, out) = feed(&mut publisher, &publish(1));
+    assert!(matches!(step, Step::Idle), "{step:?}");
+    assert_eq!(
+        out,
+        [0x40, 0x02, 0x00, 0x01],
+        "acknowledged before the pause"
+    );
+    assert_eq!(
+        publisher.paused_on.len(),
+        1,
+        "paused on the full subscriber"
+    );
+    let since = publisher.paused_since.expect("pause started");
+    assert!(!publisher.recheck_paused(since + Duration::from_millis(99)));
+    assert!(!sub.is_slow());
+    // The wait is over: the subscriber is marked slow and not waited for again.
+    assert!(publisher.recheck_paused(since + Duration::from_millis(100)));
+    assert!(sub.is_slow());
+    assert!(publisher.paused_since.is_none());
+    let (_, out) = feed(&mut publisher, &publish(2));
+    assert_eq!(out, [0x40, 0x02, 0x00, 0x02]);
+    assert!(
+        publisher.paused_on.is_empty(),
+        "never waits for a slow subscriber"
+    );
+    let text = metrics_text(&publisher);
+    for line in [
+        "broker_protocol_errors_total{protocol=\"mqtt\",kind=\"slow_subscriber\"} 1",
+        "broker_messages_dropped_total{protocol=\"mqtt\",kind=\"slow_subscriber\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unacknowledged_message_past_the_inflight_timeout_disconnects() {
+    let mut c = connected(CONNECT_V5, |c| c.mqtt.inflight_timeout_secs = 5).await;
+    let options = crate::mqtt::packet::SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        ..Default::default()
+    };
+    c.hub.subscribe(&c.session, "t", options, None);
+    assert_eq!(c.inflight_deadline(), None);
+    // The client publishes to itself (QoS 1, 5.0: empty properties), never acknowledges.
+    let (_, _) = feed(
+        &mut c,
+        &[0x32, 0x07, 0x00, 0x01, b't', 0x00, 0x01, 0x00, b'x'],
+    );
+    let sent = Instant::now();
+    c.drain_queue();
+    let deadline = c.inflight_deadline().expect("a message in flight");
+    assert_eq!(deadline.duration_since(sent).as_secs(), 5);
+    c.out.clear();
+    c.inflight_timed_out();
+    assert_eq!(&c.out[..], [0xE0, 0x02, 0x97, 0x00]); // DISCONNECT 0x97 Quota exceeded
+    assert!(metrics_text(&c)
+        .contains("broker_protocol_errors_total{protocol=\"mqtt\",kind=\"inflight_timeout\"} 1"));
+}

@@ -3,6 +3,7 @@
 //! by timestamp, flush, enforce retention), over record batches (`batch`).
 
 pub mod batch;
+pub mod file_cache;
 pub mod memory;
 pub mod segmented;
 
@@ -11,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 
 pub use batch::{BatchError, BatchHeader};
+pub use file_cache::FileCache;
 pub use memory::MemoryLog;
 pub use segmented::SegmentedLog;
 
@@ -102,5 +104,13 @@ impl PartitionLog {
 
     pub fn is_disk(&self) -> bool {
         matches!(self, PartitionLog::Disk(_))
+    }
+
+    /// The log's topic was deleted: closes its files and fails every later
+    /// operation (an in-flight request may still hold the partition).
+    pub fn retire(&mut self) {
+        if let PartitionLog::Disk(l) = self {
+            l.retire();
+        }
     }
 }

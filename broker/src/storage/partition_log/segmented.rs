@@ -12,14 +12,16 @@
 //! can have a torn tail.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 
 use super::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use super::file_cache::{FileCache, PRIVATE_CAPACITY};
 use super::LogConfig;
 use crate::storage::{
     append_or_roll_back, create_dir_durable, sync_dir, AppendFailure, StorageError,
@@ -31,12 +33,13 @@ const INDEX_ENTRY_LEN: usize = 8;
 /// Enough of a batch header to know its offsets and length.
 const PEEK_LEN: usize = 27;
 
+/// One segment: its files are opened through the shared [`FileCache`] when
+/// used, so a segment holds no file descriptor of its own.
 struct Segment {
     base_offset: i64,
     log_path: PathBuf,
     index_path: PathBuf,
-    log: File,
-    index: File,
+    files: Arc<FileCache>,
     size: u64,
     /// (offset - base_offset, byte position), ascending.
     index_entries: Vec<(u32, u32)>,
@@ -46,6 +49,7 @@ struct Segment {
 pub struct SegmentedLog {
     dir: PathBuf,
     config: LogConfig,
+    files: Arc<FileCache>,
     segments: BTreeMap<i64, Segment>,
     next_offset: i64,
     /// Appends since the last fsync of the active segment.
@@ -53,6 +57,9 @@ pub struct SegmentedLog {
     /// A failed append could not be cut back: later batches would follow a
     /// torn one, where recovery stops, so appends are refused until restart.
     torn: bool,
+    /// The topic was deleted: its files are gone (or belong to a new topic
+    /// of the same name), so every operation fails.
+    retired: bool,
 }
 
 fn segment_paths(dir: &Path, base: i64) -> (PathBuf, PathBuf) {
@@ -87,66 +94,70 @@ fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
 }
 
 impl Segment {
-    fn create(dir: &Path, base: i64) -> Result<Segment, StorageError> {
+    fn create(dir: &Path, base: i64, files: &Arc<FileCache>) -> Result<Segment, StorageError> {
         let (log_path, index_path) = segment_paths(dir, base);
-        let open = |p: &Path| {
-            OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(p)
-                .map_err(StorageError::io("cannot create segment", p))
-        };
-        let log = open(&log_path)?;
-        let index = open(&index_path)?;
+        for p in [&log_path, &index_path] {
+            files
+                .create(p)
+                .map_err(StorageError::io("cannot create segment", p))?;
+        }
         sync_dir(dir).map_err(StorageError::io("cannot sync directory", dir))?;
         Ok(Segment {
             base_offset: base,
             log_path,
             index_path,
-            log,
-            index,
+            files: files.clone(),
             size: 0,
             index_entries: Vec::new(),
             last_indexed_pos: None,
         })
     }
 
-    fn open(dir: &Path, base: i64) -> Result<Segment, StorageError> {
+    /// An existing segment; nothing is opened (its size comes from the directory).
+    fn open(dir: &Path, base: i64, files: &Arc<FileCache>) -> Result<Segment, StorageError> {
         let (log_path, index_path) = segment_paths(dir, base);
-        let open = |p: &Path| {
-            OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(p)
-                .map_err(StorageError::io("cannot open segment", p))
-        };
-        let log = open(&log_path)?;
-        let index = open(&index_path)?;
-        let size = log
-            .metadata()
+        let size = fs::metadata(&log_path)
             .map_err(StorageError::io("cannot stat segment", &log_path))?
             .len();
         Ok(Segment {
             base_offset: base,
             log_path,
             index_path,
-            log,
-            index,
+            files: files.clone(),
             size,
             index_entries: Vec::new(),
             last_indexed_pos: None,
         })
     }
 
+    /// The log file, opened (again) when the cache closed it.
+    fn log(&self) -> Result<Arc<File>, StorageError> {
+        self.files
+            .get(&self.log_path)
+            .map_err(StorageError::io("cannot open segment", &self.log_path))
+    }
+
+    /// The index file; created empty when it is missing (it is rebuilt from the log).
+    fn index(&self) -> Result<Arc<File>, StorageError> {
+        match self.files.get(&self.index_path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.files.create(&self.index_path)
+            }
+            other => other,
+        }
+        .map_err(StorageError::io("cannot open index", &self.index_path))
+    }
+
     /// Loads the index file; false when it is missing or does not fit the log.
     fn load_index(&mut self) -> Result<bool, StorageError> {
-        let mut raw = Vec::new();
-        (&self.index)
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| (&self.index).read_to_end(&mut raw))
-            .map_err(StorageError::io("cannot read index", &self.index_path))?;
+        // Read without the cache: a sealed segment's index is loaded once.
+        let raw = match fs::read(&self.index_path) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => {
+                return Err(StorageError::io("cannot read index", &self.index_path)(e));
+            }
+        };
         if raw.is_empty() || raw.len() % INDEX_ENTRY_LEN != 0 {
             return Ok(false);
         }
@@ -176,7 +187,8 @@ impl Segment {
     /// Scans every batch, truncates the file after the last valid one, and
     /// rewrites the index; returns the offset after the last valid batch.
     fn recover(&mut self) -> Result<i64, StorageError> {
-        let mut reader = BufReader::with_capacity(1 << 16, &self.log);
+        let log = self.log()?;
+        let mut reader = BufReader::with_capacity(1 << 16, &*log);
         reader
             .seek(SeekFrom::Start(0))
             .map_err(StorageError::io("cannot read segment", &self.log_path))?;
@@ -245,9 +257,8 @@ impl Segment {
                 self.log_path.display(),
                 self.size
             );
-            self.log
-                .set_len(pos)
-                .and_then(|()| self.log.sync_all())
+            log.set_len(pos)
+                .and_then(|()| log.sync_all())
                 .map_err(StorageError::io("cannot truncate segment", &self.log_path))?;
             self.size = pos;
         }
@@ -256,9 +267,10 @@ impl Segment {
             raw.extend_from_slice(&rel.to_be_bytes());
             raw.extend_from_slice(&p.to_be_bytes());
         }
-        self.index
+        let index = self.index()?;
+        index
             .set_len(0)
-            .and_then(|()| (&self.index).write_all(&raw))
+            .and_then(|()| (&*index).write_all(&raw))
             .map_err(StorageError::io("cannot rewrite index", &self.index_path))?;
         self.index_entries = entries;
         self.last_indexed_pos = last_indexed;
@@ -278,8 +290,9 @@ impl Segment {
             u64::from(self.index_entries[i - 1].1)
         };
         let mut head = [0u8; PEEK_LEN];
+        let log = self.log()?;
         while pos + (HEADER_LEN as u64) <= self.size {
-            read_at(&self.log, &mut head, pos)
+            read_at(&log, &mut head, pos)
                 .map_err(StorageError::io("cannot read segment", &self.log_path))?;
             let base = i64::from_be_bytes(head[..8].try_into().expect("8 bytes"));
             let length = i32::from_be_bytes(head[8..12].try_into().expect("4 bytes"));
@@ -295,7 +308,7 @@ impl Segment {
 
     fn read_bytes(&self, pos: u64, len: usize) -> Result<Vec<u8>, StorageError> {
         let mut buf = vec![0u8; len];
-        read_at(&self.log, &mut buf, pos)
+        read_at(&*self.log()?, &mut buf, pos)
             .map_err(StorageError::io("cannot read segment", &self.log_path))?;
         Ok(buf)
     }
@@ -305,8 +318,9 @@ impl Segment {
         let mut out = Vec::new();
         let mut pos = 0;
         let mut head = [0u8; HEADER_LEN];
+        let log = self.log()?;
         while pos + (HEADER_LEN as u64) <= self.size {
-            read_at(&self.log, &mut head, pos)
+            read_at(&log, &mut head, pos)
                 .map_err(StorageError::io("cannot read segment", &self.log_path))?;
             let Ok(h) = BatchHeader::parse(&head) else {
                 break;
@@ -321,11 +335,11 @@ impl Segment {
         let Segment {
             log_path,
             index_path,
-            log,
-            index,
+            files,
             ..
         } = self;
-        drop((log, index));
+        files.forget(&log_path);
+        files.forget(&index_path);
         fs::remove_file(&log_path).map_err(StorageError::io("cannot delete segment", &log_path))?;
         let _ = fs::remove_file(&index_path);
         Ok(())
@@ -333,8 +347,20 @@ impl Segment {
 }
 
 impl SegmentedLog {
-    /// Opens (or creates) the log in `dir`, recovering the active segment.
+    /// Opens (or creates) the log in `dir` with a small cache of open files
+    /// of its own (for tools and tests; the broker shares one cache).
     pub fn open(dir: &Path, config: LogConfig) -> Result<SegmentedLog, StorageError> {
+        Self::open_in(dir, config, &FileCache::new(PRIVATE_CAPACITY))
+    }
+
+    /// Opens (or creates) the log in `dir`, recovering the active segment,
+    /// with its files opened through `files`: no descriptor stays open
+    /// beyond what the cache keeps.
+    pub fn open_in(
+        dir: &Path,
+        config: LogConfig,
+        files: &Arc<FileCache>,
+    ) -> Result<SegmentedLog, StorageError> {
         // A new partition directory is fsynced into its parent, or a crash
         // could lose the directory with every acknowledged batch in it.
         create_dir_durable(dir).map_err(StorageError::io("cannot create log directory", dir))?;
@@ -349,7 +375,7 @@ impl SegmentedLog {
         let mut segments = BTreeMap::new();
         let mut next_offset = 0;
         for (i, &base) in bases.iter().enumerate() {
-            let mut segment = Segment::open(dir, base)?;
+            let mut segment = Segment::open(dir, base, files)?;
             let last = i + 1 == bases.len();
             if last {
                 next_offset = segment.recover()?;
@@ -362,16 +388,37 @@ impl SegmentedLog {
             segments.insert(base, segment);
         }
         if segments.is_empty() {
-            segments.insert(0, Segment::create(dir, 0)?);
+            segments.insert(0, Segment::create(dir, 0, files)?);
         }
         Ok(SegmentedLog {
             dir: dir.to_path_buf(),
             config,
+            files: files.clone(),
             segments,
             next_offset,
             dirty: false,
             torn: false,
+            retired: false,
         })
+    }
+
+    /// Marks the log deleted (its topic is gone) and closes its files; every
+    /// later operation fails instead of touching files that may by then
+    /// belong to a new topic of the same name.
+    pub fn retire(&mut self) {
+        self.retired = true;
+        self.files.forget_under(&self.dir);
+    }
+
+    fn check_live(&self) -> Result<(), StorageError> {
+        match self.retired {
+            false => Ok(()),
+            true => Err(StorageError::Io {
+                what: "partition deleted",
+                path: self.dir.clone(),
+                source: std::io::ErrorKind::NotFound.into(),
+            }),
+        }
     }
 
     fn active(&mut self) -> &mut Segment {
@@ -386,6 +433,7 @@ impl SegmentedLog {
         mut data: BytesMut,
         header: &BatchHeader,
     ) -> Result<i64, StorageError> {
+        self.check_live()?;
         if self.torn {
             return Err(StorageError::Torn {
                 path: self.active().log_path.clone(),
@@ -402,8 +450,9 @@ impl SegmentedLog {
         batch::set_base_offset(&mut data, base);
         let segment = self.active();
         let pos = segment.size;
+        let log = segment.log()?;
         // Leave no partial batch behind for the next append to follow.
-        if let Err(failure) = append_or_roll_back(&mut segment.log, pos, &data) {
+        if let Err(failure) = append_or_roll_back(&mut &*log, pos, &data) {
             let torn = matches!(failure, AppendFailure::Torn);
             let error = failure.into_storage_error("cannot append to segment", &segment.log_path);
             self.torn = torn;
@@ -422,7 +471,10 @@ impl SegmentedLog {
             entry[..4].copy_from_slice(&rel.to_be_bytes());
             entry[4..].copy_from_slice(&at.to_be_bytes());
             // The index of the active segment is rebuilt on recovery, so a lost entry is harmless.
-            if segment.index.write_all(&entry).is_ok() {
+            if segment
+                .index()
+                .is_ok_and(|index| (&*index).write_all(&entry).is_ok())
+            {
                 segment.index_entries.push((rel, at));
                 segment.last_indexed_pos = Some(pos);
             }
@@ -437,25 +489,25 @@ impl SegmentedLog {
     fn roll(&mut self) -> Result<(), StorageError> {
         let segment = self.active();
         segment
-            .log
+            .log()?
             .sync_data()
             .map_err(StorageError::io("cannot sync segment", &segment.log_path))?;
         segment
-            .index
+            .index()?
             .sync_data()
             .map_err(StorageError::io("cannot sync index", &segment.index_path))?;
         let base = self.next_offset;
-        let segment = Segment::create(&self.dir, base)?;
+        let segment = Segment::create(&self.dir, base, &self.files)?;
         self.segments.insert(base, segment);
         self.dirty = false;
         Ok(())
     }
 
     pub fn flush(&mut self) -> Result<(), StorageError> {
-        if self.dirty {
+        if self.dirty && !self.retired {
             let segment = self.active();
             segment
-                .log
+                .log()?
                 .sync_data()
                 .map_err(StorageError::io("cannot sync segment", &segment.log_path))?;
             self.dirty = false;
@@ -476,6 +528,7 @@ impl SegmentedLog {
     }
 
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, StorageError> {
+        self.check_live()?;
         let start = self.start_offset();
         if offset < start || offset > self.next_offset {
             return Err(StorageError::OffsetOutOfRange {
@@ -514,6 +567,7 @@ impl SegmentedLog {
     }
 
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<i64>, StorageError> {
+        self.check_live()?;
         for segment in self.segments.values() {
             for (pos, h) in segment.headers()? {
                 if h.max_timestamp >= ts {
@@ -531,6 +585,9 @@ impl SegmentedLog {
     /// at or above `retention_bytes` without them, or while their last write is
     /// older than the retention time.
     pub fn enforce_retention(&mut self, now: SystemTime) -> Result<u64, StorageError> {
+        if self.retired {
+            return Ok(0);
+        }
         let mut freed = 0;
         let mut total: u64 = self.segments.values().map(|s| s.size).sum();
         while self.segments.len() > 1 {
@@ -540,9 +597,7 @@ impl SegmentedLog {
                 .retention_bytes
                 .is_some_and(|limit| total - oldest.size >= limit);
             let too_old = self.config.retention.is_some_and(|keep| {
-                oldest
-                    .log
-                    .metadata()
+                fs::metadata(&oldest.log_path)
                     .and_then(|m| m.modified())
                     .is_ok_and(|modified| now.duration_since(modified).is_ok_and(|age| age > keep))
             });
@@ -628,7 +683,7 @@ mod tests {
         let good_len = fs::metadata(&path).unwrap().len();
         // A half-written third batch, as a crash mid-write leaves it.
         let third = batch(&["four"], 3);
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&third[..third.len() / 2]).unwrap();
         drop(f);
         let mut log = SegmentedLog::open(dir.path(), LogConfig::default()).unwrap();
@@ -754,6 +809,85 @@ mod tests {
             log.start_offset(),
             log.segments.keys().next().copied().unwrap()
         );
+    }
+
+    #[test]
+    fn many_logs_work_through_a_cache_of_two_open_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = FileCache::new(2);
+        let open_all = |files: &Arc<FileCache>| {
+            (0..12)
+                .map(|p| {
+                    SegmentedLog::open_in(
+                        &dir.path().join(format!("t-{p}")),
+                        small_segments(),
+                        files,
+                    )
+                    .unwrap()
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut logs = open_all(&files);
+        assert!(files.open_files() <= 2);
+        // Interleaved appends: every log's files are evicted between its turns.
+        for round in 0..15 {
+            for log in &mut logs {
+                append(log, &["a", "b"], round);
+            }
+        }
+        assert!(files.open_files() <= 2);
+        assert!(
+            files.stats().1 > 100,
+            "files were evicted: {:?}",
+            files.stats()
+        );
+        for log in &mut logs {
+            log.flush().unwrap();
+            assert!(log.segments.len() > 3, "rolled into several segments");
+        }
+        for (p, log) in logs.iter().enumerate() {
+            assert_eq!(values_from(log, 0), (0..30).collect::<Vec<_>>(), "log {p}");
+            assert_eq!(
+                values_from(log, 17),
+                (16..30).collect::<Vec<_>>(),
+                "log {p}"
+            );
+            assert_eq!(log.offset_for_timestamp(8).unwrap(), Some(15));
+        }
+        assert!(files.open_files() <= 2);
+        let active = *logs[5].segments.keys().next_back().unwrap();
+        drop(logs);
+        // A torn tail in one log is recovered when all reopen through the same small cache.
+        let torn = segment_paths(&dir.path().join("t-5"), active).0;
+        assert!(torn.exists());
+        let mut f = fs::OpenOptions::new().append(true).open(&torn).unwrap();
+        f.write_all(&batch(&["half"], 9)[..30]).unwrap();
+        drop(f);
+        let files = FileCache::new(2);
+        let mut logs = open_all(&files);
+        assert!(files.open_files() <= 2);
+        for log in &mut logs {
+            assert_eq!(log.next_offset(), 30);
+            assert_eq!(append(log, &["c"], 99), 30);
+        }
+        for log in &logs {
+            assert_eq!(values_from(log, 0), (0..31).collect::<Vec<_>>());
+        }
+        // Retention deletes through the cache too, and a retired log refuses everything.
+        let mut log = logs.pop().unwrap();
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        log.config.retention = Some(Duration::from_secs(60));
+        assert!(log.enforce_retention(later).unwrap() > 0);
+        log.retire();
+        assert!(log.read(30, 100).is_err());
+        assert!(append_result(&mut log).is_err());
+        assert!(files.open_files() <= 2);
+    }
+
+    fn append_result(log: &mut SegmentedLog) -> Result<i64, StorageError> {
+        let b = batch(&["x"], 1);
+        let h = BatchHeader::parse(&b).unwrap();
+        log.append(b, &h)
     }
 
     /// Appends a compressed-looking batch of `offsets` offsets (the records

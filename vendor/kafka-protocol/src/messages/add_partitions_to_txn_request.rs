@@ -283,7 +283,9 @@ impl Decodable for AddPartitionsToTxnRequest {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                    unknown_tagged_fields.insert(tag as i32, unknown_value);
+                }
             }
         }
         Ok(Self {
@@ -445,7 +447,9 @@ impl Decodable for AddPartitionsToTxnTopic {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                    unknown_tagged_fields.insert(tag as i32, unknown_value);
+                }
             }
         }
         Ok(Self {
@@ -709,7 +713,9 @@ impl Decodable for AddPartitionsToTxnTransaction {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                    unknown_tagged_fields.insert(tag as i32, unknown_value);
+                }
             }
         }
         Ok(Self {

@@ -123,7 +123,9 @@ impl Decodable for AddPartitionsToTxnPartitionResult {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                    unknown_tagged_fields.insert(tag as i32, unknown_value);
+                }
             }
         }
         Ok(Self {
@@ -350,7 +352,9 @@ impl Decodable for AddPartitionsToTxnResponse {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                    unknown_tagged_fields.insert(tag as i32, unknown_value);
+                }
             }
         }
         Ok(Self {
@@ -519,7 +523,9 @@ impl Decodable for AddPartitionsToTxnResult {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                    unknown_tagged_fields.insert(tag as i32, unknown_value);
+                }
             }
         }
         Ok(Self {
@@ -681,7 +687,9 @@ impl Decodable for AddPartitionsToTxnTopicResult {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                    unknown_tagged_fields.insert(tag as i32, unknown_value);
+                }
             }
         }
         Ok(Self {

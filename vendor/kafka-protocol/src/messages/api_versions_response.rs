@@ -140,7 +140,9 @@ impl Decodable for ApiVersion {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                    unknown_tagged_fields.insert(tag as i32, unknown_value);
+                }
             }
         }
         Ok(Self {
@@ -514,7 +516,9 @@ impl Decodable for ApiVersionsResponse {
                     }
                     _ => {
                         let unknown_value = buf.try_get_bytes(size as usize)?;
-                        unknown_tagged_fields.insert(tag as i32, unknown_value);
+                        if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                            unknown_tagged_fields.insert(tag as i32, unknown_value);
+                        }
                     }
                 }
             }
@@ -723,7 +727,9 @@ impl Decodable for FinalizedFeatureKey {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                    unknown_tagged_fields.insert(tag as i32, unknown_value);
+                }
             }
         }
         Ok(Self {
@@ -922,7 +928,9 @@ impl Decodable for SupportedFeatureKey {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                    unknown_tagged_fields.insert(tag as i32, unknown_value);
+                }
             }
         }
         Ok(Self {

@@ -231,7 +231,9 @@ impl Decodable for BrokerHeartbeatRequest {
                 }
                 _ => {
                     let unknown_value = buf.try_get_bytes(size as usize)?;
-                    unknown_tagged_fields.insert(tag as i32, unknown_value);
+                    if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                        unknown_tagged_fields.insert(tag as i32, unknown_value);
+                    }
                 }
             }
         }

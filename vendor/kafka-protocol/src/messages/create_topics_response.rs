@@ -256,7 +256,9 @@ impl Decodable for CreatableTopicConfigs {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                    unknown_tagged_fields.insert(tag as i32, unknown_value);
+                }
             }
         }
         Ok(Self {
@@ -586,7 +588,9 @@ impl Decodable for CreatableTopicResult {
                     }
                     _ => {
                         let unknown_value = buf.try_get_bytes(size as usize)?;
-                        unknown_tagged_fields.insert(tag as i32, unknown_value);
+                        if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                            unknown_tagged_fields.insert(tag as i32, unknown_value);
+                        }
                     }
                 }
             }
@@ -745,7 +749,9 @@ impl Decodable for CreateTopicsResponse {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                if crate::protocol::KEEP_UNKNOWN_TAGGED_FIELDS {
+                    unknown_tagged_fields.insert(tag as i32, unknown_value);
+                }
             }
         }
         Ok(Self {

@@ -142,8 +142,55 @@ pub(crate) trait Encoder<Value> {
     }
 }
 
+thread_local! {
+    /// Patched (broker): bytes of array storage the running decode may still take.
+    static DECODE_ALLOWANCE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Patched (broker): runs `decode` with at most `bytes` of memory for array
+/// elements (the only storage a decode from `bytes::Bytes` allocates: strings
+/// and byte fields are slices of the input). An array that would go beyond
+/// it fails to decode before its storage is allocated. Without this wrapper
+/// decodes are not limited.
+pub fn with_decode_allowance<R>(bytes: usize, decode: impl FnOnce() -> R) -> R {
+    struct Restore(Option<usize>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DECODE_ALLOWANCE.with(|a| a.set(self.0));
+        }
+    }
+    let _restore = Restore(DECODE_ALLOWANCE.with(|a| a.replace(Some(bytes))));
+    decode()
+}
+
+/// Patched (broker): takes `bytes` from the running decode's allowance.
+pub(crate) fn charge_decode_allowance(bytes: usize) -> Result<()> {
+    DECODE_ALLOWANCE.with(|a| match a.get() {
+        None => Ok(()),
+        Some(left) if bytes <= left => {
+            a.set(Some(left - bytes));
+            Ok(())
+        }
+        Some(left) => bail!(
+            "decoding would allocate {bytes} bytes for an array, beyond the {left} bytes left to this request"
+        ),
+    })
+}
+
+/// Patched (broker): tagged fields a message does not know are skipped on
+/// decode instead of kept in its `unknown_tagged_fields` map: each kept one
+/// cost a B-tree node (hundreds of bytes) for two bytes of input, and the
+/// broker never reads them.
+pub(crate) const KEEP_UNKNOWN_TAGGED_FIELDS: bool = false;
+
 pub(crate) trait Decoder<Value> {
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Value>;
+    /// Patched (broker): the fewest bytes one value takes on the wire, so an
+    /// array count that cannot fit in the bytes left is refused before any
+    /// allocation (every value takes at least one byte).
+    fn min_size(&self) -> usize {
+        1
+    }
 }
 
 /// The range of versions (min, max) allowed for agiven message.

@@ -74,6 +74,9 @@ macro_rules! define_simple_ints {
                 fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<T> {
                     Ok(buf.$get()?.into())
                 }
+                fn min_size(&self) -> usize {
+                    std::mem::size_of::<$t>()
+                }
             }
 
             define_copy_impl!($name, $t);
@@ -250,6 +253,9 @@ impl<T: NewType<uuid::Uuid>> Encoder<&T> for Uuid {
 }
 
 impl<T: NewType<uuid::Uuid>> Decoder<T> for Uuid {
+    fn min_size(&self) -> usize {
+        16
+    }
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<T> {
         let mut result = [0; 16];
         buf.try_copy_to_slice(&mut result)?;
@@ -355,6 +361,9 @@ impl<T: NewType<StrBytes>> Encoder<&T> for String {
 }
 
 impl Decoder<Option<StdString>> for String {
+    fn min_size(&self) -> usize {
+        2
+    }
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<StdString>> {
         match Int16.decode(buf)? {
             -1 => Ok(None),
@@ -371,6 +380,9 @@ impl Decoder<Option<StdString>> for String {
 }
 
 impl<T: NewType<StrBytes>> Decoder<Option<T>> for String {
+    fn min_size(&self) -> usize {
+        2
+    }
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<T>> {
         match Int16.decode(buf)? {
             -1 => Ok(None),
@@ -386,6 +398,9 @@ impl<T: NewType<StrBytes>> Decoder<Option<T>> for String {
 }
 
 impl Decoder<StdString> for String {
+    fn min_size(&self) -> usize {
+        2
+    }
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<StdString> {
         match String.decode(buf) {
             Ok(None) => {
@@ -398,6 +413,9 @@ impl Decoder<StdString> for String {
 }
 
 impl<T: NewType<StrBytes>> Decoder<T> for String {
+    fn min_size(&self) -> usize {
+        2
+    }
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<T> {
         match String.decode(buf) {
             Ok(None) => {
@@ -651,6 +669,9 @@ impl Encoder<&bytes::Bytes> for Bytes {
 }
 
 impl Decoder<Option<Vec<u8>>> for Bytes {
+    fn min_size(&self) -> usize {
+        4
+    }
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<Vec<u8>>> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
@@ -667,6 +688,9 @@ impl Decoder<Option<Vec<u8>>> for Bytes {
 }
 
 impl Decoder<Option<bytes::Bytes>> for Bytes {
+    fn min_size(&self) -> usize {
+        4
+    }
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<bytes::Bytes>> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
@@ -679,6 +703,9 @@ impl Decoder<Option<bytes::Bytes>> for Bytes {
 }
 
 impl Decoder<Vec<u8>> for Bytes {
+    fn min_size(&self) -> usize {
+        4
+    }
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Vec<u8>> {
         match Bytes.decode(buf) {
             Ok(None) => {
@@ -691,6 +718,9 @@ impl Decoder<Vec<u8>> for Bytes {
 }
 
 impl Decoder<bytes::Bytes> for Bytes {
+    fn min_size(&self) -> usize {
+        4
+    }
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<bytes::Bytes> {
         match Bytes.decode(buf) {
             Ok(None) => {
@@ -861,9 +891,27 @@ impl<T: Encodable> Encoder<&T> for Struct {
     }
 }
 
+#[cfg(not(all(feature = "client", feature = "broker")))]
 impl<T: Decodable> Decoder<T> for Struct {
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<T> {
         T::decode(buf, self.version)
+    }
+}
+
+/// Patched (broker): the size of the default value is the fewest bytes a
+/// struct takes at this version: every field's default encodes in the fewest
+/// bytes its type allows (empty or null strings, bytes and arrays take the
+/// same room; fixed-size fields are fixed; tagged fields at their default are
+/// not written). Needs both directions of the codec, as the broker builds them.
+#[cfg(all(feature = "client", feature = "broker"))]
+impl<T: Decodable + Encodable + Default> Decoder<T> for Struct {
+    fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<T> {
+        T::decode(buf, self.version)
+    }
+    fn min_size(&self) -> usize {
+        T::default()
+            .compute_size(self.version)
+            .map_or(1, |n| n.max(1))
     }
 }
 
@@ -902,6 +950,20 @@ impl<T: Decodable> Decoder<Option<T>> for OptionStruct {
             Ok(None)
         }
     }
+}
+
+/// Patched (broker): `count` elements of at least `min_size` bytes each must
+/// fit in the `remaining` bytes, or the array is refused.
+/// The storage of the `count` elements of type `T` is then charged to the
+/// decode's allowance (see `with_decode_allowance`).
+fn fits<T>(count: usize, min_size: usize, remaining: usize) -> Result<usize> {
+    if count > remaining / min_size.max(1) {
+        bail!(
+            "Array of {count} elements (at least {min_size} bytes each) cannot fit in the {remaining} bytes left"
+        );
+    }
+    super::charge_decode_allowance(count.saturating_mul(std::mem::size_of::<T>()))?;
+    Ok(count)
 }
 
 /// An array whose length is encoded with an `i32`.
@@ -981,13 +1043,18 @@ impl<T, E: for<'a> Encoder<&'a T>> Encoder<&Vec<T>> for Array<E> {
 }
 
 impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
+    fn min_size(&self) -> usize {
+        4
+    }
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<Vec<T>>> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                // Patched (broker): a count read off the wire is not trusted for
-                // the allocation; every element takes at least one byte.
-                let mut result = Vec::with_capacity((n as usize).min(buf.remaining()));
+                // Patched (broker): a count read off the wire is not trusted;
+                // one that cannot fit in the bytes left, at the fewest bytes an
+                // element takes, is refused before anything is allocated.
+                let n = fits::<T>(n as usize, self.0.min_size(), buf.remaining())?;
+                let mut result = Vec::with_capacity(n);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1001,6 +1068,9 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
 }
 
 impl<T, E: Decoder<T>> Decoder<Vec<T>> for Array<E> {
+    fn min_size(&self) -> usize {
+        4
+    }
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Vec<T>> {
         match self.decode(buf) {
             Ok(None) => {
@@ -1096,7 +1166,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
             0 => Ok(None),
             n => {
                 // Patched (broker): see Array above.
-                let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()));
+                let count = fits::<T>((n - 1) as usize, self.0.min_size(), buf.remaining())?;
+                let mut result = Vec::with_capacity(count);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
