@@ -128,6 +128,42 @@ pub async fn handle(
     }
 }
 
+/// Decodes one request frame (as `next_frame` returns it) the way
+/// [`handle`] does, without handling it: the header and the body of every
+/// API served, through the same `codec` calls. `Ok(None)` for an API or
+/// version not served (answered without decoding). For the fuzz targets and
+/// tests; keep its match in step with the one in `handle`.
+#[doc(hidden)]
+pub fn decode_request(mut frame: Bytes) -> Result<Option<ApiKey>, DecodeError> {
+    let start = codec::request_start(&frame);
+    let Some(api) = api_versions::supported(start.api_key, start.api_version) else {
+        return Ok(None);
+    };
+    let v = start.api_version;
+    codec::decode_header(&mut frame, api, v)?;
+    let f = &mut frame;
+    match api {
+        ApiKey::ApiVersions => drop(codec::decode_body::<ApiVersionsRequest>(f, v)?),
+        ApiKey::Metadata => drop(codec::decode_body::<MetadataRequest>(f, v)?),
+        ApiKey::Produce => drop(codec::decode_body::<ProduceRequest>(f, v)?),
+        ApiKey::Fetch => drop(codec::decode_body::<FetchRequest>(f, v)?),
+        ApiKey::ListOffsets => drop(codec::decode_body::<ListOffsetsRequest>(f, v)?),
+        ApiKey::CreateTopics => drop(codec::decode_body::<CreateTopicsRequest>(f, v)?),
+        ApiKey::DeleteTopics => drop(codec::decode_body::<DeleteTopicsRequest>(f, v)?),
+        ApiKey::DescribeConfigs => drop(codec::decode_body::<DescribeConfigsRequest>(f, v)?),
+        ApiKey::InitProducerId => drop(codec::decode_body::<InitProducerIdRequest>(f, v)?),
+        ApiKey::FindCoordinator => drop(codec::decode_body::<FindCoordinatorRequest>(f, v)?),
+        ApiKey::JoinGroup => drop(codec::decode_body::<JoinGroupRequest>(f, v)?),
+        ApiKey::SyncGroup => drop(codec::decode_body::<SyncGroupRequest>(f, v)?),
+        ApiKey::Heartbeat => drop(codec::decode_body::<HeartbeatRequest>(f, v)?),
+        ApiKey::LeaveGroup => drop(codec::decode_body::<LeaveGroupRequest>(f, v)?),
+        ApiKey::OffsetCommit => drop(codec::decode_body::<OffsetCommitRequest>(f, v)?),
+        ApiKey::OffsetFetch => drop(codec::decode_body::<OffsetFetchRequest>(f, v)?),
+        other => unreachable!("{other:?} is in the supported table but has no decoder"),
+    }
+    Ok(Some(api))
+}
+
 /// Lets the one `respond` closure above take every response type.
 trait EncodeDyn {
     fn encode_into(
