@@ -53,7 +53,11 @@ fuzz_target!(|data: &[u8]| {
                 }
                 let again = codec::decode(&mut wire, version, usize::MAX)
                     .unwrap_or_else(|e| panic!("{packet:?} encodes to bytes that fail: {e}"));
-                assert_eq!(again.as_ref(), Some(&packet), "re-encoding changed the packet");
+                assert_eq!(
+                    again.as_ref(),
+                    Some(&packet),
+                    "re-encoding changed the packet"
+                );
                 assert!(wire.is_empty(), "re-encoding left bytes over");
             }
             Ok(None) => break,

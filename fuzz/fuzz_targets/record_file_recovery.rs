@@ -44,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
     let (log, records) = opened.expect("recovery of a corrupted record file must succeed");
 
     let kept = fs::read(&path).unwrap();
-    assert!(input.starts_with(&kept), "recovery kept bytes that were not written");
+    assert!(
+        input.starts_with(&kept),
+        "recovery kept bytes that were not written"
+    );
     assert_eq!(log.len(), kept.len() as u64);
     let mut pos = 0usize;
     for record in &records {
@@ -56,7 +59,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(broker::accel::crc32c::checksum(record), crc);
         pos += 8 + len;
     }
-    assert_eq!(pos, kept.len(), "the file is cut right after the last record returned");
+    assert_eq!(
+        pos,
+        kept.len(),
+        "the file is cut right after the last record returned"
+    );
     drop(log);
 
     // The same bytes as an AMQP store's definitions: every record decoded.

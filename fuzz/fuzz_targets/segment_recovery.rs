@@ -44,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
     let log = log.expect("recovery of a corrupted segment must succeed");
 
     let kept = fs::read(&seg).unwrap();
-    assert!(input.starts_with(&kept), "recovery kept bytes that were not written");
+    assert!(
+        input.starts_with(&kept),
+        "recovery kept bytes that were not written"
+    );
     assert_eq!(log.start_offset(), 0);
 
     // Read the whole log back: whole valid batches, the file's bytes in order.
@@ -74,7 +77,11 @@ fuzz_target!(|data: &[u8]| {
         pos += bytes.len();
     }
     assert_eq!(pos, kept.len(), "every kept byte is readable");
-    assert_eq!(offset, log.next_offset(), "next offset follows the last batch");
+    assert_eq!(
+        offset,
+        log.next_offset(),
+        "next offset follows the last batch"
+    );
     let next = log.next_offset();
     drop(log);
 

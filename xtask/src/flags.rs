@@ -24,7 +24,7 @@ pub(crate) enum Command {
     /// What CI runs: install missing tools, rustfmt check, workload files,
     /// lint of CI workflows and Dockerfiles, clippy, compile the criterion
     /// benches, release build of the broker, workspace tests (interop tests
-    /// required), every fuzz target for ~25 s, cross-build + smoke,
+    /// required), every fuzz target for ~20 s, cross-build + smoke,
     /// fast-path tests under qemu-aarch64,
     /// quick bench suite gated by the `ci` profile
     Ci {

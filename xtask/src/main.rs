@@ -15,8 +15,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use crate::commands::{
-    baseline, bench, build_all, ci, compare, docker, fuzz, gate, lint, merge, micro, report,
-    setup,
+    baseline, bench, build_all, ci, compare, docker, fuzz, gate, lint, merge, micro, report, setup,
 };
 use crate::flags::{Cli, Command};
 use crate::model::verdict::is_verdict;

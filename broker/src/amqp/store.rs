@@ -645,7 +645,11 @@ mod tests {
             codec::next_frame(&mut frame, frame_max_within(&record)),
             Err(codec::FrameError::TooLarge { .. })
         ));
-        assert_eq!(frame.capacity(), record.len() - frame_at, "nothing reserved");
+        assert_eq!(
+            frame.capacity(),
+            record.len() - frame_at,
+            "nothing reserved"
+        );
         assert!(decode_message(&record).is_none());
 
         let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@
 //! warnings denied, compile every criterion bench (`cargo bench --no-run`, so
 //! benches nobody runs in CI cannot rot), release build of the broker, workspace tests against that
 //! release binary with the interop tests required rather than skipped,
-//! every fuzz target for ~25 s (`fuzz (short)`, docs/fuzz.md),
+//! every fuzz target for ~20 s (`fuzz (short)`, docs/fuzz.md),
 //! cross-builds with smoke runs under qemu-user for two targets, and the
 //! quick bench suite gated by the `ci` threshold profile.
 
@@ -89,7 +89,7 @@ pub fn run(options: &Options) -> Result<()> {
             Ok(cmd!(sh, "{cargo} test --workspace").run()?)
         })?;
         // Every fuzz target for a short time (seeds, one nightly build, then
-        // ~25 s each): a decoder crash found by then fails CI with its reproducer.
+        // ~20 s each): a decoder crash found by then fails CI with its reproducer.
         steps.run("fuzz (short)", || {
             let seconds = crate::infra::fuzz::SHORT_RUN.as_secs();
             let results = crate::infra::fuzz::seed_build_run(

@@ -44,14 +44,8 @@ pub fn run(options: &Options) -> Result<()> {
         targets.join(", "),
         options.seconds
     );
-    let results = fuzz::seed_build_run(
-        &sh,
-        &root,
-        &targets,
-        options.seconds,
-        &options.extra,
-        false,
-    )?;
+    let results =
+        fuzz::seed_build_run(&sh, &root, &targets, options.seconds, &options.extra, false)?;
     println!("==> fuzz summary");
     for (t, s) in &results {
         println!("    {}", s.line(t));

@@ -219,7 +219,11 @@ pub fn run(layout: &Layout, target: &str, seconds: u64, extra: &[String]) -> Res
     let corpus = layout.corpus(target);
     let artifacts = layout.artifacts(target);
     let log = layout.log(target);
-    for dir in [&corpus, &artifacts, &log.parent().expect("logs dir").to_path_buf()] {
+    for dir in [
+        &corpus,
+        &artifacts,
+        &log.parent().expect("logs dir").to_path_buf(),
+    ] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let log_file =
@@ -321,7 +325,7 @@ pub fn crash_report(root: &Path, results: &[(String, RunStats)]) -> Option<Strin
 }
 
 /// How long a short run (CI) gives each target.
-pub const SHORT_RUN: Duration = Duration::from_secs(25);
+pub const SHORT_RUN: Duration = Duration::from_secs(20);
 
 #[cfg(test)]
 mod tests {
@@ -351,22 +355,26 @@ artifact_prefix='fuzz/artifacts/mqtt/'; Test unit written to fuzz/artifacts/mqtt
         let s = parse_output(crash);
         assert_eq!(s.crash.as_deref(), Some("fuzz/artifacts/mqtt/crash-abc"));
         assert_eq!(s.executions, 100);
-        assert!(s.line("mqtt").contains("CRASH fuzz/artifacts/mqtt/crash-abc"));
+        assert!(s
+            .line("mqtt")
+            .contains("CRASH fuzz/artifacts/mqtt/crash-abc"));
     }
 
     #[test]
     fn unknown_target_names_the_known_ones() {
         assert!(check_target("mqtt").is_ok());
         let e = check_target("mqt").unwrap_err().to_string();
-        assert!(e.contains("kafka_request") && e.contains("record_file_recovery"), "{e}");
+        assert!(
+            e.contains("kafka_request") && e.contains("record_file_recovery"),
+            "{e}"
+        );
     }
 
     #[test]
     fn every_target_is_a_bin_of_the_fuzz_crate() {
-        let manifest = std::fs::read_to_string(
-            crate::infra::cargo::project_root().join("fuzz/Cargo.toml"),
-        )
-        .unwrap();
+        let manifest =
+            std::fs::read_to_string(crate::infra::cargo::project_root().join("fuzz/Cargo.toml"))
+                .unwrap();
         for t in TARGETS {
             assert!(manifest.contains(&format!("name = \"{t}\"")), "{t}");
             assert!(manifest.contains(&format!("fuzz_targets/{t}.rs")), "{t}");

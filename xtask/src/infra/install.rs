@@ -338,7 +338,9 @@ pub fn ensure(sh: &Shell, tools: &[Tool], mode: Mode) -> Result<Outcome> {
     for toolchain in &plan.rustup_toolchains {
         cmd!(sh, "rustup toolchain install --profile minimal {toolchain}")
             .run()
-            .with_context(|| format!("installing the {toolchain} toolchain (is rustup on PATH?)"))?;
+            .with_context(|| {
+                format!("installing the {toolchain} toolchain (is rustup on PATH?)")
+            })?;
     }
     if !plan.rustup_components.is_empty() {
         let components = &plan.rustup_components;
@@ -525,7 +527,10 @@ mod tests {
         let plan = Plan::new(&ci_tools(&[]), |t| {
             matches!(
                 t.probe,
-                Probe::Executable(_) | Probe::File(_) | Probe::PythonModule(_) | Probe::Toolchain(_)
+                Probe::Executable(_)
+                    | Probe::File(_)
+                    | Probe::PythonModule(_)
+                    | Probe::Toolchain(_)
             )
         });
         assert_eq!(plan.rustup_components, ["rustfmt", "clippy"]);
