@@ -38,7 +38,7 @@ pub fn run(options: &Options) -> Result<()> {
     let root = crate::infra::cargo::project_root();
     sh.change_dir(&root);
     println!("==> tools: nightly, cargo-fuzz");
-    crate::infra::install::ensure(&sh, &fuzz::tools(), Mode::Install)?;
+    crate::infra::install::ensure(&sh, &crate::infra::install::fuzz_tools(), Mode::Install)?;
     println!(
         "==> fuzz {} for {}s each",
         targets.join(", "),

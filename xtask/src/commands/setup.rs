@@ -22,7 +22,7 @@ pub fn setup(names: &[String], install: bool) -> Result<()> {
     );
     let mut tools = crate::infra::install::target_tools(&selected, true);
     // `cargo xtask fuzz` and CI's "fuzz (short)" step.
-    tools.extend(crate::infra::fuzz::tools());
+    tools.extend(crate::infra::install::fuzz_tools());
     let mode = if install {
         Mode::Install
     } else {

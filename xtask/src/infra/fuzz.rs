@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::infra::install::{Install, Probe, Tool};
-
 /// Every fuzz target (a `[[bin]]` of fuzz/Cargo.toml), in the order they run.
 pub const TARGETS: &[&str] = &[
     "mqtt",
@@ -23,23 +21,7 @@ pub const TARGETS: &[&str] = &[
 ];
 
 /// The toolchain the fuzz crate is built with (`-Z` flags, sanitizer coverage).
-pub const TOOLCHAIN: &str = "nightly";
-
-/// What building and running the fuzz targets needs.
-pub fn tools() -> Vec<Tool> {
-    vec![
-        Tool {
-            name: format!("{TOOLCHAIN} toolchain"),
-            probe: Probe::Toolchain(TOOLCHAIN.into()),
-            install: Install::RustupToolchain(TOOLCHAIN.into()),
-        },
-        Tool {
-            name: "cargo-fuzz".into(),
-            probe: Probe::Executable("cargo-fuzz".into()),
-            install: Install::Cargo("cargo-fuzz".into()),
-        },
-    ]
-}
+pub use crate::infra::install::FUZZ_TOOLCHAIN as TOOLCHAIN;
 
 /// Where things live: `fuzz/`, its corpora, crash artifacts and logs.
 pub struct Layout {

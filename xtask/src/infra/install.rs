@@ -111,9 +111,29 @@ pub fn ci_tools(targets: &[Target]) -> Vec<Tool> {
     ];
     tools.extend(lint_tools());
     // The "fuzz (short)" step: nightly and cargo-fuzz.
-    tools.extend(crate::infra::fuzz::tools());
+    tools.extend(fuzz_tools());
     tools.extend(target_tools(targets, false));
     tools
+}
+
+/// The toolchain the fuzz targets (fuzz/) are built with.
+pub const FUZZ_TOOLCHAIN: &str = "nightly";
+
+/// What `cargo xtask fuzz` (and CI's "fuzz (short)" step) needs: the
+/// nightly toolchain, then cargo-fuzz.
+pub fn fuzz_tools() -> Vec<Tool> {
+    vec![
+        Tool {
+            name: format!("{FUZZ_TOOLCHAIN} toolchain"),
+            probe: Probe::Toolchain(FUZZ_TOOLCHAIN.into()),
+            install: Install::RustupToolchain(FUZZ_TOOLCHAIN.into()),
+        },
+        Tool {
+            name: "cargo-fuzz".into(),
+            probe: Probe::Executable("cargo-fuzz".into()),
+            install: Install::Cargo("cargo-fuzz".into()),
+        },
+    ]
 }
 
 /// What `cargo xtask lint` needs: actionlint for ci/*.yml, hadolint for the
@@ -570,7 +590,7 @@ mod tests {
 
     #[test]
     fn fuzzing_needs_nightly_then_cargo_fuzz() {
-        let plan = Plan::new(&crate::infra::fuzz::tools(), |_| false);
+        let plan = Plan::new(&fuzz_tools(), |_| false);
         assert_eq!(plan.missing, ["nightly toolchain", "cargo-fuzz"]);
         assert_eq!(
             plan.commands(true),
@@ -579,7 +599,7 @@ mod tests {
                 "cargo install --locked cargo-fuzz",
             ]
         );
-        assert!(Plan::new(&crate::infra::fuzz::tools(), |_| true).is_empty());
+        assert!(Plan::new(&fuzz_tools(), |_| true).is_empty());
         // CI installs them too.
         let ci = Plan::new(&ci_tools(&[]), |_| false);
         assert_eq!(ci.rustup_toolchains, ["nightly"]);
