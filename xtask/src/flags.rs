@@ -24,7 +24,8 @@ pub(crate) enum Command {
     /// What CI runs: install missing tools, rustfmt check, workload files,
     /// lint of CI workflows and Dockerfiles, clippy, compile the criterion
     /// benches, release build of the broker, workspace tests (interop tests
-    /// required), cross-build + smoke, fast-path tests under qemu-aarch64,
+    /// required), every fuzz target for ~20 s, cross-build + smoke,
+    /// fast-path tests under qemu-aarch64,
     /// quick bench suite gated by the `ci` profile
     Ci {
         /// Install nothing; report missing tools and carry on
@@ -96,6 +97,24 @@ pub(crate) enum Command {
         /// Install nothing; report missing linters and carry on
         #[arg(long)]
         no_install: bool,
+    },
+    /// Coverage-guided fuzzing of the broker's decoders and recovery paths
+    /// (fuzz/, cargo-fuzz, nightly): write the seed corpora, build every
+    /// target once, run each for --time seconds; exit 1 on a crash, naming
+    /// the reproducer (docs/fuzz.md)
+    Fuzz {
+        /// Run only this target (repeatable); see --list
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
+        /// Seconds per target
+        #[arg(long = "time", value_name = "SECS", default_value_t = 60)]
+        seconds: u64,
+        /// List the targets and exit
+        #[arg(long)]
+        list: bool,
+        /// Extra libFuzzer flags, after `--` (e.g. -- -jobs=2 -max_len=65536)
+        #[arg(last = true, value_name = "LIBFUZZER_FLAGS")]
+        extra: Vec<String>,
     },
     /// Build the multi-arch broker image (docker/Dockerfile) with docker
     /// buildx; needs buildx and a running container engine

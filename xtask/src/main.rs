@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use crate::commands::{
-    baseline, bench, build_all, ci, compare, docker, gate, lint, merge, micro, report, setup,
+    baseline, bench, build_all, ci, compare, docker, fuzz, gate, lint, merge, micro, report, setup,
 };
 use crate::flags::{Cli, Command};
 use crate::model::verdict::is_verdict;
@@ -73,6 +73,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }) => setup::setup(&targets, !no_install),
         Some(Command::Doctor { targets }) => setup::doctor(&targets),
         Some(Command::Lint { no_install }) => lint::run(!no_install),
+        Some(Command::Fuzz {
+            targets,
+            seconds,
+            list,
+            extra,
+        }) => fuzz::run(&fuzz::Options {
+            targets,
+            seconds,
+            list,
+            extra,
+        }),
         Some(Command::Docker {
             platforms,
             push,

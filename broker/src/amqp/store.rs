@@ -176,8 +176,16 @@ fn encode_definition(d: &Definition) -> Vec<u8> {
     out.to_vec()
 }
 
+/// The largest frame a record can hold: the record itself. Frames read back
+/// from a record are split with this bound, so a corrupt frame size is
+/// refused at once instead of reserving room for it (`u32::MAX` here let a
+/// 229-byte queue file make the broker allocate 1.9 GB at start-up).
+fn frame_max_within(record: &[u8]) -> u32 {
+    u32::try_from(record.len()).unwrap_or(u32::MAX)
+}
+
 fn decode_definition(record: &[u8]) -> Option<Definition> {
-    match codec::next_frame(&mut BytesMut::from(record), u32::MAX) {
+    match codec::next_frame(&mut BytesMut::from(record), frame_max_within(record)) {
         Ok(Some(Frame::Method(_, m))) => Definition::from_method(m),
         _ => None,
     }
@@ -429,12 +437,13 @@ fn decode_message(r: &[u8]) -> Option<QueuedMessage> {
     };
     let exchange = short(&mut b)?;
     let routing_key = short(&mut b)?;
-    let Ok(Some(Frame::Header(_, header))) = codec::next_frame(&mut b, u32::MAX) else {
+    let frame_max = frame_max_within(r);
+    let Ok(Some(Frame::Header(_, header))) = codec::next_frame(&mut b, frame_max) else {
         return None;
     };
     let mut body = BytesMut::new();
     while (body.len() as u64) < header.body_size {
-        match codec::next_frame(&mut b, u32::MAX) {
+        match codec::next_frame(&mut b, frame_max) {
             Ok(Some(Frame::Body(_, part))) => body.extend_from_slice(&part),
             _ => return None,
         }
@@ -617,5 +626,46 @@ mod tests {
             RecordLog::first_record(&slot0, 64).unwrap().unwrap(),
             b"\x03someone else"
         );
+    }
+
+    /// Found by the record_file_recovery fuzz target: a queue file record
+    /// whose content-header frame announces a ~2 GiB payload. Frames were
+    /// split with `frame_max = u32::MAX`, so the decoder reserved room for the
+    /// announced frame (1.9 GB for a 229-byte file) before finding the
+    /// record too short. Now a frame larger than its record is refused.
+    #[test]
+    fn a_frame_size_beyond_its_record_is_refused_without_reserving_it() {
+        let mut record = vec![ENQUEUE];
+        record.extend_from_slice(&7u64.to_be_bytes());
+        record.extend_from_slice(&0u64.to_be_bytes());
+        record.extend_from_slice(b"\x02ex\x01k");
+        // Content header frame: type 2, channel 0, size 0x7fff_fff0, a few bytes.
+        let frame_at = record.len();
+        record.extend_from_slice(&[2, 0, 0, 0x7f, 0xff, 0xff, 0xf0, 0, 60, 0, 0]);
+        let mut frame = BytesMut::from(&record[frame_at..]);
+        assert!(matches!(
+            codec::next_frame(&mut frame, frame_max_within(&record)),
+            Err(codec::FrameError::TooLarge { .. })
+        ));
+        assert_eq!(
+            frame.capacity(),
+            record.len() - frame_at,
+            "nothing reserved"
+        );
+        assert!(decode_message(&record).is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        let mut log = store.create_queue_log("q").unwrap();
+        log.append(&qm(1, "kept")).unwrap();
+        log.log.append(&record).unwrap();
+        drop(log);
+        let (_, messages) = store.open_queue_log("q").unwrap();
+        let bodies: Vec<&[u8]> = messages.iter().map(|m| &m.message.body[..]).collect();
+        assert_eq!(bodies, [&b"kept"[..]]);
+
+        // The same frame as a definition record.
+        let definition = record[frame_at..].to_vec();
+        assert!(decode_definition(&definition).is_none());
     }
 }

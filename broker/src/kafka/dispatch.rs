@@ -130,6 +130,69 @@ impl Body {
     }
 }
 
+/// Decodes one request frame (as `next_frame` returns it) the way
+/// [`handle`] does, without handling it: the header and the body of every
+/// API served, through the same `codec` calls and decode allowance. `Ok(None)` for an API or
+/// version not served (answered without decoding). For the fuzz targets and
+/// tests; keep its match in step with the one in `handle`.
+#[doc(hidden)]
+pub fn decode_request(mut frame: Bytes) -> Result<Option<ApiKey>, DecodeError> {
+    let start = codec::request_start(&frame);
+    let Some(api) = api_versions::supported(start.api_key, start.api_version) else {
+        return Ok(None);
+    };
+    let v = start.api_version;
+    codec::decode_header(&mut frame, api, v)?;
+    let api_key = start.api_key;
+    let f = &mut frame;
+    match api {
+        ApiKey::ApiVersions => drop(codec::decode_body_within::<ApiVersionsRequest>(
+            f, v, api_key,
+        )?),
+        ApiKey::Metadata => drop(codec::decode_body_within::<MetadataRequest>(f, v, api_key)?),
+        ApiKey::Produce => drop(codec::decode_body_within::<ProduceRequest>(f, v, api_key)?),
+        ApiKey::Fetch => drop(codec::decode_body_within::<FetchRequest>(f, v, api_key)?),
+        ApiKey::ListOffsets => drop(codec::decode_body_within::<ListOffsetsRequest>(
+            f, v, api_key,
+        )?),
+        ApiKey::CreateTopics => drop(codec::decode_body_within::<CreateTopicsRequest>(
+            f, v, api_key,
+        )?),
+        ApiKey::DeleteTopics => drop(codec::decode_body_within::<DeleteTopicsRequest>(
+            f, v, api_key,
+        )?),
+        ApiKey::DescribeConfigs => drop(codec::decode_body_within::<DescribeConfigsRequest>(
+            f, v, api_key,
+        )?),
+        ApiKey::InitProducerId => drop(codec::decode_body_within::<InitProducerIdRequest>(
+            f, v, api_key,
+        )?),
+        ApiKey::FindCoordinator => drop(codec::decode_body_within::<FindCoordinatorRequest>(
+            f, v, api_key,
+        )?),
+        ApiKey::JoinGroup => drop(codec::decode_body_within::<JoinGroupRequest>(
+            f, v, api_key,
+        )?),
+        ApiKey::SyncGroup => drop(codec::decode_body_within::<SyncGroupRequest>(
+            f, v, api_key,
+        )?),
+        ApiKey::Heartbeat => drop(codec::decode_body_within::<HeartbeatRequest>(
+            f, v, api_key,
+        )?),
+        ApiKey::LeaveGroup => drop(codec::decode_body_within::<LeaveGroupRequest>(
+            f, v, api_key,
+        )?),
+        ApiKey::OffsetCommit => drop(codec::decode_body_within::<OffsetCommitRequest>(
+            f, v, api_key,
+        )?),
+        ApiKey::OffsetFetch => drop(codec::decode_body_within::<OffsetFetchRequest>(
+            f, v, api_key,
+        )?),
+        other => unreachable!("{other:?} is in the supported table but has no decoder"),
+    }
+    Ok(Some(api))
+}
+
 /// Lets the one `respond` closure above take every response type.
 trait EncodeDyn {
     fn encode_into(

@@ -19,3 +19,7 @@ pub mod producer;
 pub mod topic;
 
 pub use hub::KafkaHub;
+
+/// Request decoding as a connection does it, for the fuzz targets.
+#[doc(hidden)]
+pub use dispatch::decode_request;

@@ -5,6 +5,7 @@
 //! warnings denied, compile every criterion bench (`cargo bench --no-run`, so
 //! benches nobody runs in CI cannot rot), release build of the broker, workspace tests against that
 //! release binary with the interop tests required rather than skipped,
+//! every fuzz target for ~30 s (`fuzz (short)`, docs/fuzz.md),
 //! cross-builds with smoke runs under qemu-user for two targets, and the
 //! quick bench suite gated by the `ci` threshold profile.
 
@@ -82,8 +83,28 @@ pub fn run(options: &Options) -> Result<()> {
             // bench/tests/fast_paths.rs fails instead of noting it when the
             // CPU's accelerated paths are missing.
             let _required = sh.push_env("FAST_PATHS_REQUIRED", "1");
+            // The broker's seed test writes the fuzz corpora on the way.
+            let (var, corpus) = crate::infra::fuzz::corpus_env(&root);
+            let _seeds = sh.push_env(var, corpus);
             println!("    BROKER_RELEASE_BIN={}", release_bin.display());
             Ok(cmd!(sh, "{cargo} test --workspace").run()?)
+        })?;
+        // Every fuzz target for a short time (seeds, one nightly build, then
+        // ~30 s each): a decoder crash found by then fails CI with its reproducer.
+        steps.run("fuzz (short)", || {
+            let seconds = crate::infra::fuzz::SHORT_RUN.as_secs();
+            let results = crate::infra::fuzz::seed_build_run(
+                &sh,
+                &root,
+                crate::infra::fuzz::TARGETS,
+                seconds,
+                &[],
+                true,
+            )?;
+            match crate::infra::fuzz::crash_report(&root, &results) {
+                Some(report) => Err(VerdictFailed(report).into()),
+                None => Ok(()),
+            }
         })?;
         steps.run("cross-build + smoke (aarch64 musl, armv7)", || {
             let targets = cross_targets().join(",");

@@ -6,6 +6,7 @@ pub mod build_all;
 pub mod ci;
 pub mod compare;
 pub mod docker;
+pub mod fuzz;
 pub mod gate;
 pub mod lint;
 pub mod merge;

