@@ -495,7 +495,12 @@ impl Driver for KafkaDriver {
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "500")
-            .set("fetch.wait.max.ms", "100");
+            .set("fetch.wait.max.ms", "100")
+            // librdkafka >= 2.4 stops fetching a partition for this long once
+            // its local queue passes queued.min.messages (default 1 s): a
+            // consumer a little behind then reads in 1 s steps and falls
+            // further behind, which the bench would report as late or lost.
+            .set("fetch.queue.backoff.ms", "10");
         let consumer: StreamConsumer<SubscriberContext> = config
             .create_with_context(context)
             .map_err(|e| kafka_error(&e).context(format!("{describe}: bad consumer settings")))?;
