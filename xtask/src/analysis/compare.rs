@@ -367,7 +367,7 @@ those rows are labelled `not comparable` and get no better/worse verdict; connec
     if load && (a.repeat < 2 || b.repeat < 2) {
         notes.push(
             "No repeats on at least one side: there is no spread to judge noise by, so verdicts use each metric's default band \
-(delivered msg/s ±10 %, e2e p50/p99 ±25 %, broker peak RSS ±10 %, broker CPU ±15 %, connections and lost exact). \
+(delivered msg/s ±10 %, e2e p50/p99 ±25 %, broker peak RSS ±10 %, broker CPU % and CPU per message ±15 %, connections and lost exact). \
 Run `cargo xtask bench --repeat 3` (or ≥ 5 for a bootstrap) for verdicts from measured spread."
                 .into(),
         );

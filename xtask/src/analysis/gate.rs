@@ -61,6 +61,7 @@ pub fn evaluate(report: &Report, profile: &Profile) -> GateReport {
             Verdict {
                 threshold: t.kind.name().to_string(),
                 protocol: protocol.map(|p| p.as_str().to_string()),
+                workload: t.workload.clone(),
                 limit: t.limit_text.clone(),
                 measured,
                 value,
@@ -113,6 +114,7 @@ fn unmeasured_protocols(report: &Report) -> Vec<Verdict> {
             Some(Verdict {
                 threshold: "protocol".into(),
                 protocol: Some(p.as_str().to_string()),
+                workload: None,
                 limit: "measured".into(),
                 measured: format!("{} workloads {reason}", of_p.len()),
                 value: None,
@@ -373,6 +375,10 @@ pub(crate) fn judge(report: &Report, t: &Threshold, protocol: Option<Protocol>) 
             limit,
             true,
         ),
+        ThresholdKind::CpuPerMessage
+        | ThresholdKind::CpuPerConnection
+        | ThresholdKind::WorkloadMemory
+        | ThresholdKind::WorkloadThroughput => judge_workload(report, t),
         ThresholdKind::BinarySize => match (report.broker.kind, report.broker.binary_size_bytes) {
             (BrokerKind::Built, Some(size)) => {
                 let size = size as f64;
@@ -390,6 +396,59 @@ pub(crate) fn judge(report: &Report, t: &Threshold, protocol: Option<Protocol>) 
             ),
         },
     }
+}
+
+/// A `[workloads.NAME]` bound: the median over the workload's repeats.
+/// Not measured when the workload is not in the run (or was skipped, or has
+/// no figure: no broker samples); fail when it failed.
+fn judge_workload(report: &Report, t: &Threshold) -> Judgement {
+    use crate::model::units::{bytes, cpu_micros, thousands};
+    use VerdictKind::*;
+    let name = t.workload.as_deref().unwrap_or_default();
+    let Some(w) = report.workloads.iter().find(|w| w.name == name) else {
+        return (NotMeasured, format!("{name} is not in this run"), None);
+    };
+    if w.status.is_skipped() {
+        return (NotMeasured, w.status.describe(), None);
+    }
+    if let Some(reason) = first_failure(&[w]) {
+        return (Fail, reason, None);
+    }
+    let values = |f: fn(&crate::model::report::RepeatReport) -> Option<f64>| {
+        crate::model::report::Spread::of(w.repeats.iter().filter_map(f)).map(|s| s.median)
+    };
+    let (value, below) = match t.kind {
+        ThresholdKind::CpuPerMessage => (values(|r| r.broker_cpu_us_per_message), true),
+        ThresholdKind::CpuPerConnection => (values(|r| r.broker_cpu_us_per_connection), true),
+        ThresholdKind::WorkloadMemory => {
+            (values(|r| r.broker_peak_rss_bytes.map(|b| b as f64)), true)
+        }
+        _ => (
+            values(|r| r.result.as_ref().map(|res| res.rates.received_per_sec)),
+            false,
+        ),
+    };
+    let Some(v) = value else {
+        return (
+            NotMeasured,
+            "no figure (no broker samples, or nothing delivered)".into(),
+            None,
+        );
+    };
+    let text = match t.kind {
+        ThresholdKind::CpuPerMessage => format!("{}/msg", cpu_micros(v)),
+        ThresholdKind::CpuPerConnection => format!("{}/conn", cpu_micros(v)),
+        ThresholdKind::WorkloadMemory => bytes(v),
+        _ => format!("{} msg/s", thousands(v.round() as u64)),
+    };
+    let repeats = w.repeats.len();
+    let text = if repeats > 1 {
+        format!("{text} (median of {repeats})")
+    } else {
+        text
+    };
+    let pass = if below { v < t.limit } else { v > t.limit };
+    (if pass { Pass } else { Fail }, text, Some(v))
 }
 
 /// The workloads of `scenario` that apply to the broker (skipped ones do
@@ -488,6 +547,112 @@ from = "origin"
 below = "5 MB"
 from = "origin"
 "#;
+
+    #[test]
+    fn per_workload_bounds_judge_cpu_per_message_memory_and_rate() {
+        let mut run = quick_run(25_000.0, 3_000);
+        // The fan-in: 90 % of 2 cores over a 2 s window = 3.6 CPU-s for
+        // what it delivered in its window.
+        let fanin = &run.workloads[0];
+        let delivered = fanin.repeats[0].result.as_ref().unwrap().counts.delivered;
+        let per_msg = 3.6e6 / delivered as f64;
+        assert!(
+            (fanin.repeats[0].broker_cpu_us_per_message.unwrap() - per_msg).abs() < 1e-9,
+            "{:?}",
+            fanin.repeats[0].broker_cpu_us_per_message
+        );
+        run.workloads[2].repeats[0].broker_cpu_us_per_connection = Some(80.0);
+        let text = format!(
+            r#"
+[workloads.fanin]
+cpu_us_per_message_below = {}
+peak_rss_below = "41 MB"
+delivered_above_msg_per_sec = 20_000
+from = "measured"
+[workloads.lat]
+cpu_us_per_message_below = {}
+from = "measured"
+[workloads.storm]
+cpu_us_per_connection_below = 100
+peak_rss_below = "44 MB"
+from = "measured"
+[workloads.gone]
+cpu_us_per_message_below = 1
+from = "measured"
+"#,
+            per_msg * 1.01,
+            0.001
+        );
+        let gate = evaluate(&run, &profile(&text));
+        let find = |label: &str| {
+            gate.verdicts
+                .iter()
+                .find(|v| v.label() == label)
+                .unwrap_or_else(|| panic!("no {label} in {:?}", gate.verdicts))
+        };
+        let v = find("CPU per message (fanin)");
+        assert_eq!(v.verdict, VerdictKind::Pass, "{v:?}");
+        assert_eq!(v.value, Some(per_msg));
+        assert_eq!(find("peak RSS (fanin)").verdict, VerdictKind::Pass);
+        assert_eq!(find("delivered (fanin)").verdict, VerdictKind::Pass);
+        // A bound below the figure fails.
+        let v = find("CPU per message (lat)");
+        assert_eq!(v.verdict, VerdictKind::Fail, "{v:?}");
+        assert!(v.measured.ends_with("/msg"), "{v:?}");
+        assert_eq!(
+            find("CPU per connection (storm)").verdict,
+            VerdictKind::Pass
+        );
+        assert_eq!(find("peak RSS (storm)").verdict, VerdictKind::Fail);
+        let gone = find("CPU per message (gone)");
+        assert_eq!(gone.verdict, VerdictKind::NotMeasured);
+        assert_eq!(gone.measured, "gone is not in this run");
+        assert_eq!(gate.result, GateResult::Fail);
+
+        // A failed workload fails its bounds, never passes them.
+        run.workloads[0].status = Status::Failed {
+            reason: "loadgen exited with code 1".into(),
+        };
+        let gate = evaluate(&run, &profile(&text));
+        let v = gate
+            .verdicts
+            .iter()
+            .find(|v| v.label() == "CPU per message (fanin)")
+            .unwrap();
+        assert_eq!(v.verdict, VerdictKind::Fail);
+        assert!(v.value.is_none());
+
+        // Under emulation they are reported, not gated.
+        let gate = evaluate(&emulated(quick_run(25_000.0, 3_000)), &profile(&text));
+        let v = gate
+            .verdicts
+            .iter()
+            .find(|v| v.label() == "CPU per message (lat)")
+            .unwrap();
+        assert_eq!(v.verdict, VerdictKind::Informational);
+    }
+
+    #[test]
+    fn a_workload_table_without_a_bound_is_an_error_naming_it() {
+        let e = Profile::parse(
+            Path::new("targets/profiles/test.toml"),
+            "[workloads.mqtt-qos1]\nfrom = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("targets/profiles/test.toml"), "{e}");
+        assert!(e.contains("workloads.mqtt-qos1"), "{e}");
+        let e = Profile::parse(
+            Path::new("targets/profiles/test.toml"),
+            "[workloads.mqtt-qos1]\ncpu_us_per_message_below = -1\nfrom = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("workloads.mqtt-qos1.cpu_us_per_message_below"),
+            "{e}"
+        );
+    }
 
     fn verdict<'a>(gate: &'a GateReport, name: &str) -> &'a Verdict {
         gate.verdicts.iter().find(|v| v.threshold == name).unwrap()

@@ -14,7 +14,7 @@ use crate::infra::launcher::target_address;
 use crate::infra::launcher::RunningBroker;
 use crate::infra::sampler::Sampler;
 use crate::infra::sampler::Usage;
-use crate::model::report::RepeatReport;
+use crate::model::report::{cpu_us_per, RepeatReport};
 use crate::model::suite::PlannedWorkload;
 
 /// Slack on top of a workload's own timing before loadgen counts as hung:
@@ -108,6 +108,19 @@ impl RunContext<'_> {
             (r.loadgen.cpu_user_secs + r.loadgen.cpu_system_secs) / wall / self.cores.max(1) as f64
                 * 100.0
         });
+        let storm = planned.workload.scenario == loadgen::Scenario::ConnectionStorm;
+        let broker_cpu_secs =
+            crate::infra::sampler::cpu_secs_between(&lifetime, measured_from, measured_to);
+        let broker_cpu_us_per_message = result
+            .as_ref()
+            .filter(|_| !storm)
+            .and_then(|r| cpu_us_per(broker_cpu_secs, r.counts.delivered));
+        let broker_cpu_us_per_connection = result.as_ref().filter(|_| storm).and_then(|r| {
+            cpu_us_per(
+                crate::infra::sampler::cpu_secs_between(&lifetime, from, to),
+                r.connections.established,
+            )
+        });
         let report = RepeatReport {
             repeat,
             result_file: result_rel,
@@ -126,6 +139,9 @@ impl RunContext<'_> {
             broker_samples: lifetime,
             broker_usage,
             loadgen_cpu_percent,
+            broker_cpu_secs,
+            broker_cpu_us_per_message,
+            broker_cpu_us_per_connection,
             result,
         };
         (report, death)

@@ -21,6 +21,45 @@ pub struct Sample {
     pub cpu_core_percent: f64,
     /// The same over all cores; 100 = the whole machine busy.
     pub cpu_machine_percent: f64,
+    /// CPU seconds the process used in the interval ending at `t`, and the
+    /// interval's length (0 in reports written before they were recorded:
+    /// [`Sample::cpu_and_interval`] then derives them from the percentage).
+    #[serde(default)]
+    pub cpu_secs: f64,
+    #[serde(default)]
+    pub interval_secs: f64,
+}
+
+impl Sample {
+    /// (CPU seconds, interval seconds) of this sample.
+    pub fn cpu_and_interval(&self) -> (f64, f64) {
+        if self.interval_secs > 0.0 {
+            (self.cpu_secs, self.interval_secs)
+        } else {
+            let interval = INTERVAL.as_secs_f64();
+            (self.cpu_core_percent / 100.0 * interval, interval)
+        }
+    }
+}
+
+/// CPU seconds the sampled process used in `[from, to]` (seconds since the
+/// epoch). Each sample covers the interval ending at its `t`; a sample that
+/// straddles an end counts for the part inside, its CPU spread evenly over
+/// its interval. None when no sample covers any of the window.
+pub fn cpu_secs_between(samples: &[Sample], from: f64, to: f64) -> Option<f64> {
+    let mut cpu = 0.0;
+    let mut covered = 0.0;
+    for s in samples {
+        let (secs, interval) = s.cpu_and_interval();
+        let overlap = s.t.min(to) - (s.t - interval).max(from);
+        if overlap > 0.0 && interval > 0.0 {
+            cpu += secs * overlap / interval;
+            covered += overlap;
+        }
+    }
+    // Scaled to the whole window when the samples leave gaps (the first
+    // interval of a run, a missed reading).
+    (covered > 0.0).then(|| cpu * (to - from) / covered)
 }
 
 /// What a stretch of samples says about the broker.
@@ -91,6 +130,8 @@ impl Sampler {
                         rss_bytes: reading.rss_bytes,
                         cpu_core_percent: core,
                         cpu_machine_percent: core / cores,
+                        cpu_secs: cpu,
+                        interval_secs: wall,
                     });
                 }
                 previous = Some((now, reading.cpu_ticks));
@@ -200,6 +241,8 @@ mod tests {
             rss_bytes: rss,
             cpu_core_percent: core,
             cpu_machine_percent: core / 2.0,
+            cpu_secs: 0.0,
+            interval_secs: 0.0,
         };
         let usage = Usage::of(&[s(0.25, 10, 100.0), s(0.5, 30, 50.0), s(0.75, 20, 0.0)]).unwrap();
         assert_eq!(usage.samples, 3);
@@ -208,6 +251,43 @@ mod tests {
         assert_eq!(usage.avg_cpu_machine_percent, 25.0);
         assert_eq!(usage.peak_cpu_machine_percent, 50.0);
         assert!(Usage::of(&[]).is_none());
+    }
+
+    fn sample(t: f64, cpu_secs: f64, interval_secs: f64) -> Sample {
+        Sample {
+            t,
+            rss_bytes: 1,
+            cpu_core_percent: cpu_secs / interval_secs * 100.0,
+            cpu_machine_percent: cpu_secs / interval_secs * 50.0,
+            cpu_secs,
+            interval_secs,
+        }
+    }
+
+    #[test]
+    fn cpu_in_a_window_counts_straddling_samples_in_part() {
+        // 0.1 CPU-s in each 0.25 s interval ending at 0.25, 0.5, ... 2.0.
+        let samples: Vec<Sample> = (1..=8)
+            .map(|i| sample(i as f64 * 0.25, 0.1, 0.25))
+            .collect();
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        // Whole intervals.
+        assert!(near(cpu_secs_between(&samples, 0.5, 1.5).unwrap(), 0.4));
+        // Half of the intervals at each end: 0.05 + 0.3 + 0.05.
+        assert!(near(cpu_secs_between(&samples, 0.375, 1.375).unwrap(), 0.4));
+        // A window inside one interval: its share.
+        assert!(near(cpu_secs_between(&samples, 0.3, 0.4).unwrap(), 0.04));
+        // Beyond the last sample: scaled from what is covered.
+        assert!(near(cpu_secs_between(&samples, 1.5, 2.5).unwrap(), 0.4));
+        assert!(cpu_secs_between(&samples, 3.0, 4.0).is_none());
+        assert!(cpu_secs_between(&[], 0.0, 1.0).is_none());
+        // A sample from an older report (no seconds recorded): from its percentage.
+        let old = Sample {
+            cpu_secs: 0.0,
+            interval_secs: 0.0,
+            ..sample(0.25, 0.1, 0.25)
+        };
+        assert!(near(cpu_secs_between(&[old], 0.0, 0.25).unwrap(), 0.1));
     }
 
     #[test]
@@ -224,9 +304,14 @@ mod tests {
         let samples = sampler.finish();
         assert!(!samples.is_empty());
         assert!(samples.iter().all(|s| s.rss_bytes > 0));
-        assert!(
-            samples.iter().any(|s| s.cpu_core_percent > 10.0),
-            "{samples:?}"
-        );
+        // On a loaded machine the busy thread may get little of a core, but
+        // it gets some, and each sample's seconds and percentage agree.
+        let cpu: f64 = samples.iter().map(|s| s.cpu_secs).sum();
+        assert!(cpu > 0.0, "{samples:?}");
+        for s in &samples {
+            assert!(s.interval_secs > 0.2, "{s:?}");
+            let pct = s.cpu_secs / s.interval_secs * 100.0;
+            assert!((pct - s.cpu_core_percent).abs() < 1e-6, "{s:?}");
+        }
     }
 }

@@ -112,6 +112,8 @@ pub fn metric_value(key: &str, r: &RepeatReport) -> Option<f64> {
         "e2e_p99_us" => e2e.map(|l| l.p99_us as f64),
         "broker_peak_rss_bytes" => r.broker_peak_rss_bytes.map(|b| b as f64),
         "broker_cpu_percent" => r.broker_usage.map(|u| u.avg_cpu_machine_percent),
+        "broker_cpu_us_per_msg" => r.broker_cpu_us_per_message,
+        "broker_cpu_us_per_conn" => r.broker_cpu_us_per_connection,
         "connections_established" => {
             (res.connections.attempted > 0).then_some(res.connections.established as f64)
         }
@@ -133,6 +135,7 @@ impl Baseline {
                     if w.workload.scenario == Scenario::ConnectionStorm
                         && m.key != "connections_established"
                         && m.key != "broker_peak_rss_bytes"
+                        && m.key != "broker_cpu_us_per_conn"
                     {
                         continue;
                     }

@@ -33,6 +33,15 @@ pub enum ThresholdKind {
     /// Out-of-order deliveries, fraction of expected, of workloads whose
     /// protocol keeps order: ≤ limit.
     Reordered,
+    /// One workload: broker CPU µs per delivered message < limit (median
+    /// over repeats).
+    CpuPerMessage,
+    /// One connection storm: broker CPU µs per established connection < limit.
+    CpuPerConnection,
+    /// One workload: broker peak RSS while it ran < limit (bytes).
+    WorkloadMemory,
+    /// One workload: delivered msg/s > limit (median over repeats).
+    WorkloadThroughput,
 }
 
 impl ThresholdKind {
@@ -48,6 +57,10 @@ impl ThresholdKind {
             ThresholdKind::LostBestEffort => "lost (at-most-once)",
             ThresholdKind::Duplicated => "duplicated",
             ThresholdKind::Reordered => "reordered",
+            ThresholdKind::CpuPerMessage => "CPU per message",
+            ThresholdKind::CpuPerConnection => "CPU per connection",
+            ThresholdKind::WorkloadMemory => "peak RSS",
+            ThresholdKind::WorkloadThroughput => "delivered",
         }
     }
 
@@ -60,6 +73,10 @@ impl ThresholdKind {
                 | ThresholdKind::P99Latency
                 | ThresholdKind::Cpu
                 | ThresholdKind::BrokerMemory
+                | ThresholdKind::CpuPerMessage
+                | ThresholdKind::CpuPerConnection
+                | ThresholdKind::WorkloadMemory
+                | ThresholdKind::WorkloadThroughput
         )
     }
 }
@@ -73,6 +90,8 @@ pub struct Threshold {
     pub limit_text: String,
     /// Where the number comes from.
     pub from: String,
+    /// The workload it judges (`[workloads.NAME]` tables); None: the run.
+    pub workload: Option<String>,
 }
 
 /// A named set of thresholds: one platform class (or the CI box).
@@ -105,6 +124,21 @@ pub(crate) struct ProfileFile {
     lost: Option<Lost>,
     duplicated: Option<AtMostFraction>,
     reordered: Option<AtMostFraction>,
+    /// Per-workload bounds, by workload name.
+    #[serde(default)]
+    workloads: std::collections::BTreeMap<String, WorkloadBounds>,
+}
+
+/// `[workloads.NAME]`: bounds on one workload's own figures. Every key but
+/// `from` is optional; at least one must be given.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WorkloadBounds {
+    cpu_us_per_message_below: Option<f64>,
+    cpu_us_per_connection_below: Option<f64>,
+    peak_rss_below: Option<String>,
+    delivered_above_msg_per_sec: Option<f64>,
+    from: String,
 }
 
 /// `[lost]`: zero loss for guaranteed delivery is not configurable; the
@@ -215,6 +249,7 @@ impl Profile {
                 limit: v,
                 limit_text: format!("≥ {}", crate::model::units::thousands(t.at_least)),
                 from: t.from,
+                workload: None,
             });
         }
         if let Some(t) = parsed.throughput {
@@ -224,6 +259,7 @@ impl Profile {
                 limit: v,
                 limit_text: format!("> {} msg/s", crate::model::units::thousands(v as u64)),
                 from: t.from,
+                workload: None,
             });
         }
         if let Some(t) = parsed.p99_latency {
@@ -233,6 +269,7 @@ impl Profile {
                 limit: v * 1_000.0,
                 limit_text: format!("< {v} ms"),
                 from: t.from,
+                workload: None,
             });
         }
         if let Some(t) = parsed.broker_memory {
@@ -244,6 +281,7 @@ impl Profile {
                 limit: v,
                 limit_text: format!("< {}", t.below.trim()),
                 from: t.from,
+                workload: None,
             });
         }
         if let Some(t) = parsed.cpu {
@@ -253,6 +291,7 @@ impl Profile {
                 limit: v,
                 limit_text: format!("< {v} % of machine"),
                 from: t.from,
+                workload: None,
             });
         }
         if let Some(t) = parsed.binary_size {
@@ -264,6 +303,7 @@ impl Profile {
                 limit: v,
                 limit_text: format!("< {}", t.below.trim()),
                 from: t.from,
+                workload: None,
             });
         }
         let fraction = |key: &str, v: f64| -> Result<f64> {
@@ -283,12 +323,14 @@ impl Profile {
                 limit: 0.0,
                 limit_text: "0".into(),
                 from: "delivery guarantee: acknowledged messages are never lost".into(),
+                workload: None,
             });
             thresholds.push(Threshold {
                 kind: ThresholdKind::LostBestEffort,
                 limit: v,
                 limit_text: format!("≤ {} of expected", fraction_text(v)),
                 from: t.from,
+                workload: None,
             });
         }
         for (kind, key, table) in [
@@ -302,7 +344,60 @@ impl Profile {
                     limit: v,
                     limit_text: format!("≤ {} of expected", fraction_text(v)),
                     from: t.from,
+                    workload: None,
                 });
+            }
+        }
+        for (name, w) in parsed.workloads {
+            let key = |k: &str| format!("workloads.{name}.{k}");
+            let before = thresholds.len();
+            if let Some(v) = w.cpu_us_per_message_below {
+                let v = positive(&key("cpu_us_per_message_below"), v)?;
+                thresholds.push(Threshold {
+                    kind: ThresholdKind::CpuPerMessage,
+                    limit: v,
+                    limit_text: format!("< {} /msg", crate::model::units::cpu_micros(v)),
+                    from: w.from.clone(),
+                    workload: Some(name.clone()),
+                });
+            }
+            if let Some(v) = w.cpu_us_per_connection_below {
+                let v = positive(&key("cpu_us_per_connection_below"), v)?;
+                thresholds.push(Threshold {
+                    kind: ThresholdKind::CpuPerConnection,
+                    limit: v,
+                    limit_text: format!("< {} /conn", crate::model::units::cpu_micros(v)),
+                    from: w.from.clone(),
+                    workload: Some(name.clone()),
+                });
+            }
+            if let Some(text) = &w.peak_rss_below {
+                let v = parse_size(text).map_err(|e| {
+                    anyhow::anyhow!("{f}: key `{}` = {text:?}: {e}", key("peak_rss_below"))
+                })?;
+                thresholds.push(Threshold {
+                    kind: ThresholdKind::WorkloadMemory,
+                    limit: v,
+                    limit_text: format!("< {}", text.trim()),
+                    from: w.from.clone(),
+                    workload: Some(name.clone()),
+                });
+            }
+            if let Some(v) = w.delivered_above_msg_per_sec {
+                let v = positive(&key("delivered_above_msg_per_sec"), v)?;
+                thresholds.push(Threshold {
+                    kind: ThresholdKind::WorkloadThroughput,
+                    limit: v,
+                    limit_text: format!("> {} msg/s", crate::model::units::thousands(v as u64)),
+                    from: w.from.clone(),
+                    workload: Some(name.clone()),
+                });
+            }
+            if thresholds.len() == before {
+                bail!(
+                    "{f}: table `workloads.{name}` has no bound: give cpu_us_per_message_below, \
+                     cpu_us_per_connection_below, peak_rss_below or delivered_above_msg_per_sec"
+                );
             }
         }
         Ok(Profile {
@@ -389,6 +484,9 @@ pub struct Verdict {
     /// per protocol); None for the whole broker.
     #[serde(default)]
     pub protocol: Option<String>,
+    /// The workload a per-workload bound judged.
+    #[serde(default)]
+    pub workload: Option<String>,
     pub limit: String,
     /// What was measured, or why nothing was.
     pub measured: String,
@@ -401,9 +499,10 @@ pub struct Verdict {
 impl Verdict {
     /// `throughput (mqtt)`, `broker memory`: the threshold and its scope.
     pub fn label(&self) -> String {
-        match &self.protocol {
-            Some(p) => format!("{} ({p})", self.threshold),
-            None => self.threshold.clone(),
+        match (&self.workload, &self.protocol) {
+            (Some(w), _) => format!("{} ({w})", self.threshold),
+            (None, Some(p)) => format!("{} ({p})", self.threshold),
+            (None, None) => self.threshold.clone(),
         }
     }
 }

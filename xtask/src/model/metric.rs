@@ -1,7 +1,7 @@
 //! The metrics a comparison and a baseline know: their key in the report,
 //! which direction is better, how they are written and their noise band.
 
-use crate::model::units::{bytes, micros, percent, rate, thousands};
+use crate::model::units::{bytes, cpu_micros, micros, percent, rate, thousands};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -28,6 +28,14 @@ pub struct Metric {
     pub format: fn(f64) -> String,
 }
 
+pub fn per_message(us: f64) -> String {
+    format!("{}/msg", cpu_micros(us))
+}
+
+pub fn per_connection(us: f64) -> String {
+    format!("{}/conn", cpu_micros(us))
+}
+
 pub fn count(n: f64) -> String {
     thousands(n.round().max(0.0) as u64)
 }
@@ -35,7 +43,7 @@ pub fn count(n: f64) -> String {
 /// The compared metrics. Default bands: run-to-run spread seen on a shared
 /// 2-core box for the quick suite (throughput and memory vary ~5 %, latency
 /// percentiles much more); functional counts have no band at all.
-pub const METRICS: [Metric; 7] = [
+pub const METRICS: [Metric; 9] = [
     Metric {
         key: "received_per_sec",
         label: "delivered msg/s",
@@ -80,6 +88,24 @@ pub const METRICS: [Metric; 7] = [
         floor: 2.0,
         performance: true,
         format: percent,
+    },
+    Metric {
+        key: "broker_cpu_us_per_msg",
+        label: "broker CPU per msg",
+        direction: Direction::LowerIsBetter,
+        band: 0.15,
+        floor: 0.1,
+        performance: true,
+        format: per_message,
+    },
+    Metric {
+        key: "broker_cpu_us_per_conn",
+        label: "broker CPU per connection",
+        direction: Direction::LowerIsBetter,
+        band: 0.15,
+        floor: 1.0,
+        performance: true,
+        format: per_connection,
     },
     Metric {
         key: "connections_established",

@@ -126,6 +126,24 @@ pub struct RepeatReport {
     pub broker_peak_rss_bytes: Option<u64>,
     /// loadgen's CPU time (its SelfUsage) over its wall time, % of the machine.
     pub loadgen_cpu_percent: Option<f64>,
+    /// Broker CPU seconds (user + system) over the measured window.
+    #[serde(default)]
+    pub broker_cpu_secs: Option<f64>,
+    /// Broker CPU microseconds per message delivered in the measured window
+    /// (`counts.delivered`): the efficiency figure, stable where "% of the
+    /// machine" moves with what else runs. None when nothing was delivered.
+    #[serde(default)]
+    pub broker_cpu_us_per_message: Option<f64>,
+    /// Connection storms: broker CPU microseconds per established
+    /// connection, over the whole storm (connect, hold, close).
+    #[serde(default)]
+    pub broker_cpu_us_per_connection: Option<f64>,
+}
+
+/// Broker CPU microseconds per unit of work (message or connection); None
+/// without CPU figures or without work.
+pub fn cpu_us_per(cpu_secs: Option<f64>, work: u64) -> Option<f64> {
+    cpu_secs.filter(|_| work > 0).map(|s| s * 1e6 / work as f64)
 }
 
 /// Smallest, median and largest value across repeats.
@@ -183,9 +201,28 @@ pub struct Summary {
     pub broker_avg_cpu_percent: Option<Spread>,
     /// loadgen CPU, % of the whole machine.
     pub loadgen_cpu_percent: Option<Spread>,
+    /// Broker CPU µs per delivered message (per connection for storms).
+    #[serde(default)]
+    pub broker_cpu_us_per_message: Option<Spread>,
+    #[serde(default)]
+    pub broker_cpu_us_per_connection: Option<Spread>,
 }
 
 impl Summary {
+    /// Broker CPU per unit of work, median: `3.17 µs/msg`, or `52.4 µs/conn`
+    /// for a storm; `–` without CPU figures or deliveries.
+    pub fn cpu_per_work_text(&self) -> String {
+        use crate::model::units::cpu_micros;
+        match (
+            self.broker_cpu_us_per_message,
+            self.broker_cpu_us_per_connection,
+        ) {
+            (Some(m), _) => format!("{}/msg", cpu_micros(m.median)),
+            (None, Some(c)) => format!("{}/conn", cpu_micros(c.median)),
+            (None, None) => "–".into(),
+        }
+    }
+
     pub fn of(repeats: &[RepeatReport]) -> Option<Summary> {
         let with: Vec<(&RepeatReport, &LoadResult)> = repeats
             .iter()
@@ -228,6 +265,8 @@ impl Summary {
             broker_peak_rss_bytes: of(&|r, _| r.broker_peak_rss_bytes.map(|b| b as f64)),
             broker_avg_cpu_percent: of(&|r, _| r.broker_usage.map(|u| u.avg_cpu_machine_percent)),
             loadgen_cpu_percent: of(&|r, _| r.loadgen_cpu_percent),
+            broker_cpu_us_per_message: of(&|r, _| r.broker_cpu_us_per_message),
+            broker_cpu_us_per_connection: of(&|r, _| r.broker_cpu_us_per_connection),
         })
     }
 }
@@ -406,6 +445,11 @@ pub(crate) mod test_support {
             avg_cpu_core_percent: cpu * 2.0,
             peak_cpu_core_percent: cpu * 3.0,
         };
+        // `cpu` % of a 2-core machine over the 2 s window.
+        let cpu_secs = Some(cpu / 100.0 * 2.0 * 2.0);
+        let per_message = result
+            .as_ref()
+            .and_then(|r| cpu_us_per(cpu_secs, r.counts.delivered));
         RepeatReport {
             repeat: n,
             result_file: format!("results/x-{n}.json"),
@@ -421,6 +465,9 @@ pub(crate) mod test_support {
             broker_usage: Some(usage),
             broker_peak_rss_bytes: Some(rss),
             loadgen_cpu_percent: Some(12.5),
+            broker_cpu_secs: cpu_secs,
+            broker_cpu_us_per_message: per_message,
+            broker_cpu_us_per_connection: None,
         }
     }
 

@@ -47,6 +47,20 @@ pub fn percent(p: f64) -> String {
     format!("{p:.1} %")
 }
 
+/// CPU microseconds per unit of work, three significant digits:
+/// `0.842 µs`, `3.17 µs`, `52.4 µs`, `1,204 µs`.
+pub fn cpu_micros(us: f64) -> String {
+    if us < 1.0 {
+        format!("{us:.3} µs")
+    } else if us < 10.0 {
+        format!("{us:.2} µs")
+    } else if us < 100.0 {
+        format!("{us:.1} µs")
+    } else {
+        format!("{} µs", thousands(us.round() as u64))
+    }
+}
+
 /// `1 subscriber`, `1,000 idle connections`.
 pub(crate) fn plural(n: u64, what: &str) -> String {
     format!("{} {what}{}", thousands(n), if n == 1 { "" } else { "s" })

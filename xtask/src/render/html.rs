@@ -356,7 +356,7 @@ pub(crate) fn summary_table(h: &mut String, report: &Report) {
             report.repeat
         );
     }
-    h.push_str("<table class=\"summary\"><tr><th class=\"text\">workload</th><th class=\"text\">scenario</th><th>received</th><th>e2e p50</th><th>e2e p99</th><th>connections</th><th>lost</th><th>broker peak RSS</th><th>broker CPU</th><th>loadgen CPU</th><th class=\"text\">status</th></tr>\n");
+    h.push_str("<table class=\"summary\"><tr><th class=\"text\">workload</th><th class=\"text\">scenario</th><th>received</th><th>e2e p50</th><th>e2e p99</th><th>connections</th><th>lost</th><th>broker peak RSS</th><th>broker CPU per msg</th><th>broker CPU</th><th>loadgen CPU</th><th class=\"text\">status</th></tr>\n");
     let med = |s: &Option<crate::model::report::Spread>, f: &dyn Fn(f64) -> String| {
         s.map(|s| f(s.median)).unwrap_or_else(|| "–".into())
     };
@@ -364,7 +364,7 @@ pub(crate) fn summary_table(h: &mut String, report: &Report) {
         let s = w.summary.clone().unwrap_or_default();
         let _ = writeln!(
             h,
-            "<tr class=\"workload\"><td class=\"text\"><a href=\"#w-{}\">{}</a></td><td class=\"text\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"text {}\">{}</td></tr>",
+            "<tr class=\"workload\"><td class=\"text\"><a href=\"#w-{}\">{}</a></td><td class=\"text\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"text {}\">{}</td></tr>",
             esc(&w.name),
             esc(&w.name),
             w.workload.scenario.as_str(),
@@ -374,6 +374,7 @@ pub(crate) fn summary_table(h: &mut String, report: &Report) {
             med(&s.connections_established, &|n| thousands(n as u64)),
             med(&s.lost, &|n| thousands(n as u64)),
             med(&s.broker_peak_rss_bytes, &bytes),
+            esc(&s.cpu_per_work_text()),
             med(&s.broker_avg_cpu_percent, &percent),
             med(&s.loadgen_cpu_percent, &percent),
             if w.status.is_ok() { "pass" } else { "fail" },
@@ -576,6 +577,8 @@ mod tests {
                 rss_bytes: 30_000_000 + i as u64 * 1_000_000,
                 cpu_core_percent: 120.0,
                 cpu_machine_percent: 60.0,
+                cpu_secs: 0.3,
+                interval_secs: 0.25,
             })
             .collect();
         let mut rep = report(vec![

@@ -8,7 +8,7 @@ use loadgen::{LoadResult, Outcome};
 use crate::model::gate::VerdictKind;
 use crate::model::report::Spread;
 use crate::model::report::{RepeatReport, Report, WorkloadReport};
-use crate::model::units::{bytes, escape, micros, percent, plural, rate, thousands};
+use crate::model::units::{bytes, cpu_micros, escape, micros, percent, plural, rate, thousands};
 use crate::render::environment::environment_rows;
 
 fn med(s: &Option<Spread>, f: impl Fn(f64) -> String) -> String {
@@ -76,14 +76,17 @@ pub fn render_markdown(report: &Report) -> String {
     }
     let _ = writeln!(
         md,
-        "| workload | scenario | received | e2e p50 | e2e p99 | connections | lost | broker peak RSS | broker CPU | loadgen CPU | status |"
+        "| workload | scenario | received | e2e p50 | e2e p99 | connections | lost | broker peak RSS | broker CPU per msg | broker CPU | loadgen CPU | status |"
     );
-    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(
+        md,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
     for w in &report.workloads {
         let s = w.summary.clone().unwrap_or_default();
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             w.name,
             w.workload.scenario.as_str(),
             med(&s.received_per_sec, rate),
@@ -92,6 +95,7 @@ pub fn render_markdown(report: &Report) -> String {
             med(&s.connections_established, |n| thousands(n as u64)),
             med(&s.lost, |n| thousands(n as u64)),
             med(&s.broker_peak_rss_bytes, bytes),
+            s.cpu_per_work_text(),
             med(&s.broker_avg_cpu_percent, percent),
             med(&s.loadgen_cpu_percent, percent),
             escape(&w.status.describe()),
@@ -99,7 +103,7 @@ pub fn render_markdown(report: &Report) -> String {
     }
     let _ = writeln!(
         md,
-        "\nCPU figures are % of the whole machine ({} cores), averaged over the measured window.",
+        "\nBroker CPU per msg: broker CPU time (user + system) in the measured window over the messages delivered in it (per established connection for a storm); it is the figure to compare and gate, since it moves little with what else runs on the machine. The other CPU figures are % of the whole machine ({} cores), averaged over the measured window.",
         env.cores
     );
 
@@ -295,14 +299,14 @@ fn connections_table(md: &mut String, with: &[(&RepeatReport, &LoadResult)], mul
     let label = |r: &RepeatReport, what: &str| repeat_label(multi, r, what);
     let _ = writeln!(
         md,
-        "\n| connections | attempted | established | failed | time to establish | broker peak RSS | broker CPU avg / peak | loadgen CPU |"
+        "\n| connections | attempted | established | failed | time to establish | broker peak RSS | broker CPU per msg | broker CPU avg / peak | loadgen CPU |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (r, res) in with {
         let c = &res.connections;
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {:.2} s | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.2} s | {} | {} | {} | {} |",
             label(r, "run"),
             thousands(c.attempted),
             thousands(c.established),
@@ -311,6 +315,7 @@ fn connections_table(md: &mut String, with: &[(&RepeatReport, &LoadResult)], mul
             r.broker_peak_rss_bytes
                 .map(|b| bytes(b as f64))
                 .unwrap_or_else(|| "–".into()),
+            cpu_per_work(r),
             r.broker_usage
                 .map(|u| format!(
                     "{} / {}",
@@ -325,6 +330,15 @@ fn connections_table(md: &mut String, with: &[(&RepeatReport, &LoadResult)], mul
     }
 }
 
+/// `3.17 µs/msg`, `52.4 µs/conn` or `–` for one repeat.
+fn cpu_per_work(r: &RepeatReport) -> String {
+    match (r.broker_cpu_us_per_message, r.broker_cpu_us_per_connection) {
+        (Some(m), _) => format!("{}/msg", cpu_micros(m)),
+        (None, Some(c)) => format!("{}/conn", cpu_micros(c)),
+        (None, None) => "–".into(),
+    }
+}
+
 /// With repeats, the median (min – max) line; then every error seen.
 fn summary_and_problems(
     md: &mut String,
@@ -335,7 +349,7 @@ fn summary_and_problems(
     if let (true, Some(s)) = (multi, &w.summary) {
         let _ = writeln!(
             md,
-            "\nAcross {} repeats, median (min – max): received {}; e2e p50 {}, p99 {}, p99.9 {}, max {}; publish delay p99 {}; broker peak RSS {}, CPU {}.",
+            "\nAcross {} repeats, median (min – max): received {}; e2e p50 {}, p99 {}, p99.9 {}, max {}; publish delay p99 {}; broker peak RSS {}, CPU {} ({} per message).",
             s.repeats,
             spread(&s.received_per_sec, rate),
             spread(&s.e2e_p50_us, micros),
@@ -345,6 +359,7 @@ fn summary_and_problems(
             spread(&s.publish_delay_p99_us, micros),
             spread(&s.broker_peak_rss_bytes, bytes),
             spread(&s.broker_avg_cpu_percent, percent),
+            spread(&s.broker_cpu_us_per_message, cpu_micros),
         );
     }
 
@@ -487,7 +502,7 @@ mod tests {
         let md = render_markdown(&r);
         assert!(md.contains("- **CPU**: Test CPU, 2 cores"), "{md}");
         assert!(
-            md.contains("| mqtt-fanin | fan_in | 123,456/s | 2.00 ms | 8.00 ms | 3 | 0 | 42.0 MB | 75.0 % | 12.5 % | ok |"),
+            md.contains("| mqtt-fanin | fan_in | 123,456/s | 2.00 ms | 8.00 ms | 3 | 0 | 42.0 MB | 2.43 µs/msg | 75.0 % | 12.5 % | ok |"),
             "{md}"
         );
         assert!(
@@ -496,7 +511,7 @@ mod tests {
         );
         assert!(md.contains("failed: broker exited with code 1 |"), "{md}");
         assert!(
-            md.contains("| mqtt-storm | connection_storm | – | – | – | – | – | – | – | – | not run: broker exited during mqtt-lat |"),
+            md.contains("| mqtt-storm | connection_storm | – | – | – | – | – | – | – | – | – | not run: broker exited during mqtt-lat |"),
             "{md}"
         );
         for section in [
