@@ -160,15 +160,11 @@ These numbers say whether it works, not how fast {} is; never compare them with 
     for w in &report.workloads {
         workload_section(&mut h, w);
     }
-    let _ = writeln!(
-        h,
-        "<h2>How measured</h2><p class=\"note\">Load from <code>loadgen</code> on the same host as the broker ({} cores shared). \
-Open loop: end-to-end latency is receive time minus the intended send time (coordinated omission corrected). \
-Latency curves come from the HDR histograms in each result; the x axis is log scale of 1/(1&minus;p). \
-Broker RSS and CPU are sampled from /proc every 250 ms; CPU figures are % of the whole machine. \
-Throughput over time is loadgen's per-second timeline of the measured window.</p>",
-        env.cores
-    );
+    h.push_str("<h2>How measured</h2>");
+    for p in crate::render::how_measured::paragraphs(report) {
+        let _ = write!(h, "<p class=\"note\">{}</p>", esc(&p));
+    }
+    h.push('\n');
     if let Some(micro) = &report.micro {
         micro_section(&mut h, micro);
     }

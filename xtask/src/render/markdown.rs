@@ -121,17 +121,9 @@ pub fn render_markdown(report: &Report) -> String {
     }
 
     let _ = writeln!(md, "\n## How measured\n");
-    let _ = writeln!(
-        md,
-        "Load comes from `loadgen`, running natively on the same host as the broker (so the two share its {} cores; loadgen's own CPU is reported). \
-Publishers run open loop: every message has an intended send time from the target rate, and end-to-end latency is receive time minus that intended time, \
-so a stalled publisher shows up as latency (coordinated omission corrected); how far publishers fell behind their schedule is reported separately as publish delay. \
-Latencies are recorded in HDR histograms (serialized in each result, merged by adding, never by averaging percentiles); warm-up is excluded. \
-The broker's memory (VmRSS of /proc/<pid>/status) and CPU (utime+stime of /proc/<pid>/stat) are sampled every 250 ms; \
-CPU is averaged over each workload's measured window, peak RSS over the whole time its load ran. \
-With repeats, the summary shows medians and the sections min/median/max.",
-        env.cores
-    );
+    for p in crate::render::how_measured::paragraphs(report) {
+        let _ = writeln!(md, "{p}\n");
+    }
     md
 }
 

@@ -4,6 +4,7 @@ pub mod chart;
 pub mod compare;
 pub mod environment;
 pub mod gate;
+pub mod how_measured;
 pub mod html;
 pub mod manifest;
 pub mod markdown;
