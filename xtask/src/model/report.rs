@@ -453,6 +453,7 @@ pub(crate) mod test_support {
                 emulated: false,
                 cpu_model: "Test CPU".into(),
                 cores: 2,
+                usable_cores: 2,
                 memory_bytes: 8_000_000_000,
                 kernel: "6.1.0".into(),
                 os: "Debian GNU/Linux 12 (bookworm)".into(),

@@ -99,7 +99,8 @@ pub fn render_markdown(report: &Report) -> String {
     }
     let _ = writeln!(
         md,
-        "\nCPU figures are % of the whole machine ({} cores), averaged over the measured window.",
+        "\nCPU figures are % of the {} cores this run could use (affinity and cgroup quota; the machine has {}), averaged over the measured window.",
+        env.usable(),
         env.cores
     );
 
