@@ -31,9 +31,7 @@ use crate::model::manifest::{
     Budget, Entry, Manifest, Smoke, SmokeStatus, Status, MANIFEST_SCHEMA,
 };
 use crate::model::verdict::failed;
-use crate::render::manifest::{
-    markdown_table, render_markdown, smoke_summary, status_word, View,
-};
+use crate::render::manifest::{markdown_table, render_markdown, smoke_summary, status_word, View};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -603,7 +601,9 @@ mod tests {
         let smoke = smoke_entry(&built, &t, &facts(&[], &[], false), dist.path());
         assert_eq!(smoke.status, SmokeStatus::NotRun, "{smoke:?}");
         assert!(
-            smoke.detail.starts_with("cannot run here: qemu-aarch64-static not found"),
+            smoke
+                .detail
+                .starts_with("cannot run here: qemu-aarch64-static not found"),
             "{smoke:?}"
         );
         built.smoke = Some(smoke);

@@ -399,7 +399,10 @@ mod tests {
         let summary = steps.summary(true);
         assert!(summary.starts_with("ci: ok, 1 steps in "), "{summary}");
         assert!(summary.contains(", 1 skipped ("), "{summary}");
-        assert!(summary.contains("tools skipped (--no-install)"), "{summary}");
+        assert!(
+            summary.contains("tools skipped (--no-install)"),
+            "{summary}"
+        );
 
         // Missing tools still fail the skipped step, naming them.
         let mut steps = Steps::default();
@@ -438,7 +441,10 @@ mod tests {
                 missing.push(format!("{} ({wanted})", tool.name));
             }
         }
-        assert!(missing.is_empty(), "ci/test.yml does not install: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "ci/test.yml does not install: {missing:?}"
+        );
     }
 
     /// A runner without a committed baseline (aarch64, today) must not pass

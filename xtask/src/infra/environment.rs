@@ -308,7 +308,8 @@ mod tests {
         assert_eq!((env.usable_cores, env.usable()), (0, 8));
         env.usable_cores = 2;
         assert_eq!(env.usable(), 2);
-        let back: Environment = serde_json::from_str(&serde_json::to_string(&env).unwrap()).unwrap();
+        let back: Environment =
+            serde_json::from_str(&serde_json::to_string(&env).unwrap()).unwrap();
         assert_eq!(back, env);
     }
 
