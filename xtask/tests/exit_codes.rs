@@ -31,6 +31,45 @@ fn gate_that_fails_is_a_verdict_exit_1_without_backtrace() {
     assert_eq!(stderr.trim(), "FAILED: gate `embedded` failed");
 }
 
+/// Issue 16, defect 9: with backtraces asked for, an expected gate failure
+/// is still its verdict table, one summary line and exit 1, never an
+/// `Error:` with a stack backtrace.
+#[test]
+fn gate_failure_with_rust_backtrace_set_is_the_table_and_one_summary_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["gate", REPORT, "--profile", "embedded"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .output()
+        .expect("xtask runs");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The verdict table, with the threshold that failed, then its verdict.
+    let table = stdout
+        .lines()
+        .find(|l| l.starts_with("binary size"))
+        .unwrap_or_else(|| panic!("no binary size row in\n{stdout}"));
+    assert!(table.contains("FAIL"), "{table}");
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("gate `embedded`: FAIL (1 failed,")),
+        "{stdout}"
+    );
+    // One summary line on stderr, and nothing that looks like a crash.
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(stderr.trim(), "FAILED: gate `embedded` failed");
+    for text in [&stdout, &stderr] {
+        // anyhow says "Stack backtrace:", a panic "stack backtrace:".
+        assert!(!text.to_lowercase().contains("stack backtrace"), "{text}");
+        assert!(!text.contains("Error:"), "{text}");
+        assert!(!text.contains("panicked"), "{text}");
+    }
+}
+
 #[test]
 fn missing_input_and_bad_flags_exit_2() {
     let out = xtask(&["gate", "/nonexistent/report.json", "--profile", "ci"]);

@@ -133,12 +133,14 @@ pub fn run(options: &Options) -> Result<()> {
         Some(p) => p,
         None => implied_profile(&root, cross_target.as_ref(), &broker, &env)?,
     };
-    let sampler = start_sampler(&broker, env.cores, epoch);
+    // "% of the machine" is of the cores this run may use (affinity, cgroup
+    // quota), not of every core /proc/cpuinfo lists.
+    let sampler = start_sampler(&broker, env.usable(), epoch);
 
     let context = RunContext {
         run_dir: &run_dir,
         loadgen: &loadgen_bin,
-        cores: env.cores,
+        cores: env.usable(),
         epoch,
     };
     let (workloads, broker_exit) = run_workloads(

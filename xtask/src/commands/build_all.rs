@@ -31,7 +31,7 @@ use crate::model::manifest::{
     Budget, Entry, Manifest, Smoke, SmokeStatus, Status, MANIFEST_SCHEMA,
 };
 use crate::model::verdict::failed;
-use crate::render::manifest::{markdown_table, render_markdown, status_word, View};
+use crate::render::manifest::{markdown_table, render_markdown, smoke_summary, status_word, View};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -136,9 +136,12 @@ pub fn run(options: &Options) -> Result<()> {
         .filter(|e| e.status == Status::Built)
         .count();
     println!(
-        "build-all: {built} of {} built in {:.0} s; manifest: {}",
+        "build-all: {built} of {} built in {:.0} s{}; manifest: {}",
         manifest.entries.len(),
         manifest.total_seconds,
+        smoke_summary(&manifest)
+            .map(|s| format!("; {s}"))
+            .unwrap_or_default(),
         dist.join("manifest.md").display()
     );
     let problems = manifest.problems(requested_by_name);
@@ -354,12 +357,10 @@ pub(crate) fn smoke_entry(entry: &Entry, target: &Target, host: &HostFacts, dist
         return not_run(format!("not built ({})", status_word(entry.status)));
     }
     if let Err(why) = crate::infra::host::runner_ready(target, host) {
-        return not_run(why);
+        return not_run(format!("cannot run here: {why}"));
     }
-    let Some(artifact) = entry.artifact.as_ref().map(|a| dist.join(a)) else {
-        return not_run("no artifact".into());
-    };
-    let dir = dist.join(target.triple()).join("smoke");
+    // From here the target is built and runnable here: a smoke run that does
+    // not happen is a failure, never a quiet "not run".
     let failed = |detail: String| Smoke {
         status: SmokeStatus::Failed,
         detail,
@@ -367,6 +368,10 @@ pub(crate) fn smoke_entry(entry: &Entry, target: &Target, host: &HostFacts, dist
         round_trip_ms: None,
         runner: runner.clone(),
     };
+    let Some(artifact) = entry.artifact.as_ref().map(|a| dist.join(a)) else {
+        return failed("built and runnable here, but the manifest names no artifact to run".into());
+    };
+    let dir = dist.join(target.triple()).join("smoke");
     if let Err(e) = std::fs::create_dir_all(&dir) {
         return failed(format!("cannot create {}: {e}", dir.display()));
     }
@@ -568,6 +573,53 @@ mod tests {
         assert!(text.contains("\"status\":\"built\"") && text.contains("\"backend\":\"cargo\""));
         let back: Manifest = serde_json::from_str(&text).unwrap();
         assert_eq!(back, m);
+    }
+
+    /// `--smoke` for a target that is built and runnable here: a smoke run
+    /// that did not happen fails; one that cannot run here says so, plainly.
+    #[test]
+    fn a_runnable_target_whose_smoke_did_not_happen_fails() {
+        use crate::infra::host::test_support::facts;
+        use crate::infra::targets::test_support::{target, AARCH64};
+        let t = target("aarch64-unknown-linux-gnu", AARCH64);
+        let dist = tempfile::tempdir().unwrap();
+        let mut built = entry("aarch64-unknown-linux-gnu", Status::Built);
+        built.runner = t.runner_name();
+        let with_qemu = facts(&[], &["qemu-aarch64-static"], false);
+
+        // Built, qemu here, and nothing to run: a failure, not "not run".
+        let smoke = smoke_entry(&built, &t, &with_qemu, dist.path());
+        assert_eq!(smoke.status, SmokeStatus::Failed, "{smoke:?}");
+        built.smoke = Some(smoke);
+        let problems = manifest(vec![built.clone()]).problems(false);
+        assert!(
+            problems.len() == 1 && problems[0].contains("smoke run FAILED"),
+            "{problems:?}"
+        );
+
+        // No qemu for it: not run, saying why, and not a failure...
+        let smoke = smoke_entry(&built, &t, &facts(&[], &[], false), dist.path());
+        assert_eq!(smoke.status, SmokeStatus::NotRun, "{smoke:?}");
+        assert!(
+            smoke
+                .detail
+                .starts_with("cannot run here: qemu-aarch64-static not found"),
+            "{smoke:?}"
+        );
+        built.smoke = Some(smoke);
+        let m = manifest(vec![built]);
+        assert!(m.problems(false).is_empty());
+        assert_eq!(
+            smoke_summary(&m).unwrap(),
+            "smoke: 0 passed, 1 NOT RUN (aarch64-unknown-linux-gnu: cannot run here: \
+             qemu-aarch64-static not found (Debian: qemu-user-static))"
+        );
+        // ...unless it was asked for by name.
+        let p = m.problems(true);
+        assert!(
+            p.len() == 1 && p[0].contains("asked for by name with --smoke, but not run"),
+            "{p:?}"
+        );
     }
 
     #[test]

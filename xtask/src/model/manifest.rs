@@ -90,8 +90,8 @@ pub struct Manifest {
 
 impl Manifest {
     /// Problems that make the command fail: failed builds, sizes over
-    /// budget, failed smoke runs, and unavailable targets that were asked for
-    /// by name.
+    /// budget, failed smoke runs, and unavailable targets or smoke runs that
+    /// did not happen for targets that were asked for by name.
     pub fn problems(&self, requested_by_name: bool) -> Vec<String> {
         let mut out = Vec::new();
         for e in &self.entries {
@@ -118,8 +118,25 @@ impl Manifest {
                     crate::model::units::bytes(-b.margin_bytes as f64)
                 ));
             }
-            if let Some(s) = e.smoke.as_ref().filter(|s| s.status == SmokeStatus::Failed) {
-                out.push(format!("{}: smoke run FAILED: {}", e.triple, s.detail));
+            match e.smoke.as_ref() {
+                Some(s) if s.status == SmokeStatus::Failed => {
+                    out.push(format!("{}: smoke run FAILED: {}", e.triple, s.detail))
+                }
+                // As for an unavailable build: a target named with --smoke
+                // must be smoke-run, unless it is build only by definition.
+                // (One that did not build is reported above already.)
+                Some(s)
+                    if s.status == SmokeStatus::NotRun
+                        && requested_by_name
+                        && e.status == Status::Built
+                        && !e.build_only =>
+                {
+                    out.push(format!(
+                        "{}: asked for by name with --smoke, but not run: {}",
+                        e.triple, s.detail
+                    ))
+                }
+                _ => {}
             }
         }
         out

@@ -197,9 +197,9 @@ pub struct Summary {
     pub duplicated: Option<Spread>,
     pub out_of_order: Option<Spread>,
     pub broker_peak_rss_bytes: Option<Spread>,
-    /// Broker CPU, % of the whole machine, averaged over the measured window.
+    /// Broker CPU, % of the cores the run could use, averaged over the measured window.
     pub broker_avg_cpu_percent: Option<Spread>,
-    /// loadgen CPU, % of the whole machine.
+    /// loadgen CPU, % of the cores the run could use.
     pub loadgen_cpu_percent: Option<Spread>,
     /// Broker CPU µs per delivered message (per connection for storms).
     #[serde(default)]
@@ -500,6 +500,7 @@ pub(crate) mod test_support {
                 emulated: false,
                 cpu_model: "Test CPU".into(),
                 cores: 2,
+                usable_cores: 2,
                 memory_bytes: 8_000_000_000,
                 kernel: "6.1.0".into(),
                 os: "Debian GNU/Linux 12 (bookworm)".into(),

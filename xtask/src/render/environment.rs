@@ -42,7 +42,7 @@ pub fn environment_rows(report: &Report) -> Vec<EnvRow> {
             format!("{} (finished {})", report.started_at, report.finished_at),
         ),
         ("Host", format!("{} ({})", env.hostname, env.host_triple)),
-        ("CPU", format!("{}, {} cores", env.cpu_model, env.cores)),
+        ("CPU", cpu_row(env)),
         ("Memory", bytes(env.memory_bytes as f64)),
         ("OS", format!("{}, kernel {}", env.os, env.kernel)),
         ("Toolchain", env.rustc.clone()),
@@ -75,6 +75,18 @@ pub fn environment_rows(report: &Report) -> Vec<EnvRow> {
 }
 
 /// `value` as HTML: escaped, with its backtick spans as `<code>`.
+/// `model, 8 cores` or, when affinity or a cgroup quota allowed fewer,
+/// `model, 8 cores (2 usable by this run)`.
+fn cpu_row(env: &crate::infra::environment::Environment) -> String {
+    match env.usable() {
+        n if n == env.cores => format!("{}, {} cores", env.cpu_model, env.cores),
+        n => format!(
+            "{}, {} cores ({n} usable by this run)",
+            env.cpu_model, env.cores
+        ),
+    }
+}
+
 pub fn html_value(value: &str, esc: impl Fn(&str) -> String) -> String {
     value
         .split('`')
@@ -109,6 +121,18 @@ pub fn listeners(b: &crate::model::broker::BrokerInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_row_shows_usable_cores_when_fewer_than_the_machines() {
+        let mut env = crate::model::report::test_support::report(vec![]).environment;
+        env.cores = 8;
+        env.usable_cores = 2;
+        assert_eq!(cpu_row(&env), "Test CPU, 8 cores (2 usable by this run)");
+        env.usable_cores = 8;
+        assert_eq!(cpu_row(&env), "Test CPU, 8 cores");
+        env.usable_cores = 0;
+        assert_eq!(cpu_row(&env), "Test CPU, 8 cores");
+    }
 
     #[test]
     fn html_values_escape_and_keep_code_spans() {

@@ -38,8 +38,8 @@ pub fn paragraphs(report: &Report) -> Vec<String> {
         BrokerKind::None => "No broker ran".into(),
     };
     out.push(format!(
-        "{broker}. Load comes from `loadgen` on the same host, so broker and load generator share its {} cores; loadgen's own CPU is reported next to the broker's.",
-        env.cores
+        "{broker}. Load comes from `loadgen` on the same host, so broker and load generator share the {} cores this run could use; loadgen's own CPU is reported next to the broker's.",
+        env.usable()
     ));
 
     // Paced and unpaced workloads: what latency means for each.
@@ -89,7 +89,7 @@ pub fn paragraphs(report: &Report) -> Vec<String> {
         out.push(
             "The broker's memory (VmRSS of /proc/<pid>/status) and CPU time (utime + stime of /proc/<pid>/stat) are sampled every 250 ms. \
 Broker CPU per msg is the CPU time in the measured window (samples straddling its ends counted in part) over the messages delivered in it, per established connection for a storm over the whole storm: the figure to compare and gate, since it moves little with what else runs on the machine. \
-CPU % is the same time over wall time and the machine's cores. Peak RSS covers the whole time a workload's load ran."
+CPU % is the same time over wall time and the cores this run could use. Peak RSS covers the whole time a workload's load ran."
                 .to_string(),
         );
     }

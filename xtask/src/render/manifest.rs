@@ -78,6 +78,34 @@ pub fn render_markdown(m: &Manifest) -> String {
     out
 }
 
+/// `smoke: 2 passed, 1 FAILED, 1 NOT RUN (triple: why)` for the command's
+/// summary line; None when no smoke run was asked for.
+pub fn smoke_summary(m: &Manifest) -> Option<String> {
+    let smokes: Vec<(&Entry, &crate::model::manifest::Smoke)> = m
+        .entries
+        .iter()
+        .filter_map(|e| e.smoke.as_ref().map(|s| (e, s)))
+        .collect();
+    if smokes.is_empty() {
+        return None;
+    }
+    let count = |status| smokes.iter().filter(|(_, s)| s.status == status).count();
+    let mut out = format!("smoke: {} passed", count(SmokeStatus::Passed));
+    let failed = count(SmokeStatus::Failed);
+    if failed > 0 {
+        let _ = write!(out, ", {failed} FAILED");
+    }
+    let not_run: Vec<String> = smokes
+        .iter()
+        .filter(|(_, s)| s.status == SmokeStatus::NotRun)
+        .map(|(e, s)| format!("{}: {}", e.triple, s.detail))
+        .collect();
+    if !not_run.is_empty() {
+        let _ = write!(out, ", {} NOT RUN ({})", not_run.len(), not_run.join("; "));
+    }
+    Some(out)
+}
+
 /// One row per target: what came out.
 pub fn markdown_table(m: &Manifest) -> String {
     let mut out = String::from(

@@ -103,7 +103,8 @@ pub fn render_markdown(report: &Report) -> String {
     }
     let _ = writeln!(
         md,
-        "\nBroker CPU per msg: broker CPU time (user + system) in the measured window over the messages delivered in it (per established connection for a storm); it is the figure to compare and gate, since it moves little with what else runs on the machine. The other CPU figures are % of the whole machine ({} cores), averaged over the measured window.",
+        "\nBroker CPU per msg: broker CPU time (user + system) in the measured window over the messages delivered in it (per established connection for a storm); it is the figure to compare and gate, since it moves little with what else runs on the machine. The other CPU figures are % of the {} cores this run could use (affinity and cgroup quota; the machine has {}), averaged over the measured window.",
+        env.usable(),
         env.cores
     );
 
