@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::sync::{oneshot, watch};
-use tokio::time::timeout;
+use tokio::time::{timeout_at, Instant};
 
 use super::codec::{self, DecodeError};
 use super::hub::MqttHub;
@@ -41,12 +41,12 @@ pub(super) async fn handshake<T: Transport>(
     io: &mut T,
     hub: &Arc<MqttHub>,
     shutdown: &mut watch::Receiver<bool>,
+    connect_deadline: Instant,
 ) -> Option<Accepted> {
     let limits = hub.limits;
     let mut buf = BytesMut::new();
-    let connect_timeout = Duration::from_secs(hub.config.connect_timeout_secs);
     let first = tokio::select! {
-        r = timeout(connect_timeout, read_connect(io, &mut buf, limits)) => r,
+        r = timeout_at(connect_deadline, read_connect(io, &mut buf, limits)) => r,
         _ = shutdown.changed() => return None,
     };
     let mut connect = match first {
@@ -86,7 +86,23 @@ pub(super) async fn handshake<T: Transport>(
             properties: Properties::default(),
         })
     };
-    let verdict = check_connect(hub, &connect);
+    // `mqtt.use_identity_as_username`: on TLS the certificate names the user.
+    let cert_identity = hub.config.use_identity_as_username && io.is_tls();
+    let verdict = match cert_identity {
+        true => match io.peer_common_name() {
+            Some(cn) => {
+                connect.username = Some(cn);
+                connect.password = None;
+                check_connect(hub, &connect, true)
+            }
+            None => Err((
+                reason::NOT_AUTHORIZED,
+                reason::v3::NOT_AUTHORIZED,
+                "no_certificate_identity",
+            )),
+        },
+        false => check_connect(hub, &connect, false),
+    };
     let permit = match verdict {
         Ok(()) => hub.connection_permits.take().map_err(|refusal| {
             hub.metrics
@@ -222,7 +238,14 @@ async fn read_connect<T: Transport>(
 
 /// Checks a CONNECT before any session is touched: client id, credentials, will.
 /// The error carries the 5.0 reason code, the 3.1.1 return code and a metrics label.
-fn check_connect(hub: &MqttHub, c: &Connect) -> Result<(), (u8, u8, &'static str)> {
+/// `cert_identity`: the user name is the client certificate's common name,
+/// which the TLS handshake verified, so no password is compared; with users
+/// configured it must name one of them.
+fn check_connect(
+    hub: &MqttHub,
+    c: &Connect,
+    cert_identity: bool,
+) -> Result<(), (u8, u8, &'static str)> {
     let id_rejected = (
         reason::CLIENT_IDENTIFIER_NOT_VALID,
         reason::v3::IDENTIFIER_REJECTED,
@@ -246,6 +269,15 @@ fn check_connect(hub: &MqttHub, c: &Connect) -> Result<(), (u8, u8, &'static str
         "not_authorized",
     );
     match &c.username {
+        Some(user) if cert_identity => {
+            if !cfg.users.is_empty() && !cfg.users.contains_key(user) {
+                return Err((
+                    reason::NOT_AUTHORIZED,
+                    reason::v3::NOT_AUTHORIZED,
+                    "unknown_certificate_identity",
+                ));
+            }
+        }
         None if !cfg.allow_anonymous => return Err(not_authorized),
         Some(_) if cfg.users.is_empty() && !cfg.allow_anonymous => return Err(not_authorized),
         Some(user) if !cfg.users.is_empty() => {
