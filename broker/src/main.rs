@@ -34,7 +34,10 @@ fn main() -> ExitCode {
     };
     // Before anything is logged, so a bad certificate path is the one line printed.
     if let Err(e) = broker::tls::check(&config.tls) {
-        eprintln!("error: {e}");
+        match &cli.config {
+            Some(file) => eprintln!("error: {}: {e}", file.display()),
+            None => eprintln!("error: {e}"),
+        }
         return ExitCode::from(2);
     }
     let platform = Platform::detect();
