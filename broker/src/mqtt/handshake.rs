@@ -368,7 +368,7 @@ mod tests {
             0x02, 0x00, 0x3C, // clean session, keep-alive 60
             0x00, 0x00, // empty client id
         ]);
-        let refused = check_connect(&hub(|_| {}), &connect).unwrap_err();
+        let refused = check_connect(&hub(|_| {}), &connect, false).unwrap_err();
         assert_eq!(refused, (0x85, 2, "identifier_rejected"));
     }
 
@@ -379,7 +379,7 @@ mod tests {
             0x00, 0x00, 0x3C, // no clean session, keep-alive 60
             0x00, 0x00, // empty client id
         ]);
-        let refused = check_connect(&hub(|_| {}), &connect).unwrap_err();
+        let refused = check_connect(&hub(|_| {}), &connect, false).unwrap_err();
         assert_eq!(refused, (0x85, 2, "identifier_rejected"));
     }
 
@@ -398,13 +398,22 @@ mod tests {
                 c.mqtt.users.insert("u".into(), pass);
             })
         };
-        assert_eq!(check_connect(&with_user("p"), &connect), Ok(()));
-        let refused = check_connect(&with_user("other"), &connect).unwrap_err();
+        assert_eq!(check_connect(&with_user("p"), &connect, false), Ok(()));
+        let refused = check_connect(&with_user("other"), &connect, false).unwrap_err();
         assert_eq!(refused, (0x86, 4, "bad_credentials"));
         let closed = hub(|c| c.mqtt.allow_anonymous = false);
         assert_eq!(
-            check_connect(&closed, &connect).unwrap_err().2,
+            check_connect(&closed, &connect, false).unwrap_err().2,
             "not_authorized"
+        );
+        // A certificate identity: no password compared, but it must name a user.
+        assert_eq!(check_connect(&with_user("other"), &connect, true), Ok(()));
+        assert_eq!(check_connect(&closed, &connect, true), Ok(()));
+        let mut stranger = connect.clone();
+        stranger.username = Some("stranger".into());
+        assert_eq!(
+            check_connect(&with_user("p"), &stranger, true).unwrap_err(),
+            (0x87, 5, "unknown_certificate_identity")
         );
     }
 
@@ -417,8 +426,8 @@ mod tests {
             0x00, 0x01, b'w', // will topic "w"
             0x00, 0x03, b'b', b'y', b'e', // will payload "bye"
         ]);
-        assert_eq!(check_connect(&hub(|_| {}), &connect), Ok(()));
-        let refused = check_connect(&hub(|c| c.mqtt.max_qos = 1), &connect).unwrap_err();
+        assert_eq!(check_connect(&hub(|_| {}), &connect, false), Ok(()));
+        let refused = check_connect(&hub(|c| c.mqtt.max_qos = 1), &connect, false).unwrap_err();
         assert_eq!(refused, (0x9B, 3, "will_qos_not_supported"));
     }
 }
