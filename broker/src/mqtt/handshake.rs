@@ -269,15 +269,14 @@ fn check_connect(
         "not_authorized",
     );
     match &c.username {
-        Some(user) if cert_identity => {
-            if !cfg.users.is_empty() && !cfg.users.contains_key(user) {
-                return Err((
-                    reason::NOT_AUTHORIZED,
-                    reason::v3::NOT_AUTHORIZED,
-                    "unknown_certificate_identity",
-                ));
-            }
+        Some(user) if cert_identity && !cfg.users.is_empty() && !cfg.users.contains_key(user) => {
+            return Err((
+                reason::NOT_AUTHORIZED,
+                reason::v3::NOT_AUTHORIZED,
+                "unknown_certificate_identity",
+            ));
         }
+        Some(_) if cert_identity => {}
         None if !cfg.allow_anonymous => return Err(not_authorized),
         Some(_) if cfg.users.is_empty() && !cfg.allow_anonymous => return Err(not_authorized),
         Some(user) if !cfg.users.is_empty() => {
