@@ -1,10 +1,13 @@
 //! TLS on every listener, with real clients: rumqttc over TLS and secure
-//! WebSocket, `openssl s_client` for the protocol versions, raw TLS clients
-//! (tokio-rustls) for AMQPS and Kafka SSL (the workspace's rdkafka is built
-//! without OpenSSL, and enabling it would compile openssl-sys into every
-//! broker test run), client certificates, the certificate's CN as the MQTT
-//! user name, stalled handshakes, and certificate reload (SIGHUP and file
-//! change) under a connected client. Certificates are made per test (rcgen).
+//! WebSocket, mosquitto_pub/mosquitto_sub with `--cafile` and a client
+//! certificate, `openssl s_client` for the protocol versions, raw TLS
+//! clients (tokio-rustls) for AMQPS and Kafka SSL (the workspace's rdkafka
+//! is built without OpenSSL, enabling it would compile openssl-sys into every
+//! broker test run, and the packaged kcat says "OpenSSL not available at
+//! build time" for `security.protocol=ssl`), client certificates, the
+//! certificate's CN as the MQTT user name, stalled handshakes, and
+//! certificate reload (SIGHUP and file change) under a connected client.
+//! Certificates are made per test (rcgen).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -1012,4 +1015,104 @@ fn bad_certificate_key_or_ca_is_one_line_naming_the_file_and_exit_2() {
         );
         println!("{stderr}");
     }
+}
+
+/// Runs a command-line client to completion: (exit success, stdout, stderr).
+fn run_tool(mut cmd: Command, stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the tool starts");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input.as_bytes())
+            .expect("the tool reads stdin");
+    }
+    let out = child.wait_with_output().expect("the tool finishes");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// mosquitto_pub and mosquitto_sub with `--cafile` and a client
+/// certificate where the broker requires one; without it, refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_clients_over_tls_with_a_client_certificate() {
+    let ca = Ca::new("mosquitto CA");
+    let files = Files::new(&ca, &ca.issue("localhost", 14, true));
+    let client = ca.issue("mosquitto-client", 140, false);
+    std::fs::write(files.path("client.pem"), &client.cert_pem).unwrap();
+    std::fs::write(files.path("client.key"), &client.key_pem).unwrap();
+    let b = tls_broker(&files, |c| {
+        c.tls.ca = Some(files.path("ca.pem"));
+        c.tls.client_auth = ClientAuth::Require;
+    })
+    .await;
+    let port = b.mqtt_tls_addr.unwrap().port().to_string();
+    let mosquitto = |tool: &str, with_cert: bool| {
+        let mut cmd = crate::common::external_tool(tool, "--help", "mosquitto-clients");
+        cmd.args(["-h", "localhost", "-p", &port, "-V", "mqttv311"])
+            .arg("--cafile")
+            .arg(files.path("ca.pem"));
+        if with_cert {
+            cmd.arg("--cert")
+                .arg(files.path("client.pem"))
+                .arg("--key")
+                .arg(files.path("client.key"));
+        }
+        cmd
+    };
+    let mut publish = mosquitto("mosquitto_pub", true);
+    publish.args([
+        "-t",
+        "tls/retained",
+        "-m",
+        "hello over tls",
+        "-r",
+        "-q",
+        "1",
+    ]);
+    let (ok, _, err) = tokio::task::spawn_blocking(move || run_tool(publish, None))
+        .await
+        .unwrap();
+    assert!(ok, "mosquitto_pub with a client certificate: {err}");
+    let mut subscribe = mosquitto("mosquitto_sub", true);
+    subscribe.args(["-t", "tls/retained", "-C", "1", "-W", "10", "-v"]);
+    let (ok, out, err) = tokio::task::spawn_blocking(move || run_tool(subscribe, None))
+        .await
+        .unwrap();
+    assert!(ok, "mosquitto_sub with a client certificate: {err}");
+    assert_eq!(out.trim(), "tls/retained hello over tls");
+    let before = b
+        .metrics
+        .tls_handshake_failures(Protocol::Mqtt, "client_certificate");
+    let mut no_cert = mosquitto("mosquitto_pub", false);
+    no_cert.args(["-t", "tls/x", "-m", "refused", "-q", "1"]);
+    let (ok, _, err) = tokio::task::spawn_blocking(move || run_tool(no_cert, None))
+        .await
+        .unwrap();
+    assert!(!ok, "mosquitto_pub without a certificate must be refused");
+    assert_eq!(
+        b.metrics
+            .tls_handshake_failures(Protocol::Mqtt, "client_certificate"),
+        before + 1,
+        "{err}"
+    );
+    println!(
+        "mosquitto_sub over TLS: {}; without a certificate: {}",
+        out.trim(),
+        err.trim()
+    );
 }
