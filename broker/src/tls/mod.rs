@@ -87,11 +87,20 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// Builds the rustls configuration from the files `config` names.
-fn build(config: &TlsConfig) -> Result<(Arc<ServerConfig>, String), TlsError> {
+/// Builds the rustls configuration from the files `config` names; `None`
+/// when it names no certificate and key (TLS is off).
+fn build(config: &TlsConfig) -> Option<Result<(Arc<ServerConfig>, String), TlsError>> {
     let (Some(cert_path), Some(key_path)) = (&config.cert, &config.key) else {
-        unreachable!("build is only called with tls.cert and tls.key set (TlsConfig::enabled)");
+        return None;
     };
+    Some(build_from(config, cert_path, key_path))
+}
+
+fn build_from(
+    config: &TlsConfig,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(Arc<ServerConfig>, String), TlsError> {
     let certs = read_certs("tls.cert", cert_path)?;
     let key = read_key(key_path)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -146,10 +155,7 @@ fn build(config: &TlsConfig) -> Result<(Arc<ServerConfig>, String), TlsError> {
 /// Checks that the configured files load (start-up, before anything else
 /// is logged). Nothing to check when TLS is off.
 pub fn check(config: &TlsConfig) -> Result<(), TlsError> {
-    match config.enabled() {
-        true => build(config).map(|_| ()),
-        false => Ok(()),
-    }
+    build(config).transpose().map(|_| ())
 }
 
 /// What a file looked like when it was last loaded: modification time and size.
@@ -164,6 +170,8 @@ fn stamp(path: &Path) -> Stamp {
 /// whole on reload.
 pub struct TlsContext {
     config: TlsConfig,
+    cert: PathBuf,
+    key: PathBuf,
     current: RwLock<Arc<ServerConfig>>,
     stamps: Mutex<Vec<Stamp>>,
     metrics: Arc<Metrics>,
@@ -175,14 +183,16 @@ impl TlsContext {
         config: &TlsConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Option<Arc<TlsContext>>, TlsError> {
-        if !config.enabled() {
+        let (Some(cert), Some(key)) = (&config.cert, &config.key) else {
             return Ok(None);
-        }
+        };
         let stamps = Self::stamps_of(config);
-        let (server, about) = build(config)?;
+        let (server, about) = build_from(config, cert, key)?;
         tracing::info!("TLS certificate loaded: {about}");
         Ok(Some(Arc::new(TlsContext {
             config: config.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
             current: RwLock::new(server),
             stamps: Mutex::new(stamps),
             metrics,
@@ -207,7 +217,7 @@ impl TlsContext {
     /// (for the log). Returns whether the new files are in force.
     pub fn reload(&self, why: &str) -> bool {
         *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = Self::stamps_of(&self.config);
-        match build(&self.config) {
+        match build_from(&self.config, &self.cert, &self.key) {
             Ok((server, about)) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = server;
                 self.metrics.tls_reload(true);
