@@ -239,6 +239,25 @@ async fn mqtt_round_trip(s: &mut TlsStream<TcpStream>, topic: &str, packet_id: u
     );
 }
 
+/// The broker's count of failed `protocol` handshakes of `kind`, once it
+/// reaches `want` (or after [`WAIT`]): the client sees the alert or the close
+/// a moment before the broker's task counts it.
+async fn failures_reach(
+    b: &RunningBroker,
+    protocol: Protocol,
+    kind: &'static str,
+    want: u64,
+) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let n = b.metrics.tls_handshake_failures(protocol, kind);
+        if n >= want || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn serial_of(der: &CertificateDer<'_>) -> String {
     broker::tls::identity::serial_hex(der).unwrap_or_default()
 }
@@ -470,9 +489,7 @@ async fn openssl_s_client_gets_tls12_and_13_and_is_refused_tls11() {
         !text.contains("no protocols available"),
         "the client offered TLS 1.1: {text}"
     );
-    let after = b
-        .metrics
-        .tls_handshake_failures(Protocol::Mqtt, "incompatible");
+    let after = failures_reach(&b, Protocol::Mqtt, "incompatible", before + 1).await;
     assert_eq!(after, before + 1, "the broker refused it: {text}");
     println!(
         "openssl s_client -tls1_1: refused ({})",
@@ -499,8 +516,9 @@ async fn a_required_client_certificate_is_checked() {
         mqtt_tls_connect(addr, client_config(&ca, Some(&good)), "with-cert", None).await;
     assert_eq!(code, Some(0));
     // Without one: the handshake fails on the broker's side and no CONNACK comes.
-    let refused = |kind| b.metrics.tls_handshake_failures(Protocol::Mqtt, kind);
-    let before = refused("client_certificate");
+    let before = b
+        .metrics
+        .tls_handshake_failures(Protocol::Mqtt, "client_certificate");
     let no_cert = match tls_connect(addr, client_config(&ca, None)).await {
         Err(e) => format!("handshake failed: {e}"),
         Ok(mut s) => {
@@ -518,7 +536,11 @@ async fn a_required_client_certificate_is_checked() {
             }
         }
     };
-    assert_eq!(refused("client_certificate"), before + 1, "{no_cert}");
+    assert_eq!(
+        failures_reach(&b, Protocol::Mqtt, "client_certificate", before + 1).await,
+        before + 1,
+        "{no_cert}"
+    );
     // With a certificate from another CA: refused too.
     let stranger = other_ca.issue("sensor-1", 51, false);
     let result = match tls_connect(addr, client_config(&ca, Some(&stranger))).await {
@@ -537,7 +559,11 @@ async fn a_required_client_certificate_is_checked() {
             }
         }
     };
-    assert_eq!(refused("client_certificate"), before + 2, "{result}");
+    assert_eq!(
+        failures_reach(&b, Protocol::Mqtt, "client_certificate", before + 2).await,
+        before + 2,
+        "{result}"
+    );
     println!("no client certificate: {no_cert}; foreign CA: {result}");
 }
 
@@ -764,7 +790,7 @@ async fn stalled_or_garbage_tls_handshakes_end_within_the_protocol_deadline_and_
         assert!(took >= Duration::from_millis(900), "{name}: {took:?}");
         assert!(took < Duration::from_secs(5), "{name}: {took:?}");
         assert_eq!(
-            b.metrics.tls_handshake_failures(protocol, "timeout"),
+            failures_reach(&b, protocol, "timeout", 1).await,
             1,
             "{name}"
         );
@@ -786,7 +812,7 @@ async fn stalled_or_garbage_tls_handshakes_end_within_the_protocol_deadline_and_
             "{name}: {n:?}"
         );
         assert_eq!(
-            b.metrics.tls_handshake_failures(protocol, "malformed"),
+            failures_reach(&b, protocol, "malformed", 1).await,
             1,
             "{name}"
         );
@@ -830,7 +856,12 @@ async fn changed_files_are_reloaded_and_a_bad_one_keeps_the_old_certificate() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(b.metrics.tls_reloads(true) >= 1);
+    // Counted just after the swap that the handshake above saw.
+    let deadline = Instant::now() + WAIT;
+    while b.metrics.tls_reloads(true) == 0 {
+        assert!(Instant::now() < deadline, "reload counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // The connection from before the reload goes on.
     mqtt_round_trip(&mut a, "reload/a", 1).await;
 
@@ -1105,8 +1136,7 @@ async fn mosquitto_clients_over_tls_with_a_client_certificate() {
         .unwrap();
     assert!(!ok, "mosquitto_pub without a certificate must be refused");
     assert_eq!(
-        b.metrics
-            .tls_handshake_failures(Protocol::Mqtt, "client_certificate"),
+        failures_reach(&b, Protocol::Mqtt, "client_certificate", before + 1).await,
         before + 1,
         "{err}"
     );
