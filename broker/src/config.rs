@@ -20,6 +20,7 @@ pub use crate::kafka::config::{FlushPolicy, KafkaConfig, KafkaStorage};
 pub use crate::mqtt::config::{MqttConfig, MQTT_MAX_PACKET_SIZE};
 use crate::platform::{ClassDefaults, KafkaTopicDefaults, PlatformClass, RuntimeFlavor};
 pub use crate::storage::StorageMode;
+pub use crate::tls::{ClientAuth, TlsConfig};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -29,6 +30,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub amqp: AmqpConfig,
     pub metrics: MetricsConfig,
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -102,10 +104,13 @@ impl Config {
             source: source.clone(),
             message: format!("cannot read config file: {e}"),
         })?;
-        let config = Self::parse(&text).map_err(|message| ConfigError {
+        let mut config = Self::parse(&text).map_err(|message| ConfigError {
             source: source.clone(),
             message,
         })?;
+        // Certificate paths are relative to the file that names them.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        config.tls.resolve_paths(dir);
         config
             .validate()
             .map_err(|message| ConfigError { source, message })?;
@@ -124,6 +129,10 @@ impl Config {
         let mut config = Config::default();
         config.mqtt.bind = any;
         config.mqtt.ws_bind = any;
+        config.mqtt.tls_bind = any;
+        config.mqtt.wss_bind = any;
+        config.kafka.tls_bind = any;
+        config.amqp.tls_bind = any;
         config.metrics.bind = any;
         config.kafka.bind = any;
         config.kafka.storage = KafkaStorage::Memory;
@@ -138,6 +147,13 @@ impl Config {
         self.mqtt.validate()?;
         self.kafka.validate()?;
         self.amqp.validate()?;
+        self.tls.validate()?;
+        if self.mqtt.use_identity_as_username && self.tls.client_auth != ClientAuth::Require {
+            return Err(format!(
+                "mqtt.use_identity_as_username = true needs tls.client_auth = \"require\" (now \"{}\"): the user name comes from the client certificate",
+                self.tls.client_auth.as_str()
+            ));
+        }
         if self.server.max_connections == Some(0) {
             return Err("server.max_connections = 0: must be at least 1".into());
         }

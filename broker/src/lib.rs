@@ -13,6 +13,7 @@ pub mod mqtt;
 pub mod platform;
 pub mod server;
 pub mod storage;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{start, RunningBroker, ServerError};

@@ -32,6 +32,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before anything is logged, so a bad certificate path is the one line printed.
+    if let Err(e) = broker::tls::check(&config.tls) {
+        match &cli.config {
+            Some(file) => eprintln!("error: {}: {e}", file.display()),
+            None => eprintln!("error: {e}"),
+        }
+        return ExitCode::from(2);
+    }
     let platform = Platform::detect();
     let class = config.server.class.unwrap_or(platform.class);
     let defaults = class.defaults();
@@ -78,15 +86,23 @@ fn main() -> ExitCode {
     }
     runtime.block_on(async move {
         let signalled = shutdown_signal();
+        let mut hangup = Hangup::install();
         let running = match broker::start(config, &platform).await {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e}");
-                return ExitCode::from(1);
+                // A certificate file that went bad since the check is still bad input.
+                let code = match e {
+                    broker::ServerError::Tls(_) => 2,
+                    _ => 1,
+                };
+                return ExitCode::from(code);
             }
         };
+        let off = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+        // The TLS listeners come last, so readers of the older fields are unaffected.
         tracing::info!(
-            "listening: mqtt {} | websocket {} | kafka {} | amqp {} | metrics {}",
+            "listening: mqtt {} | websocket {} | kafka {} | amqp {} | metrics {} | mqtts {} | wss {} | kafka-ssl {} | amqps {}",
             running.mqtt_addr,
             running.ws_addr.map_or("off".to_string(), |a| a.to_string()),
             running
@@ -98,6 +114,10 @@ fn main() -> ExitCode {
             running
                 .metrics_addr
                 .map_or("off".to_string(), |a| format!("http://{a}/metrics")),
+            off(running.mqtt_tls_addr),
+            off(running.wss_addr),
+            off(running.kafka_tls_addr),
+            off(running.amqp_tls_addr),
         );
         if let Some(path) = &cli.ready_file {
             if let Err(e) = write_ready_file(path, &running) {
@@ -106,7 +126,17 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         }
-        signalled.await;
+        let mut signalled = std::pin::pin!(signalled);
+        loop {
+            tokio::select! {
+                _ = &mut signalled => break,
+                _ = hangup.recv() => {
+                    if running.reload_tls("SIGHUP").is_none() {
+                        tracing::info!("SIGHUP: no TLS certificate configured, nothing to reload");
+                    }
+                }
+            }
+        }
         tracing::info!("shutting down");
         running.shutdown().await;
         if let Some(path) = &cli.ready_file {
@@ -179,12 +209,16 @@ fn write_ready_file(path: &Path, running: &RunningBroker) -> anyhow::Result<()> 
 fn ready_json(pid: u32, running: &RunningBroker) -> String {
     let addr = |a: Option<SocketAddr>| a.map_or("null".to_string(), |a| format!("\"{a}\""));
     format!(
-        "{{\"pid\": {pid}, \"mqtt\": \"{}\", \"websocket\": {}, \"kafka\": {}, \"amqp\": {}, \"metrics\": {}}}\n",
+        "{{\"pid\": {pid}, \"mqtt\": \"{}\", \"websocket\": {}, \"kafka\": {}, \"amqp\": {}, \"metrics\": {}, \"mqtt_tls\": {}, \"wss\": {}, \"kafka_tls\": {}, \"amqp_tls\": {}}}\n",
         running.mqtt_addr,
         addr(running.ws_addr),
         addr(running.kafka_addr),
         addr(running.amqp_addr),
         addr(running.metrics_addr),
+        addr(running.mqtt_tls_addr),
+        addr(running.wss_addr),
+        addr(running.kafka_tls_addr),
+        addr(running.amqp_tls_addr),
     )
 }
 
@@ -240,5 +274,39 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         async {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// SIGHUP, the TLS certificate reload signal; installed with the shutdown
+/// handlers, before the broker reports ready, so an early SIGHUP does not
+/// end the process.
+struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    fn install() -> Hangup {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signal = signal(SignalKind::hangup())
+                .map_err(|e| tracing::warn!("cannot install the SIGHUP handler: {e}"))
+                .ok();
+            Hangup { signal }
+        }
+        #[cfg(not(unix))]
+        Hangup {}
+    }
+
+    /// Completes at the next SIGHUP; never where there is none.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            if signal.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
     }
 }

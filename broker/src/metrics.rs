@@ -66,6 +66,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PlatformLabels {
     arch: String,
     os: String,
@@ -88,6 +93,9 @@ pub struct Metrics {
     bytes_sent: Family<ProtocolLabels, Counter>,
     protocol_errors: Family<KindLabels, Counter>,
     messages_dropped: Family<KindLabels, Counter>,
+    tls_handshakes: Family<ProtocolLabels, Counter>,
+    tls_handshake_failures: Family<KindLabels, Counter>,
+    tls_reloads: Family<ResultLabels, Counter>,
     pub max_connections: Gauge,
     pub mqtt: MqttMetrics,
 }
@@ -117,6 +125,9 @@ impl Metrics {
             bytes_sent: Family::default(),
             protocol_errors: Family::default(),
             messages_dropped: Family::default(),
+            tls_handshakes: Family::default(),
+            tls_handshake_failures: Family::default(),
+            tls_reloads: Family::default(),
             max_connections: Gauge::default(),
             mqtt: MqttMetrics::default(),
             registry: Registry::default(),
@@ -169,6 +180,21 @@ impl Metrics {
             "messages_dropped",
             "Messages not delivered, by reason (queue full, expired, too large)",
             m.messages_dropped.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes completed, by protocol",
+            m.tls_handshakes.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out, by protocol and kind",
+            m.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Certificate reloads (SIGHUP or changed files), by result (ok, failed)",
+            m.tls_reloads.clone(),
         );
         registry.register(
             "max_connections",
@@ -233,6 +259,40 @@ impl Metrics {
         self.messages_dropped
             .get_or_create(&KindLabels { protocol, kind })
             .inc();
+    }
+
+    pub fn tls_handshake_done(&self, protocol: Protocol) {
+        self.tls_handshakes
+            .get_or_create(&ProtocolLabels { protocol })
+            .inc();
+    }
+
+    pub fn tls_handshake_failed(&self, protocol: Protocol, kind: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&KindLabels { protocol, kind })
+            .inc();
+    }
+
+    /// Failed handshakes of `protocol` with this `kind` so far.
+    pub fn tls_handshake_failures(&self, protocol: Protocol, kind: &'static str) -> u64 {
+        self.tls_handshake_failures
+            .get_or_create(&KindLabels { protocol, kind })
+            .get()
+    }
+
+    pub fn tls_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.tls_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Certificate reloads with this result (`ok` or `failed`) so far.
+    pub fn tls_reloads(&self, ok: bool) -> u64 {
+        let result = if ok { "ok" } else { "failed" };
+        self.tls_reloads
+            .get_or_create(&ResultLabels { result })
+            .get()
     }
 
     /// Open connections over all protocols.

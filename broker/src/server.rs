@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::amqp::AmqpHub;
 use crate::config::Config;
+use crate::core::stream::Incoming;
 use crate::kafka::config::KafkaConfig;
 use crate::kafka::KafkaHub;
 use crate::metrics::{self, Metrics, Protocol};
@@ -18,12 +19,15 @@ use crate::mqtt::connection;
 use crate::mqtt::hub::MqttHub;
 use crate::mqtt::transport::WsTransport;
 use crate::platform::Platform;
+use crate::tls::{TlsContext, TlsError};
 
 /// How long shutdown waits for connections to say goodbye before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Time a WebSocket client has for its HTTP upgrade (and, on wss, the TLS handshake before it).
+const WS_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen for {what} on {addr}: {source} (is another broker running? pick another address with --{flag} or in the config file)")]
+    #[error("cannot listen for {what} on {addr}: {source} (is another broker running? pick another address with {flag})")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
@@ -40,6 +44,9 @@ pub enum ServerError {
         dir: std::path::PathBuf,
         source: crate::storage::StorageError,
     },
+    /// A certificate, key or CA file that cannot be used (bad input: exit 2).
+    #[error("{0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A started broker: where it listens, and the handle to stop it.
@@ -49,6 +56,16 @@ pub struct RunningBroker {
     pub metrics_addr: Option<SocketAddr>,
     pub kafka_addr: Option<SocketAddr>,
     pub amqp_addr: Option<SocketAddr>,
+    /// MQTT over TLS.
+    pub mqtt_tls_addr: Option<SocketAddr>,
+    /// MQTT over secure WebSocket.
+    pub wss_addr: Option<SocketAddr>,
+    /// Kafka over TLS (SSL).
+    pub kafka_tls_addr: Option<SocketAddr>,
+    /// AMQP over TLS (AMQPS).
+    pub amqp_tls_addr: Option<SocketAddr>,
+    /// The certificate in force, when TLS is configured.
+    pub tls: Option<Arc<TlsContext>>,
     pub metrics: Arc<Metrics>,
     pub hub: Arc<MqttHub>,
     pub kafka: Option<Arc<KafkaHub>>,
@@ -58,6 +75,13 @@ pub struct RunningBroker {
 }
 
 impl RunningBroker {
+    /// Reloads the TLS certificate, key and CA (SIGHUP); `None` when TLS is
+    /// off, otherwise whether the new files are in force (a failure keeps
+    /// the old certificate and is logged and counted).
+    pub fn reload_tls(&self, why: &str) -> Option<bool> {
+        self.tls.as_ref().map(|tls| tls.reload(why))
+    }
+
     /// Stops accepting, tells every client the server is going away (wills
     /// are sent), and waits up to a few seconds for connections to close.
     pub async fn shutdown(self) {
@@ -96,21 +120,100 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
         limits.max_connections.min(Semaphore::MAX_PERMITS),
     ));
 
-    let mqtt_listener = bind("MQTT", "mqtt-bind", config.mqtt.bind).await?;
+    let tls = TlsContext::load(&config.tls, metrics.clone())?;
+    let tls_on = tls.is_some();
+    let mqtt_listener = bind(
+        "MQTT",
+        "--mqtt-bind or in the config file",
+        config.mqtt.bind,
+    )
+    .await?;
     let ws_listener = match config.mqtt.websocket {
-        true => Some(bind("MQTT over WebSocket", "ws-bind", config.mqtt.ws_bind).await?),
+        true => Some(
+            bind(
+                "MQTT over WebSocket",
+                "--ws-bind or in the config file",
+                config.mqtt.ws_bind,
+            )
+            .await?,
+        ),
         false => None,
     };
     let kafka_listener = match config.kafka.enabled {
-        true => Some(bind("Kafka", "kafka-bind", config.kafka.bind).await?),
+        true => Some(
+            bind(
+                "Kafka",
+                "--kafka-bind or in the config file",
+                config.kafka.bind,
+            )
+            .await?,
+        ),
         false => None,
     };
     let amqp_listener = match config.amqp.enabled {
-        true => Some(bind("AMQP", "amqp-bind", config.amqp.bind).await?),
+        true => Some(
+            bind(
+                "AMQP",
+                "--amqp-bind or in the config file",
+                config.amqp.bind,
+            )
+            .await?,
+        ),
+        false => None,
+    };
+    let mqtt_tls_listener = match tls_on && config.mqtt.tls {
+        true => Some(
+            bind(
+                "MQTT over TLS",
+                "mqtt.tls_bind in the config file (or mqtt.tls = false)",
+                config.mqtt.tls_bind,
+            )
+            .await?,
+        ),
+        false => None,
+    };
+    let wss_listener = match tls_on && config.mqtt.websocket && config.mqtt.wss {
+        true => Some(
+            bind(
+                "MQTT over secure WebSocket",
+                "mqtt.wss_bind in the config file (or mqtt.wss = false)",
+                config.mqtt.wss_bind,
+            )
+            .await?,
+        ),
+        false => None,
+    };
+    let kafka_tls_listener = match tls_on && config.kafka.enabled && config.kafka.tls {
+        true => Some(
+            bind(
+                "Kafka over TLS",
+                "kafka.tls_bind in the config file (or kafka.tls = false)",
+                config.kafka.tls_bind,
+            )
+            .await?,
+        ),
+        false => None,
+    };
+    let amqp_tls_listener = match tls_on && config.amqp.enabled && config.amqp.tls {
+        true => Some(
+            bind(
+                "AMQPS",
+                "amqp.tls_bind in the config file (or amqp.tls = false)",
+                config.amqp.tls_bind,
+            )
+            .await?,
+        ),
         false => None,
     };
     let metrics_listener = match config.metrics.enabled {
-        true => Some(bind("Prometheus metrics", "metrics-bind", config.metrics.bind).await?),
+        true => Some(
+            bind(
+                "Prometheus metrics",
+                "--metrics-bind or in the config file",
+                config.metrics.bind,
+            )
+            .await?,
+        ),
         false => None,
     };
     let local = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
@@ -119,6 +222,10 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
     let metrics_addr = metrics_listener.as_ref().map(local);
     let kafka_addr = kafka_listener.as_ref().map(local);
     let amqp_addr = amqp_listener.as_ref().map(local);
+    let mqtt_tls_addr = mqtt_tls_listener.as_ref().map(local);
+    let wss_addr = wss_listener.as_ref().map(local);
+    let kafka_tls_addr = kafka_tls_listener.as_ref().map(local);
+    let amqp_tls_addr = amqp_tls_listener.as_ref().map(local);
 
     let kafka = match kafka_addr {
         Some(addr) => Some(
@@ -130,6 +237,7 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
                 .with_class_defaults(limits.kafka_topics),
                 &config.server.data_dir,
                 addr,
+                kafka_tls_addr,
                 metrics.clone(),
                 permits.clone(),
             )
@@ -159,38 +267,69 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tasks = TaskTracker::new();
 
-    tasks.spawn(accept_loop(
-        mqtt_listener,
-        tasks.clone(),
-        shutdown_rx.clone(),
-        {
-            let hub = hub.clone();
-            move |stream, shutdown| connection::serve(stream, hub.clone(), shutdown)
-        },
-    ));
-    if let Some(listener) = ws_listener {
-        let path = config.mqtt.ws_path.clone();
-        let hub = hub.clone();
-        let origins = Arc::new(crate::mqtt::transport::OriginPolicy::new(
-            &config.mqtt.websocket_allowed_origins,
-            config.mqtt.ws_bind.ip(),
-        ));
+    // Each accepted socket as its protocol's `Incoming`: plain, or with the
+    // TLS context its handshake will use.
+    let incoming = |tls: Option<Arc<TlsContext>>| {
+        move |stream: TcpStream| match &tls {
+            Some(tls) => Incoming::Tls(stream, tls.clone()),
+            None => Incoming::Plain(stream),
+        }
+    };
+    let mqtt_listeners = [
+        Some((mqtt_listener, None)),
+        mqtt_tls_listener.map(|l| (l, tls.clone())),
+    ];
+    for (listener, tls) in mqtt_listeners.into_iter().flatten() {
+        let (hub, incoming) = (hub.clone(), incoming(tls));
         tasks.spawn(accept_loop(
             listener,
             tasks.clone(),
             shutdown_rx.clone(),
             move |stream, shutdown| {
+                connection::serve_incoming(incoming(stream), hub.clone(), shutdown)
+            },
+        ));
+    }
+    let ws_listeners = [
+        ws_listener.map(|l| (l, config.mqtt.ws_bind, None)),
+        wss_listener.map(|l| (l, config.mqtt.wss_bind, tls.clone())),
+    ];
+    for (listener, bind, tls) in ws_listeners.into_iter().flatten() {
+        let path = config.mqtt.ws_path.clone();
+        let (hub, incoming) = (hub.clone(), incoming(tls));
+        let origins = Arc::new(crate::mqtt::transport::OriginPolicy::new(
+            &config.mqtt.websocket_allowed_origins,
+            bind.ip(),
+        ));
+        tasks.spawn(accept_loop(
+            listener,
+            tasks.clone(),
+            shutdown_rx.clone(),
+            move |stream, mut shutdown| {
                 let (hub, path, origins) = (hub.clone(), path.clone(), origins.clone());
+                let incoming = incoming(stream);
                 async move {
                     // The MQTT packet limit plus framing slack bounds one WebSocket message.
                     let max = hub.limits.max_packet_size.saturating_add(16);
-                    match tokio::time::timeout(
-                        Duration::from_secs(10),
+                    // The TLS handshake (wss) and the upgrade share one deadline.
+                    let deadline = tokio::time::Instant::now() + WS_UPGRADE_TIMEOUT;
+                    let Some(stream) = incoming
+                        .establish(deadline, Protocol::Mqtt, &mut shutdown)
+                        .await
+                    else {
+                        return;
+                    };
+                    match tokio::time::timeout_at(
+                        deadline,
                         WsTransport::accept(stream, &path, max, &origins),
                     )
                     .await
                     {
-                        Ok(Ok(ws)) => connection::serve(ws, hub, shutdown).await,
+                        Ok(Ok(ws)) => {
+                            let connect_deadline = tokio::time::Instant::now()
+                                + Duration::from_secs(hub.config.connect_timeout_secs);
+                            connection::serve(ws, hub, shutdown, connect_deadline).await
+                        }
                         Ok(Err(e)) if e.kind() == io::ErrorKind::PermissionDenied => {
                             hub.metrics
                                 .connection_refused(Protocol::Mqtt, "websocket_origin");
@@ -203,33 +342,51 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
             },
         ));
     }
-    if let (Some(listener), Some(kafka)) = (kafka_listener, &kafka) {
-        let handler_hub = kafka.clone();
-        tasks.spawn(accept_loop(
-            listener,
-            tasks.clone(),
-            shutdown_rx.clone(),
-            move |stream, shutdown| {
-                crate::kafka::connection::serve(stream, handler_hub.clone(), shutdown)
-            },
-        ));
+    if let Some(kafka) = &kafka {
+        let listeners = [
+            kafka_listener.map(|l| (l, None)),
+            kafka_tls_listener.map(|l| (l, tls.clone())),
+        ];
+        for (listener, tls) in listeners.into_iter().flatten() {
+            let (handler_hub, incoming) = (kafka.clone(), incoming(tls));
+            tasks.spawn(accept_loop(
+                listener,
+                tasks.clone(),
+                shutdown_rx.clone(),
+                move |stream, shutdown| {
+                    crate::kafka::connection::serve(incoming(stream), handler_hub.clone(), shutdown)
+                },
+            ));
+        }
         let mut rx = shutdown_rx.clone();
         tasks.spawn(kafka.clone().maintain(async move {
             let _ = rx.changed().await;
         }));
     }
-    if let (Some(listener), Some(amqp)) = (amqp_listener, &amqp) {
-        let handler_hub = amqp.clone();
-        tasks.spawn(accept_loop(
-            listener,
-            tasks.clone(),
-            shutdown_rx.clone(),
-            move |stream, shutdown| {
-                crate::amqp::connection::serve(stream, handler_hub.clone(), shutdown)
-            },
-        ));
+    if let Some(amqp) = &amqp {
+        let listeners = [
+            amqp_listener.map(|l| (l, None)),
+            amqp_tls_listener.map(|l| (l, tls.clone())),
+        ];
+        for (listener, tls) in listeners.into_iter().flatten() {
+            let (handler_hub, incoming) = (amqp.clone(), incoming(tls));
+            tasks.spawn(accept_loop(
+                listener,
+                tasks.clone(),
+                shutdown_rx.clone(),
+                move |stream, shutdown| {
+                    crate::amqp::connection::serve(incoming(stream), handler_hub.clone(), shutdown)
+                },
+            ));
+        }
         let mut rx = shutdown_rx.clone();
         tasks.spawn(amqp.clone().maintain(async move {
+            let _ = rx.changed().await;
+        }));
+    }
+    if let Some(tls) = &tls {
+        let mut rx = shutdown_rx.clone();
+        tasks.spawn(tls.clone().watch_files(async move {
             let _ = rx.changed().await;
         }));
     }
@@ -260,6 +417,11 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
         metrics_addr,
         kafka_addr,
         amqp_addr,
+        mqtt_tls_addr,
+        wss_addr,
+        kafka_tls_addr,
+        amqp_tls_addr,
+        tls,
         metrics,
         hub,
         kafka,

@@ -30,6 +30,9 @@ pub struct AmqpConfig {
     /// Serve AMQP 0.9.1.
     pub enabled: bool,
     pub bind: SocketAddr,
+    /// Serve AMQPS (AMQP over TLS) as well, once `[tls]` has a certificate.
+    pub tls: bool,
+    pub tls_bind: SocketAddr,
     /// Largest frame offered in connection.tune (clients may ask for less).
     pub frame_max: u32,
     /// Highest channel number offered in connection.tune.
@@ -86,6 +89,8 @@ impl Default for AmqpConfig {
         AmqpConfig {
             enabled: true,
             bind: SocketAddr::from(([127, 0, 0, 1], 5672)),
+            tls: true,
+            tls_bind: SocketAddr::from(([127, 0, 0, 1], 5671)),
             frame_max: 131_072,
             channel_max: 2047,
             heartbeat_secs: 60,

@@ -21,8 +21,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
 
@@ -33,6 +31,7 @@ use super::hub::{AmqpHub, ConnId};
 use super::memory::Outbound;
 use super::state::Session;
 use crate::core::io;
+use crate::core::stream::{ClientReadHalf, ClientStream, ClientWriteHalf, Incoming};
 use crate::metrics::{Protocol, ProtocolCounters};
 
 /// Queued frames are written in batches of up to this many bytes.
@@ -40,7 +39,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// How long a closing side waits for the peer's close-ok.
 const CLOSE_OK_WAIT: Duration = Duration::from_secs(1);
 
-pub async fn serve(stream: TcpStream, hub: Arc<AmqpHub>, shutdown: watch::Receiver<bool>) {
+pub async fn serve(incoming: Incoming, hub: Arc<AmqpHub>, mut shutdown: watch::Receiver<bool>) {
     let _slot = match hub.connection_permits.take() {
         Ok(slot) => slot,
         Err(refusal) => {
@@ -49,17 +48,25 @@ pub async fn serve(stream: TcpStream, hub: Arc<AmqpHub>, shutdown: watch::Receiv
             return;
         }
     };
+    // The TLS handshake is part of the AMQP handshake's allowance.
+    let deadline = Instant::now() + Duration::from_secs(hub.config.handshake_timeout_secs);
+    let Some(stream) = incoming
+        .establish(deadline, Protocol::Amqp, &mut shutdown)
+        .await
+    else {
+        return;
+    };
     hub.metrics.connection_opened(Protocol::Amqp);
     let counters = hub.metrics.counters(Protocol::Amqp);
     let peer = stream.peer_addr().ok();
-    let why = run(stream, &hub, shutdown, &counters).await;
+    let why = run(stream, &hub, shutdown, &counters, deadline).await;
     tracing::debug!("amqp connection {peer:?} closed: {why}");
     hub.metrics.connection_closed(Protocol::Amqp);
 }
 
 /// Reads from the socket into `buf`; `Err` says why the connection ends.
 pub(super) async fn fill(
-    rd: &mut OwnedReadHalf,
+    rd: &mut ClientReadHalf,
     buf: &mut BytesMut,
     counters: &ProtocolCounters,
 ) -> Result<(), String> {
@@ -75,7 +82,7 @@ pub(super) async fn fill(
 }
 
 pub(super) async fn write_now(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut ClientWriteHalf,
     out: &[u8],
     counters: &ProtocolCounters,
 ) -> Result<(), String> {
@@ -85,19 +92,19 @@ pub(super) async fn write_now(
 }
 
 async fn run(
-    stream: TcpStream,
+    stream: ClientStream,
     hub: &Arc<AmqpHub>,
     mut shutdown: watch::Receiver<bool>,
     counters: &ProtocolCounters,
+    handshake_deadline: Instant,
 ) -> String {
     let loopback = stream
         .peer_addr()
         .is_ok_and(|a: SocketAddr| a.ip().is_loopback());
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(8 * 1024);
-    let limit = Duration::from_secs(hub.config.handshake_timeout_secs);
-    let tuning = match timeout(
-        limit,
+    let tuning = match tokio::time::timeout_at(
+        handshake_deadline,
         handshake(&mut rd, &mut wr, &mut buf, hub, counters, loopback),
     )
     .await
@@ -260,7 +267,7 @@ impl Writer {
     /// Writes `bytes`, checking the slow-reader policy while the write is blocked.
     async fn write(
         &self,
-        wr: &mut OwnedWriteHalf,
+        wr: &mut ClientWriteHalf,
         bytes: &[u8],
         counters: &ProtocolCounters,
         full_since: &mut Option<Instant>,
@@ -287,7 +294,7 @@ impl Writer {
 /// Writes queued frames until the queue closes; the reason the connection
 /// must end when it stops early.
 async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: ClientWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     heartbeat_every: Option<Duration>,
     counters: ProtocolCounters,

@@ -2,10 +2,10 @@
 //! AMQPLAIN, tune/tune-ok, open/open-ok. A refused login or an unexpected
 //! method is answered with connection.close and ends the connection.
 
+use crate::core::stream::{ClientReadHalf, ClientWriteHalf};
 use amq_protocol::protocol::{connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BytesMut;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::codec::{self, Frame};
 use super::connection::{fill, write_now};
@@ -18,7 +18,7 @@ use crate::metrics::{Protocol, ProtocolCounters};
 /// does not decode (or a method only a server sends) is answered with
 /// connection.close, as after the handshake.
 async fn read_frame(
-    (rd, wr): (&mut OwnedReadHalf, &mut OwnedWriteHalf),
+    (rd, wr): (&mut ClientReadHalf, &mut ClientWriteHalf),
     buf: &mut BytesMut,
     frame_max: u32,
     hub: &AmqpHub,
@@ -116,8 +116,8 @@ fn announces_blocked(client_properties: &FieldTable) -> bool {
 }
 
 pub(super) async fn handshake(
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut ClientReadHalf,
+    wr: &mut ClientWriteHalf,
     buf: &mut BytesMut,
     hub: &AmqpHub,
     counters: &ProtocolCounters,
@@ -145,7 +145,7 @@ pub(super) async fn handshake(
     }));
     write_now(wr, &method_frame(0, start), counters).await?;
     let refuse = |code: u16, text: String| AmqpError::hard(code, text);
-    let fail = async |wr: &mut OwnedWriteHalf, e: AmqpError| -> String {
+    let fail = async |wr: &mut ClientWriteHalf, e: AmqpError| -> String {
         hub.metrics
             .protocol_error(Protocol::Amqp, "handshake_refused");
         let _ = write_now(wr, &method_frame(0, connection_close(&e)), counters).await;
@@ -264,13 +264,16 @@ mod tests {
     }
 
     /// The broker's end of a loopback connection, split, and the client's end.
-    async fn pair() -> ((OwnedReadHalf, OwnedWriteHalf), TcpStream) {
+    async fn pair() -> ((ClientReadHalf, ClientWriteHalf), TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (server.into_split(), client)
+        (
+            crate::core::stream::ClientStream::Plain(server).into_split(),
+            client,
+        )
     }
 
     /// Reads one method frame the broker sent.

@@ -46,13 +46,19 @@ pub async fn write_within(
     Ok(())
 }
 
-/// Writes all of `bytes` to `w` through [`write_within`].
+/// Writes all of `bytes` to `w` and flushes it (a TLS stream holds
+/// encrypted records until flushed; for TCP it costs nothing) through
+/// [`write_within`].
 pub async fn write_counted<W: AsyncWrite + Unpin>(
     w: &mut W,
     bytes: &[u8],
     bytes_sent: &Counter,
 ) -> Result<(), WriteError> {
-    write_within(w.write_all(bytes), bytes.len(), bytes_sent).await
+    let write = async {
+        w.write_all(bytes).await?;
+        w.flush().await
+    };
+    write_within(write, bytes.len(), bytes_sent).await
 }
 
 /// Best-effort last write to a peer that is being disconnected: bounded by

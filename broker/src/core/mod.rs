@@ -7,6 +7,7 @@ pub mod message;
 pub mod qos;
 pub mod retained;
 pub mod slots;
+pub mod stream;
 pub mod topic;
 
 pub use message::{ClientId, Message, MessageProperties};

@@ -35,6 +35,12 @@ pub struct KafkaConfig {
     /// Serve the Kafka wire protocol.
     pub enabled: bool,
     pub bind: SocketAddr,
+    /// Serve Kafka over TLS (SSL) as well, once `[tls]` has a certificate.
+    pub tls: bool,
+    pub tls_bind: SocketAddr,
+    /// Port announced in Metadata and FindCoordinator to clients of the TLS
+    /// listener; default: the port `tls_bind` bound.
+    pub tls_advertised_port: Option<u16>,
     /// Host name given to clients in Metadata and FindCoordinator; default: the bind address
     /// (127.0.0.1 when bound to an unspecified address).
     pub advertised_host: Option<String>,
@@ -108,6 +114,9 @@ impl Default for KafkaConfig {
         KafkaConfig {
             enabled: true,
             bind: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            tls: true,
+            tls_bind: SocketAddr::from(([127, 0, 0, 1], 9093)),
+            tls_advertised_port: None,
             advertised_host: None,
             advertised_port: None,
             default_partitions: 1,
@@ -262,6 +271,12 @@ impl KafkaConfig {
         if self.advertised_host.as_deref().is_some_and(str::is_empty) {
             return Err(
                 "kafka.advertised_host = \"\": give a host name or leave the key out".into(),
+            );
+        }
+        if self.tls_advertised_port == Some(0) {
+            return Err(
+                "kafka.tls_advertised_port = 0: give the port TLS clients connect to, or leave the key out"
+                    .into(),
             );
         }
         if self.advertised_port == Some(0) {

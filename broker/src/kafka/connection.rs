@@ -17,12 +17,10 @@
 //! request or response are given back once it has been handled, so an idle
 //! connection holds no read buffer and at most a small write buffer.
 
-use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
@@ -30,7 +28,16 @@ use super::codec;
 use super::dispatch;
 use super::hub::KafkaHub;
 use crate::core::io;
+use crate::core::stream::{ClientStream, Incoming};
 use crate::metrics::{Protocol, ProtocolCounters};
+
+/// The listener a connection came in on; it decides the port announced in
+/// Metadata and FindCoordinator (a TLS client must be sent to the TLS port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Plain,
+    Tls,
+}
 
 /// Responses are written once this much is queued, or when no request is waiting.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -39,7 +46,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A written-out response buffer larger than this is given back rather than reused.
 const KEEP_WRITE_BUFFER: usize = 2 * WRITE_BATCH;
 
-pub async fn serve(stream: TcpStream, hub: Arc<KafkaHub>, shutdown: watch::Receiver<bool>) {
+pub async fn serve(incoming: Incoming, hub: Arc<KafkaHub>, mut shutdown: watch::Receiver<bool>) {
     let _slot = match hub.connection_permits.take() {
         Ok(slot) => slot,
         Err(refusal) => {
@@ -48,9 +55,21 @@ pub async fn serve(stream: TcpStream, hub: Arc<KafkaHub>, shutdown: watch::Recei
             return;
         }
     };
+    // The TLS handshake is part of the first request's allowance.
+    let deadline = Instant::now() + Duration::from_millis(hub.config.first_request_timeout_ms);
+    let listener = match incoming.is_tls() {
+        true => Listener::Tls,
+        false => Listener::Plain,
+    };
+    let Some(stream) = incoming
+        .establish(deadline, Protocol::Kafka, &mut shutdown)
+        .await
+    else {
+        return;
+    };
     hub.metrics.connection_opened(Protocol::Kafka);
     let counters = hub.metrics.counters(Protocol::Kafka);
-    let why = run(stream, &hub, shutdown, &counters).await;
+    let why = run(stream, &hub, shutdown, &counters, deadline, listener).await;
     tracing::debug!("kafka connection closed: {why}");
     hub.metrics.connection_closed(Protocol::Kafka);
 }
@@ -87,31 +106,23 @@ impl Buffers {
 /// while that room is there nothing more is reserved (growing a buffer that
 /// holds a large frame would copy it into one twice its size).
 async fn read_more(
-    stream: &TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     pending: Option<usize>,
 ) -> std::io::Result<usize> {
-    loop {
-        stream.readable().await?;
-        let spare = buf.capacity() - buf.len();
-        let room_reserved = pending.is_some_and(|missing| spare >= missing && spare > 0);
-        if !room_reserved && spare < READ_CHUNK / 2 {
-            buf.reserve(READ_CHUNK);
-        }
-        match stream.try_read_buf(buf) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                // Readiness was stale: don't sit on a buffer while waiting.
-                if buf.is_empty() {
-                    *buf = BytesMut::new();
-                }
+    stream
+        .read_more(buf, |buf| {
+            let spare = buf.capacity() - buf.len();
+            let room_reserved = pending.is_some_and(|missing| spare >= missing && spare > 0);
+            if !room_reserved && spare < READ_CHUNK / 2 {
+                buf.reserve(READ_CHUNK);
             }
-            result => return result,
-        }
-    }
+        })
+        .await
 }
 
 async fn write(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     out: &mut BytesMut,
     counters: &ProtocolCounters,
 ) -> Result<(), String> {
@@ -178,15 +189,17 @@ async fn reserve_budget(
 }
 
 async fn run(
-    mut stream: TcpStream,
+    mut stream: ClientStream,
     hub: &Arc<KafkaHub>,
     mut shutdown: watch::Receiver<bool>,
     counters: &ProtocolCounters,
+    first_request_deadline: Instant,
+    listener: Listener,
 ) -> String {
     let max_frame = hub.config.max_frame_bytes;
     let max_request = hub.config.max_request_bytes;
     let idle = Duration::from_millis(hub.config.connections_max_idle_ms);
-    let mut deadline = Instant::now() + Duration::from_millis(hub.config.first_request_timeout_ms);
+    let mut deadline = first_request_deadline;
     let mut requests_seen = false;
     let mut bufs = Buffers::default();
     // The decode budget held for the request being read, and its body's deadline.
@@ -231,7 +244,7 @@ async fn run(
                 }
             }
             let handled = tokio::select! {
-                r = dispatch::handle(hub, frame, permit, &mut bufs.write, counters) => r,
+                r = dispatch::handle(hub, frame, permit, &mut bufs.write, counters, listener) => r,
                 _ = shutdown.changed() => return "broker shutting down".into(),
             };
             if let Err(e) = handled {
@@ -258,7 +271,7 @@ async fn run(
             .map(|size| (4 + size).saturating_sub(bufs.read.len()));
         let wait_until = body_deadline.map_or(deadline, |d| d.min(deadline));
         let read = tokio::select! {
-            r = read_more(&stream, &mut bufs.read, pending) => r,
+            r = read_more(&mut stream, &mut bufs.read, pending) => r,
             _ = tokio::time::sleep_until(wait_until) => {
                 let (kind, why) = match (requests_seen, body_deadline.is_some_and(|d| d <= deadline)) {
                     (_, true) => ("request_body_timeout", "request body not received in time (10 s + 1 s per MiB)"),

@@ -9,6 +9,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::codec::{self, DecodeError};
+use super::connection::Listener;
 use super::hub::KafkaHub;
 use super::{admin, api_versions, fetch, group_api, metadata, produce};
 use crate::metrics::{Protocol, ProtocolCounters};
@@ -33,6 +34,7 @@ pub async fn handle(
     budget: Option<OwnedSemaphorePermit>,
     out: &mut BytesMut,
     counters: &ProtocolCounters,
+    listener: Listener,
 ) -> Result<(), DecodeError> {
     let start = codec::request_start(&frame);
     let mut body = Body {
@@ -80,7 +82,7 @@ pub async fn handle(
             let req = body.decode(v)?;
             let shared = hub.clone();
             respond(
-                &hub.storage_io(move || metadata::handle(&shared, req, v))
+                &hub.storage_io(move || metadata::handle(&shared, req, v, listener))
                     .await,
             )
         }
@@ -102,7 +104,9 @@ pub async fn handle(
         ApiKey::DeleteTopics => respond(&admin::delete_topics(hub, body.decode(v)?).await),
         ApiKey::DescribeConfigs => respond(&admin::describe_configs(hub, body.decode(v)?)),
         ApiKey::InitProducerId => respond(&hub.producer_ids.handle(body.decode(v)?)),
-        ApiKey::FindCoordinator => respond(&metadata::find_coordinator(hub, body.decode(v)?)),
+        ApiKey::FindCoordinator => {
+            respond(&metadata::find_coordinator(hub, body.decode(v)?, listener))
+        }
         ApiKey::JoinGroup => respond(&group_api::join(hub, body.decode(v)?, &client_id, v).await),
         ApiKey::SyncGroup => respond(&group_api::sync(hub, body.decode(v)?).await),
         ApiKey::Heartbeat => respond(&group_api::heartbeat(hub, body.decode(v)?)),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 
 use super::config::{FlushPolicy, KafkaConfig, KafkaStorage};
+use super::connection::Listener;
 use super::group::{GroupConfig, GroupCoordinator};
 use super::offsets::OffsetStore;
 use super::producer::ProducerIds;
@@ -31,6 +32,8 @@ pub struct KafkaHub {
     pub config: KafkaConfig,
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// The port announced to clients of the TLS listener (when it is on).
+    pub tls_advertised_port: Option<i32>,
     pub topics: Topics,
     pub groups: GroupCoordinator,
     offsets: Mutex<OffsetStore>,
@@ -46,11 +49,21 @@ pub struct KafkaHub {
 }
 
 impl KafkaHub {
-    /// Opens the stores (recovering the disk log) for a listener bound at `bound`.
+    /// The port announced to a client of `listener`.
+    pub fn port_for(&self, listener: Listener) -> i32 {
+        match listener {
+            Listener::Plain => self.advertised_port,
+            Listener::Tls => self.tls_advertised_port.unwrap_or(self.advertised_port),
+        }
+    }
+
+    /// Opens the stores (recovering the disk log) for a listener bound at
+    /// `bound` (and a TLS listener at `tls_bound`).
     pub fn open(
         config: KafkaConfig,
         data_dir: &Path,
         bound: SocketAddr,
+        tls_bound: Option<SocketAddr>,
         metrics: Arc<Metrics>,
         connection_permits: Arc<Semaphore>,
     ) -> Result<Arc<KafkaHub>, StorageError> {
@@ -81,6 +94,8 @@ impl KafkaHub {
             }
         });
         let advertised_port = i32::from(config.advertised_port.unwrap_or(bound.port()));
+        let tls_advertised_port =
+            tls_bound.map(|tls| i32::from(config.tls_advertised_port.unwrap_or(tls.port())));
         let groups = GroupCoordinator::new(GroupConfig {
             min_session_timeout: Duration::from_millis(config.group_min_session_timeout_ms),
             max_session_timeout: Duration::from_millis(config.group_max_session_timeout_ms),
@@ -98,6 +113,7 @@ impl KafkaHub {
             config,
             advertised_host,
             advertised_port,
+            tls_advertised_port,
             topics,
             groups,
             offsets: Mutex::new(offsets),

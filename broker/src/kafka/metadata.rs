@@ -12,6 +12,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::connection::Listener;
 use super::hub::{KafkaHub, CLUSTER_ID, NODE_ID};
 use super::topic::{valid_topic_name, Topic};
 
@@ -46,7 +47,12 @@ fn missing(name: &str, error: ResponseError) -> MetadataResponseTopic {
         .with_error_code(error.code())
 }
 
-pub fn handle(hub: &KafkaHub, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub fn handle(
+    hub: &KafkaHub,
+    req: MetadataRequest,
+    version: i16,
+    listener: Listener,
+) -> MetadataResponse {
     // v0: an empty list means every topic; v1+: null means every topic.
     let wanted = match req.topics {
         Some(t) if !(version == 0 && t.is_empty()) => Some(t),
@@ -92,17 +98,22 @@ pub fn handle(hub: &KafkaHub, req: MetadataRequest, version: i16) -> MetadataRes
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(NODE_ID))
             .with_host(str_bytes(&hub.advertised_host))
-            .with_port(hub.advertised_port)])
+            .with_port(hub.port_for(listener))])
         .with_cluster_id(Some(str_bytes(CLUSTER_ID)))
         .with_controller_id(BrokerId(NODE_ID))
         .with_topics(topics)
 }
 
-pub fn find_coordinator(hub: &KafkaHub, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+pub fn find_coordinator(
+    hub: &KafkaHub,
+    req: FindCoordinatorRequest,
+    listener: Listener,
+) -> FindCoordinatorResponse {
+    let port = hub.port_for(listener);
     let mut resp = FindCoordinatorResponse::default()
         .with_node_id(BrokerId(NODE_ID))
         .with_host(str_bytes(&hub.advertised_host))
-        .with_port(hub.advertised_port);
+        .with_port(port);
     if req.key_type != 0 {
         // Transaction coordinators are not offered.
         resp = resp

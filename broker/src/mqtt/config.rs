@@ -37,6 +37,17 @@ pub struct MqttConfig {
     pub ws_bind: SocketAddr,
     /// HTTP path of the WebSocket endpoint.
     pub ws_path: String,
+    /// Serve MQTT over TLS, once `[tls]` has a certificate.
+    pub tls: bool,
+    pub tls_bind: SocketAddr,
+    /// Serve MQTT over secure WebSocket (wss://, same path and origin
+    /// policy), once `[tls]` has a certificate and `websocket` is on.
+    pub wss: bool,
+    pub wss_bind: SocketAddr,
+    /// On TLS connections, the client certificate's subject common name is
+    /// the user name (CONNECT's user name and password are not used), as
+    /// mosquitto's `use_identity_as_username`. Needs `tls.client_auth = "require"`.
+    pub use_identity_as_username: bool,
     /// Largest packet accepted (and announced to 5.0 clients); class default.
     pub max_packet_size: Option<usize>,
     /// QoS 1/2 messages in flight per client, both ways (5.0 Receive Maximum); class default.
@@ -98,6 +109,11 @@ impl Default for MqttConfig {
             websocket: true,
             ws_bind: SocketAddr::from(([127, 0, 0, 1], 8083)),
             ws_path: "/mqtt".to_string(),
+            tls: true,
+            tls_bind: SocketAddr::from(([127, 0, 0, 1], 8883)),
+            wss: true,
+            wss_bind: SocketAddr::from(([127, 0, 0, 1], 8084)),
+            use_identity_as_username: false,
             max_packet_size: None,
             max_inflight: None,
             max_queued_messages: None,

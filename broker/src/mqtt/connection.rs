@@ -18,15 +18,35 @@ use super::session::{Kick, Session};
 use super::state::{Connection, Exit, Step};
 use super::transport::Transport;
 use crate::core::io::{farewell, write_within};
+use crate::core::stream::Incoming;
 use crate::metrics::Protocol;
 
-/// Serves one client from its first byte to its last.
+/// Serves a client of the MQTT (or MQTT over TLS) listener: the TLS
+/// handshake, if any, and CONNECT must both arrive within `connect_timeout_secs`.
+pub async fn serve_incoming(
+    incoming: Incoming,
+    hub: Arc<MqttHub>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(hub.config.connect_timeout_secs);
+    if let Some(io) = incoming
+        .establish(deadline, Protocol::Mqtt, &mut shutdown)
+        .await
+    {
+        serve(io, hub, shutdown, deadline).await;
+    }
+}
+
+/// Serves one client from its first byte to its last; CONNECT must arrive
+/// by `connect_deadline`.
 pub async fn serve<T: Transport>(
     mut io: T,
     hub: Arc<MqttHub>,
     mut shutdown: watch::Receiver<bool>,
+    connect_deadline: tokio::time::Instant,
 ) {
-    let Some(accepted) = handshake(&mut io, &hub, &mut shutdown).await else {
+    let Some(accepted) = handshake(&mut io, &hub, &mut shutdown, connect_deadline).await else {
         return;
     };
     let Accepted {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::sync::{oneshot, watch};
-use tokio::time::timeout;
+use tokio::time::{timeout_at, Instant};
 
 use super::codec::{self, DecodeError};
 use super::hub::MqttHub;
@@ -41,12 +41,12 @@ pub(super) async fn handshake<T: Transport>(
     io: &mut T,
     hub: &Arc<MqttHub>,
     shutdown: &mut watch::Receiver<bool>,
+    connect_deadline: Instant,
 ) -> Option<Accepted> {
     let limits = hub.limits;
     let mut buf = BytesMut::new();
-    let connect_timeout = Duration::from_secs(hub.config.connect_timeout_secs);
     let first = tokio::select! {
-        r = timeout(connect_timeout, read_connect(io, &mut buf, limits)) => r,
+        r = timeout_at(connect_deadline, read_connect(io, &mut buf, limits)) => r,
         _ = shutdown.changed() => return None,
     };
     let mut connect = match first {
@@ -86,7 +86,23 @@ pub(super) async fn handshake<T: Transport>(
             properties: Properties::default(),
         })
     };
-    let verdict = check_connect(hub, &connect);
+    // `mqtt.use_identity_as_username`: on TLS the certificate names the user.
+    let cert_identity = hub.config.use_identity_as_username && io.is_tls();
+    let verdict = match cert_identity {
+        true => match io.peer_common_name() {
+            Some(cn) => {
+                connect.username = Some(cn);
+                connect.password = None;
+                check_connect(hub, &connect, true)
+            }
+            None => Err((
+                reason::NOT_AUTHORIZED,
+                reason::v3::NOT_AUTHORIZED,
+                "no_certificate_identity",
+            )),
+        },
+        false => check_connect(hub, &connect, false),
+    };
     let permit = match verdict {
         Ok(()) => hub.connection_permits.take().map_err(|refusal| {
             hub.metrics
@@ -222,7 +238,14 @@ async fn read_connect<T: Transport>(
 
 /// Checks a CONNECT before any session is touched: client id, credentials, will.
 /// The error carries the 5.0 reason code, the 3.1.1 return code and a metrics label.
-fn check_connect(hub: &MqttHub, c: &Connect) -> Result<(), (u8, u8, &'static str)> {
+/// `cert_identity`: the user name is the client certificate's common name,
+/// which the TLS handshake verified, so no password is compared; with users
+/// configured it must name one of them.
+fn check_connect(
+    hub: &MqttHub,
+    c: &Connect,
+    cert_identity: bool,
+) -> Result<(), (u8, u8, &'static str)> {
     let id_rejected = (
         reason::CLIENT_IDENTIFIER_NOT_VALID,
         reason::v3::IDENTIFIER_REJECTED,
@@ -246,6 +269,14 @@ fn check_connect(hub: &MqttHub, c: &Connect) -> Result<(), (u8, u8, &'static str
         "not_authorized",
     );
     match &c.username {
+        Some(user) if cert_identity && !cfg.users.is_empty() && !cfg.users.contains_key(user) => {
+            return Err((
+                reason::NOT_AUTHORIZED,
+                reason::v3::NOT_AUTHORIZED,
+                "unknown_certificate_identity",
+            ));
+        }
+        Some(_) if cert_identity => {}
         None if !cfg.allow_anonymous => return Err(not_authorized),
         Some(_) if cfg.users.is_empty() && !cfg.allow_anonymous => return Err(not_authorized),
         Some(user) if !cfg.users.is_empty() => {
@@ -336,7 +367,7 @@ mod tests {
             0x02, 0x00, 0x3C, // clean session, keep-alive 60
             0x00, 0x00, // empty client id
         ]);
-        let refused = check_connect(&hub(|_| {}), &connect).unwrap_err();
+        let refused = check_connect(&hub(|_| {}), &connect, false).unwrap_err();
         assert_eq!(refused, (0x85, 2, "identifier_rejected"));
     }
 
@@ -347,7 +378,7 @@ mod tests {
             0x00, 0x00, 0x3C, // no clean session, keep-alive 60
             0x00, 0x00, // empty client id
         ]);
-        let refused = check_connect(&hub(|_| {}), &connect).unwrap_err();
+        let refused = check_connect(&hub(|_| {}), &connect, false).unwrap_err();
         assert_eq!(refused, (0x85, 2, "identifier_rejected"));
     }
 
@@ -366,13 +397,22 @@ mod tests {
                 c.mqtt.users.insert("u".into(), pass);
             })
         };
-        assert_eq!(check_connect(&with_user("p"), &connect), Ok(()));
-        let refused = check_connect(&with_user("other"), &connect).unwrap_err();
+        assert_eq!(check_connect(&with_user("p"), &connect, false), Ok(()));
+        let refused = check_connect(&with_user("other"), &connect, false).unwrap_err();
         assert_eq!(refused, (0x86, 4, "bad_credentials"));
         let closed = hub(|c| c.mqtt.allow_anonymous = false);
         assert_eq!(
-            check_connect(&closed, &connect).unwrap_err().2,
+            check_connect(&closed, &connect, false).unwrap_err().2,
             "not_authorized"
+        );
+        // A certificate identity: no password compared, but it must name a user.
+        assert_eq!(check_connect(&with_user("other"), &connect, true), Ok(()));
+        assert_eq!(check_connect(&closed, &connect, true), Ok(()));
+        let mut stranger = connect.clone();
+        stranger.username = Some("stranger".into());
+        assert_eq!(
+            check_connect(&with_user("p"), &stranger, true).unwrap_err(),
+            (0x87, 5, "unknown_certificate_identity")
         );
     }
 
@@ -385,8 +425,8 @@ mod tests {
             0x00, 0x01, b'w', // will topic "w"
             0x00, 0x03, b'b', b'y', b'e', // will payload "bye"
         ]);
-        assert_eq!(check_connect(&hub(|_| {}), &connect), Ok(()));
-        let refused = check_connect(&hub(|c| c.mqtt.max_qos = 1), &connect).unwrap_err();
+        assert_eq!(check_connect(&hub(|_| {}), &connect, false), Ok(()));
+        let refused = check_connect(&hub(|c| c.mqtt.max_qos = 1), &connect, false).unwrap_err();
         assert_eq!(refused, (0x9B, 3, "will_qos_not_supported"));
     }
 }

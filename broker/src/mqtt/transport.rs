@@ -1,5 +1,6 @@
-//! Byte transports an MQTT connection runs over: plain TCP and WebSocket
-//! (binary frames, subprotocol `mqtt`, as MQTT 5.0 section 6 requires).
+//! Byte transports an MQTT connection runs over: TCP and WebSocket (binary
+//! frames, subprotocol `mqtt`, as MQTT 5.0 section 6 requires), each plain
+//! or over TLS.
 
 use std::future::Future;
 use std::io;
@@ -8,12 +9,13 @@ use std::net::IpAddr;
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
+
+use crate::core::stream::ClientStream;
 
 /// A duplex byte stream; `read_into` must be cancel-safe (it is raced in `select!`).
 pub trait Transport: Send {
@@ -28,29 +30,34 @@ pub trait Transport: Send {
     fn write_all(&mut self, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
     /// Best-effort orderly close.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
+    /// Whether the bytes travel over TLS.
+    fn is_tls(&self) -> bool;
+    /// The client certificate's subject common name (TLS with a client certificate).
+    fn peer_common_name(&self) -> Option<String>;
 }
 
-impl Transport for TcpStream {
+impl Transport for ClientStream {
     async fn read_into(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
-        loop {
-            self.readable().await?;
+        self.read_more(buf, |buf| {
             if buf.capacity() - buf.len() < chunk / 2 {
                 buf.reserve(chunk);
             }
-            match self.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Readiness was stale: don't sit on a buffer while waiting.
-                    if buf.is_empty() {
-                        *buf = BytesMut::new();
-                    }
-                }
-                result => return result,
-            }
-        }
+        })
+        .await
     }
 
     async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        AsyncWriteExt::write_all(self, data).await
+        AsyncWriteExt::write_all(self, data).await?;
+        // TLS holds its records until flushed; a no-op for TCP.
+        self.flush().await
+    }
+
+    fn is_tls(&self) -> bool {
+        ClientStream::is_tls(self)
+    }
+
+    fn peer_common_name(&self) -> Option<String> {
+        ClientStream::peer_common_name(self)
     }
 
     async fn close(&mut self) {
@@ -111,7 +118,7 @@ impl OriginPolicy {
 
 /// MQTT over WebSocket: each binary message carries a slice of the MQTT byte stream.
 pub struct WsTransport {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<ClientStream>,
 }
 
 impl WsTransport {
@@ -120,7 +127,7 @@ impl WsTransport {
     /// the policy does not allow gets HTTP 403 before the upgrade
     /// (`ErrorKind::PermissionDenied`).
     pub async fn accept(
-        stream: TcpStream,
+        stream: ClientStream,
         path: &str,
         max_message_size: usize,
         origins: &OriginPolicy,
@@ -210,6 +217,14 @@ impl Transport for WsTransport {
 
     async fn close(&mut self) {
         let _ = self.ws.close(None).await;
+    }
+
+    fn is_tls(&self) -> bool {
+        self.ws.get_ref().is_tls()
+    }
+
+    fn peer_common_name(&self) -> Option<String> {
+        self.ws.get_ref().peer_common_name()
     }
 }
 

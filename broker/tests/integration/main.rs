@@ -34,3 +34,4 @@ mod rumqttc_v311;
 mod rumqttc_v5;
 mod sessions;
 mod storage_integrity;
+mod tls;

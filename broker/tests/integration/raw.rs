@@ -1,9 +1,10 @@
-//! Raw MQTT bytes over TCP, for what a well-behaved client library will not send.
+//! Raw MQTT bytes over TCP (or any stream, TLS included), for what a
+//! well-behaved client library will not send.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -55,13 +56,18 @@ pub fn connect(level: u8, client_id: &str, clean: bool, keep_alive: u16) -> Vec<
     packet(0x10, &body)
 }
 
-pub async fn send(s: &mut TcpStream, bytes: &[u8]) {
+pub async fn send(s: &mut (impl AsyncRead + AsyncWrite + Unpin), bytes: &[u8]) {
     s.write_all(bytes).await.expect("raw write");
+    // A TLS stream may hold the record until flushed.
+    s.flush().await.expect("raw flush");
 }
 
 /// Reads one whole packet: (first byte, body). `None` when the peer closed
 /// the connection (EOF or reset). Panics after `limit`.
-pub async fn read_packet_within(s: &mut TcpStream, limit: Duration) -> Option<(u8, Vec<u8>)> {
+pub async fn read_packet_within(
+    s: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    limit: Duration,
+) -> Option<(u8, Vec<u8>)> {
     timeout(limit, async {
         let mut first = [0u8; 1];
         match s.read(&mut first).await {
@@ -85,12 +91,15 @@ pub async fn read_packet_within(s: &mut TcpStream, limit: Duration) -> Option<(u
     .expect("the broker answers (or closes) in time")
 }
 
-pub async fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+pub async fn read_packet(s: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> Option<(u8, Vec<u8>)> {
     read_packet_within(s, WAIT).await
 }
 
 /// Reads the next packet and checks its type (high nibble of the first byte).
-pub async fn expect_packet(s: &mut TcpStream, packet_type: u8) -> Vec<u8> {
+pub async fn expect_packet(
+    s: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    packet_type: u8,
+) -> Vec<u8> {
     match read_packet(s).await {
         Some((first, body)) if first >> 4 == packet_type => body,
         other => panic!("expected packet type {packet_type}, got {other:x?}"),
@@ -98,7 +107,7 @@ pub async fn expect_packet(s: &mut TcpStream, packet_type: u8) -> Vec<u8> {
 }
 
 /// Asserts the broker closes the connection (after any packets it still sends).
-pub async fn expect_closed(s: &mut TcpStream) {
+pub async fn expect_closed(s: &mut (impl AsyncRead + AsyncWrite + Unpin)) {
     if let Some(p) = read_packet(s).await {
         panic!("expected the connection to be closed, got packet {p:x?}");
     }
@@ -148,7 +157,7 @@ pub async fn session(addr: SocketAddr, level: u8, id: &str, keep_alive: u16) -> 
 }
 
 /// Reads the broker's (5.0) DISCONNECT and returns its reason code.
-pub async fn expect_disconnect(s: &mut TcpStream) -> u8 {
+pub async fn expect_disconnect(s: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> u8 {
     let body = expect_packet(s, 14).await;
     assert!(!body.is_empty(), "DISCONNECT with a reason code");
     body[0]
@@ -156,7 +165,11 @@ pub async fn expect_disconnect(s: &mut TcpStream) -> u8 {
 
 /// How the broker ends a connection at protocol `level`: a DISCONNECT with
 /// `reason` then close in 5.0; close alone in 3.1.1, which has no server DISCONNECT.
-pub async fn expect_server_close(s: &mut TcpStream, level: u8, reason: u8) {
+pub async fn expect_server_close(
+    s: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    level: u8,
+    reason: u8,
+) {
     if level == 5 {
         assert_eq!(expect_disconnect(s).await, reason);
     }

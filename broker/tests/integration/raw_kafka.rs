@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -26,7 +26,7 @@ pub fn request(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> 
 }
 
 /// Reads one response frame: (correlation id, rest of the frame).
-pub async fn response(s: &mut TcpStream) -> (i32, BytesMut) {
+pub async fn response(s: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> (i32, BytesMut) {
     let size = timeout(WAIT, s.read_i32())
         .await
         .expect("answer in time")
@@ -43,10 +43,11 @@ pub async fn response(s: &mut TcpStream) -> (i32, BytesMut) {
 
 /// ApiVersions v0 works on this connection: our correlation id, error 0 and
 /// a non-empty list.
-pub async fn api_versions_ok(s: &mut TcpStream, correlation_id: i32) {
+pub async fn api_versions_ok(s: &mut (impl AsyncRead + AsyncWrite + Unpin), correlation_id: i32) {
     s.write_all(&request(18, 0, correlation_id, &[]))
         .await
         .expect("request written");
+    s.flush().await.expect("request flushed");
     let (id, mut body) = response(s).await;
     assert_eq!(id, correlation_id);
     assert_eq!(body.get_i16(), 0, "ApiVersions error code");
