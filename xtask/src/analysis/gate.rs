@@ -1251,7 +1251,7 @@ from = "test"
                 (Reordered, 0.0),
             ]
         );
-        assert_eq!(limits("ci").len(), 10);
+        assert_eq!(limits("ci").len(), 22);
         let err = Profile::load(&root, "mainframe").unwrap_err().to_string();
         assert!(
             err.contains("mainframe") && err.contains("ci, embedded, high_perf"),

@@ -356,7 +356,7 @@ impl Profile {
                 thresholds.push(Threshold {
                     kind: ThresholdKind::CpuPerMessage,
                     limit: v,
-                    limit_text: format!("< {} /msg", crate::model::units::cpu_micros(v)),
+                    limit_text: format!("< {}/msg", crate::model::units::cpu_micros(v)),
                     from: w.from.clone(),
                     workload: Some(name.clone()),
                 });
@@ -366,7 +366,7 @@ impl Profile {
                 thresholds.push(Threshold {
                     kind: ThresholdKind::CpuPerConnection,
                     limit: v,
-                    limit_text: format!("< {} /conn", crate::model::units::cpu_micros(v)),
+                    limit_text: format!("< {}/conn", crate::model::units::cpu_micros(v)),
                     from: w.from.clone(),
                     workload: Some(name.clone()),
                 });
