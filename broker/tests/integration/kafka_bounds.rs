@@ -20,9 +20,6 @@ use kafka_protocol::messages::{
     ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -33,6 +30,7 @@ use tokio::time::timeout;
 use crate::broker_process::BrokerProcess;
 use crate::common::{start_broker_with, WAIT};
 use crate::raw;
+use crate::raw_kafka::batch;
 use crate::raw_kafka::{self, api_versions_ok, request};
 
 /// Flags for a broker process serving MQTT, Kafka and AMQP on ephemeral ports.
@@ -110,36 +108,6 @@ async fn closed_by_broker(s: &mut TcpStream) {
     }
 }
 
-/// One uncompressed batch holding one record of `value_len` bytes.
-fn batch(value_len: usize) -> Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: None,
-        value: Some(Bytes::from(vec![b'v'; value_len])),
-        headers: Default::default(),
-        delete_horizon: false,
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [record].iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
-}
-
 /// Encodes one request frame.
 fn frame<Req: Encodable + HeaderVersion>(
     api_key: ApiKey,
@@ -195,7 +163,7 @@ async fn fill(s: &mut TcpStream, topic: &'static str, batches: usize, value_len:
     assert_eq!(meta.topics[0].error_code, 0, "topic {topic} created");
     let mut stored = 0;
     for i in 0..batches {
-        let records = batch(value_len);
+        let records = batch(value_len).freeze();
         stored += records.len();
         let req = ProduceRequest::default()
             .with_acks(1)

@@ -62,3 +62,37 @@ pub async fn round_trip(addr: SocketAddr) {
         .expect("Kafka listener accepts");
     api_versions_ok(&mut s, 7).await;
 }
+
+/// One uncompressed record batch (v2) holding one record of `value_len`
+/// bytes, as a producer would send it.
+pub fn batch(value_len: usize) -> BytesMut {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let record = Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 1_700_000_000_000,
+        key: None,
+        value: Some(bytes::Bytes::from(vec![b'v'; value_len])),
+        headers: Default::default(),
+        delete_horizon: false,
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [record].iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("a one-record batch encodes");
+    buf
+}

@@ -13,9 +13,6 @@ use kafka_protocol::messages::{
     ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -25,40 +22,10 @@ use broker::{Config, RunningBroker};
 
 use crate::common::{start_broker_with, WAIT};
 use crate::mqtt_client::{MqttClient, QoS, V311};
+use crate::raw_kafka::batch;
 
 const TOPIC: &str = "integrity";
 const INVALID_RECORD: i16 = 87;
-
-/// One uncompressed record batch holding one record of `value_len` bytes
-/// (more than the log's 4 KiB index interval, so every batch is indexed).
-fn batch(value_len: usize) -> BytesMut {
-    let record = Record {
-        transactional: false,
-        control: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: None,
-        value: Some(Bytes::from(vec![b'v'; value_len])),
-        headers: Default::default(),
-        delete_horizon: false,
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [record].iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf
-}
 
 /// Rewrites attributes, last offset delta and record count, and the CRC32C
 /// over them, as a client that makes its header up would.
