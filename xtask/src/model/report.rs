@@ -140,6 +140,16 @@ pub struct RepeatReport {
     pub broker_cpu_us_per_connection: Option<f64>,
 }
 
+/// `3.17 µs/msg`, or `52.4 µs/conn` for a storm; None without either.
+pub fn cpu_per_work_text(per_message: Option<f64>, per_connection: Option<f64>) -> Option<String> {
+    use crate::model::units::cpu_micros;
+    match (per_message, per_connection) {
+        (Some(m), _) => Some(format!("{}/msg", cpu_micros(m))),
+        (None, Some(c)) => Some(format!("{}/conn", cpu_micros(c))),
+        (None, None) => None,
+    }
+}
+
 /// Broker CPU microseconds per unit of work (message or connection); None
 /// without CPU figures or without work.
 pub fn cpu_us_per(cpu_secs: Option<f64>, work: u64) -> Option<f64> {
@@ -212,15 +222,11 @@ impl Summary {
     /// Broker CPU per unit of work, median: `3.17 µs/msg`, or `52.4 µs/conn`
     /// for a storm; `–` without CPU figures or deliveries.
     pub fn cpu_per_work_text(&self) -> String {
-        use crate::model::units::cpu_micros;
-        match (
-            self.broker_cpu_us_per_message,
-            self.broker_cpu_us_per_connection,
-        ) {
-            (Some(m), _) => format!("{}/msg", cpu_micros(m.median)),
-            (None, Some(c)) => format!("{}/conn", cpu_micros(c.median)),
-            (None, None) => "–".into(),
-        }
+        cpu_per_work_text(
+            self.broker_cpu_us_per_message.map(|s| s.median),
+            self.broker_cpu_us_per_connection.map(|s| s.median),
+        )
+        .unwrap_or_else(|| "–".into())
     }
 
     pub fn of(repeats: &[RepeatReport]) -> Option<Summary> {

@@ -325,11 +325,11 @@ fn connections_table(md: &mut String, with: &[(&RepeatReport, &LoadResult)], mul
 
 /// `3.17 µs/msg`, `52.4 µs/conn` or `–` for one repeat.
 fn cpu_per_work(r: &RepeatReport) -> String {
-    match (r.broker_cpu_us_per_message, r.broker_cpu_us_per_connection) {
-        (Some(m), _) => format!("{}/msg", cpu_micros(m)),
-        (None, Some(c)) => format!("{}/conn", cpu_micros(c)),
-        (None, None) => "–".into(),
-    }
+    crate::model::report::cpu_per_work_text(
+        r.broker_cpu_us_per_message,
+        r.broker_cpu_us_per_connection,
+    )
+    .unwrap_or_else(|| "–".into())
 }
 
 /// With repeats, the median (min – max) line; then every error seen.

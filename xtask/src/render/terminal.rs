@@ -63,10 +63,11 @@ pub(crate) fn one_line(r: &RepeatReport) -> String {
             crate::model::units::percent(u.avg_cpu_machine_percent)
         ));
     }
-    match (r.broker_cpu_us_per_message, r.broker_cpu_us_per_connection) {
-        (Some(m), _) => parts.push(format!("{}/msg", crate::model::units::cpu_micros(m))),
-        (None, Some(c)) => parts.push(format!("{}/conn", crate::model::units::cpu_micros(c))),
-        (None, None) => {}
+    if let Some(text) = crate::model::report::cpu_per_work_text(
+        r.broker_cpu_us_per_message,
+        r.broker_cpu_us_per_connection,
+    ) {
+        parts.push(text);
     }
     match &r.failure {
         None => format!("ok in {took:.1} s: {}", parts.join(", ")),
