@@ -55,6 +55,9 @@ pub(crate) enum Command {
         /// Largest regression tolerated beyond the noise, per metric
         #[arg(long, value_name = "PCT", default_value = "10%", value_parser = parse_percent, requires = "baseline")]
         max_regression: f64,
+        /// Gate against a baseline taken on another CPU model or core count
+        #[arg(long, requires = "baseline")]
+        force_machine: bool,
     },
     /// Re-render report.md and report.html of a run from its report.json
     Report {

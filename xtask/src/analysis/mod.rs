@@ -3,4 +3,5 @@
 pub mod compare;
 pub mod gate;
 pub mod merge;
+pub mod rank_test;
 pub mod regression;

@@ -9,4 +9,5 @@ pub mod html;
 pub mod manifest;
 pub mod markdown;
 pub mod micro;
+pub mod regression;
 pub mod terminal;
