@@ -54,7 +54,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             baseline,
             max_regression,
             force_machine,
+            ab,
         }) => match baseline {
+            None if ab => gate::run_ab(&report),
             None => gate::run(&report, profile.as_deref()),
             Some(file) => {
                 // Both judgements are printed before either fails the command.

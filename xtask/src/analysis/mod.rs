@@ -1,5 +1,6 @@
 //! Judging and combining results: gate verdicts, run comparisons, regressions, merged loadgen results.
 
+pub mod ab;
 pub mod compare;
 pub mod gate;
 pub mod merge;

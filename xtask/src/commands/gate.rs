@@ -87,7 +87,7 @@ pub fn run_baseline(
     let regressed = count(|j| *j == Judgement::Regression);
     let not_judged = count(|j| matches!(j, Judgement::NotJudged(_)));
     let not_compared = count(|j| matches!(j, Judgement::NotCompared(_)));
-    if rows.is_empty() || regressed + not_judged + not_compared > 0 {
+    if rows.is_empty() || rows.iter().any(|r| r.judgement.fails()) {
         return failed(format!(
             "baseline gate: {regressed} regression{} beyond {:.0} %, {not_judged} metric{} not judged (fewer than {MIN_REPEATS} repeats a side), {not_compared} not compared (on one side only){}",
             if regressed == 1 { "" } else { "s" },
@@ -102,6 +102,17 @@ pub fn run_baseline(
         max_regression * 100.0
     );
     Ok(())
+}
+
+/// `cargo xtask gate <A/B run> --ab`: prints an A/B run's verdicts again
+/// and fails on a regression, a metric not judged or a failed workload.
+pub fn run_ab(path: &Path) -> Result<()> {
+    let ab = crate::model::ab::AbReport::load(path)?;
+    println!("{}", crate::render::ab::terminal(&ab));
+    if ab.failures().is_empty() && ab.broken().is_empty() {
+        return Ok(());
+    }
+    failed(crate::render::ab::verdict_line(&ab))
 }
 
 #[cfg(test)]
@@ -409,5 +420,72 @@ mod tests {
             .join("reports/baselines/x86_64-unknown-linux-gnu.json");
         let err = run_baseline(dir.path(), &baseline, 0.1, false).unwrap_err();
         assert!(err.to_string().contains("nothing to gate"), "{err}");
+    }
+
+    /// An A/B report of the quick-suite-like fixture: the candidate at
+    /// `factor` × the base's throughput, five pairs.
+    fn ab_report(factor: f64) -> crate::model::ab::AbReport {
+        let base = sample_run_seeded(100_000.0, 4_000, 5, 21);
+        let cand = sample_run_seeded(100_000.0 * factor, 4_000, 5, 22);
+        crate::model::ab::AbReport {
+            schema_version: crate::model::ab::AB_SCHEMA_VERSION,
+            kind: crate::model::ab::KIND.into(),
+            run_id: "ab-test".into(),
+            environment: base.environment.clone(),
+            suite: "quick".into(),
+            base: crate::model::ab::AbSide {
+                label: "HEAD~1".into(),
+                revision: Some("0".repeat(40)),
+                binary: "target/ab/bin/broker-000000000000".into(),
+                run_dir: "base".into(),
+            },
+            candidate: crate::model::ab::AbSide {
+                label: "working tree".into(),
+                revision: None,
+                binary: "target/release/broker".into(),
+                run_dir: "candidate".into(),
+            },
+            pairs: 5,
+            max_regression: 0.10,
+            profile: "ci".into(),
+            confidence: 0.95,
+            started_at: "t0".into(),
+            finished_at: "t1".into(),
+            workloads: crate::analysis::ab::judge_reports(&base, &cand, 0.10),
+        }
+    }
+
+    #[test]
+    fn gate_ab_fails_on_a_regression_and_passes_an_unchanged_candidate() {
+        let dir = tempfile::tempdir().unwrap();
+        let same = ab_report(1.0);
+        std::fs::write(dir.path().join("ab.json"), same.to_json()).unwrap();
+        let loaded = crate::model::ab::AbReport::load(dir.path()).unwrap();
+        let verdicts = |r: &crate::model::ab::AbReport| -> Vec<_> {
+            r.workloads
+                .iter()
+                .flat_map(|w| w.metrics.iter().map(|m| (m.key.clone(), m.verdict.clone())))
+                .collect()
+        };
+        assert_eq!(verdicts(&loaded), verdicts(&same), "round trip");
+        assert_eq!((loaded.run_id.as_str(), loaded.pairs), ("ab-test", 5));
+        run_ab(dir.path()).unwrap();
+        let slow = ab_report(0.7);
+        let fanin = &slow.workloads[0].metrics;
+        let tput = fanin.iter().find(|m| m.key == "received_per_sec").unwrap();
+        assert_eq!(tput.verdict, crate::model::ab::AbVerdict::Regression);
+        assert!((tput.median_ratio.unwrap() - 0.7).abs() < 0.08, "{tput:?}");
+        std::fs::write(dir.path().join("ab.json"), slow.to_json()).unwrap();
+        let err = run_ab(dir.path()).unwrap_err();
+        assert!(is_verdict(&err), "{err:#}");
+        assert!(err.to_string().starts_with("A/B gate: FAIL ("), "{err:#}");
+        let md = crate::render::ab::markdown(&slow);
+        assert!(md.contains("| mqtt-fanin | delivered msg/s |"), "{md}");
+        assert!(crate::render::ab::html(&slow).contains("class=\"regression\""));
+        // A plain bench report is not an A/B report: bad input, exit 2.
+        std::fs::write(dir.path().join("ab.json"), sample_run(1.0, 1, 1).to_json()).unwrap();
+        let err = run_ab(dir.path()).unwrap_err();
+        assert!(!is_verdict(&err));
+        assert!(format!("{err:#}").contains("not an A/B report"), "{err:#}");
     }
 }

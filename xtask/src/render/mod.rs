@@ -1,5 +1,6 @@
 //! Reports as text: Markdown, HTML (with SVG charts) and terminal lines.
 
+pub mod ab;
 pub mod chart;
 pub mod compare;
 pub mod environment;
