@@ -795,5 +795,7 @@ mod tests {
         assert_eq!(o.out.as_deref(), Some(Path::new("/t/ci-bench")));
         assert_eq!(o.repeat, 1);
         assert!(o.target.is_none());
+        // No A/B run in `cargo xtask ci`: its time on a 2-core box is spoken for.
+        assert!(o.ab.is_none());
     }
 }

@@ -235,4 +235,21 @@ mod tests {
         let v = [1.0, 1.1, 0.9, 1.05, 0.95];
         assert_eq!(bootstrap_median(&v, 500, 7), bootstrap_median(&v, 500, 7));
     }
+
+    #[test]
+    fn the_allowance_comes_from_the_profile() {
+        use crate::model::gate::Profile;
+        let root = crate::infra::cargo::project_root();
+        assert_eq!(Profile::load(&root, "ci").unwrap().max_regression, 0.10);
+        let file = std::path::Path::new("p.toml");
+        let p = Profile::parse(file, "max_regression_percent = 25\n").unwrap();
+        assert_eq!(p.max_regression, 0.25);
+        assert_eq!(Profile::parse(file, "").unwrap().max_regression, 0.10);
+        let err = Profile::parse(file, "max_regression_percent = 150\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("p.toml: max_regression_percent = 150: give a percentage"),
+            "{err}"
+        );
+    }
 }

@@ -323,3 +323,30 @@ fn run_pairs(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The bench workflow gates with five repeats and runs the A/B gate
+    /// against the base branch (ci/bench.yml, issue 16 items 5 and 6).
+    #[test]
+    fn the_bench_workflow_gates_with_five_repeats_and_an_ab_run() {
+        let root = crate::infra::cargo::project_root();
+        let workflow = std::fs::read_to_string(root.join("ci/bench.yml")).unwrap();
+        let step = |name: &str| {
+            workflow
+                .split("- name: ")
+                .find(|s| s.starts_with(name))
+                .unwrap_or_else(|| panic!("no step `{name}` in ci/bench.yml"))
+                .to_string()
+        };
+        assert!(step("Bench (quick suite").contains("--repeat 5"));
+        let ab = step("A/B regression gate");
+        assert!(ab.contains("cargo xtask bench --ab \"$base\""), "{ab}");
+        assert!(
+            ab.contains("origin/$GITHUB_BASE_REF") && ab.contains("--repeat 5"),
+            "{ab}"
+        );
+        assert!(ab.contains("exit \"$status\""), "{ab}");
+        assert!(workflow.contains("fetch-depth: 0"));
+    }
+}
