@@ -55,6 +55,12 @@ pub(crate) enum Command {
         /// Largest regression tolerated beyond the noise, per metric
         #[arg(long, value_name = "PCT", default_value = "10%", value_parser = parse_percent, requires = "baseline")]
         max_regression: f64,
+        /// Gate against a baseline taken on another CPU model or core count
+        #[arg(long, requires = "baseline")]
+        force_machine: bool,
+        /// REPORT is an A/B run (`bench --ab`): fail on its regressions
+        #[arg(long, conflicts_with_all = ["baseline", "profile"])]
+        ab: bool,
     },
     /// Re-render report.md and report.html of a run from its report.json
     Report {
@@ -223,9 +229,19 @@ pub(crate) struct BenchArgs {
     /// Override every workload's measured duration
     #[arg(long, value_name = "SECS", value_parser = positive_secs)]
     duration: Option<f64>,
-    /// Run each workload N times; the report gives min/median/max
-    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    repeat: u32,
+    /// Run each workload N times; the report gives min/median/max. With
+    /// --ab: N pairs per workload [default: 1; with --ab 5]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: Option<u32>,
+    /// Interleaved A/B run: build the broker at git revision REV (base) and
+    /// the working tree's (candidate), run each workload as pairs A B, B A,
+    /// … and fail on a regression beyond the noise and the profile's
+    /// max_regression_percent; writes ab.{json,md,html}
+    #[arg(long, value_name = "REV", conflicts_with_all = ["target", "ab_binary"])]
+    ab: Option<String>,
+    /// The A/B base as a broker binary instead of a revision
+    #[arg(long, value_name = "PATH", conflicts_with = "target")]
+    ab_binary: Option<PathBuf>,
     /// Broker under test
     #[arg(long, value_enum, default_value_t = BrokerArg::Built)]
     broker: BrokerArg,
@@ -367,16 +383,27 @@ impl BenchArgs {
         if self.target.is_some() && broker != bench::BrokerChoice::Built {
             anyhow::bail!("--target builds and runs our broker; it cannot go with --broker external or mosquitto");
         }
+        let ab = match (self.ab, self.ab_binary) {
+            (Some(rev), _) => Some(bench::AbBase::Rev(rev)),
+            (None, Some(path)) => Some(bench::AbBase::Binary(path)),
+            (None, None) => None,
+        };
+        if ab.is_some() && broker != bench::BrokerChoice::Built {
+            anyhow::bail!(
+                "--ab and --ab-binary compare two builds of this workspace's broker; drop --broker"
+            );
+        }
         Ok(bench::Options {
             target: self.target,
             suite: self.suite,
             workloads: self.workload,
             duration: self.duration,
-            repeat: self.repeat,
+            repeat: self.repeat.unwrap_or(if ab.is_some() { 5 } else { 1 }),
             broker,
             profile: self.profile,
             gate_exit: !self.no_gate_exit,
             out: self.out,
+            ab,
         })
     }
 }
@@ -579,6 +606,26 @@ mod tests {
     }
 
     #[test]
+    fn bench_ab_flags_parse() {
+        let parse = parse_bench;
+        let o = parse(&["--ab", "HEAD~1", "--suite", "quick"]).unwrap();
+        assert_eq!(o.ab, Some(bench::AbBase::Rev("HEAD~1".into())));
+        assert_eq!(o.repeat, 5, "A/B defaults to 5 pairs");
+        let o = parse(&["--ab-binary", "/tmp/broker", "--repeat", "7"]).unwrap();
+        assert_eq!(o.ab, Some(bench::AbBase::Binary("/tmp/broker".into())));
+        assert_eq!(o.repeat, 7);
+        assert_eq!(parse(&[]).unwrap().ab, None);
+        assert!(parse(&["--ab", "x", "--ab-binary", "y"]).is_err());
+        assert!(parse(&["--ab", "x", "--target", "aarch64-unknown-linux-gnu"]).is_err());
+        assert!(parse(&["--ab", "x", "--broker", "mosquitto"])
+            .unwrap_err()
+            .contains("drop --broker"));
+        let cli = Cli::try_parse_from(["xtask", "gate", "reports/runs/x", "--ab"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Gate { ab: true, .. })));
+        assert!(Cli::try_parse_from(["xtask", "gate", "r", "--ab", "--baseline", "b"]).is_err());
+    }
+
+    #[test]
     fn bench_target_goes_with_our_broker_only() {
         let parse = parse_bench;
         let o = parse(&["--target", "aarch64-unknown-linux-gnu", "--suite", "quick"]).unwrap();
@@ -748,5 +795,7 @@ mod tests {
         assert_eq!(o.out.as_deref(), Some(Path::new("/t/ci-bench")));
         assert_eq!(o.repeat, 1);
         assert!(o.target.is_none());
+        // No A/B run in `cargo xtask ci`: its time on a 2-core box is spoken for.
+        assert!(o.ab.is_none());
     }
 }

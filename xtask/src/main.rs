@@ -53,12 +53,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             profile,
             baseline,
             max_regression,
+            force_machine,
+            ab,
         }) => match baseline {
+            None if ab => gate::run_ab(&report),
             None => gate::run(&report, profile.as_deref()),
             Some(file) => {
                 // Both judgements are printed before either fails the command.
                 let thresholds = profile.map(|p| gate::run(&report, Some(&p)));
-                gate::run_baseline(&report, &file, max_regression)?;
+                gate::run_baseline(&report, &file, max_regression, force_machine)?;
                 thresholds.unwrap_or(Ok(()))
             }
         },

@@ -82,3 +82,35 @@ fn missing_input_and_bad_flags_exit_2() {
     let out = xtask(&["gate", REPORT, "--profiel", "ci"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// Issue 16, item 5: a baseline from another CPU model is bad input (exit
+/// 2, one line naming the fix) unless --force-machine; forced, the fixture's
+/// single repeat is not judged, which fails the gate (exit 1).
+#[test]
+fn baseline_from_another_machine_exits_2_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.json");
+    let out = xtask(&["baseline", REPORT, "--out", base.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = std::fs::read_to_string(&base).unwrap();
+    let other = text.replacen(
+        "\"cpu_model\": \"AMD EPYC\"",
+        "\"cpu_model\": \"Ampere Altra\"",
+        1,
+    );
+    assert_ne!(text, other, "fixture's cpu_model changed: fix this test");
+    std::fs::write(&base, other).unwrap();
+    let b = base.to_str().unwrap();
+    let out = xtask(&["gate", REPORT, "--baseline", b]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Ampere Altra") && stderr.contains("--force-machine"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    let out = xtask(&["gate", REPORT, "--baseline", b, "--force-machine"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("not judged"), "{stdout}");
+}

@@ -86,28 +86,6 @@ pub struct Row {
     pub verdict: Verdict,
 }
 
-impl Row {
-    /// How much worse B is than A, as a fraction of A (0.3 = 30 % worse);
-    /// negative when B is better; infinite when A is 0 and B worse.
-    pub fn regression(&self) -> Option<f64> {
-        let (a, b) = (self.a?.median, self.b?.median);
-        let worse_by = match self.metric.direction {
-            Direction::HigherIsBetter => a - b,
-            Direction::LowerIsBetter => b - a,
-        };
-        if a == 0.0 {
-            return Some(if worse_by > 0.0 {
-                f64::INFINITY
-            } else if worse_by < 0.0 {
-                f64::NEG_INFINITY
-            } else {
-                0.0
-            });
-        }
-        Some(worse_by / a.abs())
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Comparison {
     pub a: Baseline,
@@ -497,6 +475,10 @@ pub(crate) fn resampled_median(values: &[f64], rng: &mut SplitMix64) -> f64 {
 pub(crate) struct SplitMix64(u64);
 
 impl SplitMix64 {
+    pub(crate) fn seeded(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -505,7 +487,7 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }

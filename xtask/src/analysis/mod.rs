@@ -1,6 +1,8 @@
 //! Judging and combining results: gate verdicts, run comparisons, regressions, merged loadgen results.
 
+pub mod ab;
 pub mod compare;
 pub mod gate;
 pub mod merge;
+pub mod rank_test;
 pub mod regression;

@@ -20,6 +20,14 @@ pub fn run(path: &Path, out: Option<&Path>) -> Result<()> {
     if report.environment.git_dirty {
         eprintln!("warning: the run was taken with uncommitted changes; the baseline records that (environment.git_dirty)");
     }
+    let needed = crate::analysis::regression::MIN_REPEATS;
+    if (report.repeat as usize) < needed {
+        eprintln!(
+            "warning: the run has {} repeat{}; the regression gate needs {needed} to judge a metric (`cargo xtask bench --repeat {needed}`), so gating against this baseline fails as not judged",
+            report.repeat,
+            if report.repeat == 1 { "" } else { "s" }
+        );
+    }
     let env = &report.environment;
     let about = format!(
         "Baseline from `cargo xtask bench --suite {}{}` on {} ({}, {} cores, {} memory, {}), target {} ({}), revision {}{}, {}.",

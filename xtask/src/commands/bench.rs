@@ -37,6 +37,17 @@ use crate::model::suite::{Overrides, PlannedWorkload};
 use crate::model::verdict::failed;
 use crate::render::terminal::{one_line, RepeatProgress};
 
+mod ab;
+
+/// The base of an interleaved A/B run (`--ab REV` / `--ab-binary PATH`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AbBase {
+    /// Built from this git revision in a worktree under target/ab/.
+    Rev(String),
+    /// A broker binary given directly.
+    Binary(PathBuf),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerChoice {
     /// Build this workspace's broker in release mode and start it.
@@ -71,6 +82,8 @@ pub struct Options {
     pub gate_exit: bool,
     /// Run directory; default `reports/runs/<timestamp>-<triple>/`.
     pub out: Option<PathBuf>,
+    /// Measure this base and the working tree's broker interleaved.
+    pub ab: Option<AbBase>,
 }
 
 pub fn run(options: &Options) -> Result<()> {
@@ -79,6 +92,9 @@ pub fn run(options: &Options) -> Result<()> {
     sh.change_dir(&root);
     if options.repeat == 0 {
         bail!("--repeat 0: must be at least 1");
+    }
+    if let Some(base) = &options.ab {
+        return ab::run(options, base);
     }
 
     // Bad input costs no build: plan workloads and load the profile first.

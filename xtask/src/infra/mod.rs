@@ -1,5 +1,6 @@
 //! Processes, the host and cargo: starting brokers and the load generator, sampling, targets and host probing, tool lookup and installation.
 
+pub mod ab_build;
 pub mod build;
 pub mod cargo;
 pub mod criterion;

@@ -104,6 +104,8 @@ pub struct Profile {
     /// Gate throughput, latency, CPU and memory even when the broker ran
     /// under emulation (`gate_emulated = true`; default: informational).
     pub gate_emulated: bool,
+    /// Regression an A/B run tolerates (`max_regression_percent`, default 10).
+    pub max_regression: f64,
 }
 
 // The file format. Every table is optional: a threshold a class does not
@@ -115,6 +117,7 @@ pub(crate) struct ProfileFile {
     description: String,
     #[serde(default)]
     gate_emulated: bool,
+    max_regression_percent: Option<f64>,
     connections: Option<AtLeast>,
     throughput: Option<Above>,
     p99_latency: Option<BelowMs>,
@@ -409,6 +412,13 @@ impl Profile {
             description: parsed.description,
             thresholds,
             gate_emulated: parsed.gate_emulated,
+            max_regression: match parsed.max_regression_percent {
+                None => 0.10,
+                Some(p) if p.is_finite() && (0.0..100.0).contains(&p) => p / 100.0,
+                Some(p) => bail!(
+                    "{f}: max_regression_percent = {p}: give a percentage from 0 to 100 (e.g. 10)"
+                ),
+            },
         })
     }
 }

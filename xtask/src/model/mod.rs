@@ -1,5 +1,6 @@
 //! The data xtask reads and writes: reports, baselines, manifests, micro-benchmark and gate results, with their load/save and schema versions.
 
+pub mod ab;
 pub mod baseline;
 pub mod broker;
 pub mod gate;

@@ -385,7 +385,6 @@ mod tests {
         let t = row(&c, "received_per_sec");
         assert_eq!(t.verdict, Verdict::Worse);
         assert!((t.ratio.unwrap() - 0.7).abs() < 1e-9);
-        assert!((t.regression().unwrap() - 0.3).abs() < 1e-9);
         assert_eq!(row(&c, "e2e_p99_us").verdict, Verdict::Worse);
         let md = render_markdown(&c);
         assert!(

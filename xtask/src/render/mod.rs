@@ -1,5 +1,6 @@
 //! Reports as text: Markdown, HTML (with SVG charts) and terminal lines.
 
+pub mod ab;
 pub mod chart;
 pub mod compare;
 pub mod environment;
@@ -9,4 +10,5 @@ pub mod html;
 pub mod manifest;
 pub mod markdown;
 pub mod micro;
+pub mod regression;
 pub mod terminal;
