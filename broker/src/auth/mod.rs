@@ -109,12 +109,18 @@ impl Auth {
 
     /// Whether `password` is `user`'s. Slow on purpose (PBKDF2): call it off
     /// the async threads ([`Auth::verify_blocking`]). An unknown user costs
-    /// as much as a known one, so timing does not tell which names exist.
+    /// as much as the file's slowest user, so timing does not tell which
+    /// names exist.
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
         match self.entry(user) {
             Some(entry) => entry.login.verify(password),
             None => {
-                let it = NonZeroU32::new(passwd::DEFAULT_ITERATIONS).expect("not zero");
+                // As slow as the slowest user of the file (tests use fast hashes).
+                let most = self.users.iter().flat_map(|f| f.users.values());
+                let it = most
+                    .map(|e| e.login.iterations)
+                    .max()
+                    .unwrap_or(NonZeroU32::new(passwd::DEFAULT_ITERATIONS).expect("not zero"));
                 let decoy = passwd::LoginHash {
                     algorithm: passwd::HashAlgorithm::Pbkdf2Sha256,
                     iterations: it,
