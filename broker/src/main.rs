@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when a listener cannot be bound,
 //! the runtime cannot start or the ready file cannot be written, 2 for a bad
-//! flag, environment variable, config file or `RUST_LOG`.
+//! flag, environment variable, config file, certificate, password or ACL
+//! file, or `RUST_LOG`. `broker passwd` is in `passwd_cmd.rs`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
