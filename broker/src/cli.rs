@@ -17,6 +17,8 @@ use clap::Parser;
     about = "Multi-protocol message broker (MQTT 3.1.1/5.0 over TCP and WebSocket, Kafka, AMQP 0.9.1)"
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML config file; flags below override its keys.
     #[arg(long, short = 'c', value_name = "FILE", env = "BROKER_CONFIG")]
     pub config: Option<PathBuf>,
@@ -95,6 +97,13 @@ pub struct Cli {
     /// Print the detected platform and the effective limits, then exit.
     #[arg(long, env = "BROKER_PRINT_PLATFORM", value_parser = BoolishValueParser::new())]
     pub print_platform: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Add, update (-b: password as an argument) or delete (-D) a user in a
+    /// password file (`[auth] password_file`), like mosquitto_passwd.
+    Passwd(crate::passwd_cmd::PasswdArgs),
 }
 
 impl Cli {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use crate::amqp::config::{AmqpConfig, AmqpFlushPolicy};
+pub use crate::auth::AuthConfig;
 pub use crate::kafka::config::{FlushPolicy, KafkaConfig, KafkaStorage};
 pub use crate::mqtt::config::{MqttConfig, MQTT_MAX_PACKET_SIZE};
 use crate::platform::{ClassDefaults, KafkaTopicDefaults, PlatformClass, RuntimeFlavor};
@@ -31,6 +32,7 @@ pub struct Config {
     pub amqp: AmqpConfig,
     pub metrics: MetricsConfig,
     pub tls: TlsConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -111,6 +113,7 @@ impl Config {
         // Certificate paths are relative to the file that names them.
         let dir = path.parent().unwrap_or(Path::new("."));
         config.tls.resolve_paths(dir);
+        config.auth.resolve_paths(dir);
         config
             .validate()
             .map_err(|message| ConfigError { source, message })?;
@@ -259,20 +262,42 @@ mod tests {
             [mqtt]
             bind = "0.0.0.0:1884"
             max_packet_size = 4096
-            users = { alice = "secret" }
+            allow_anonymous = false
             [metrics]
             enabled = false
+            [auth]
+            password_file = "passwd"
             "#,
         )
         .unwrap();
         assert_eq!(c.server.class, Some(PlatformClass::Embedded));
         assert_eq!(c.server.runtime, Some(RuntimeFlavor::MultiThread));
         assert_eq!(c.mqtt.bind.port(), 1884);
-        assert_eq!(c.mqtt.users["alice"], "secret");
+        assert_eq!(c.mqtt.allow_anonymous, Some(false));
+        assert_eq!(c.auth.password_file.as_deref(), Some(Path::new("passwd")));
         c.validate().unwrap();
         let limits = c.limits(PlatformClass::Embedded);
         assert_eq!(limits.max_connections, 500);
         assert_eq!(limits.max_packet_size, 4096);
+    }
+
+    #[test]
+    fn plain_text_users_are_refused_with_how_to_hash_them() {
+        for section in ["mqtt", "amqp"] {
+            let c =
+                Config::parse(&format!("[{section}]\nusers = {{ alice = \"secret\" }}\n")).unwrap();
+            let err = c.validate().unwrap_err();
+            assert!(
+                err.starts_with(&format!(
+                    "{section}.users: plain-text passwords are refused"
+                )),
+                "{err}"
+            );
+            assert!(
+                err.contains("broker passwd FILE USER") && err.contains("password_file"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod accel;
 pub mod amqp;
+pub mod auth;
 pub mod config;
 pub mod core;
 #[cfg(any(test, feature = "fixtures"))]

@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when a listener cannot be bound,
 //! the runtime cannot start or the ready file cannot be written, 2 for a bad
-//! flag, environment variable, config file or `RUST_LOG`.
+//! flag, environment variable, config file, certificate, password or ACL
+//! file, or `RUST_LOG`. `broker passwd` is in `passwd_cmd.rs`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use broker::RunningBroker;
 use clap::Parser;
 
 mod cli;
+mod passwd_cmd;
 
 use cli::Cli;
 
@@ -20,6 +22,9 @@ fn main() -> ExitCode {
     // clap's own error (with its "a similar argument exists" tip and the
     // usage line) and exit code 2; help and version exit 0.
     let cli = Cli::parse();
+    if let Some(cli::Command::Passwd(args)) = &cli.command {
+        return passwd_cmd::run(args);
+    }
     if let Err(e) = init_logging(cli.log_level) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -38,6 +43,11 @@ fn main() -> ExitCode {
             Some(file) => eprintln!("error: {}: {e}", file.display()),
             None => eprintln!("error: {e}"),
         }
+        return ExitCode::from(2);
+    }
+    // A bad password or ACL file: one line naming the file, line and problem.
+    if let Err(e) = broker::auth::check(&config.auth) {
+        eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     let platform = Platform::detect();
@@ -93,7 +103,7 @@ fn main() -> ExitCode {
                 eprintln!("error: {e}");
                 // A certificate file that went bad since the check is still bad input.
                 let code = match e {
-                    broker::ServerError::Tls(_) => 2,
+                    broker::ServerError::Tls(_) | broker::ServerError::Auth(_) => 2,
                     _ => 1,
                 };
                 return ExitCode::from(code);

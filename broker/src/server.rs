@@ -10,6 +10,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::amqp::AmqpHub;
+use crate::auth::{anonymous_allowed, Auth, AuthError, ListenerAuth};
 use crate::config::Config;
 use crate::core::stream::Incoming;
 use crate::kafka::config::KafkaConfig;
@@ -47,6 +48,9 @@ pub enum ServerError {
     /// A certificate, key or CA file that cannot be used (bad input: exit 2).
     #[error("{0}")]
     Tls(#[from] TlsError),
+    /// A password or ACL file that cannot be used (bad input: exit 2).
+    #[error("{0}")]
+    Auth(#[from] AuthError),
 }
 
 /// A started broker: where it listens, and the handle to stop it.
@@ -121,6 +125,14 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
     ));
 
     let tls = TlsContext::load(&config.tls, metrics.clone())?;
+    let auth = Arc::new(Auth::load(&config.auth)?);
+    // Anonymous clients per listener: by its bind address (see `anonymous_allowed`).
+    let login = |explicit: Option<bool>, bind: SocketAddr| ListenerAuth {
+        auth: auth.clone(),
+        anonymous: anonymous_allowed(explicit, auth.has_users(), bind),
+    };
+    let mqtt_login = |bind| login(config.mqtt.allow_anonymous, bind);
+    let amqp_login = |bind| login(config.amqp.allow_anonymous, bind);
     let tls_on = tls.is_some();
     let mqtt_listener = bind(
         "MQTT",
@@ -276,17 +288,17 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
         }
     };
     let mqtt_listeners = [
-        Some((mqtt_listener, None)),
-        mqtt_tls_listener.map(|l| (l, tls.clone())),
+        Some((mqtt_listener, None, mqtt_login(config.mqtt.bind))),
+        mqtt_tls_listener.map(|l| (l, tls.clone(), mqtt_login(config.mqtt.tls_bind))),
     ];
-    for (listener, tls) in mqtt_listeners.into_iter().flatten() {
+    for (listener, tls, login) in mqtt_listeners.into_iter().flatten() {
         let (hub, incoming) = (hub.clone(), incoming(tls));
         tasks.spawn(accept_loop(
             listener,
             tasks.clone(),
             shutdown_rx.clone(),
             move |stream, shutdown| {
-                connection::serve_incoming(incoming(stream), hub.clone(), shutdown)
+                connection::serve_incoming(incoming(stream), hub.clone(), shutdown, login.clone())
             },
         ));
     }
@@ -295,6 +307,7 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
         wss_listener.map(|l| (l, config.mqtt.wss_bind, tls.clone())),
     ];
     for (listener, bind, tls) in ws_listeners.into_iter().flatten() {
+        let login = mqtt_login(bind);
         let path = config.mqtt.ws_path.clone();
         let (hub, incoming) = (hub.clone(), incoming(tls));
         let origins = Arc::new(crate::mqtt::transport::OriginPolicy::new(
@@ -307,6 +320,7 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
             shutdown_rx.clone(),
             move |stream, mut shutdown| {
                 let (hub, path, origins) = (hub.clone(), path.clone(), origins.clone());
+                let login = login.clone();
                 let incoming = incoming(stream);
                 async move {
                     // The MQTT packet limit plus framing slack bounds one WebSocket message.
@@ -328,7 +342,7 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
                         Ok(Ok(ws)) => {
                             let connect_deadline = tokio::time::Instant::now()
                                 + Duration::from_secs(hub.config.connect_timeout_secs);
-                            connection::serve(ws, hub, shutdown, connect_deadline).await
+                            connection::serve(ws, hub, shutdown, connect_deadline, login).await
                         }
                         Ok(Err(e)) if e.kind() == io::ErrorKind::PermissionDenied => {
                             hub.metrics
@@ -365,17 +379,18 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
     }
     if let Some(amqp) = &amqp {
         let listeners = [
-            amqp_listener.map(|l| (l, None)),
-            amqp_tls_listener.map(|l| (l, tls.clone())),
+            amqp_listener.map(|l| (l, None, amqp_login(config.amqp.bind))),
+            amqp_tls_listener.map(|l| (l, tls.clone(), amqp_login(config.amqp.tls_bind))),
         ];
-        for (listener, tls) in listeners.into_iter().flatten() {
+        for (listener, tls, login) in listeners.into_iter().flatten() {
             let (handler_hub, incoming) = (amqp.clone(), incoming(tls));
             tasks.spawn(accept_loop(
                 listener,
                 tasks.clone(),
                 shutdown_rx.clone(),
                 move |stream, shutdown| {
-                    crate::amqp::connection::serve(incoming(stream), handler_hub.clone(), shutdown)
+                    let (hub, login) = (handler_hub.clone(), login.clone());
+                    crate::amqp::connection::serve(incoming(stream), hub, shutdown, login)
                 },
             ));
         }

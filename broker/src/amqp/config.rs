@@ -78,10 +78,12 @@ pub struct AmqpConfig {
     pub handshake_timeout_secs: u64,
     /// AMQP connections open at once; `None` = only `server.max_connections` applies.
     pub max_connections: Option<usize>,
-    /// Accept any user name and password while `users` is empty.
-    pub allow_anonymous: bool,
-    /// User name → password (PLAIN and AMQPLAIN); when non-empty, a login must match.
-    pub users: BTreeMap<String, String>,
+    /// Without a password file, accept any user name and password. Unset:
+    /// only on listeners bound to loopback, and not once
+    /// `auth.password_file` is set (then logins are checked against it).
+    pub allow_anonymous: Option<bool>,
+    /// Refused (plain-text passwords): users live in `auth.password_file`.
+    pub users: BTreeMap<String, toml::Value>,
 }
 
 impl Default for AmqpConfig {
@@ -108,7 +110,7 @@ impl Default for AmqpConfig {
             max_bindings: 1_000_000,
             handshake_timeout_secs: 10,
             max_connections: None,
-            allow_anonymous: true,
+            allow_anonymous: None,
             users: BTreeMap::new(),
         }
     }
@@ -116,6 +118,9 @@ impl Default for AmqpConfig {
 
 impl AmqpConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
+        if !self.users.is_empty() {
+            return Err(crate::auth::plain_text_users_error("amqp"));
+        }
         // 8192 is amq-protocol's frame-min-size: lapin never tunes below it.
         if !(8192..=(16 << 20)).contains(&self.frame_max) {
             return Err(format!(
@@ -209,7 +214,6 @@ mod tests {
             flush = "every_publish"
             default_max_length = 1000
             max_outbound_bytes = 65536
-            users = { guest = "guest" }
             "#,
         )
         .unwrap();

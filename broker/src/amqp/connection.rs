@@ -30,6 +30,7 @@ use super::handshake::handshake;
 use super::hub::{AmqpHub, ConnId};
 use super::memory::Outbound;
 use super::state::Session;
+use crate::auth::ListenerAuth;
 use crate::core::io;
 use crate::core::stream::{ClientReadHalf, ClientStream, ClientWriteHalf, Incoming};
 use crate::metrics::{Protocol, ProtocolCounters};
@@ -39,7 +40,12 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// How long a closing side waits for the peer's close-ok.
 const CLOSE_OK_WAIT: Duration = Duration::from_secs(1);
 
-pub async fn serve(incoming: Incoming, hub: Arc<AmqpHub>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    incoming: Incoming,
+    hub: Arc<AmqpHub>,
+    mut shutdown: watch::Receiver<bool>,
+    login: ListenerAuth,
+) {
     let _slot = match hub.connection_permits.take() {
         Ok(slot) => slot,
         Err(refusal) => {
@@ -59,7 +65,7 @@ pub async fn serve(incoming: Incoming, hub: Arc<AmqpHub>, mut shutdown: watch::R
     hub.metrics.connection_opened(Protocol::Amqp);
     let counters = hub.metrics.counters(Protocol::Amqp);
     let peer = stream.peer_addr().ok();
-    let why = run(stream, &hub, shutdown, &counters, deadline).await;
+    let why = run(stream, &hub, shutdown, &counters, deadline, &login).await;
     tracing::debug!("amqp connection {peer:?} closed: {why}");
     hub.metrics.connection_closed(Protocol::Amqp);
 }
@@ -97,6 +103,7 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
     counters: &ProtocolCounters,
     handshake_deadline: Instant,
+    login: &ListenerAuth,
 ) -> String {
     let loopback = stream
         .peer_addr()
@@ -105,7 +112,7 @@ async fn run(
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let tuning = match tokio::time::timeout_at(
         handshake_deadline,
-        handshake(&mut rd, &mut wr, &mut buf, hub, counters, loopback),
+        handshake(&mut rd, &mut wr, &mut buf, hub, counters, (loopback, login)),
     )
     .await
     {

@@ -12,6 +12,7 @@ use super::connection::{fill, write_now};
 use super::error::*;
 use super::hub::AmqpHub;
 use super::state::{connection_close, method_frame, Tuning};
+use crate::auth::ListenerAuth;
 use crate::metrics::{Protocol, ProtocolCounters};
 
 /// Reads until one whole frame is there (handshake only). A frame that
@@ -121,7 +122,7 @@ pub(super) async fn handshake(
     buf: &mut BytesMut,
     hub: &AmqpHub,
     counters: &ProtocolCounters,
-    loopback: bool,
+    (loopback, login): (bool, &ListenerAuth),
 ) -> Result<Tuning, String> {
     loop {
         match codec::read_protocol_header(buf) {
@@ -170,9 +171,12 @@ pub(super) async fn handshake(
         let e = refuse(ACCESS_REFUSED, format!("ACCESS_REFUSED - unsupported mechanism '{mechanism}' or bad response (use PLAIN or AMQPLAIN)"));
         return Err(fail(wr, e).await);
     };
-    let allowed = match cfg.users.is_empty() {
-        true => cfg.allow_anonymous || (loopback && user == "guest" && pass == "guest"),
-        false => cfg.users.get(&user).is_some_and(|p| *p == pass),
+    // With a password file every login is checked against it; without one,
+    // a listener open to anonymous clients takes any login, and otherwise
+    // only guest/guest from a loopback peer (as RabbitMQ).
+    let allowed = match login.auth.has_users() {
+        true => login.auth.verify_blocking(&user, pass.as_bytes()).await,
+        false => login.anonymous || (loopback && user == "guest" && pass == "guest"),
     };
     if !allowed {
         let e = refuse(
@@ -301,9 +305,16 @@ mod tests {
         let counters = hub.metrics.counters(Protocol::Amqp);
         client.write_all(b"HTTP/1.1").await.unwrap();
         let mut buf = BytesMut::new();
-        let why = handshake(&mut rd, &mut wr, &mut buf, &hub, &counters, true)
-            .await
-            .unwrap_err();
+        let why = handshake(
+            &mut rd,
+            &mut wr,
+            &mut buf,
+            &hub,
+            &counters,
+            (true, &ListenerAuth::open()),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(why, "bad protocol header: answered with AMQP 0-9-1");
         let mut answer = [0u8; 8];
         client.read_exact(&mut answer).await.unwrap();
@@ -320,7 +331,15 @@ mod tests {
         let counters = hub.metrics.counters(Protocol::Amqp);
         let broker = tokio::spawn(async move {
             let mut buf = BytesMut::new();
-            handshake(&mut rd, &mut wr, &mut buf, &hub, &counters, true).await
+            handshake(
+                &mut rd,
+                &mut wr,
+                &mut buf,
+                &hub,
+                &counters,
+                (true, &ListenerAuth::open()),
+            )
+            .await
         });
         client.write_all(codec::PROTOCOL_HEADER).await.unwrap();
         let mut buf = BytesMut::new();

@@ -61,10 +61,11 @@ pub struct MqttConfig {
     /// Highest QoS granted and accepted (0, 1 or 2).
     pub max_qos: u8,
     pub retain_available: bool,
-    /// Accept clients without a user name (only sensible on loopback or behind a gateway).
-    pub allow_anonymous: bool,
-    /// User name → password; when non-empty, a user name must match.
-    pub users: BTreeMap<String, String>,
+    /// Accept clients without a user name. Unset: only on listeners bound
+    /// to loopback, and not once `auth.password_file` is set.
+    pub allow_anonymous: Option<bool>,
+    /// Refused (plain-text passwords): users live in `auth.password_file`.
+    pub users: BTreeMap<String, toml::Value>,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
     /// Longest session expiry (seconds) granted to 5.0 clients (announced in
@@ -121,7 +122,7 @@ impl Default for MqttConfig {
             outgoing_topic_aliases: 10,
             max_qos: 2,
             retain_available: true,
-            allow_anonymous: true,
+            allow_anonymous: None,
             users: BTreeMap::new(),
             connect_timeout_secs: 10,
             max_session_expiry_secs: 7200,
@@ -144,6 +145,9 @@ impl MqttConfig {
     /// Checks values that the types alone cannot; each message names the key.
     pub(crate) fn validate(&self) -> Result<(), String> {
         let m = self;
+        if !m.users.is_empty() {
+            return Err(crate::auth::plain_text_users_error("mqtt"));
+        }
         if m.max_qos > 2 {
             return Err(format!("mqtt.max_qos = {}: must be 0, 1 or 2", m.max_qos));
         }

@@ -17,6 +17,7 @@ use super::packet::reason;
 use super::session::{Kick, Session};
 use super::state::{Connection, Exit, Step};
 use super::transport::Transport;
+use crate::auth::ListenerAuth;
 use crate::core::io::{farewell, write_within};
 use crate::core::stream::Incoming;
 use crate::metrics::Protocol;
@@ -27,6 +28,7 @@ pub async fn serve_incoming(
     incoming: Incoming,
     hub: Arc<MqttHub>,
     mut shutdown: watch::Receiver<bool>,
+    login: ListenerAuth,
 ) {
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(hub.config.connect_timeout_secs);
@@ -34,7 +36,7 @@ pub async fn serve_incoming(
         .establish(deadline, Protocol::Mqtt, &mut shutdown)
         .await
     {
-        serve(io, hub, shutdown, deadline).await;
+        serve(io, hub, shutdown, deadline, login).await;
     }
 }
 
@@ -45,8 +47,10 @@ pub async fn serve<T: Transport>(
     hub: Arc<MqttHub>,
     mut shutdown: watch::Receiver<bool>,
     connect_deadline: tokio::time::Instant,
+    login: ListenerAuth,
 ) {
-    let Some(accepted) = handshake(&mut io, &hub, &mut shutdown, connect_deadline).await else {
+    let accepted = handshake(&mut io, &hub, &mut shutdown, connect_deadline, &login).await;
+    let Some(accepted) = accepted else {
         return;
     };
     let Accepted {

@@ -14,8 +14,9 @@ use super::codec::{self, DecodeError};
 use super::hub::MqttHub;
 use super::packet::{reason, ConnAck, Connect, Packet, Properties, ProtocolVersion};
 use super::session::Kick;
-use super::state::{decode_error_kind, Connection};
+use super::state::{decode_error_kind, Authz, Connection};
 use super::transport::Transport;
+use crate::auth::ListenerAuth;
 use crate::config::Limits;
 use crate::core::io::write_timed;
 use crate::core::slots::Slot;
@@ -42,6 +43,7 @@ pub(super) async fn handshake<T: Transport>(
     hub: &Arc<MqttHub>,
     shutdown: &mut watch::Receiver<bool>,
     connect_deadline: Instant,
+    login: &ListenerAuth,
 ) -> Option<Accepted> {
     let limits = hub.limits;
     let mut buf = BytesMut::new();
@@ -93,7 +95,7 @@ pub(super) async fn handshake<T: Transport>(
             Some(cn) => {
                 connect.username = Some(cn);
                 connect.password = None;
-                check_connect(hub, &connect, true)
+                check_connect(hub, &connect, true, login)
             }
             None => Err((
                 reason::NOT_AUTHORIZED,
@@ -101,7 +103,11 @@ pub(super) async fn handshake<T: Transport>(
                 "no_certificate_identity",
             )),
         },
-        false => check_connect(hub, &connect, false),
+        false => check_connect(hub, &connect, false, login),
+    };
+    let verdict = match verdict {
+        Ok(()) => authenticate(hub, &connect, cert_identity, login).await,
+        refused => refused,
     };
     let permit = match verdict {
         Ok(()) => hub.connection_permits.take().map_err(|refusal| {
@@ -154,6 +160,8 @@ pub(super) async fn handshake<T: Transport>(
     let attached = hub
         .attach(&client_id, version, connect.clean_start, expiry)
         .await;
+    let user: Option<Arc<str>> = connect.username.as_deref().map(Arc::from);
+    attached.session.set_owner(user.clone());
 
     let mut ack_props = Properties::default();
     if version.is_v5() {
@@ -176,6 +184,10 @@ pub(super) async fn handshake<T: Transport>(
         &mut connect,
         expiry,
     );
+    conn.authz = login.auth.acl().is_some().then(|| Authz {
+        auth: login.auth.clone(),
+        user,
+    });
     conn.send(Packet::ConnAck(ConnAck {
         session_present: attached.session_present,
         code: reason::SUCCESS,
@@ -245,6 +257,7 @@ fn check_connect(
     hub: &MqttHub,
     c: &Connect,
     cert_identity: bool,
+    login: &ListenerAuth,
 ) -> Result<(), (u8, u8, &'static str)> {
     let id_rejected = (
         reason::CLIENT_IDENTIFIER_NOT_VALID,
@@ -268,8 +281,9 @@ fn check_connect(
         reason::v3::NOT_AUTHORIZED,
         "not_authorized",
     );
+    let auth = &login.auth;
     match &c.username {
-        Some(user) if cert_identity && !cfg.users.is_empty() && !cfg.users.contains_key(user) => {
+        Some(user) if cert_identity && auth.has_users() && !auth.knows(user) => {
             return Err((
                 reason::NOT_AUTHORIZED,
                 reason::v3::NOT_AUTHORIZED,
@@ -277,21 +291,10 @@ fn check_connect(
             ));
         }
         Some(_) if cert_identity => {}
-        None if !cfg.allow_anonymous => return Err(not_authorized),
-        Some(_) if cfg.users.is_empty() && !cfg.allow_anonymous => return Err(not_authorized),
-        Some(user) if !cfg.users.is_empty() => {
-            let ok = cfg
-                .users
-                .get(user)
-                .is_some_and(|p| c.password.as_deref() == Some(p.as_bytes()));
-            if !ok {
-                return Err((
-                    reason::BAD_USER_NAME_OR_PASSWORD,
-                    reason::v3::BAD_USER_NAME_OR_PASSWORD,
-                    "bad_credentials",
-                ));
-            }
-        }
+        None if !login.anonymous => return Err(not_authorized),
+        // Without a password file no user name can be checked: only
+        // listeners open to anonymous clients take them.
+        Some(_) if !auth.has_users() && !login.anonymous => return Err(not_authorized),
         _ => {}
     }
     if let Some(will) = &c.will {
@@ -314,6 +317,53 @@ fn check_connect(
                 reason::RETAIN_NOT_SUPPORTED,
                 reason::v3::SERVER_UNAVAILABLE,
                 "will_retain_not_supported",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// After [`check_connect`]: the password, checked against the password
+/// file off the async threads (slow on purpose), then the client id: a
+/// session held under it may be taken over only by the user that opened it.
+async fn authenticate(
+    hub: &MqttHub,
+    c: &Connect,
+    cert_identity: bool,
+    login: &ListenerAuth,
+) -> Result<(), (u8, u8, &'static str)> {
+    if let (Some(user), false, true) = (&c.username, cert_identity, login.auth.has_users()) {
+        let password = c.password.as_deref().unwrap_or_default();
+        if !login.auth.verify_blocking(user, password).await {
+            return Err((
+                reason::BAD_USER_NAME_OR_PASSWORD,
+                reason::v3::BAD_USER_NAME_OR_PASSWORD,
+                "bad_credentials",
+            ));
+        }
+    }
+    let owned_by_other = !c.client_id.is_empty()
+        && hub
+            .session_owner(&c.client_id)
+            .is_some_and(|owner| owner.as_deref() != c.username.as_deref());
+    if owned_by_other {
+        return Err((
+            reason::NOT_AUTHORIZED,
+            reason::v3::NOT_AUTHORIZED,
+            "client_id_owned_by_other_user",
+        ));
+    }
+    // A will is a publish: its topic must be writable (as mosquitto checks).
+    let who = crate::auth::Principal {
+        user: c.username.as_deref(),
+        client_id: &c.client_id,
+    };
+    if let (Some(acl), Some(will)) = (login.auth.acl(), &c.will) {
+        if !acl.may_write(who, &will.topic) {
+            return Err((
+                reason::NOT_AUTHORIZED,
+                reason::v3::NOT_AUTHORIZED,
+                "will_not_authorized",
             ));
         }
     }
@@ -367,7 +417,8 @@ mod tests {
             0x02, 0x00, 0x3C, // clean session, keep-alive 60
             0x00, 0x00, // empty client id
         ]);
-        let refused = check_connect(&hub(|_| {}), &connect, false).unwrap_err();
+        let refused =
+            check_connect(&hub(|_| {}), &connect, false, &ListenerAuth::open()).unwrap_err();
         assert_eq!(refused, (0x85, 2, "identifier_rejected"));
     }
 
@@ -378,12 +429,26 @@ mod tests {
             0x00, 0x00, 0x3C, // no clean session, keep-alive 60
             0x00, 0x00, // empty client id
         ]);
-        let refused = check_connect(&hub(|_| {}), &connect, false).unwrap_err();
+        let refused =
+            check_connect(&hub(|_| {}), &connect, false, &ListenerAuth::open()).unwrap_err();
         assert_eq!(refused, (0x85, 2, "identifier_rejected"));
     }
 
-    #[test]
-    fn credentials_must_match_a_configured_user() {
+    fn with_user(user: &str, password: &str, anonymous: bool) -> ListenerAuth {
+        let mut file = crate::auth::PasswordFile::default();
+        let it = std::num::NonZeroU32::new(1000).unwrap();
+        file.users.insert(
+            user.into(),
+            crate::auth::PasswordEntry::new(password, it).unwrap(),
+        );
+        ListenerAuth {
+            auth: Arc::new(crate::auth::Auth::new(Some(file), None)),
+            anonymous,
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_must_match_the_password_file() {
         let connect = decode_connect(&[
             0x10, 0x13, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, // MQTT 3.1.1
             0xC2, 0x00, 0x3C, // user name, password, clean session; keep-alive 60
@@ -391,27 +456,36 @@ mod tests {
             0x00, 0x01, b'u', // user name "u"
             0x00, 0x01, b'p', // password "p"
         ]);
-        let with_user = |pass: &str| {
-            let pass = pass.to_string();
-            hub(move |c| {
-                c.mqtt.users.insert("u".into(), pass);
-            })
+        let h = hub(|_| {});
+        let check = async |login: &ListenerAuth, cert: bool| {
+            check_connect(&h, &connect, cert, login)?;
+            authenticate(&h, &connect, cert, login).await
         };
-        assert_eq!(check_connect(&with_user("p"), &connect, false), Ok(()));
-        let refused = check_connect(&with_user("other"), &connect, false).unwrap_err();
-        assert_eq!(refused, (0x86, 4, "bad_credentials"));
-        let closed = hub(|c| c.mqtt.allow_anonymous = false);
+        assert_eq!(check(&with_user("u", "p", false), false).await, Ok(()));
+        let refused = check(&with_user("u", "other", false), false).await;
+        assert_eq!(refused.unwrap_err(), (0x86, 4, "bad_credentials"));
+        // No password file and anonymous access off: nobody gets in.
+        let closed = ListenerAuth {
+            anonymous: false,
+            ..ListenerAuth::open()
+        };
+        assert_eq!(check(&closed, false).await.unwrap_err().2, "not_authorized");
+        let mut anonymous = connect.clone();
+        anonymous.username = None;
+        anonymous.password = None;
+        let refused = check_connect(&h, &anonymous, false, &with_user("u", "p", false));
+        assert_eq!(refused.unwrap_err(), (0x87, 5, "not_authorized"));
         assert_eq!(
-            check_connect(&closed, &connect, false).unwrap_err().2,
-            "not_authorized"
+            check_connect(&h, &anonymous, false, &with_user("u", "p", true)),
+            Ok(())
         );
         // A certificate identity: no password compared, but it must name a user.
-        assert_eq!(check_connect(&with_user("other"), &connect, true), Ok(()));
-        assert_eq!(check_connect(&closed, &connect, true), Ok(()));
+        assert_eq!(check(&with_user("u", "other", false), true).await, Ok(()));
+        assert_eq!(check(&closed, true).await, Ok(()));
         let mut stranger = connect.clone();
         stranger.username = Some("stranger".into());
         assert_eq!(
-            check_connect(&with_user("p"), &stranger, true).unwrap_err(),
+            check_connect(&h, &stranger, true, &with_user("u", "p", false)).unwrap_err(),
             (0x87, 5, "unknown_certificate_identity")
         );
     }
@@ -425,8 +499,17 @@ mod tests {
             0x00, 0x01, b'w', // will topic "w"
             0x00, 0x03, b'b', b'y', b'e', // will payload "bye"
         ]);
-        assert_eq!(check_connect(&hub(|_| {}), &connect, false), Ok(()));
-        let refused = check_connect(&hub(|c| c.mqtt.max_qos = 1), &connect, false).unwrap_err();
+        assert_eq!(
+            check_connect(&hub(|_| {}), &connect, false, &ListenerAuth::open()),
+            Ok(())
+        );
+        let refused = check_connect(
+            &hub(|c| c.mqtt.max_qos = 1),
+            &connect,
+            false,
+            &ListenerAuth::open(),
+        )
+        .unwrap_err();
         assert_eq!(refused, (0x9B, 3, "will_qos_not_supported"));
     }
 }

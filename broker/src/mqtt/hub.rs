@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Semaphore};
 
-use super::config::{MqttConfig, SlowSubscriberPolicy};
-use super::packet::{LastWill, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+use super::config::MqttConfig;
+use super::packet::{LastWill, ProtocolVersion, QoS, SubscriptionOptions};
 use super::session::{
     ConnectionLink, Delivery, Kick, Queued, Session, SubscriptionEntry, NEVER_EXPIRES,
 };
 use crate::config::Limits;
-use crate::core::retained::{RetainRefused, RetainedStore};
+use crate::core::retained::RetainedStore;
 use crate::core::slots::ConnectionSlots;
 use crate::core::topic::{parse_filter, Matched, SubscriptionTree};
 use crate::core::{ClientId, Message, MessageProperties};
@@ -25,6 +25,10 @@ use crate::metrics::{Metrics, Protocol};
 
 /// How long a new connection waits for the one it takes over to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+mod owner;
+mod retained;
+mod slow;
 
 /// How a connection ended, as far as its session and will are concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -488,34 +492,6 @@ impl MqttHub {
         removed
     }
 
-    /// Retained messages to send for a new subscription, per its Retain Handling.
-    /// Shared subscriptions never get retained messages (MQTT 5.0 4.8.2).
-    pub fn retained_for(
-        &self,
-        raw_filter: &str,
-        options: SubscriptionOptions,
-        existed: bool,
-    ) -> Vec<Arc<Message>> {
-        let Some(spec) = parse_filter(raw_filter) else {
-            return Vec::new();
-        };
-        let wanted = match options.retain_handling {
-            RetainHandling::SendAtSubscribe => true,
-            RetainHandling::SendIfNew => !existed,
-            RetainHandling::DoNotSend => false,
-        };
-        if spec.share_group.is_some() || !wanted {
-            return Vec::new();
-        }
-        let mut retained = lock(&self.retained);
-        let found = retained.matching(spec.filter, Instant::now());
-        self.metrics
-            .mqtt
-            .retained_messages
-            .set(retained.len() as i64);
-        found
-    }
-
     /// Stores (if retained) and routes a message to every matching subscription.
     /// Returns the live sessions whose queue is now full: the publisher should
     /// pause until they make room, for at most `mqtt.slow_subscriber_wait_ms`
@@ -598,39 +574,6 @@ impl MqttHub {
             }
         }
         full
-    }
-
-    /// Whether a new retained message on `topic` with `len` payload bytes
-    /// fits the retained limits now (checked again when it is stored).
-    pub fn retained_admits(&self, topic: &str, len: usize) -> Result<(), RetainRefused> {
-        lock(&self.retained).admit(topic, len, Instant::now())
-    }
-
-    /// Marks a subscriber slow (its queue stayed full past
-    /// `mqtt.slow_subscriber_wait_ms`, or its in-flight window is stuck):
-    /// from now on nobody waits for it, and under the `disconnect` policy its
-    /// connection is asked to close. Counted once per marking.
-    pub fn mark_slow(&self, session: &Session) {
-        if !session.mark_slow() {
-            return;
-        }
-        self.metrics
-            .protocol_error(Protocol::Mqtt, "slow_subscriber");
-        let policy = self.config.slow_subscriber_policy;
-        tracing::info!(client = %session.client_id, ?policy, "subscriber marked slow");
-        if policy == SlowSubscriberPolicy::Disconnect {
-            session.request_eviction();
-        }
-    }
-
-    /// How long a publisher waits for a full subscriber before marking it slow.
-    pub fn slow_subscriber_wait(&self) -> Duration {
-        Duration::from_millis(self.config.slow_subscriber_wait_ms)
-    }
-
-    /// How long a QoS 1/2 message may stay unacknowledged by a connected client.
-    pub fn inflight_timeout(&self) -> Duration {
-        Duration::from_secs(self.config.inflight_timeout_secs)
     }
 
     /// Whether a QoS level is accepted by this broker.

@@ -168,6 +168,9 @@ pub struct Session {
     /// `disconnect` policy; cleared when a connection attaches.
     evict_requested: AtomicBool,
     pub evict: Notify,
+    /// The user that opened the session (`Some(None)`: anonymously); only
+    /// that user may take the client id over. `None` until known.
+    owner: Mutex<Option<Option<Arc<str>>>>,
 }
 
 impl Session {
@@ -200,7 +203,18 @@ impl Session {
             connected: AtomicBool::new(false),
             evict_requested: AtomicBool::new(false),
             evict: Notify::new(),
+            owner: Mutex::new(None),
         }
+    }
+
+    /// See [`Session::set_owner`].
+    pub fn owner(&self) -> Option<Option<Arc<str>>> {
+        self.owner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records the user (`None`: anonymous) that attached to this session.
+    pub fn set_owner(&self, user: Option<Arc<str>>) {
+        *self.owner.lock().unwrap_or_else(|p| p.into_inner()) = Some(user);
     }
 
     /// The state lock. A panic while holding it cannot leave the state torn in a

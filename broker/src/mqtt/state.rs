@@ -17,14 +17,18 @@ use super::codec::{self, DecodeError};
 use super::hub::MqttHub;
 use super::packet::{
     reason, Connect, Disconnect, LastWill, Packet, Properties, ProtocolVersion, PubResponse,
-    Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    Publish, QoS,
 };
-use super::session::{Delivery, Kick, OutState, Session};
-use crate::core::topic::{parse_filter, valid_topic_name};
+use super::session::{Kick, OutState, Session};
+use crate::core::topic::valid_topic_name;
 use crate::core::{ClientId, Message, MessageProperties};
 use crate::metrics::{Protocol, ProtocolCounters};
 
+mod authz;
 mod deliver;
+mod subscribe;
+
+pub(crate) use authz::Authz;
 
 /// Packets handled in a row before a connection task lets others run.
 const YIELD_EVERY_PACKETS: u32 = 64;
@@ -100,6 +104,8 @@ pub(super) struct Connection {
     pub paused_since: Option<Instant>,
     /// Packets handled so far, for [`YIELD_EVERY_PACKETS`].
     handled: u32,
+    /// Who the client is, for the ACL (`None`: no ACL, everything allowed).
+    pub authz: Option<Authz>,
 }
 
 impl Connection {
@@ -145,6 +151,7 @@ impl Connection {
             paused_on: Vec::new(),
             paused_since: None,
             handled: 0,
+            authz: None,
         }
     }
 
@@ -357,6 +364,10 @@ impl Connection {
         if p.retain && !self.hub.config.retain_available {
             return Err(fail(reason::RETAIN_NOT_SUPPORTED, "retain_not_supported"));
         }
+        if !self.may_publish(&topic) {
+            self.refuse_publish(&p);
+            return Ok(());
+        }
         let props = p.properties;
         let bad_payload = props.payload_format_indicator == Some(1)
             && crate::accel::utf8::validate(&p.payload).is_none();
@@ -503,95 +514,6 @@ impl Connection {
             rel.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
         }
         self.send(Packet::PubRel(rel));
-    }
-
-    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Fail> {
-        let identifier = s.properties.subscription_identifiers.first().copied();
-        let max_qos = QoS::from_u8(self.hub.config.max_qos).unwrap_or(QoS::ExactlyOnce);
-        let mut codes = Vec::with_capacity(s.filters.len());
-        let mut retained = Vec::new();
-        for (filter, mut options) in s.filters {
-            let Some(spec) = parse_filter(&filter) else {
-                self.hub
-                    .metrics
-                    .protocol_error(Protocol::Mqtt, "topic_filter_invalid");
-                codes.push(if self.version.is_v5() {
-                    reason::TOPIC_FILTER_INVALID
-                } else {
-                    reason::v3::SUBACK_FAILURE
-                });
-                continue;
-            };
-            if spec.share_group.is_some() && options.no_local && self.version.is_v5() {
-                return Err(Fail {
-                    reason: reason::PROTOCOL_ERROR,
-                    kind: "no_local_on_shared_subscription",
-                });
-            }
-            options.qos = options.qos.min(max_qos);
-            let over_limit = {
-                let st = self.session.lock();
-                !st.subscriptions.contains_key(&filter)
-                    && st.subscriptions.len() >= self.hub.config.max_subscriptions_per_client
-            };
-            if over_limit {
-                self.hub
-                    .metrics
-                    .protocol_error(Protocol::Mqtt, "max_subscriptions");
-                codes.push(if self.version.is_v5() {
-                    reason::QUOTA_EXCEEDED
-                } else {
-                    reason::v3::SUBACK_FAILURE
-                });
-                continue;
-            }
-            let existed = self
-                .hub
-                .subscribe(&self.session, &filter, options, identifier);
-            for message in self.hub.retained_for(&filter, options, existed) {
-                retained.push(Delivery {
-                    qos: message.qos.min(options.qos),
-                    message,
-                    retain: true,
-                    subscription_ids: identifier.into_iter().collect(),
-                });
-            }
-            codes.push(options.qos as u8);
-        }
-        self.send(Packet::SubAck(SubAck {
-            packet_id: s.packet_id,
-            codes,
-            properties: Properties::default(),
-        }));
-        for delivery in retained {
-            if let Err(dropped) = self.session.enqueue(delivery) {
-                self.hub
-                    .metrics
-                    .message_dropped(Protocol::Mqtt, dropped.as_str());
-            }
-        }
-        Ok(())
-    }
-
-    fn on_unsubscribe(&mut self, u: Unsubscribe) {
-        let codes = u
-            .filters
-            .iter()
-            .map(|f| {
-                if parse_filter(f).is_none() {
-                    reason::TOPIC_FILTER_INVALID
-                } else if self.hub.unsubscribe(&self.session, f) {
-                    reason::SUCCESS
-                } else {
-                    reason::NO_SUBSCRIPTION_EXISTED
-                }
-            })
-            .collect();
-        self.send(Packet::UnsubAck(UnsubAck {
-            packet_id: u.packet_id,
-            codes,
-            properties: Properties::default(),
-        }));
     }
 }
 

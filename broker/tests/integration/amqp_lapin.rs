@@ -956,10 +956,7 @@ async fn large_messages_cancel_both_ways_and_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_users_are_checked() {
-    let broker = start_broker_with(|c| {
-        c.amqp.users.insert("alice".into(), "s3cret".into());
-    })
-    .await;
+    let broker = crate::common::start_broker_with_users(&[("alice", "s3cret")], |_| {}).await;
     let addr = broker.amqp_addr.unwrap();
     let ok = timeout(
         WAIT,

@@ -22,6 +22,34 @@ pub async fn start_broker_with(tweak: impl FnOnce(&mut Config)) -> RunningBroker
         .expect("broker starts on ephemeral ports")
 }
 
+/// Writes a password file with `users` (user, password) into `dir` and
+/// returns its path. 1000 PBKDF2 iterations keep the tests quick.
+pub fn password_file(dir: &std::path::Path, users: &[(&str, &str)]) -> std::path::PathBuf {
+    let mut file = broker::auth::PasswordFile::default();
+    let iterations = std::num::NonZeroU32::new(1000).unwrap();
+    for (user, password) in users {
+        let entry = broker::auth::PasswordEntry::new(password, iterations).unwrap();
+        file.users.insert(user.to_string(), entry);
+    }
+    let path = dir.join("passwd");
+    file.save(&path).expect("password file written");
+    path
+}
+
+/// A broker whose `auth.password_file` holds `users`; `tweak` adjusts the config further.
+pub async fn start_broker_with_users(
+    users: &[(&str, &str)],
+    tweak: impl FnOnce(&mut Config),
+) -> RunningBroker {
+    let dir = tempfile::tempdir().unwrap();
+    let path = password_file(dir.path(), users);
+    start_broker_with(|c| {
+        c.auth.password_file = Some(path);
+        tweak(c);
+    })
+    .await
+}
+
 pub async fn start_broker() -> RunningBroker {
     start_broker_with(|_| {}).await
 }

@@ -66,10 +66,7 @@ pub async fn connect_accepted<C: MqttClient>() {
 }
 
 pub async fn credentials_are_checked<C: MqttClient>() {
-    let b = common::start_broker_with(|cfg| {
-        cfg.mqtt.users.insert("alice".into(), "secret".into());
-    })
-    .await;
+    let b = common::start_broker_with_users(&[("alice", "secret")], |_| {}).await;
     let o = Options::new(b.mqtt_addr, "bad-pass").credentials("alice", "wrong");
     assert_eq!(C::refused(o).await, C::BAD_CREDENTIALS);
     let o = Options::new(b.mqtt_addr, "no-such-user").credentials("mallory", "secret");
@@ -84,11 +81,8 @@ pub async fn credentials_are_checked<C: MqttClient>() {
 }
 
 pub async fn anonymous_refused_when_not_allowed<C: MqttClient>() {
-    let b = common::start_broker_with(|cfg| {
-        cfg.mqtt.allow_anonymous = false;
-        cfg.mqtt.users.insert("alice".into(), "secret".into());
-    })
-    .await;
+    // A password file turns anonymous access off, even on loopback.
+    let b = common::start_broker_with_users(&[("alice", "secret")], |_| {}).await;
     let o = Options::new(b.mqtt_addr, "anon");
     assert_eq!(C::refused(o).await, C::NOT_AUTHORIZED);
     assert!(b

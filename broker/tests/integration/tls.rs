@@ -592,10 +592,10 @@ async fn the_certificate_common_name_is_the_mqtt_user_name() {
         c.tls.ca = Some(files.path("ca.pem"));
         c.tls.client_auth = ClientAuth::Require;
         c.mqtt.use_identity_as_username = true;
-        c.mqtt.allow_anonymous = false;
-        c.mqtt
-            .users
-            .insert("sensor-1".into(), "its-password".into());
+        c.auth.password_file = Some(crate::common::password_file(
+            &files.path("."),
+            &[("sensor-1", "its-password")],
+        ));
     })
     .await;
     let addr = b.mqtt_tls_addr.unwrap();
