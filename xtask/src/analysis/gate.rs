@@ -378,7 +378,8 @@ pub(crate) fn judge(report: &Report, t: &Threshold, protocol: Option<Protocol>) 
         ThresholdKind::CpuPerMessage
         | ThresholdKind::CpuPerConnection
         | ThresholdKind::WorkloadMemory
-        | ThresholdKind::WorkloadThroughput => judge_workload(report, t),
+        | ThresholdKind::WorkloadThroughput
+        | ThresholdKind::MaxSustainable => judge_workload(report, t),
         ThresholdKind::BinarySize => match (report.broker.kind, report.broker.binary_size_bytes) {
             (BrokerKind::Built, Some(size)) => {
                 let size = size as f64;
@@ -423,6 +424,10 @@ fn judge_workload(report: &Report, t: &Threshold) -> Judgement {
         ThresholdKind::WorkloadMemory => {
             (values(|r| r.broker_peak_rss_bytes.map(|b| b as f64)), true)
         }
+        ThresholdKind::MaxSustainable => {
+            let found = w.max_rate.as_ref().and_then(|m| m.found_per_sec);
+            (found.map(|f| f as f64), false)
+        }
         _ => (
             values(|r| r.result.as_ref().map(|res| res.rates.received_per_sec)),
             false,
@@ -442,7 +447,7 @@ fn judge_workload(report: &Report, t: &Threshold) -> Judgement {
         _ => format!("{} msg/s", thousands(v.round() as u64)),
     };
     let repeats = w.repeats.len();
-    let text = if repeats > 1 {
+    let text = if repeats > 1 && t.kind != ThresholdKind::MaxSustainable {
         format!("{text} (median of {repeats})")
     } else {
         text

@@ -2,5 +2,6 @@
 
 pub mod compare;
 pub mod gate;
+pub mod max_rate;
 pub mod merge;
 pub mod regression;
