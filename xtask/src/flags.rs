@@ -556,8 +556,13 @@ mod tests {
         let o = parse_bench(&["--sweep", "--suite", "max"]).unwrap();
         assert_eq!(o.sweep.unwrap(), [0.1, 0.25, 0.5, 0.75, 0.9, 1.0]);
         let o = parse_bench(&["--sweep", "0.5,1", "--sweep-max", "60000"]).unwrap();
-        assert_eq!((o.sweep.unwrap(), o.sweep_max), (vec![0.5, 1.0], Some(60_000)));
-        assert!(parse_bench(&["--sweep", "0.5,0.2"]).unwrap_err().contains("increasing"));
+        assert_eq!(
+            (o.sweep.unwrap(), o.sweep_max),
+            (vec![0.5, 1.0], Some(60_000))
+        );
+        assert!(parse_bench(&["--sweep", "0.5,0.2"])
+            .unwrap_err()
+            .contains("increasing"));
         assert!(parse_bench(&["--sweep-max", "0"]).is_err());
     }
 

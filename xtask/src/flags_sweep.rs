@@ -23,7 +23,10 @@ pub(crate) fn parse_fractions(s: &str) -> Result<Fractions, String> {
             ));
         }
         if out.last().is_some_and(|&last| v <= last) {
-            return Err(format!("--sweep: {part} after {}: list the fractions increasing", out.last().unwrap()));
+            return Err(format!(
+                "--sweep: {part} after {}: list the fractions increasing",
+                out.last().unwrap()
+            ));
         }
         out.push(v);
     }

@@ -638,6 +638,52 @@ from = "measured"
     }
 
     #[test]
+    fn max_rate_bound_judges_the_found_rate() {
+        use crate::model::max_rate::{MaxRateSection, SearchSpec};
+        let mut run = quick_run(25_000.0, 3_000);
+        let section = |found: Option<u64>| MaxRateSection {
+            found_per_sec: found,
+            found_by: "search".into(),
+            stopped: "test".into(),
+            service_rate_per_sec: found.map(|f| f / 2),
+            search: SearchSpec::default(),
+            steps: Vec::new(),
+            sweep: Vec::new(),
+        };
+        run.workloads[0].max_rate = Some(section(Some(90_000)));
+        let text = "[workloads.fanin]\nmax_rate_above_msg_per_sec = 80_000\nfrom = \"m\"\n\
+                    [workloads.lat]\nmax_rate_above_msg_per_sec = 1\nfrom = \"m\"\n";
+        let judge = |run: &Report| {
+            let gate = evaluate(run, &profile(text));
+            let get = |label: &str| {
+                gate.verdicts
+                    .iter()
+                    .find(|v| v.label() == label)
+                    .unwrap_or_else(|| panic!("no {label}"))
+                    .clone()
+            };
+            (get("max sustainable (fanin)"), get("max sustainable (lat)"))
+        };
+        let (fanin, lat) = judge(&run);
+        assert_eq!(fanin.verdict, VerdictKind::Pass, "{fanin:?}");
+        assert_eq!(fanin.value, Some(90_000.0));
+        assert_eq!(fanin.measured, "90,000 msg/s");
+        // Not a searched workload: no figure.
+        assert_eq!(lat.verdict, VerdictKind::NotMeasured, "{lat:?}");
+        run.workloads[0].max_rate = Some(section(Some(70_000)));
+        assert_eq!(judge(&run).0.verdict, VerdictKind::Fail);
+        run.workloads[0].max_rate = Some(section(None));
+        assert_eq!(judge(&run).0.verdict, VerdictKind::NotMeasured);
+        let e = Profile::parse(
+            std::path::Path::new("p.toml"),
+            "[workloads.x]\nmax_rate_above_msg_per_sec = 0\nfrom = \"m\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("workloads.x.max_rate_above_msg_per_sec"), "{e}");
+    }
+
+    #[test]
     fn a_workload_table_without_a_bound_is_an_error_naming_it() {
         let e = Profile::parse(
             Path::new("targets/profiles/test.toml"),

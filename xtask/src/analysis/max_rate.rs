@@ -85,7 +85,10 @@ pub fn search(spec: &SearchSpec, mut step: impl FnMut(u64) -> StepOutcome) -> Se
             break;
         }
         if bisections >= spec.bisect_steps {
-            stopped = format!("bisection steps used ({}): {lo} sustained, {hi} not", spec.bisect_steps);
+            stopped = format!(
+                "bisection steps used ({}): {lo} sustained, {hi} not",
+                spec.bisect_steps
+            );
             break;
         }
         if steps.len() >= budget {
@@ -192,7 +195,10 @@ mod tests {
             assert!(r.steps.len() <= s.max_steps as usize);
             // Every sustained step is at or below capacity, every failed one above.
             for st in &r.steps {
-                assert_eq!(st.verdict.is_sustained(), st.rate_per_sec as f64 <= capacity);
+                assert_eq!(
+                    st.verdict.is_sustained(),
+                    st.rate_per_sec as f64 <= capacity
+                );
             }
         }
     }
@@ -235,7 +241,11 @@ mod tests {
         let s = spec();
         let r = search(&s, |rate| {
             let expected = rate * 3;
-            let lost = if rate as f64 > cliff { expected / 100 } else { 0 };
+            let lost = if rate as f64 > cliff {
+                expected / 100
+            } else {
+                0
+            };
             StepOutcome {
                 offered_per_sec: rate as f64,
                 delivered_per_sec: rate as f64,

@@ -69,7 +69,11 @@ impl SearchSpec {
             return bad("start_per_sec", "0".into(), "must be at least 1 msg/s");
         }
         if !(self.growth.is_finite() && self.growth > 1.0 && self.growth <= 100.0) {
-            return bad("growth", self.growth.to_string(), "must be above 1 (e.g. 2)");
+            return bad(
+                "growth",
+                self.growth.to_string(),
+                "must be above 1 (e.g. 2)",
+            );
         }
         if !(self.tolerance.is_finite() && self.tolerance > 0.0 && self.tolerance < 1.0) {
             return bad(
@@ -129,7 +133,9 @@ pub enum StepVerdict {
     /// p99 at or above `p99_below_ms`.
     P99Over,
     /// The run itself failed (loadgen error, broker died): not sustained.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 impl StepVerdict {

@@ -285,7 +285,12 @@ mod tests {
         let names: Vec<&str> = planned.iter().map(|p| p.workload.name.as_str()).collect();
         assert_eq!(
             names,
-            ["mqtt-qos0-max", "mqtt-qos1-max", "kafka-acks1-max", "amqp-confirms-max"]
+            [
+                "mqtt-qos0-max",
+                "mqtt-qos1-max",
+                "kafka-acks1-max",
+                "amqp-confirms-max"
+            ]
         );
         for p in &planned {
             let spec = p.search.as_ref().expect("searched");
@@ -293,7 +298,10 @@ mod tests {
             assert_eq!((p.workload.rate, p.workload.duration_secs), (0, 10.0));
         }
         let quick = plan_suite(&root(), "quick", &Overrides::default()).unwrap();
-        assert!(quick.iter().all(|p| p.search.is_none()), "CI's quick suite stays short");
+        assert!(
+            quick.iter().all(|p| p.search.is_none()),
+            "CI's quick suite stays short"
+        );
     }
 
     #[test]

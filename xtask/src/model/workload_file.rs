@@ -81,10 +81,7 @@ pub fn parse_search(value: Option<&toml::Value>) -> Result<SearchSpec, String> {
         ));
     }
     let spec: SearchSpec = table.clone().try_into().map_err(|e: toml::de::Error| {
-        format!(
-            "table `search`: {}",
-            e.message().trim().replace('\n', " ")
-        )
+        format!("table `search`: {}", e.message().trim().replace('\n', " "))
     })?;
     spec.validate()?;
     Ok(spec)
@@ -101,7 +98,8 @@ mod tests {
         (dir, path)
     }
 
-    const BASE: &str = "protocol = \"mqtt\"\nscenario = \"fan_in\"\npublishers = 2\nsubscribers = 1\n";
+    const BASE: &str =
+        "protocol = \"mqtt\"\nscenario = \"fan_in\"\npublishers = 2\nsubscribers = 1\n";
 
     #[test]
     fn rate_max_reads_the_search_table_and_defaults() {

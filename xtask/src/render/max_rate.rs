@@ -355,17 +355,29 @@ mod tests {
     #[test]
     fn svg_has_one_vertex_per_fraction_and_axes_from_the_data() {
         let svg = sweep_chart("t", &sweep_series(None, &points())).unwrap();
-        let lines: Vec<_> = polylines(&svg).into_iter().filter(|l| l.len() == 3).collect();
+        let lines: Vec<_> = polylines(&svg)
+            .into_iter()
+            .filter(|l| l.len() == 3)
+            .collect();
         assert_eq!(lines.len(), 3, "p50, p99 and p99.9 lines: {svg}");
         for l in &lines {
-            assert!(l[0].0 < l[1].0 && l[1].0 < l[2].0, "x grows with rate: {l:?}");
+            assert!(
+                l[0].0 < l[1].0 && l[1].0 < l[2].0,
+                "x grows with rate: {l:?}"
+            );
             // Rate 50k sits 4/9 of the way from 10k to 100k.
             let frac = (l[1].0 - l[0].0) / (l[2].0 - l[0].0);
-            assert!((frac - 4.0 / 9.0).abs() < 0.02, "x scaled from the data: {frac}");
+            assert!(
+                (frac - 4.0 / 9.0).abs() < 0.02,
+                "x scaled from the data: {frac}"
+            );
         }
         // The y axis reaches the largest value (90 ms p99.9): its top point
         // is near the top of the plot, above every other.
-        let top = lines.iter().flat_map(|l| l.iter().map(|p| p.1)).fold(f64::MAX, f64::min);
+        let top = lines
+            .iter()
+            .flat_map(|l| l.iter().map(|p| p.1))
+            .fold(f64::MAX, f64::min);
         assert!(top < 60.0, "highest point near the top margin: {top}");
         assert!(svg.contains("offered rate (msg/s)"));
     }
@@ -386,6 +398,45 @@ mod tests {
         let mut none = String::new();
         compare_html(&mut none, &[("A", &[])]);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn baseline_and_compare_carry_the_found_rate_and_the_sweep() {
+        use crate::model::report::test_support as t;
+        let side = |found: u64, sweep: Vec<SweepPoint>| {
+            let w = t::workload("m", "fan_in");
+            let res = t::result(&w, 5_000.0, 2_000);
+            let r = t::repeat(1, Some(res), 1_000_000, 10.0);
+            let mut wr = t::workload_report(w, vec![r], crate::model::report::Status::Ok);
+            wr.max_rate = Some(MaxRateSection {
+                found_per_sec: Some(found),
+                found_by: "search".into(),
+                stopped: "test".into(),
+                service_rate_per_sec: Some(found / 2),
+                search: SearchSpec::default(),
+                steps: Vec::new(),
+                sweep,
+            });
+            Baseline::of(&t::report(vec![wr]), "test".into())
+        };
+        let (a, b) = (
+            side(100_000, points()),
+            side(60_000, points()[..2].to_vec()),
+        );
+        assert_eq!(
+            a.workloads[0].metrics["max_sustainable_per_sec"],
+            [100_000.0]
+        );
+        assert_eq!(a.workloads[0].sweep.len(), 3);
+        let c = crate::analysis::compare::compare(a, b, "A", "B");
+        let row = c
+            .rows
+            .iter()
+            .find(|r| r.metric.key == "max_sustainable_per_sec")
+            .expect("a max sustainable row");
+        assert_eq!(row.verdict.class(), "worse", "{:?}", row.verdict);
+        let html = crate::render::compare::render_html(&c);
+        assert!(html.contains("id=\"sweep\"") && html.contains("B p99.9"));
     }
 
     #[test]
@@ -417,7 +468,14 @@ mod tests {
         assert!(md.contains("## Maximum sustainable rate"));
         let found = thousands(steps.found_per_sec.unwrap());
         assert!(md.contains(&format!("| m | {found} msg/s |")), "{md}");
-        assert_eq!(md.matches("delivered too few").count(), steps.steps.iter().filter(|s| !s.verdict.is_sustained()).count());
+        assert_eq!(
+            md.matches("delivered too few").count(),
+            steps
+                .steps
+                .iter()
+                .filter(|s| !s.verdict.is_sustained())
+                .count()
+        );
         let mut h = String::new();
         html(&mut h, std::slice::from_ref(&wr));
         assert_eq!(h.matches("class=\"step-row\"").count(), steps.steps.len());

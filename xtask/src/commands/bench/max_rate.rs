@@ -47,7 +47,15 @@ pub(super) fn run(
     } = live;
     let name = &p.workload.name;
     let mut short = |step_name: String, rate: u64| -> (StepOutcome, String) {
-        short_run(context, p, spec, (&step_name, rate), broker, sampler, broker_exit)
+        short_run(
+            context,
+            p,
+            spec,
+            (&step_name, rate),
+            broker,
+            sampler,
+            broker_exit,
+        )
     };
     let (found, found_by, stopped, steps) = match options.sweep_max {
         Some(rate) => (
@@ -160,18 +168,32 @@ pub(super) fn run(
     };
 
     if let (Some(fractions), Some(max)) = (&options.sweep, found) {
-        println!("==> {label}: sweep at {} of {max} msg/s", fraction_list(fractions));
+        println!(
+            "==> {label}: sweep at {} of {max} msg/s",
+            fraction_list(fractions)
+        );
         for (fraction, rate) in sweep_rates(max, fractions) {
             let pct = (fraction * 100.0).round() as u64;
-            let (outcome, result_file) =
-                short_run(context, p, spec, (&format!("{name}-sweep{pct:03}"), rate), broker, sampler, broker_exit);
+            let (outcome, result_file) = short_run(
+                context,
+                p,
+                spec,
+                (&format!("{name}-sweep{pct:03}"), rate),
+                broker,
+                sampler,
+                broker_exit,
+            );
             println!(
                 "    {pct} %: {} msg/s → p50 {:?} µs p99 {:?} µs p99.9 {:?} µs{}",
                 rate,
                 outcome.p50_us,
                 outcome.p99_us,
                 outcome.p999_us,
-                outcome.failure.as_deref().map(|f| format!(" ({f})")).unwrap_or_default()
+                outcome
+                    .failure
+                    .as_deref()
+                    .map(|f| format!(" ({f})"))
+                    .unwrap_or_default()
             );
             section.sweep.push(SweepPoint {
                 fraction,
@@ -222,7 +244,10 @@ fn short_run(
     w.rate = rate;
     w.duration_secs = spec.step_secs;
     w.warmup_secs = w.warmup_secs.min(1.0);
-    let file = context.run_dir.join("workloads").join(format!("{step_name}.toml"));
+    let file = context
+        .run_dir
+        .join("workloads")
+        .join(format!("{step_name}.toml"));
     if let Err(e) = write_workload(&file, &w, "one step of a rate = \"max\" search") {
         return (failed(format!("{e:#}")), String::new());
     }
