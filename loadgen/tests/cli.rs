@@ -25,6 +25,13 @@ fn validate_accepts_the_shipped_workloads() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        // `rate = "max"` files are for `cargo xtask bench` (it runs each
+        // search step at a fixed rate); xtask's tests parse them.
+        .filter(|p| {
+            !std::fs::read_to_string(p)
+                .unwrap()
+                .contains("rate = \"max\"")
+        })
         .collect();
     assert!(files.len() >= 5);
     let out = loadgen().arg("validate").args(&files).output().unwrap();

@@ -276,6 +276,14 @@ pub(crate) struct BenchArgs {
     /// Run directory [default: reports/runs/<UTC timestamp>-<host triple>/, linked as reports/latest]
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// After each `rate = "max"` workload's search, run it at these fractions
+    /// of the found rate (search step length each) and chart latency against
+    /// offered rate [default: 0.1,0.25,0.5,0.75,0.9,1.0]
+    #[arg(long, value_name = "FRACTIONS", num_args = 0..=1, default_missing_value = crate::flags_sweep::DEFAULT_SWEEP, require_equals = false, value_parser = crate::flags_sweep::parse_fractions)]
+    sweep: Option<crate::flags_sweep::Fractions>,
+    /// Take this as the maximum rate (msg/s) instead of searching
+    #[arg(long, value_name = "RATE", value_parser = clap::value_parser!(u64).range(1..))]
+    sweep_max: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -404,6 +412,8 @@ impl BenchArgs {
             gate_exit: !self.no_gate_exit,
             out: self.out,
             ab,
+            sweep: self.sweep.map(|f| f.0),
+            sweep_max: self.sweep_max,
         })
     }
 }
@@ -564,6 +574,23 @@ mod tests {
             .unwrap_err()
             .contains("positive"));
         assert!(parse(&["--broker", "kafka"]).is_err());
+    }
+
+    #[test]
+    fn sweep_flags_parse() {
+        let o = parse_bench(&["--suite", "max"]).unwrap();
+        assert_eq!((o.sweep, o.sweep_max), (None, None));
+        let o = parse_bench(&["--sweep", "--suite", "max"]).unwrap();
+        assert_eq!(o.sweep.unwrap(), [0.1, 0.25, 0.5, 0.75, 0.9, 1.0]);
+        let o = parse_bench(&["--sweep", "0.5,1", "--sweep-max", "60000"]).unwrap();
+        assert_eq!(
+            (o.sweep.unwrap(), o.sweep_max),
+            (vec![0.5, 1.0], Some(60_000))
+        );
+        assert!(parse_bench(&["--sweep", "0.5,0.2"])
+            .unwrap_err()
+            .contains("increasing"));
+        assert!(parse_bench(&["--sweep-max", "0"]).is_err());
     }
 
     #[test]

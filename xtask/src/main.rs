@@ -6,6 +6,7 @@
 mod analysis;
 mod commands;
 mod flags;
+mod flags_sweep;
 mod infra;
 mod model;
 mod render;

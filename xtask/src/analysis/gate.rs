@@ -378,7 +378,8 @@ pub(crate) fn judge(report: &Report, t: &Threshold, protocol: Option<Protocol>) 
         ThresholdKind::CpuPerMessage
         | ThresholdKind::CpuPerConnection
         | ThresholdKind::WorkloadMemory
-        | ThresholdKind::WorkloadThroughput => judge_workload(report, t),
+        | ThresholdKind::WorkloadThroughput
+        | ThresholdKind::MaxSustainable => judge_workload(report, t),
         ThresholdKind::BinarySize => match (report.broker.kind, report.broker.binary_size_bytes) {
             (BrokerKind::Built, Some(size)) => {
                 let size = size as f64;
@@ -423,6 +424,10 @@ fn judge_workload(report: &Report, t: &Threshold) -> Judgement {
         ThresholdKind::WorkloadMemory => {
             (values(|r| r.broker_peak_rss_bytes.map(|b| b as f64)), true)
         }
+        ThresholdKind::MaxSustainable => {
+            let found = w.max_rate.as_ref().and_then(|m| m.found_per_sec);
+            (found.map(|f| f as f64), false)
+        }
         _ => (
             values(|r| r.result.as_ref().map(|res| res.rates.received_per_sec)),
             false,
@@ -442,7 +447,7 @@ fn judge_workload(report: &Report, t: &Threshold) -> Judgement {
         _ => format!("{} msg/s", thousands(v.round() as u64)),
     };
     let repeats = w.repeats.len();
-    let text = if repeats > 1 {
+    let text = if repeats > 1 && t.kind != ThresholdKind::MaxSustainable {
         format!("{text} (median of {repeats})")
     } else {
         text
@@ -630,6 +635,52 @@ from = "measured"
             .find(|v| v.label() == "CPU per message (lat)")
             .unwrap();
         assert_eq!(v.verdict, VerdictKind::Informational);
+    }
+
+    #[test]
+    fn max_rate_bound_judges_the_found_rate() {
+        use crate::model::max_rate::{MaxRateSection, SearchSpec};
+        let mut run = quick_run(25_000.0, 3_000);
+        let section = |found: Option<u64>| MaxRateSection {
+            found_per_sec: found,
+            found_by: "search".into(),
+            stopped: "test".into(),
+            service_rate_per_sec: found.map(|f| f / 2),
+            search: SearchSpec::default(),
+            steps: Vec::new(),
+            sweep: Vec::new(),
+        };
+        run.workloads[0].max_rate = Some(section(Some(90_000)));
+        let text = "[workloads.fanin]\nmax_rate_above_msg_per_sec = 80_000\nfrom = \"m\"\n\
+                    [workloads.lat]\nmax_rate_above_msg_per_sec = 1\nfrom = \"m\"\n";
+        let judge = |run: &Report| {
+            let gate = evaluate(run, &profile(text));
+            let get = |label: &str| {
+                gate.verdicts
+                    .iter()
+                    .find(|v| v.label() == label)
+                    .unwrap_or_else(|| panic!("no {label}"))
+                    .clone()
+            };
+            (get("max sustainable (fanin)"), get("max sustainable (lat)"))
+        };
+        let (fanin, lat) = judge(&run);
+        assert_eq!(fanin.verdict, VerdictKind::Pass, "{fanin:?}");
+        assert_eq!(fanin.value, Some(90_000.0));
+        assert_eq!(fanin.measured, "90,000 msg/s");
+        // Not a searched workload: no figure.
+        assert_eq!(lat.verdict, VerdictKind::NotMeasured, "{lat:?}");
+        run.workloads[0].max_rate = Some(section(Some(70_000)));
+        assert_eq!(judge(&run).0.verdict, VerdictKind::Fail);
+        run.workloads[0].max_rate = Some(section(None));
+        assert_eq!(judge(&run).0.verdict, VerdictKind::NotMeasured);
+        let e = Profile::parse(
+            std::path::Path::new("p.toml"),
+            "[workloads.x]\nmax_rate_above_msg_per_sec = 0\nfrom = \"m\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("workloads.x.max_rate_above_msg_per_sec"), "{e}");
     }
 
     #[test]

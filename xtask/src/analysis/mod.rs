@@ -3,6 +3,7 @@
 pub mod ab;
 pub mod compare;
 pub mod gate;
+pub mod max_rate;
 pub mod merge;
 pub mod rank_test;
 pub mod regression;

@@ -253,6 +253,7 @@ mod tests {
             scenario: "fan_in".into(),
             status: "ok".into(),
             metrics,
+            sweep: Vec::new(),
         }
     }
 

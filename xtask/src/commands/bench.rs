@@ -47,6 +47,7 @@ pub enum AbBase {
     /// A broker binary given directly.
     Binary(PathBuf),
 }
+mod max_rate;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerChoice {
@@ -84,6 +85,10 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// Measure this base and the working tree's broker interleaved.
     pub ab: Option<AbBase>,
+    /// `--sweep`: fractions of the maximum rate to run `rate = "max"` workloads at.
+    pub sweep: Option<Vec<f64>>,
+    /// `--sweep-max`: the maximum rate, given instead of searched.
+    pub sweep_max: Option<u64>,
 }
 
 pub fn run(options: &Options) -> Result<()> {
@@ -99,6 +104,11 @@ pub fn run(options: &Options) -> Result<()> {
 
     // Bad input costs no build: plan workloads and load the profile first.
     let (suite_name, planned) = plan(options, &root)?;
+    if (options.sweep.is_some() || options.sweep_max.is_some())
+        && !planned.iter().any(|p| p.search.is_some())
+    {
+        bail!("--sweep and --sweep-max need a workload with `rate = \"max\"` (e.g. --suite max)");
+    }
     let explicit_profile = options
         .profile
         .as_deref()
@@ -349,6 +359,7 @@ fn run_workloads(
     for (index, (p, file)) in planned.iter().zip(effective).enumerate() {
         let name = &p.workload.name;
         let label = format!("[{}/{total}] {name}", index + 1);
+        let (mut workload, mut max_section) = (p.workload.clone(), None);
         let (status, repeats) =
             if let Some(died_during) = broker_exit.as_ref().map(|_| died_in(&workloads)) {
                 let reason = format!("broker exited during {died_during}");
@@ -363,6 +374,15 @@ fn run_workloads(
                     println!("==> {label}: skipped: {reason}");
                     (Status::Skipped { reason }, Vec::new())
                 }
+            } else if let Some(spec) = &p.search {
+                let live = max_rate::Live {
+                    broker: &mut *broker,
+                    sampler,
+                    broker_exit: &mut broker_exit,
+                };
+                let run = max_rate::run(context, options, &label, (p, file, spec), live);
+                (workload, max_section) = (run.service, Some(run.section));
+                (run.status, run.repeats)
             } else {
                 run_workload(
                     context,
@@ -378,10 +398,11 @@ fn run_workloads(
             name: name.clone(),
             source: display_relative(&p.source, root),
             effective_file: format!("workloads/{name}.toml"),
-            workload: p.workload.clone(),
+            workload,
             status,
             summary: Summary::of(&repeats),
             repeats,
+            max_rate: max_section,
         });
     }
     (workloads, broker_exit)

@@ -100,6 +100,9 @@ pub struct WorkloadNumbers {
     /// Metric key (see `crate::model::metric::METRICS`) → one value per repeat that
     /// produced a result. Units: msg/s, µs, bytes, % of the machine, counts.
     pub metrics: BTreeMap<String, Vec<f64>>,
+    /// `--sweep` points of a `rate = "max"` workload, for compare's chart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sweep: Vec<crate::model::max_rate::SweepPoint>,
 }
 
 /// The value of a metric in one repeat, if that repeat measured it.
@@ -153,12 +156,16 @@ impl Baseline {
                     if m.key == "lost" && !w.workload.delivery().forbids_loss() {
                         continue;
                     }
-                    let values: Vec<f64> = w
-                        .repeats
-                        .iter()
-                        .filter_map(|r| metric_value(m.key, r))
-                        .filter(|v| v.is_finite())
-                        .collect();
+                    let values: Vec<f64> = if m.key == "max_sustainable_per_sec" {
+                        let found = w.max_rate.as_ref().and_then(|x| x.found_per_sec);
+                        found.map(|f| f as f64).into_iter().collect()
+                    } else {
+                        w.repeats
+                            .iter()
+                            .filter_map(|r| metric_value(m.key, r))
+                            .filter(|v| v.is_finite())
+                            .collect()
+                    };
                     if !values.is_empty() {
                         metrics.insert(m.key.to_string(), values);
                     }
@@ -168,6 +175,11 @@ impl Baseline {
                     scenario: w.workload.scenario.as_str().to_string(),
                     status: w.status.describe(),
                     metrics,
+                    sweep: w
+                        .max_rate
+                        .as_ref()
+                        .map(|m| m.sweep.clone())
+                        .unwrap_or_default(),
                 }
             })
             .collect();

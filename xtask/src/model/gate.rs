@@ -42,6 +42,8 @@ pub enum ThresholdKind {
     WorkloadMemory,
     /// One workload: delivered msg/s > limit (median over repeats).
     WorkloadThroughput,
+    /// One `rate = "max"` workload: maximum sustainable msg/s > limit.
+    MaxSustainable,
 }
 
 impl ThresholdKind {
@@ -61,6 +63,7 @@ impl ThresholdKind {
             ThresholdKind::CpuPerConnection => "CPU per connection",
             ThresholdKind::WorkloadMemory => "peak RSS",
             ThresholdKind::WorkloadThroughput => "delivered",
+            ThresholdKind::MaxSustainable => "max sustainable",
         }
     }
 
@@ -77,6 +80,7 @@ impl ThresholdKind {
                 | ThresholdKind::CpuPerConnection
                 | ThresholdKind::WorkloadMemory
                 | ThresholdKind::WorkloadThroughput
+                | ThresholdKind::MaxSustainable
         )
     }
 }
@@ -141,6 +145,7 @@ pub(crate) struct WorkloadBounds {
     cpu_us_per_connection_below: Option<f64>,
     peak_rss_below: Option<String>,
     delivered_above_msg_per_sec: Option<f64>,
+    max_rate_above_msg_per_sec: Option<f64>,
     from: String,
 }
 
@@ -396,10 +401,21 @@ impl Profile {
                     workload: Some(name.clone()),
                 });
             }
+            if let Some(v) = w.max_rate_above_msg_per_sec {
+                let v = positive(&key("max_rate_above_msg_per_sec"), v)?;
+                thresholds.push(Threshold {
+                    kind: ThresholdKind::MaxSustainable,
+                    limit: v,
+                    limit_text: format!("> {} msg/s", crate::model::units::thousands(v as u64)),
+                    from: w.from.clone(),
+                    workload: Some(name.clone()),
+                });
+            }
             if thresholds.len() == before {
                 bail!(
                     "{f}: table `workloads.{name}` has no bound: give cpu_us_per_message_below, \
-                     cpu_us_per_connection_below, peak_rss_below or delivered_above_msg_per_sec"
+                     cpu_us_per_connection_below, peak_rss_below, delivered_above_msg_per_sec or \
+                     max_rate_above_msg_per_sec"
                 );
             }
         }

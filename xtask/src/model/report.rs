@@ -58,6 +58,9 @@ pub struct WorkloadReport {
     pub repeats: Vec<RepeatReport>,
     /// Min/median/max across repeats; None when no repeat produced a result.
     pub summary: Option<Summary>,
+    /// `rate = "max"` workloads: the search; the repeats are the service run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<crate::model::max_rate::MaxRateSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -490,6 +493,7 @@ pub(crate) mod test_support {
             workload: w,
             status,
             repeats,
+            max_rate: None,
         }
     }
 

@@ -90,6 +90,8 @@ impl Overrides {
 pub struct PlannedWorkload {
     pub source: PathBuf,
     pub workload: Workload,
+    /// `rate = "max"`: how to search for the maximum sustainable rate.
+    pub search: Option<crate::model::max_rate::SearchSpec>,
 }
 
 /// Where suites and workload files live.
@@ -159,7 +161,7 @@ pub fn plan_suite(root: &Path, name: &str, extra: &Overrides) -> Result<Vec<Plan
 pub fn plan_files(files: &[PathBuf], overrides: &Overrides) -> Result<Vec<PlannedWorkload>> {
     let mut planned: Vec<PlannedWorkload> = Vec::new();
     for file in files {
-        let mut workload = Workload::load(file)?;
+        let (mut workload, search) = crate::model::workload_file::load(file)?;
         let changed = overrides.apply(&mut workload);
         if !changed.is_empty() {
             // The file's description may quote the numbers just replaced.
@@ -184,6 +186,7 @@ pub fn plan_files(files: &[PathBuf], overrides: &Overrides) -> Result<Vec<Planne
         planned.push(PlannedWorkload {
             source: file.clone(),
             workload,
+            search,
         });
     }
     Ok(planned)
@@ -204,7 +207,7 @@ pub fn validate_all(root: &Path) -> Result<()> {
     files.retain(|p| p.extension().is_some_and(|e| e == "toml"));
     files.sort();
     for file in &files {
-        Workload::load(file)?;
+        crate::model::workload_file::load(file)?;
     }
     println!("    {} workload files parse", files.len());
     Ok(())
@@ -266,11 +269,38 @@ mod tests {
         for p in &planned {
             assert_eq!(p.workload, Workload::load(&p.source).unwrap());
         }
+        let searched = plan_suite(&root(), "max", &Overrides::default()).unwrap();
         let shipped = std::fs::read_dir(workloads_dir(&root())).unwrap().count();
         assert_eq!(
-            planned.len(),
+            planned.len() + searched.len(),
             shipped,
-            "every shipped workload is in `default`"
+            "every shipped workload is in `default` or (rate = \"max\") in `max`"
+        );
+        assert!(planned.iter().all(|p| p.search.is_none()));
+    }
+
+    #[test]
+    fn max_suite_searches_four_protocol_setups_and_not_in_ci() {
+        let planned = plan_suite(&root(), "max", &Overrides::default()).unwrap();
+        let names: Vec<&str> = planned.iter().map(|p| p.workload.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "mqtt-qos0-max",
+                "mqtt-qos1-max",
+                "kafka-acks1-max",
+                "amqp-confirms-max"
+            ]
+        );
+        for p in &planned {
+            let spec = p.search.as_ref().expect("searched");
+            assert_eq!(spec.delivered_fraction, 0.999);
+            assert_eq!((p.workload.rate, p.workload.duration_secs), (0, 10.0));
+        }
+        let quick = plan_suite(&root(), "quick", &Overrides::default()).unwrap();
+        assert!(
+            quick.iter().all(|p| p.search.is_none()),
+            "CI's quick suite stays short"
         );
     }
 
@@ -311,7 +341,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("nightly") && err.contains("default, full, quick"),
+            err.contains("nightly") && err.contains("default, full, max, quick"),
             "{err}"
         );
     }

@@ -272,6 +272,7 @@ pub fn render_html(c: &Comparison) -> String {
     }
     h.push_str("</table>\n");
     let _ = writeln!(h, "<p>{}</p>", esc(&tally(c)));
+    crate::render::max_rate::compare_section(&mut h, &c.a, &c.b);
     h.push_str("</body></html>\n");
     h
 }

@@ -157,6 +157,7 @@ These numbers say whether it works, not how fast {} is; never compare them with 
             esc(&crate::render::gate::verdict_line(gate))
         );
     }
+    crate::render::max_rate::html(&mut h, &report.workloads);
     for w in &report.workloads {
         workload_section(&mut h, w);
     }

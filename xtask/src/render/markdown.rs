@@ -107,6 +107,7 @@ pub fn render_markdown(report: &Report) -> String {
         env.usable(),
         env.cores
     );
+    md.push_str(&crate::render::max_rate::markdown(&report.workloads));
 
     for w in &report.workloads {
         render_workload(&mut md, w);

@@ -9,6 +9,7 @@ pub mod how_measured;
 pub mod html;
 pub mod manifest;
 pub mod markdown;
+pub mod max_rate;
 pub mod micro;
 pub mod regression;
 pub mod terminal;

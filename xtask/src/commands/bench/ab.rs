@@ -121,6 +121,7 @@ impl Side {
             status,
             summary: Summary::of(&repeats),
             repeats,
+            max_rate: None,
         });
     }
 }
