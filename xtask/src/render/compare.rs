@@ -9,7 +9,7 @@ use crate::analysis::compare::{
 use crate::model::baseline::describe;
 use crate::model::micro::MicroBenchmark;
 use crate::model::report::Spread;
-use crate::render::html::esc;
+use crate::render::escape::esc;
 
 pub(crate) fn cell(s: &Option<Spread>, n: usize, f: fn(f64) -> String) -> String {
     match s {
@@ -392,6 +392,31 @@ mod tests {
             md.contains("| mqtt-fanin | delivered msg/s | 100,000/s | 70,000/s | 0.70 | **worse** | default band ±10 % (no repeats) |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_html_page_carries_the_sweep_chart_of_max_rate_workloads() {
+        use crate::model::max_rate::{StepOutcome, SweepPoint};
+        let point = |fraction: f64, rate: u64| SweepPoint {
+            fraction,
+            rate_per_sec: rate,
+            outcome: StepOutcome {
+                offered_per_sec: rate as f64,
+                delivered_per_sec: rate as f64,
+                p50_us: Some(500),
+                p99_us: Some(2_000),
+                p999_us: Some(5_000),
+                ..StepOutcome::default()
+            },
+            result_file: String::new(),
+        };
+        let mut a = Baseline::of(&run_of(&[(100_000.0, 4_000)]), String::new());
+        a.workloads[0].sweep = vec![point(0.5, 50_000), point(1.0, 100_000)];
+        let b = Baseline::of(&run_of(&[(100_000.0, 4_000)]), String::new());
+        let html = render_html(&compare(a.clone(), b.clone(), "A", "B"));
+        assert!(html.contains("id=\"sweep\"") && html.contains("A p99.9"));
+        let html = render_html(&compare(b.clone(), b, "A", "B"));
+        assert!(!html.contains("id=\"sweep\""));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::render::chart::{
     color, finish, latency_chart, line_chart, percentile_curve, short_number, Series, CHART_SIZE,
 };
 use crate::render::environment::{environment_rows, html_value};
+use crate::render::escape::esc;
 use loadgen::LoadResult;
 
 /// Writes `report.html` into `dir`; returns its path.
@@ -34,22 +35,6 @@ pub fn write(dir: &Path, report: &Report) -> Result<PathBuf> {
     std::fs::write(&file, render(report))
         .with_context(|| format!("cannot write {}", file.display()))?;
     Ok(file)
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The page's stylesheet, shared with `compare.html`.
@@ -728,22 +713,5 @@ mod tests {
         assert_eq!(points.last().unwrap().1, l.max_us as f64 / 1000.0);
         assert_eq!(percentile_label(&1000.0), "99.9%");
         assert_eq!(percentile_label(&10.0), "90%");
-    }
-
-    #[test]
-    fn rows_are_built_once_for_both_renderings() {
-        let r = report(Vec::new());
-        let rows = environment_rows(&r);
-        assert_eq!(rows.first().map(|r| r.key), Some("Revision"));
-        assert!(rows.iter().all(|r| !r.value.is_empty()));
-        let md = crate::render::markdown::render_markdown(&r);
-        let html = render(&r);
-        for row in &rows {
-            assert!(
-                md.contains(&format!("- **{}**: {}", row.key, row.value)),
-                "{md}"
-            );
-            assert!(html.contains(&format!("<dt>{}</dt>", row.key)), "{html}");
-        }
     }
 }

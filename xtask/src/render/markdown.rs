@@ -619,4 +619,21 @@ mod tests {
         assert_eq!(bytes(42_000_000.0), "42.0 MB");
         assert_eq!(bytes(1_500_000_000.0), "1.50 GB");
     }
+
+    #[test]
+    fn rows_are_built_once_for_both_renderings() {
+        let r = report(Vec::new());
+        let rows = crate::render::environment::environment_rows(&r);
+        assert_eq!(rows.first().map(|r| r.key), Some("Revision"));
+        assert!(rows.iter().all(|r| !r.value.is_empty()));
+        let md = render_markdown(&r);
+        let html = crate::render::html::render(&r);
+        for row in &rows {
+            assert!(
+                md.contains(&format!("- **{}**: {}", row.key, row.value)),
+                "{md}"
+            );
+            assert!(html.contains(&format!("<dt>{}</dt>", row.key)), "{html}");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use crate::model::max_rate::{MaxRateSection, SearchStep, StepOutcome, SweepPoint
 use crate::model::report::WorkloadReport;
 use crate::model::units::{cpu_micros, micros, thousands};
 use crate::render::chart::{line_chart, Series};
-use crate::render::html::esc;
+use crate::render::escape::esc;
 
 fn us(v: Option<u64>) -> String {
     v.map(|v| micros(v as f64)).unwrap_or_else(|| "–".into())
@@ -438,7 +438,8 @@ mod tests {
             .find(|r| r.metric.key == "max_sustainable_per_sec")
             .expect("a max sustainable row");
         assert_eq!(row.verdict.class(), "worse", "{:?}", row.verdict);
-        let html = crate::render::compare::render_html(&c);
+        let mut html = String::new();
+        compare_section(&mut html, &c.a, &c.b);
         assert!(html.contains("id=\"sweep\"") && html.contains("B p99.9"));
     }
 

@@ -4,6 +4,7 @@ pub mod ab;
 pub mod chart;
 pub mod compare;
 pub mod environment;
+pub mod escape;
 pub mod gate;
 pub mod how_measured;
 pub mod html;
