@@ -12,6 +12,7 @@
 
 use loadgen::{DeliveryGuarantee, LoadResult, Protocol, Scenario};
 
+use crate::analysis::cpu_scale::{cpu_scale, scale_cpu_threshold};
 use crate::model::broker::BrokerKind;
 use crate::model::gate::{
     GateReport, GateResult, Profile, Threshold, ThresholdKind, Verdict, VerdictKind,
@@ -36,8 +37,13 @@ pub fn evaluate(report: &Report, profile: &Profile) -> GateReport {
             protocols.into_iter().map(Some).collect()
         }
     };
-    let verdicts: Vec<Verdict> = profile
+    let scale = cpu_scale(report, profile);
+    let scaled: Vec<Threshold> = profile
         .thresholds
+        .iter()
+        .map(|t| scale_cpu_threshold(t, scale, report, profile))
+        .collect();
+    let verdicts: Vec<Verdict> = scaled
         .iter()
         .flat_map(|t| per_protocol(t).into_iter().map(move |p| (t, p)))
         .map(|(t, protocol)| {
@@ -1381,5 +1387,93 @@ from = "test"
         assert_eq!(v("CPU"), VerdictKind::Fail);
         assert_eq!(v("broker memory"), VerdictKind::Fail);
         assert_eq!(gate.result, GateResult::Fail);
+    }
+
+    mod cpu_scaled {
+        use std::path::Path;
+
+        use crate::analysis::cpu_scale::{cpu_scale, MAX_CPU_SCALE};
+        use crate::analysis::gate::evaluate;
+        use crate::infra::cpu_reference::CpuReference;
+        use crate::model::gate::Profile;
+        use crate::model::gate::VerdictKind;
+        use crate::model::report::test_support::quick_run;
+        use crate::model::report::Report;
+
+        fn profile(reference: Option<f64>, limit: f64) -> Profile {
+            let top = reference
+                .map(|r| format!("cpu_reference_us_per_round_trip = {r}\n"))
+                .unwrap_or_default();
+            Profile::parse(
+                Path::new("targets/profiles/test.toml"),
+                &format!(
+                    "{top}[workloads.fanin]\ncpu_us_per_message_below = {limit}\nfrom = \"measured\"\n"
+                ),
+            )
+            .unwrap()
+        }
+
+        fn run_with_reference(us: Option<f64>) -> Report {
+            let mut run = quick_run(25_000.0, 3_000);
+            run.environment.cpu_reference = us.map(|u| CpuReference::of(vec![u], 2_000).unwrap());
+            run
+        }
+
+        fn fanin_per_msg(run: &Report) -> f64 {
+            run.workloads[0].repeats[0]
+                .broker_cpu_us_per_message
+                .unwrap()
+        }
+
+        fn verdict(run: &Report, p: &Profile) -> crate::model::gate::Verdict {
+            evaluate(run, p)
+                .verdicts
+                .into_iter()
+                .find(|v| v.label() == "CPU per message (fanin)")
+                .unwrap()
+        }
+
+        #[test]
+        fn a_dearer_machine_scales_cpu_thresholds_by_the_reference_ratio() {
+            let run = run_with_reference(Some(50.0));
+            let per_msg = fanin_per_msg(&run);
+            // The figure is 1.5x the limit: fails unscaled, passes on a machine
+            // whose round trip costs 2x the profile's.
+            let limit = per_msg / 1.5;
+            let p = profile(Some(25.0), limit);
+            assert_eq!(cpu_scale(&run, &p), 2.0);
+            let v = verdict(&run, &p);
+            assert_eq!(v.verdict, VerdictKind::Pass, "{v:?}");
+            assert!(v.limit.contains("x 2.00"), "{v:?}");
+            assert!(v.from.contains("CPU reference"), "{v:?}");
+            // The same run without a profile reference, or without its own,
+            // is judged against the limit as written: it fails.
+            assert_eq!(
+                verdict(&run, &profile(None, limit)).verdict,
+                VerdictKind::Fail
+            );
+            let bare = run_with_reference(None);
+            assert_eq!(cpu_scale(&bare, &p), 1.0);
+            assert_eq!(verdict(&bare, &p).verdict, VerdictKind::Fail);
+            // A regression beyond the scaled limit still fails: 1.5x the figure
+            // against a 2x machine with the limit at a third of the figure.
+            let v = verdict(&run, &profile(Some(25.0), per_msg / 3.0));
+            assert_eq!(v.verdict, VerdictKind::Fail, "{v:?}");
+        }
+
+        #[test]
+        fn a_faster_machine_keeps_the_limits_and_the_scale_is_capped() {
+            let p = profile(Some(25.0), 1.0);
+            assert_eq!(cpu_scale(&run_with_reference(Some(10.0)), &p), 1.0);
+            let v = verdict(&run_with_reference(Some(10.0)), &p);
+            assert_eq!(v.limit, "< 1.00 µs/msg", "unscaled text: {v:?}");
+            let hog = run_with_reference(Some(1_000.0));
+            assert_eq!(cpu_scale(&hog, &p), MAX_CPU_SCALE);
+            assert!(verdict(&hog, &p).limit.contains("(capped)"));
+            // Under emulation the host's reference says nothing of the emulator.
+            let mut emulated = run_with_reference(Some(50.0));
+            emulated.environment.emulated = true;
+            assert_eq!(cpu_scale(&emulated, &p), 1.0);
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod ab;
 pub mod compare;
+pub mod cpu_scale;
 pub mod gate;
 pub mod max_rate;
 pub mod merge;

@@ -148,6 +148,10 @@ pub fn run(options: &Options) -> Result<()> {
     let started_at = environment::timestamp(SystemTime::now());
     let host_binary = crate::infra::cargo::release_binary("broker")?;
     let binary = cross_binary.as_deref().unwrap_or(&host_binary);
+    // The machine's CPU reference, before the broker starts and after it
+    // stops, while xtask has no other thread: the gate scales CPU-per-message
+    // thresholds by it (infra::cpu_reference).
+    let mut reference = crate::infra::cpu_reference::measure_or_warn("before the run");
     let mut broker = start_broker(options, binary, cross_target.as_ref(), &run_dir)?;
     if env.emulated {
         println!(
@@ -181,6 +185,14 @@ pub fn run(options: &Options) -> Result<()> {
 
     let samples = sampler.map(Sampler::finish).unwrap_or_default();
     broker.stop();
+    reference.extend(crate::infra::cpu_reference::measure_or_warn(
+        "after the run",
+    ));
+    let mut env = env;
+    env.cpu_reference = crate::infra::cpu_reference::CpuReference::of(
+        reference,
+        crate::infra::cpu_reference::ROUND_TRIPS,
+    );
     let mut report = Report {
         schema_version: crate::model::report::REPORT_SCHEMA_VERSION,
         run_id,

@@ -60,6 +60,19 @@ fn doctor_for(selected: &[Target]) -> Result<()> {
             Err(why) => format!("unusable: {why}"),
         }
     );
+    // The figure a profile's `cpu_reference_us_per_round_trip` is set from.
+    let bursts = crate::infra::cpu_reference::measure_or_warn("for doctor");
+    if let Some(r) = crate::infra::cpu_reference::CpuReference::of(
+        bursts,
+        crate::infra::cpu_reference::ROUND_TRIPS,
+    ) {
+        println!(
+            "CPU reference: {} CPU per 64-byte loopback round trip (median of {} bursts; \
+             profiles: cpu_reference_us_per_round_trip)",
+            crate::model::units::cpu_micros(r.us_per_round_trip),
+            r.bursts.len()
+        );
+    }
     Ok(())
 }
 

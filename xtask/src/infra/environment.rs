@@ -56,6 +56,11 @@ pub struct Environment {
     /// written before it was recorded.
     #[serde(default)]
     pub cpu_features: Vec<String>,
+    /// CPU µs per loopback round trip on this machine, measured around the
+    /// run (`infra::cpu_reference`); the gate scales CPU-per-message
+    /// thresholds by it. None: not measured (micro, merge, older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_reference: Option<crate::infra::cpu_reference::CpuReference>,
 }
 
 impl Environment {
@@ -110,6 +115,7 @@ impl Environment {
             timestamp: timestamp(SystemTime::now()),
             hostname: read("/proc/sys/kernel/hostname").trim().to_string(),
             cpu_features: host_cpu_features(),
+            cpu_reference: None,
         }
     }
 }

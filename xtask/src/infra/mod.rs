@@ -3,6 +3,7 @@
 pub mod ab_build;
 pub mod build;
 pub mod cargo;
+pub mod cpu_reference;
 pub mod criterion;
 pub mod environment;
 pub mod fuzz;

@@ -110,6 +110,12 @@ pub struct Profile {
     pub gate_emulated: bool,
     /// Regression an A/B run tolerates (`max_regression_percent`, default 10).
     pub max_regression: f64,
+    /// The machine's CPU reference (µs per loopback round trip,
+    /// `infra::cpu_reference`) where the CPU-per-message and per-connection
+    /// thresholds were measured: on a machine whose reference is higher,
+    /// the gate scales them by the ratio (`analysis::gate::cpu_scale`).
+    /// None: never scaled.
+    pub cpu_reference_us: Option<f64>,
 }
 
 // The file format. Every table is optional: a threshold a class does not
@@ -122,6 +128,7 @@ pub(crate) struct ProfileFile {
     #[serde(default)]
     gate_emulated: bool,
     max_regression_percent: Option<f64>,
+    cpu_reference_us_per_round_trip: Option<f64>,
     connections: Option<AtLeast>,
     throughput: Option<Above>,
     p99_latency: Option<BelowMs>,
@@ -435,6 +442,10 @@ impl Profile {
                     "{f}: max_regression_percent = {p}: give a percentage from 0 to 100 (e.g. 10)"
                 ),
             },
+            cpu_reference_us: parsed
+                .cpu_reference_us_per_round_trip
+                .map(|v| positive("cpu_reference_us_per_round_trip", v))
+                .transpose()?,
         })
     }
 }

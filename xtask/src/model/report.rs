@@ -518,6 +518,7 @@ pub(crate) mod test_support {
                 timestamp: "2025-01-01T00:00:00Z".into(),
                 hostname: "testhost".into(),
                 cpu_features: vec!["sse4.2".into(), "avx2".into()],
+                cpu_reference: None,
             },
             broker: BrokerInfo {
                 kind: BrokerKind::Built,

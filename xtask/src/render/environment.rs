@@ -67,6 +67,20 @@ pub fn environment_rows(report: &Report) -> Vec<EnvRow> {
             ),
         ),
         ("Host CPU features", env.cpu_features.join(", ")),
+        (
+            "CPU reference",
+            env.cpu_reference
+                .as_ref()
+                .map(|r| {
+                    format!(
+                        "{} CPU per 64-byte loopback round trip (median of {} bursts of {})",
+                        crate::model::units::cpu_micros(r.us_per_round_trip),
+                        r.bursts.len(),
+                        crate::model::units::thousands(u64::from(r.round_trips_per_burst))
+                    )
+                })
+                .unwrap_or_default(),
+        ),
     ];
     rows.into_iter()
         .filter(|(k, v)| !(!load && matches!(*k, "Broker" | "Suite") || v.is_empty()))
