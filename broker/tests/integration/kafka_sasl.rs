@@ -15,7 +15,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -399,13 +399,14 @@ async fn connect(b: &RunningBroker) -> TcpStream {
         .unwrap()
 }
 
-async fn send(s: &mut TcpStream, bytes: &[u8]) {
+async fn send(s: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) {
     s.write_all(bytes).await.expect("written");
+    s.flush().await.expect("flushed");
 }
 
 /// The connection is closed by the broker (end of stream or reset), with
 /// nothing more to read.
-async fn expect_closed(s: &mut TcpStream) {
+pub async fn expect_closed(s: &mut (impl AsyncRead + Unpin)) {
     let mut buf = [0u8; 64];
     match timeout(WAIT, s.read(&mut buf))
         .await
@@ -428,7 +429,11 @@ fn string(b: &mut BytesMut) -> String {
 }
 
 /// SaslHandshake `version` (0 or 1): (error code, enabled mechanisms).
-async fn handshake(s: &mut TcpStream, version: i16, mechanism: &str) -> (i16, Vec<String>) {
+pub async fn handshake(
+    s: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    version: i16,
+    mechanism: &str,
+) -> (i16, Vec<String>) {
     let mut body = BytesMut::new();
     body.put_i16(mechanism.len() as i16);
     body.put_slice(mechanism.as_bytes());
@@ -441,18 +446,27 @@ async fn handshake(s: &mut TcpStream, version: i16, mechanism: &str) -> (i16, Ve
 }
 
 /// SaslAuthenticate v1: (error code, error message).
-async fn authenticate(s: &mut TcpStream, token: &[u8]) -> (i16, String) {
+pub async fn authenticate(
+    s: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    token: &[u8],
+) -> (i16, String) {
     let (code, message, _) = authenticate_v1(s, token).await;
     (code, message)
 }
 
 /// SaslAuthenticate v1: (error code, the server's token).
-async fn authenticate_token(s: &mut TcpStream, token: &[u8]) -> (i16, Vec<u8>) {
+async fn authenticate_token(
+    s: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    token: &[u8],
+) -> (i16, Vec<u8>) {
     let (code, _, answer) = authenticate_v1(s, token).await;
     (code, answer)
 }
 
-async fn authenticate_v1(s: &mut TcpStream, token: &[u8]) -> (i16, String, Vec<u8>) {
+async fn authenticate_v1(
+    s: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    token: &[u8],
+) -> (i16, String, Vec<u8>) {
     let mut body = BytesMut::new();
     body.put_i32(token.len() as i32);
     body.put_slice(token);
