@@ -265,8 +265,8 @@ async fn run(
         let (max_frame, max_request) = match session.login.may_serve() {
             true => (hub.config.max_frame_bytes, hub.config.max_request_bytes),
             false => (
-                sasl::MAX_PRE_LOGIN_FRAME_BYTES,
-                sasl::MAX_PRE_LOGIN_FRAME_BYTES,
+                sasl::MAX_PRE_LOGIN_FRAME_BYTES.min(hub.config.max_frame_bytes),
+                sasl::MAX_PRE_LOGIN_FRAME_BYTES.min(hub.config.max_request_bytes),
             ),
         };
         let next = match session.login.awaits_raw_token() {
