@@ -24,6 +24,7 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::kafka::metrics::KafkaMetrics;
 use crate::mqtt::metrics::MqttMetrics;
 use crate::platform::Platform;
 
@@ -98,6 +99,7 @@ pub struct Metrics {
     tls_reloads: Family<ResultLabels, Counter>,
     pub max_connections: Gauge,
     pub mqtt: MqttMetrics,
+    pub kafka: KafkaMetrics,
 }
 
 /// Per-connection handles on the hot counters of one protocol.
@@ -130,6 +132,7 @@ impl Metrics {
             tls_reloads: Family::default(),
             max_connections: Gauge::default(),
             mqtt: MqttMetrics::default(),
+            kafka: KafkaMetrics::default(),
             registry: Registry::default(),
         };
         m.max_connections
@@ -202,6 +205,7 @@ impl Metrics {
             m.max_connections.clone(),
         );
         m.mqtt.register(registry);
+        m.kafka.register(registry);
         registry.register(
             "platform",
             "Platform the broker detected at start-up",

@@ -133,6 +133,7 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
     };
     let mqtt_login = |bind| login(config.mqtt.allow_anonymous, bind);
     let amqp_login = |bind| login(config.amqp.allow_anonymous, bind);
+    let kafka_login = |bind| login(config.kafka.allow_anonymous, bind);
     let tls_on = tls.is_some();
     let mqtt_listener = bind(
         "MQTT",
@@ -358,17 +359,18 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
     }
     if let Some(kafka) = &kafka {
         let listeners = [
-            kafka_listener.map(|l| (l, None)),
-            kafka_tls_listener.map(|l| (l, tls.clone())),
+            kafka_listener.map(|l| (l, None, kafka_login(config.kafka.bind))),
+            kafka_tls_listener.map(|l| (l, tls.clone(), kafka_login(config.kafka.tls_bind))),
         ];
-        for (listener, tls) in listeners.into_iter().flatten() {
+        for (listener, tls, login) in listeners.into_iter().flatten() {
             let (handler_hub, incoming) = (kafka.clone(), incoming(tls));
             tasks.spawn(accept_loop(
                 listener,
                 tasks.clone(),
                 shutdown_rx.clone(),
                 move |stream, shutdown| {
-                    crate::kafka::connection::serve(incoming(stream), handler_hub.clone(), shutdown)
+                    let (hub, login) = (handler_hub.clone(), login.clone());
+                    crate::kafka::connection::serve(incoming(stream), hub, shutdown, login)
                 },
             ));
         }

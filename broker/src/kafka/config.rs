@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+use super::sasl::SaslMechanism;
 use crate::platform::{KafkaTopicDefaults, PlatformClass};
 use crate::storage::{LogConfig, StorageMode};
 
@@ -107,6 +108,11 @@ pub struct KafkaConfig {
     /// Bytes of requests being read and decoded at once, over all Kafka
     /// connections; `None` = the platform class default.
     pub decode_budget_bytes: Option<usize>,
+    /// Clients that do not log in with SASL may use the broker; default: only
+    /// on a loopback bind and only while `auth.password_file` is not set.
+    pub allow_anonymous: Option<bool>,
+    /// SASL mechanisms offered in SaslHandshake.
+    pub sasl_mechanisms: Vec<String>,
 }
 
 impl Default for KafkaConfig {
@@ -146,6 +152,11 @@ impl Default for KafkaConfig {
             max_partition_fetch_bytes: DEFAULT_MAX_PARTITION_FETCH_BYTES,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             decode_budget_bytes: None,
+            allow_anonymous: None,
+            sasl_mechanisms: SaslMechanism::ALL
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect(),
         }
     }
 }
@@ -309,6 +320,18 @@ impl KafkaConfig {
                 self.group_max_total_bytes, self.group_max_member_metadata_bytes
             ));
         }
+        if let Some(unknown) = self
+            .sasl_mechanisms
+            .iter()
+            .find(|m| SaslMechanism::from_name(m).is_none())
+        {
+            let valid: Vec<&str> = SaslMechanism::ALL.iter().map(|m| m.name()).collect();
+            return Err(format!(
+                "kafka.sasl_mechanisms: unknown mechanism `{}` (valid: {})",
+                unknown.escape_debug(),
+                valid.join(", ")
+            ));
+        }
         if self.group_min_session_timeout_ms == 0
             || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
         {
@@ -465,6 +488,30 @@ mod tests {
         assert!(
             err.contains("kafka.partitions") && err.contains("default_partitions"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn sasl_keys_default_and_unknown_mechanisms_are_named() {
+        let d = Config::default();
+        assert_eq!(d.kafka.allow_anonymous, None);
+        assert_eq!(
+            d.kafka.sasl_mechanisms,
+            ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+        );
+        let c = Config::parse(
+            "[kafka]\nallow_anonymous = false\nsasl_mechanisms = [\"SCRAM-SHA-512\"]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.kafka.allow_anonymous, Some(false));
+        let err = Config::parse("[kafka]\nsasl_mechanisms = [\"PLAIN\", \"GSSAPI\"]\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "kafka.sasl_mechanisms: unknown mechanism `GSSAPI` (valid: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
         );
     }
 }

@@ -16,6 +16,11 @@
 //! `connections_max_idle_ms`, or it is closed. Buffers grown for a large
 //! request or response are given back once it has been handled, so an idle
 //! connection holds no read buffer and at most a small write buffer.
+//!
+//! Where the listener requires a login (`kafka.allow_anonymous`), only
+//! ApiVersions, SaslHandshake and SaslAuthenticate are taken before it, each
+//! at most [`sasl::MAX_PRE_LOGIN_FRAME_BYTES`], and the login must be done
+//! within `first_request_timeout_ms`; any other request closes the connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +32,8 @@ use tokio::time::Instant;
 use super::codec;
 use super::dispatch;
 use super::hub::KafkaHub;
+use super::sasl::{self, Login};
+use crate::auth::ListenerAuth;
 use crate::core::io;
 use crate::core::stream::{ClientStream, Incoming};
 use crate::metrics::{Protocol, ProtocolCounters};
@@ -39,6 +46,31 @@ pub enum Listener {
     Tls,
 }
 
+/// Why a request closes its connection: the `protocol_errors_total{kind}`
+/// label, and the reason logged.
+#[derive(Debug)]
+pub struct Close {
+    pub kind: &'static str,
+    pub why: String,
+}
+
+impl From<codec::DecodeError> for Close {
+    fn from(e: codec::DecodeError) -> Close {
+        Close {
+            kind: "malformed_request",
+            why: e.to_string(),
+        }
+    }
+}
+
+/// What a connection knows about its client: the listener it came in on and
+/// its login.
+#[derive(Debug)]
+pub struct Session {
+    pub listener: Listener,
+    pub login: Login,
+}
+
 /// Responses are written once this much is queued, or when no request is waiting.
 const WRITE_BATCH: usize = 64 * 1024;
 /// Room made in the read buffer when data arrives.
@@ -46,7 +78,12 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A written-out response buffer larger than this is given back rather than reused.
 const KEEP_WRITE_BUFFER: usize = 2 * WRITE_BATCH;
 
-pub async fn serve(incoming: Incoming, hub: Arc<KafkaHub>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    incoming: Incoming,
+    hub: Arc<KafkaHub>,
+    mut shutdown: watch::Receiver<bool>,
+    auth: ListenerAuth,
+) {
     let _slot = match hub.connection_permits.take() {
         Ok(slot) => slot,
         Err(refusal) => {
@@ -69,7 +106,11 @@ pub async fn serve(incoming: Incoming, hub: Arc<KafkaHub>, mut shutdown: watch::
     };
     hub.metrics.connection_opened(Protocol::Kafka);
     let counters = hub.metrics.counters(Protocol::Kafka);
-    let why = run(stream, &hub, shutdown, &counters, deadline, listener).await;
+    let session = Session {
+        listener,
+        login: Login::new(auth),
+    };
+    let why = run(stream, &hub, shutdown, &counters, deadline, session).await;
     tracing::debug!("kafka connection closed: {why}");
     hub.metrics.connection_closed(Protocol::Kafka);
 }
@@ -194,10 +235,8 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
     counters: &ProtocolCounters,
     first_request_deadline: Instant,
-    listener: Listener,
+    mut session: Session,
 ) -> String {
-    let max_frame = hub.config.max_frame_bytes;
-    let max_request = hub.config.max_request_bytes;
     let idle = Duration::from_millis(hub.config.connections_max_idle_ms);
     let mut deadline = first_request_deadline;
     let mut requests_seen = false;
@@ -205,13 +244,41 @@ async fn run(
     // The decode budget held for the request being read, and its body's deadline.
     let mut reserved: Option<(OwnedSemaphorePermit, Instant)> = None;
     loop {
-        let next = match codec::peek_frame(&bufs.read, max_frame, max_request) {
-            Err(e) => {
-                hub.metrics.protocol_error(Protocol::Kafka, e.kind());
-                let _ = write(&mut stream, &mut bufs.write, counters).await;
-                return e.to_string();
+        if session.login.awaits_raw_token() {
+            match raw_token(hub, &mut session, &mut bufs).await {
+                Err(close) => {
+                    hub.metrics.protocol_error(Protocol::Kafka, close.kind);
+                    let _ = write(&mut stream, &mut bufs.write, counters).await;
+                    return close.why;
+                }
+                Ok(true) => {
+                    requests_seen = true;
+                    if session.login.may_serve() {
+                        deadline = Instant::now() + idle;
+                    }
+                    continue;
+                }
+                Ok(false) => {}
             }
-            Ok(next) => next,
+        }
+        // Before a required login, every request is held to the SASL size.
+        let (max_frame, max_request) = match session.login.may_serve() {
+            true => (hub.config.max_frame_bytes, hub.config.max_request_bytes),
+            false => (
+                sasl::MAX_PRE_LOGIN_FRAME_BYTES.min(hub.config.max_frame_bytes),
+                sasl::MAX_PRE_LOGIN_FRAME_BYTES.min(hub.config.max_request_bytes),
+            ),
+        };
+        let next = match session.login.awaits_raw_token() {
+            true => None,
+            false => match codec::peek_frame(&bufs.read, max_frame, max_request) {
+                Err(e) => {
+                    hub.metrics.protocol_error(Protocol::Kafka, e.kind());
+                    let _ = write(&mut stream, &mut bufs.write, counters).await;
+                    return e.to_string();
+                }
+                Ok(next) => next,
+            },
         };
         if let (Some(size), None) = (next, &reserved) {
             // Written first: a client waiting for earlier answers before it
@@ -244,16 +311,18 @@ async fn run(
                 }
             }
             let handled = tokio::select! {
-                r = dispatch::handle(hub, frame, permit, &mut bufs.write, counters, listener) => r,
+                r = dispatch::handle(hub, frame, permit, &mut bufs.write, counters, &mut session) => r,
                 _ = shutdown.changed() => return "broker shutting down".into(),
             };
-            if let Err(e) = handled {
-                hub.metrics
-                    .protocol_error(Protocol::Kafka, "malformed_request");
+            if let Err(close) = handled {
+                hub.metrics.protocol_error(Protocol::Kafka, close.kind);
                 let _ = write(&mut stream, &mut bufs.write, counters).await;
-                return e.to_string();
+                return close.why;
             }
-            deadline = Instant::now() + idle;
+            // A login still owed keeps the first request's deadline.
+            if session.login.may_serve() {
+                deadline = Instant::now() + idle;
+            }
             if bufs.write.len() >= WRITE_BATCH {
                 if let Err(e) = write(&mut stream, &mut bufs.write, counters).await {
                     return e;
@@ -275,6 +344,7 @@ async fn run(
             _ = tokio::time::sleep_until(wait_until) => {
                 let (kind, why) = match (requests_seen, body_deadline.is_some_and(|d| d <= deadline)) {
                     (_, true) => ("request_body_timeout", "request body not received in time (10 s + 1 s per MiB)"),
+                    (true, false) if !session.login.may_serve() => ("sasl_login_timeout", "no SASL login within kafka.first_request_timeout_ms"),
                     (false, false) => ("handshake_timeout", "no complete request within kafka.first_request_timeout_ms"),
                     (true, false) => ("idle_timeout", "no request within kafka.connections_max_idle_ms"),
                 };
@@ -296,6 +366,26 @@ async fn run(
             Err(e) => return format!("read failed: {e}"),
         }
     }
+}
+
+/// Handles the raw SASL token (after SaslHandshake v0) at the start of the
+/// read buffer, if all of it is there: `Ok(true)` when one was handled.
+async fn raw_token(
+    hub: &KafkaHub,
+    session: &mut Session,
+    bufs: &mut Buffers,
+) -> Result<bool, Close> {
+    let Some(size) = sasl::peek_raw_token(&bufs.read)? else {
+        return Ok(false);
+    };
+    let Some(token) = codec::take_frame(&mut bufs.read, size) else {
+        return Ok(false);
+    };
+    session
+        .login
+        .raw_token(&hub.sasl, &hub.metrics, &token, &mut bufs.write)
+        .await?;
+    Ok(true)
 }
 
 #[cfg(test)]

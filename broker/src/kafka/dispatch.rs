@@ -9,7 +9,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::codec::{self, DecodeError};
-use super::connection::Listener;
+use super::connection::{Close, Session};
 use super::hub::KafkaHub;
 use super::{admin, api_versions, fetch, group_api, metadata, produce};
 use crate::metrics::{Protocol, ProtocolCounters};
@@ -23,7 +23,9 @@ pub fn may_wait(api_key: i16) -> bool {
 }
 
 /// Handles one request frame, appending its response (if it has one) to `out`.
-/// A malformed request is an error: the connection is closed, as Kafka does.
+/// A malformed request is an error: the connection is closed, as Kafka does;
+/// so is a request other than ApiVersions and SASL before a required login,
+/// and a failed SASL step (after its answer).
 /// `budget` (the request's share of `kafka.decode_budget_bytes`) is given
 /// back once the request is handled (its frame, which the decoded request
 /// still points into, is dropped then), or, for the requests that may wait
@@ -34,8 +36,8 @@ pub async fn handle(
     budget: Option<OwnedSemaphorePermit>,
     out: &mut BytesMut,
     counters: &ProtocolCounters,
-    listener: Listener,
-) -> Result<(), DecodeError> {
+    session: &mut Session,
+) -> Result<(), Close> {
     let start = codec::request_start(&frame);
     let mut body = Body {
         frame,
@@ -64,18 +66,41 @@ pub async fn handle(
                 0,
                 &api_versions::unsupported(),
                 0,
-            );
+            )
+            .map_err(Close::from);
         }
         codec::encode_unsupported(out, start.correlation_id);
         return Ok(());
     };
     let v = start.api_version;
     let header = codec::decode_header(&mut body.frame, api, v)?;
+    if !session.login.may_serve() && !allowed_before_login(api) {
+        return Err(Close {
+            kind: "sasl_login_required",
+            why: format!("{api:?} before a SASL login (kafka.allow_anonymous is off)"),
+        });
+    }
+    let listener = session.listener;
     let client_id = header.client_id.as_deref().unwrap_or("").to_string();
     let header_version = api.response_header_version(v);
-    let mut respond =
-        |body: &dyn EncodeDyn| body.encode_into(out, start.correlation_id, header_version, v);
+    let mut respond = |body: &dyn EncodeDyn| {
+        body.encode_into(out, start.correlation_id, header_version, v)
+            .map_err(Close::from)
+    };
     match api {
+        ApiKey::SaslHandshake => {
+            let (resp, next) = session.login.handshake(&hub.sasl, body.decode(v)?, v);
+            respond(&resp)?;
+            next
+        }
+        ApiKey::SaslAuthenticate => {
+            let (resp, next) = session
+                .login
+                .authenticate(&hub.sasl, &hub.metrics, body.decode(v)?)
+                .await;
+            respond(&resp)?;
+            next
+        }
         ApiKey::ApiVersions => respond(&api_versions::handle(body.decode(v)?)),
         ApiKey::Metadata => {
             // Auto-creation does file work: off the async threads with disk storage.
@@ -115,6 +140,14 @@ pub async fn handle(
         ApiKey::OffsetFetch => respond(&group_api::offset_fetch(hub, body.decode(v)?)),
         other => unreachable!("{other:?} is in the supported table but has no handler"),
     }
+}
+
+/// The requests a client may send before its SASL login.
+fn allowed_before_login(api: ApiKey) -> bool {
+    matches!(
+        api,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    )
 }
 
 /// A request's body and the decode budget it holds until decoded.
@@ -190,6 +223,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<Option<ApiKey>, DecodeError> {
             f, v, api_key,
         )?),
         ApiKey::OffsetFetch => drop(codec::decode_body_within::<OffsetFetchRequest>(
+            f, v, api_key,
+        )?),
+        ApiKey::SaslHandshake => drop(codec::decode_body_within::<SaslHandshakeRequest>(
+            f, v, api_key,
+        )?),
+        ApiKey::SaslAuthenticate => drop(codec::decode_body_within::<SaslAuthenticateRequest>(
             f, v, api_key,
         )?),
         other => unreachable!("{other:?} is in the supported table but has no decoder"),

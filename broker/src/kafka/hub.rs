@@ -14,6 +14,7 @@ use super::connection::Listener;
 use super::group::{GroupConfig, GroupCoordinator};
 use super::offsets::OffsetStore;
 use super::producer::ProducerIds;
+use super::sasl::SaslSettings;
 use super::topic::Topics;
 use crate::core::slots::ConnectionSlots;
 use crate::metrics::Metrics;
@@ -46,6 +47,8 @@ pub struct KafkaHub {
     pub decode_budget: Arc<Semaphore>,
     /// The budget's size: a request larger than this is refused outright.
     pub decode_budget_bytes: usize,
+    /// The SASL mechanisms offered (`kafka.sasl_mechanisms`).
+    pub sasl: SaslSettings,
 }
 
 impl KafkaHub {
@@ -109,7 +112,9 @@ impl KafkaHub {
         // Resolved from the platform class by `server::start`; this fallback is
         // the generic class's (tests that open a hub directly).
         let decode_budget_bytes = config.decode_budget_bytes.unwrap_or(128 << 20);
+        let sasl = SaslSettings::new(&config.sasl_mechanisms);
         Ok(Arc::new(KafkaHub {
+            sasl,
             config,
             advertised_host,
             advertised_port,

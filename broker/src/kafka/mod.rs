@@ -13,9 +13,11 @@ pub mod group;
 mod group_api;
 pub mod hub;
 mod metadata;
+pub mod metrics;
 pub mod offsets;
 mod produce;
 pub mod producer;
+pub mod sasl;
 pub mod topic;
 
 pub use hub::KafkaHub;

@@ -23,6 +23,7 @@ mod kafka_kcat;
 mod kafka_limits;
 mod kafka_malformed;
 mod kafka_rdkafka;
+mod kafka_sasl;
 mod malformed;
 mod mqtt_client;
 mod mqtt_limits;

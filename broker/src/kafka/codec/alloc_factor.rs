@@ -309,6 +309,22 @@ fn bodies(api: ApiKey, v: i16) -> Vec<(&'static str, Option<Bytes>)> {
                 ),
             ),
         ],
+        // No arrays: the token is a slice of the frame.
+        ApiKey::SaslHandshake => vec![(
+            "default",
+            encoded(
+                &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+                v,
+            ),
+        )],
+        ApiKey::SaslAuthenticate => vec![(
+            "default",
+            encoded(
+                &SaslAuthenticateRequest::default()
+                    .with_auth_bytes(Bytes::from_static(b"n,,n=user,r=nonce")),
+                v,
+            ),
+        )],
         other => panic!("{other:?} is served but has no worst-case body here"),
     }
 }
@@ -333,6 +349,8 @@ fn measure_api(api: ApiKey, body: &Bytes, v: i16, limited: bool) -> (usize, usiz
         ApiKey::LeaveGroup => measure::<LeaveGroupRequest>(body, v, limited),
         ApiKey::OffsetCommit => measure::<OffsetCommitRequest>(body, v, limited),
         ApiKey::OffsetFetch => measure::<OffsetFetchRequest>(body, v, limited),
+        ApiKey::SaslHandshake => measure::<SaslHandshakeRequest>(body, v, limited),
+        ApiKey::SaslAuthenticate => measure::<SaslAuthenticateRequest>(body, v, limited),
         other => panic!("{other:?} has no decoder here"),
     }
 }
