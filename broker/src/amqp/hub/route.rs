@@ -1,8 +1,96 @@
-//! What every method needs from the state: sending to a connection,
+//! basic.publish, and what every method needs from the state: sending to a connection,
 //! finding a channel or a queue, dropping messages for good, and routing a
 //! published message to its queues.
 
 use super::*;
+
+impl AmqpHub {
+    /// Routes a complete published message.
+    pub fn publish(
+        &self,
+        conn: ConnId,
+        channel: u16,
+        publish: &basic::Publish,
+        properties: AMQPProperties,
+        body: Bytes,
+    ) -> AmqpResult<PublishOutcome> {
+        self.counters.messages_received.inc();
+        let mut st = self.state_of(conn);
+        let exchange = publish.exchange.as_str();
+        if let Err(e) = st.check(
+            conn,
+            AmqpAccess::Write,
+            "exchange",
+            exchange,
+            "basic.publish",
+        ) {
+            self.report(&mut st);
+            self.metrics
+                .message_dropped(Protocol::Amqp, "not_authorized");
+            return Err(e);
+        }
+        match st.exchanges.get(exchange) {
+            None => {
+                return Err(AmqpError::soft(
+                    NOT_FOUND,
+                    format!(
+                        "NOT_FOUND - no exchange '{exchange}' in vhost '{vhost}'",
+                        vhost = st.vhost
+                    ),
+                ))
+            }
+            Some(x) if x.internal => {
+                return Err(AmqpError::soft(
+                    ACCESS_REFUSED,
+                    format!("ACCESS_REFUSED - cannot publish to internal exchange '{exchange}'"),
+                ))
+            }
+            Some(_) => {}
+        }
+        let message = Arc::new(Message {
+            exchange: exchange.to_string(),
+            routing_key: publish.routing_key.as_str().to_string(),
+            charge: Charge::new(
+                &self.held,
+                Message::cost(body.len(), exchange, publish.routing_key.as_str()),
+            ),
+            properties,
+            body,
+        });
+        let outcome = st.route_and_push(exchange, message.clone());
+        if !outcome.routed && !outcome.refused && publish.mandatory {
+            let mut out = BytesMut::new();
+            let frame_max = st
+                .conns
+                .get(&conn)
+                .map_or(codec::FRAME_MIN_SIZE, |c| c.frame_max);
+            codec::put_method(
+                &mut out,
+                channel,
+                AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                    reply_code: NO_ROUTE,
+                    reply_text: "NO_ROUTE".into(),
+                    exchange: publish.exchange.clone(),
+                    routing_key: publish.routing_key.clone(),
+                })),
+            );
+            codec::put_content(
+                &mut out,
+                channel,
+                &message.properties,
+                &message.body,
+                frame_max,
+            );
+            st.send(conn, out.freeze());
+        }
+        if !outcome.routed && !outcome.refused {
+            self.metrics.message_dropped(Protocol::Amqp, "unroutable");
+        }
+        st.settle(&self.counters);
+        self.report(&mut st);
+        Ok(outcome)
+    }
+}
 
 impl State {
     pub(super) fn send(&self, conn: ConnId, bytes: Bytes) {
