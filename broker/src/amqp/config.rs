@@ -84,6 +84,11 @@ pub struct AmqpConfig {
     pub allow_anonymous: Option<bool>,
     /// Refused (plain-text passwords): users live in `auth.password_file`.
     pub users: BTreeMap<String, toml::Value>,
+    /// The virtual hosts clients may open, each with its own exchanges,
+    /// queues and bindings (and its own `max_queues`, `max_exchanges`,
+    /// `max_bindings`). `/` is stored under `data_dir/amqp`, any other
+    /// under `data_dir/amqp/vhosts/<hex of the name>`.
+    pub vhosts: Vec<String>,
 }
 
 impl Default for AmqpConfig {
@@ -112,6 +117,7 @@ impl Default for AmqpConfig {
             max_connections: None,
             allow_anonymous: None,
             users: BTreeMap::new(),
+            vhosts: vec!["/".to_string()],
         }
     }
 }
@@ -190,6 +196,19 @@ impl AmqpConfig {
                     .into(),
             );
         }
+        if self.vhosts.is_empty() {
+            return Err("amqp.vhosts = []: name at least one virtual host (try [\"/\"])".into());
+        }
+        for (i, v) in self.vhosts.iter().enumerate() {
+            if v.is_empty() || v.len() > 255 {
+                return Err(format!(
+                    "amqp.vhosts[{i}] = {v:?}: a vhost name has 1 to 255 bytes (connection.open carries it in a short string)"
+                ));
+            }
+            if self.vhosts[..i].contains(v) {
+                return Err(format!("amqp.vhosts[{i}] = {v:?}: named twice"));
+            }
+        }
         if self.handshake_timeout_secs == 0 {
             return Err("amqp.handshake_timeout_secs = 0: must be at least 1 (try 10)".into());
         }
@@ -241,12 +260,16 @@ mod tests {
             ("max_queues", "0"),
             ("max_bindings", "0"),
             ("max_exchanges", "3"),
+            ("vhosts", "[]"),
+            ("vhosts", "[\"/\", \"\"]"),
+            ("vhosts", "[\"a\", \"a\"]"),
         ] {
             let c = Config::parse(&format!("[amqp]\n{key} = {value}\n")).unwrap();
             let err = c.validate().unwrap_err();
             assert!(err.starts_with(&format!("amqp.{key}")), "{err}");
         }
         let d = Config::default();
+        assert_eq!(d.amqp.vhosts, ["/"]);
         assert_eq!(d.amqp.bind.port(), 5672);
         assert!(d.amqp.bind.ip().is_loopback());
         assert_eq!(d.amqp.storage, StorageMode::Disk);

@@ -26,7 +26,7 @@ use tokio::time::{timeout, Instant};
 
 use super::codec;
 use super::error::*;
-use super::handshake::handshake;
+use super::handshake::{handshake, Opened, Peer};
 use super::hub::{AmqpHub, ConnId};
 use super::memory::Outbound;
 use super::state::Session;
@@ -105,18 +105,25 @@ async fn run(
     handshake_deadline: Instant,
     login: &ListenerAuth,
 ) -> String {
-    let loopback = stream
-        .peer_addr()
-        .is_ok_and(|a: SocketAddr| a.ip().is_loopback());
+    let peer = Peer {
+        loopback: stream
+            .peer_addr()
+            .is_ok_and(|a: SocketAddr| a.ip().is_loopback()),
+        certificate_cn: stream.peer_common_name(),
+    };
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(8 * 1024);
-    let tuning = match tokio::time::timeout_at(
+    let Opened {
+        tuning,
+        vhost,
+        access,
+    } = match tokio::time::timeout_at(
         handshake_deadline,
-        handshake(&mut rd, &mut wr, &mut buf, hub, counters, (loopback, login)),
+        handshake(&mut rd, &mut wr, &mut buf, hub, counters, (&peer, login)),
     )
     .await
     {
-        Ok(Ok(t)) => t,
+        Ok(Ok(opened)) => opened,
         Ok(Err(why)) => return why,
         Err(_) => {
             hub.metrics
@@ -128,7 +135,7 @@ async fn run(
         (tuning.heartbeat > 0).then(|| Duration::from_secs(u64::from(tuning.heartbeat)));
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
     let out = hub.outbound(tx);
-    let conn = hub.connect(out.clone(), tuning.frame_max);
+    let conn = hub.connect_to(vhost, out.clone(), tuning.frame_max, access);
     let mut writer = tokio::spawn(write_loop(
         wr,
         rx,
@@ -146,7 +153,7 @@ async fn run(
     let why = 'conn: loop {
         session.process(&mut buf);
         if let Some(seq) = session.take_need_sync() {
-            if !hub.sync_covering(seq).await {
+            if !hub.sync_covering(conn, seq).await {
                 session.sync_failed();
             }
         }

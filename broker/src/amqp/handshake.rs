@@ -1,6 +1,8 @@
-//! The AMQP handshake: protocol header, start/start-ok with PLAIN or
-//! AMQPLAIN, tune/tune-ok, open/open-ok. A refused login or an unexpected
-//! method is answered with connection.close and ends the connection.
+//! The AMQP handshake: protocol header, start/start-ok with PLAIN,
+//! AMQPLAIN or (with a client certificate) EXTERNAL, tune/tune-ok,
+//! open/open-ok into a vhost the user may open. A refused login or vhost,
+//! or an unexpected method, is answered with connection.close and ends the
+//! connection.
 
 use crate::core::stream::{ClientReadHalf, ClientWriteHalf};
 use amq_protocol::protocol::{connection, AMQPClass};
@@ -10,7 +12,7 @@ use bytes::BytesMut;
 use super::codec::{self, Frame};
 use super::connection::{fill, write_now};
 use super::error::*;
-use super::hub::AmqpHub;
+use super::hub::{AmqpHub, ConnectionAccess, VhostId};
 use super::state::{connection_close, method_frame, Tuning};
 use crate::auth::ListenerAuth;
 use crate::metrics::{Protocol, ProtocolCounters};
@@ -116,14 +118,30 @@ fn announces_blocked(client_properties: &FieldTable) -> bool {
     }
 }
 
+/// What the client is: whether it connects from loopback, and the common
+/// name of its verified TLS client certificate (for EXTERNAL).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Peer {
+    pub loopback: bool,
+    pub certificate_cn: Option<String>,
+}
+
+/// A finished handshake: the tuning, the vhost opened, who opened it.
+#[derive(Debug)]
+pub(super) struct Opened {
+    pub tuning: Tuning,
+    pub vhost: VhostId,
+    pub access: ConnectionAccess,
+}
+
 pub(super) async fn handshake(
     rd: &mut ClientReadHalf,
     wr: &mut ClientWriteHalf,
     buf: &mut BytesMut,
     hub: &AmqpHub,
     counters: &ProtocolCounters,
-    (loopback, login): (bool, &ListenerAuth),
-) -> Result<Tuning, String> {
+    (peer, login): (&Peer, &ListenerAuth),
+) -> Result<Opened, String> {
     loop {
         match codec::read_protocol_header(buf) {
             Ok(Some(())) => break,
@@ -141,14 +159,20 @@ pub(super) async fn handshake(
         version_major: 0,
         version_minor: 9,
         server_properties: server_properties(),
-        mechanisms: LongString::from("PLAIN AMQPLAIN"),
+        mechanisms: LongString::from(match peer.certificate_cn {
+            Some(_) => "PLAIN AMQPLAIN EXTERNAL",
+            None => "PLAIN AMQPLAIN",
+        }),
         locales: LongString::from("en_US"),
     }));
     write_now(wr, &method_frame(0, start), counters).await?;
     let refuse = |code: u16, text: String| AmqpError::hard(code, text);
     let fail = async |wr: &mut ClientWriteHalf, e: AmqpError| -> String {
-        hub.metrics
-            .protocol_error(Protocol::Amqp, "handshake_refused");
+        let kind = match e.code {
+            NOT_ALLOWED => "vhost_not_allowed",
+            _ => "handshake_refused",
+        };
+        hub.metrics.protocol_error(Protocol::Amqp, kind);
         let _ = write_now(wr, &method_frame(0, connection_close(&e)), counters).await;
         e.text
     };
@@ -167,16 +191,32 @@ pub(super) async fn handshake(
     };
     let blocked_capable = announces_blocked(&start_ok.client_properties);
     let mechanism = start_ok.mechanism.as_str();
-    let Some((user, pass)) = credentials(mechanism, start_ok.response.as_bytes()) else {
-        let e = refuse(ACCESS_REFUSED, format!("ACCESS_REFUSED - unsupported mechanism '{mechanism}' or bad response (use PLAIN or AMQPLAIN)"));
-        return Err(fail(wr, e).await);
+    let external = match (mechanism, &peer.certificate_cn) {
+        ("EXTERNAL", Some(cn)) => Some(cn.clone()),
+        _ => None,
     };
-    // With a password file every login is checked against it; without one,
-    // a listener open to anonymous clients takes any login, and otherwise
-    // only guest/guest from a loopback peer (as RabbitMQ).
-    let allowed = match login.auth.has_users() {
-        true => login.auth.verify_blocking(&user, pass.as_bytes()).await,
-        false => login.anonymous || (loopback && user == "guest" && pass == "guest"),
+    let (user, allowed) = match external {
+        // The certificate was verified against the CA: its CN is the user,
+        // who must be in the password file when there is one (as RabbitMQ's
+        // EXTERNAL needs the user to exist).
+        Some(cn) => {
+            let known = !login.auth.has_users() || login.auth.knows(&cn);
+            (cn, known)
+        }
+        None => {
+            let Some((user, pass)) = credentials(mechanism, start_ok.response.as_bytes()) else {
+                let e = refuse(ACCESS_REFUSED, format!("ACCESS_REFUSED - unsupported mechanism '{mechanism}' or bad response (use PLAIN or AMQPLAIN, or EXTERNAL with a client certificate)"));
+                return Err(fail(wr, e).await);
+            };
+            // With a password file every login is checked against it; without
+            // one, a listener open to anonymous clients takes any login, and
+            // otherwise only guest/guest from a loopback peer (as RabbitMQ).
+            let allowed = match login.auth.has_users() {
+                true => login.auth.verify_blocking(&user, pass.as_bytes()).await,
+                false => login.anonymous || (peer.loopback && user == "guest" && pass == "guest"),
+            };
+            (user, allowed)
+        }
     };
     if !allowed {
         let e = refuse(
@@ -218,8 +258,8 @@ pub(super) async fn handshake(
         heartbeat: tune_ok.heartbeat,
         blocked_capable,
     };
-    match read_frame((rd, wr), buf, tuning.frame_max, hub, counters).await? {
-        Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Open(_))) => {}
+    let open = match read_frame((rd, wr), buf, tuning.frame_max, hub, counters).await? {
+        Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Open(m))) => m,
         other => {
             return Err(fail(
                 wr,
@@ -230,10 +270,36 @@ pub(super) async fn handshake(
             )
             .await)
         }
-    }
+    };
+    let name = open.virtual_host.as_str();
+    let Some(vhost) = hub.vhost(name) else {
+        let e = refuse(
+            NOT_ALLOWED,
+            format!("NOT_ALLOWED - vhost '{name}' not found (amqp.vhosts does not name it)"),
+        );
+        return Err(fail(wr, e).await);
+    };
+    // Without `[[amqp]]` permissions every user may open every vhost.
+    let permission = match login.auth.amqp_acl() {
+        None => None,
+        Some(acl) => match acl.permission(&user, name) {
+            Some(p) => Some(p),
+            None => {
+                let e = refuse(
+                    NOT_ALLOWED,
+                    format!("NOT_ALLOWED - access to vhost '{name}' refused for user '{user}'"),
+                );
+                return Err(fail(wr, e).await);
+            }
+        },
+    };
     let open_ok = AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {}));
     write_now(wr, &method_frame(0, open_ok), counters).await?;
-    Ok(tuning)
+    Ok(Opened {
+        tuning,
+        vhost,
+        access: ConnectionAccess { user, permission },
+    })
 }
 
 #[cfg(test)]
@@ -311,7 +377,13 @@ mod tests {
             &mut buf,
             &hub,
             &counters,
-            (true, &ListenerAuth::open()),
+            (
+                &Peer {
+                    loopback: true,
+                    certificate_cn: None,
+                },
+                &ListenerAuth::open(),
+            ),
         )
         .await
         .unwrap_err();
@@ -337,7 +409,13 @@ mod tests {
                 &mut buf,
                 &hub,
                 &counters,
-                (true, &ListenerAuth::open()),
+                (
+                    &Peer {
+                        loopback: true,
+                        certificate_cn: None,
+                    },
+                    &ListenerAuth::open(),
+                ),
             )
             .await
         });
@@ -388,7 +466,7 @@ mod tests {
             next_method(&mut client, &mut buf).await,
             AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))
         ));
-        let tuning = broker.await.unwrap().unwrap();
+        let tuning = broker.await.unwrap().unwrap().tuning;
         assert_eq!(
             (tuning.channel_max, tuning.frame_max, tuning.heartbeat),
             (10, 131_072, 5)

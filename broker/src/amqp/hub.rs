@@ -28,6 +28,7 @@ use super::queue::{
 };
 use super::routing::ExchangeKind;
 use super::store::{self, Store};
+use crate::auth::AmqpAccess;
 use crate::core::slots::ConnectionSlots;
 use crate::metrics::{Metrics, Protocol, ProtocolCounters};
 use crate::storage::StorageError;
@@ -43,10 +44,16 @@ mod consumers;
 mod delivery;
 mod durable;
 mod methods;
+mod route;
+mod vhost;
 
+use vhost::{conn_id, lock, open_vhost, Vhost};
+pub use vhost::{vhost_dir, ConnectionAccess, VhostId};
+
+/// A connection; its vhost is in the top bits (see [`vhost`]).
 pub type ConnId = u64;
 
-/// The exchanges every broker has.
+/// The exchanges every vhost has.
 pub const BUILTIN_EXCHANGES: [(&str, ExchangeKind); 6] = [
     ("", ExchangeKind::Direct),
     ("amq.direct", ExchangeKind::Direct),
@@ -134,6 +141,7 @@ struct ChannelState {
 struct Connection {
     out: Arc<Outbound>,
     frame_max: u32,
+    access: ConnectionAccess,
 }
 
 /// Where a published message went.
@@ -151,6 +159,8 @@ pub struct PublishOutcome {
 
 #[derive(Default)]
 struct State {
+    /// The vhost's name (error texts name it).
+    vhost: String,
     exchanges: HashMap<String, Exchange>,
     queues: HashMap<String, Queue>,
     conns: HashMap<ConnId, Connection>,
@@ -183,7 +193,8 @@ pub struct AmqpHub {
     /// The global connection limit and `amqp.max_connections`.
     pub connection_permits: ConnectionSlots,
     counters: ProtocolCounters,
-    state: Mutex<State>,
+    /// One per `amqp.vhosts` entry, in its order.
+    vhosts: Vec<Vhost>,
     /// Bytes AMQP holds: message bodies (queued and unacked), outbound
     /// queues, content being assembled.
     held: Arc<AtomicUsize>,
@@ -193,11 +204,6 @@ pub struct AmqpHub {
     low_watermark: usize,
     /// The memory alarm: true while publishers are blocked.
     alarm: watch::Sender<bool>,
-    /// Held for a whole fsync round, and holds the highest write number the
-    /// last completed round covered. A file's handle is taken (and the file
-    /// marked clean) only under it, so a connection whose writes another
-    /// round is syncing waits for that round instead of confirming early.
-    synced: tokio::sync::Mutex<u64>,
     #[cfg(test)]
     fail_fsync: std::sync::atomic::AtomicBool,
 }
@@ -207,54 +213,23 @@ fn now_ms() -> u64 {
 }
 
 impl AmqpHub {
-    /// Creates the built-in exchanges and, with disk storage, recovers the
-    /// durable exchanges, queues, bindings and persistent messages.
+    /// Opens every vhost of `amqp.vhosts` (see [`vhost_dir`] for where each
+    /// is stored).
     pub fn open(
         config: AmqpConfig,
         data_dir: &Path,
         metrics: Arc<Metrics>,
         connection_permits: Arc<Semaphore>,
     ) -> Result<Arc<AmqpHub>, StorageError> {
-        let mut state = State::default();
-        for (name, kind) in BUILTIN_EXCHANGES {
-            state.exchanges.insert(
-                name.to_string(),
-                Exchange {
-                    name: name.to_string(),
-                    kind,
-                    durable: true,
-                    auto_delete: false,
-                    internal: false,
-                    args: FieldTable::default(),
-                    bindings: Vec::new(),
-                },
-            );
-        }
-        if config.storage == StorageMode::Disk {
-            let root: PathBuf = data_dir.join("amqp");
-            let (store, definitions) = Store::open(&root)?;
-            state.store = Some(store);
-            let mut recovered = 0;
-            for def in definitions {
-                if let Err(e) = state.replay(def, &config) {
-                    tracing::warn!("amqp: skipping a stored definition: {e}");
-                }
-            }
-            for q in state.queues.values() {
-                recovered += q.messages.len();
-            }
-            state.compact_definitions()?;
-            if recovered > 0 || !state.queues.is_empty() {
-                tracing::info!(
-                    "amqp: recovered {} durable queues holding {recovered} messages",
-                    state.queues.len()
-                );
-            }
+        let mut vhosts = Vec::with_capacity(config.vhosts.len());
+        for name in &config.vhosts {
+            vhosts.push(open_vhost(name, &config, data_dir)?);
         }
         let connection_permits = ConnectionSlots::new(connection_permits, config.max_connections);
         let held = Arc::new(AtomicUsize::new(0));
         // Recovered messages count like published ones (each is in one queue now).
-        for q in state.queues.values_mut() {
+        let mut states: Vec<_> = vhosts.iter().map(|v| lock(&v.state)).collect();
+        for q in states.iter_mut().flat_map(|st| st.queues.values_mut()) {
             for m in q.messages.iter_mut() {
                 if let Some(msg) = Arc::get_mut(&mut m.message) {
                     let cost = Message::cost(msg.body.len(), &msg.exchange, &msg.routing_key);
@@ -262,6 +237,7 @@ impl AmqpHub {
                 }
             }
         }
+        drop(states);
         let high_watermark = config.memory_high_watermark_bytes.unwrap_or_else(|| {
             std::fs::read_to_string("/proc/meminfo")
                 .ok()
@@ -278,15 +254,10 @@ impl AmqpHub {
             connection_permits,
             config,
             metrics,
-            state: Mutex::new(state),
-            synced: tokio::sync::Mutex::new(0),
+            vhosts,
             #[cfg(test)]
             fail_fsync: std::sync::atomic::AtomicBool::new(false),
         }))
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The outbound queue of a new connection: frames sent to it go to `tx`,
@@ -337,7 +308,7 @@ impl AmqpHub {
 
     /// The connection's outbound queue has room again: deliveries held back go out.
     pub fn resume(&self, conn: ConnId) {
-        let mut st = self.state();
+        let mut st = self.state_of(conn);
         let channels: Vec<u16> = st
             .channels
             .keys()
@@ -365,19 +336,37 @@ impl AmqpHub {
         }
     }
 
-    /// Registers a connection after its handshake; frames for it go to `out`.
+    /// Registers a connection to the first vhost, unrestricted (tests).
     pub fn connect(&self, out: Arc<Outbound>, frame_max: u32) -> ConnId {
-        let mut st = self.state();
+        self.connect_to(0, out, frame_max, ConnectionAccess::default())
+    }
+
+    /// Registers a connection to `vhost` after its handshake; frames for it go to `out`.
+    pub fn connect_to(
+        &self,
+        vhost: VhostId,
+        out: Arc<Outbound>,
+        frame_max: u32,
+        access: ConnectionAccess,
+    ) -> ConnId {
+        let mut st = lock(&self.vhosts[vhost].state);
         st.next_conn += 1;
-        let id = st.next_conn;
-        st.conns.insert(id, Connection { out, frame_max });
+        let id = conn_id(vhost, st.next_conn);
+        st.conns.insert(
+            id,
+            Connection {
+                out,
+                frame_max,
+                access,
+            },
+        );
         id
     }
 
     /// Closes every channel of the connection (requeueing what it had not
     /// acknowledged) and deletes its exclusive queues.
     pub fn disconnect(&self, conn: ConnId) {
-        let mut st = self.state();
+        let mut st = self.state_of(conn);
         let channels: Vec<u16> = st
             .channels
             .keys()
@@ -401,7 +390,7 @@ impl AmqpHub {
     }
 
     pub fn open_channel(&self, conn: ConnId, channel: u16) {
-        self.state().channels.insert(
+        self.state_of(conn).channels.insert(
             (conn, channel),
             ChannelState {
                 active: true,
@@ -413,7 +402,7 @@ impl AmqpHub {
 
     /// Cancels the channel's consumers and requeues its unacknowledged messages.
     pub fn close_channel(&self, conn: ConnId, channel: u16) {
-        let mut st = self.state();
+        let mut st = self.state_of(conn);
         st.close_channel(conn, channel);
         st.settle(&self.counters);
     }
@@ -421,7 +410,7 @@ impl AmqpHub {
     /// Runs one channel method; its reply (if any) is queued before whatever
     /// deliveries the method makes possible.
     pub fn handle(&self, conn: ConnId, channel: u16, method: &AMQPClass) -> AmqpResult<()> {
-        let mut st = self.state();
+        let mut st = self.state_of(conn);
         let reply = st.handle(conn, channel, method, &self.config);
         self.report(&mut st);
         if let Some(reply) = reply? {
@@ -432,89 +421,30 @@ impl AmqpHub {
         Ok(())
     }
 
-    /// Routes a complete published message.
-    pub fn publish(
-        &self,
-        conn: ConnId,
-        channel: u16,
-        publish: &basic::Publish,
-        properties: AMQPProperties,
-        body: Bytes,
-    ) -> AmqpResult<PublishOutcome> {
-        self.counters.messages_received.inc();
-        let mut st = self.state();
-        let exchange = publish.exchange.as_str();
-        match st.exchanges.get(exchange) {
-            None => {
-                return Err(AmqpError::soft(
-                    NOT_FOUND,
-                    format!("NOT_FOUND - no exchange '{exchange}' in vhost '/'"),
-                ))
-            }
-            Some(x) if x.internal => {
-                return Err(AmqpError::soft(
-                    ACCESS_REFUSED,
-                    format!("ACCESS_REFUSED - cannot publish to internal exchange '{exchange}'"),
-                ))
-            }
-            Some(_) => {}
-        }
-        let message = Arc::new(Message {
-            exchange: exchange.to_string(),
-            routing_key: publish.routing_key.as_str().to_string(),
-            charge: Charge::new(
-                &self.held,
-                Message::cost(body.len(), exchange, publish.routing_key.as_str()),
-            ),
-            properties,
-            body,
-        });
-        let outcome = st.route_and_push(exchange, message.clone());
-        if !outcome.routed && !outcome.refused && publish.mandatory {
-            let mut out = BytesMut::new();
-            let frame_max = st
-                .conns
-                .get(&conn)
-                .map_or(codec::FRAME_MIN_SIZE, |c| c.frame_max);
-            codec::put_method(
-                &mut out,
-                channel,
-                AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
-                    reply_code: NO_ROUTE,
-                    reply_text: "NO_ROUTE".into(),
-                    exchange: publish.exchange.clone(),
-                    routing_key: publish.routing_key.clone(),
-                })),
-            );
-            codec::put_content(
-                &mut out,
-                channel,
-                &message.properties,
-                &message.body,
-                frame_max,
-            );
-            st.send(conn, out.freeze());
-        }
-        if !outcome.routed && !outcome.refused {
-            self.metrics.message_dropped(Protocol::Amqp, "unroutable");
-        }
-        st.settle(&self.counters);
-        self.report(&mut st);
-        Ok(outcome)
-    }
-
-    /// fsyncs every file written since the last round.
+    /// fsyncs every file written since the last round, in every vhost.
     pub async fn sync(&self) {
-        self.sync_covering(u64::MAX).await;
+        for v in &self.vhosts {
+            self.sync_vhost(v, u64::MAX).await;
+        }
     }
 
-    /// Returns once an fsync covering write `seq` (a [`PublishOutcome::write_seq`])
-    /// has completed: true, or false when fsync failed (now or before), in
-    /// which case what it should have covered must be nacked.
-    pub async fn sync_covering(&self, seq: u64) -> bool {
-        let mut synced = self.synced.lock().await;
+    /// Returns once an fsync covering write `seq` (a [`PublishOutcome::write_seq`]
+    /// of the connection's vhost) has completed: true, or false when fsync
+    /// failed (now or before), in which case what it should have covered
+    /// must be nacked.
+    pub async fn sync_covering(&self, conn: ConnId, seq: u64) -> bool {
+        self.sync_vhost(&self.vhosts[vhost::vhost_of(conn)], seq)
+            .await
+    }
+
+    /// The fsync round lock is held for a whole round. A file's handle is
+    /// taken (and the file marked clean) only under it, so a connection
+    /// whose writes another round is syncing waits for that round instead
+    /// of confirming early.
+    async fn sync_vhost(&self, v: &Vhost, seq: u64) -> bool {
+        let mut synced = v.synced.lock().await;
         let (files, target) = {
-            let mut st = self.state();
+            let mut st = lock(&v.state);
             if st.storage_failed {
                 return false;
             }
@@ -546,7 +476,7 @@ impl AmqpHub {
             .await
             .unwrap_or(false);
             if !synced_all {
-                self.state().storage_failed = true;
+                lock(&v.state).storage_failed = true;
                 self.metrics.protocol_error(Protocol::Amqp, "fsync_failed");
                 return false;
             }
@@ -555,9 +485,9 @@ impl AmqpHub {
         true
     }
 
-    /// Messages ready in `queue` (tests and metrics).
+    /// Messages ready in `queue` of vhost `/` (tests and metrics).
     pub fn queue_len(&self, queue: &str) -> Option<usize> {
-        self.state().queues.get(queue).map(|q| q.messages.len())
+        self.queue_len_in("/", queue)
     }
 
     /// Expires message TTLs and fsyncs on the interval until `shutdown`; fsyncs once more at the end.
@@ -572,11 +502,12 @@ impl AmqpHub {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = expiry.tick() => {
-                    let mut st = self.state();
-                    st.expire_all();
-                    st.settle(&self.counters);
-                    self.report(&mut st);
-                    drop(st);
+                    for v in &self.vhosts {
+                        let mut st = lock(&v.state);
+                        st.expire_all();
+                        st.settle(&self.counters);
+                        self.report(&mut st);
+                    }
                     self.check_memory();
                 }
                 _ = flush.tick() => self.sync().await,
@@ -586,177 +517,11 @@ impl AmqpHub {
     }
 }
 
-fn not_found(what: &str, name: &str) -> AmqpError {
+fn not_found(vhost: &str, what: &str, name: &str) -> AmqpError {
     AmqpError::soft(
         NOT_FOUND,
-        format!("NOT_FOUND - no {what} '{name}' in vhost '/'"),
+        format!("NOT_FOUND - no {what} '{name}' in vhost '{vhost}'"),
     )
-}
-
-impl State {
-    fn send(&self, conn: ConnId, bytes: Bytes) {
-        if let Some(c) = self.conns.get(&conn) {
-            c.out.send(bytes);
-        }
-    }
-
-    fn send_method(&self, conn: ConnId, channel: u16, method: AMQPClass) {
-        let mut out = BytesMut::new();
-        codec::put_method(&mut out, channel, method);
-        self.send(conn, out.freeze());
-    }
-
-    fn channel(&mut self, conn: ConnId, channel: u16) -> AmqpResult<&mut ChannelState> {
-        self.channels.get_mut(&(conn, channel)).ok_or_else(|| {
-            AmqpError::hard(
-                CHANNEL_ERROR,
-                format!("CHANNEL_ERROR - channel {channel} is not open"),
-            )
-        })
-    }
-
-    /// The queue a method names; the empty name means the channel's last declared queue.
-    fn queue_name(&mut self, conn: ConnId, channel: u16, name: &ShortString) -> AmqpResult<String> {
-        if !name.as_str().is_empty() {
-            return Ok(name.as_str().to_string());
-        }
-        self.channel(conn, channel)?
-            .last_queue
-            .clone()
-            .ok_or_else(|| AmqpError::soft(NOT_FOUND, "NOT_FOUND - no previously declared queue"))
-    }
-
-    /// The queue, if this connection may use it (exclusive queues belong to one connection).
-    fn usable_queue(&mut self, conn: ConnId, name: &str) -> AmqpResult<&mut Queue> {
-        match self.queues.get_mut(name) {
-            None => Err(not_found("queue", name)),
-            Some(q) if q.exclusive_owner.is_some_and(|o| o != conn) => Err(AmqpError::soft(
-                RESOURCE_LOCKED,
-                format!("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}' in vhost '/'"),
-            )),
-            Some(q) => Ok(q),
-        }
-    }
-
-    /// Drops messages for good: their records on disk are removed.
-    fn forget<'a>(&mut self, queue: &str, messages: impl Iterator<Item = &'a QueuedMessage>) {
-        let Some(q) = self.queues.get_mut(queue) else {
-            return;
-        };
-        let Some(log) = &mut q.log else { return };
-        let mut wrote = false;
-        for m in messages.filter(|m| m.on_disk) {
-            if let Err(e) = log.remove(m.id) {
-                tracing::error!("amqp: {e}");
-            }
-            wrote = true;
-        }
-        match log.clear_if_dead() {
-            Ok(cleared) => wrote |= cleared,
-            Err(e) => tracing::error!("amqp: {e}"),
-        }
-        if wrote {
-            self.dirty_queues.insert(queue.to_string());
-            self.write_seq += 1;
-        }
-    }
-
-    /// The queues an exchange routes a message to (through exchange-to-exchange bindings too).
-    fn route(&self, exchange: &str, message: &Message) -> Vec<String> {
-        if exchange.is_empty() {
-            return match self.queues.contains_key(&message.routing_key) {
-                true => vec![message.routing_key.clone()],
-                false => Vec::new(),
-            };
-        }
-        let headers = message.properties.headers().as_ref();
-        let mut queues = Vec::new();
-        let mut seen = HashSet::new();
-        let mut todo = vec![exchange.to_string()];
-        while let Some(x) = todo.pop() {
-            if !seen.insert(x.clone()) {
-                continue;
-            }
-            let Some(x) = self.exchanges.get(&x) else {
-                continue;
-            };
-            for b in &x.bindings {
-                if x.kind
-                    .matches(&b.key, &b.args, &message.routing_key, headers)
-                {
-                    match &b.destination {
-                        Destination::Queue(q) if !queues.contains(q) => queues.push(q.clone()),
-                        Destination::Queue(_) => {}
-                        Destination::Exchange(e) => todo.push(e.clone()),
-                    }
-                }
-            }
-        }
-        queues
-    }
-
-    fn route_and_push(&mut self, exchange: &str, message: Arc<Message>) -> PublishOutcome {
-        let targets = self.route(exchange, &message);
-        let mut outcome = PublishOutcome {
-            routed: !targets.is_empty(),
-            ..PublishOutcome::default()
-        };
-        // reject-publish refuses the message everywhere (as RabbitMQ's confirms report one nack).
-        if targets.iter().any(|q| {
-            self.queues
-                .get(q)
-                .is_some_and(|q| q.messages.would_reject(&message))
-        }) {
-            self.rejected_max_length += 1;
-            outcome.refused = true;
-            return outcome;
-        }
-        if self.storage_failed
-            && message.is_persistent()
-            && targets.iter().any(|q| {
-                self.queues
-                    .get(q)
-                    .is_some_and(|q| q.durable && q.log.is_some())
-            })
-        {
-            outcome.refused = true;
-            return outcome;
-        }
-        let now = now_ms();
-        for name in targets {
-            let Some(q) = self.queues.get_mut(&name) else {
-                continue;
-            };
-            let persist = q.durable && message.is_persistent() && q.log.is_some();
-            let result = q.messages.push(message.clone(), now, persist);
-            if let PushOutcome::Queued { dropped } = result {
-                if persist {
-                    let qm = q.messages.iter().last().cloned();
-                    if let (Some(log), Some(qm)) = (&mut q.log, qm) {
-                        match log.append(&qm) {
-                            Ok(()) => {
-                                outcome.wrote_to_disk = true;
-                                self.dirty_queues.insert(name.clone());
-                                self.write_seq += 1;
-                                outcome.write_seq = self.write_seq;
-                            }
-                            Err(e) => {
-                                tracing::error!("amqp: {e}");
-                                outcome.refused = true;
-                            }
-                        }
-                    }
-                }
-                self.dropped_max_length += dropped.len() as u64;
-                for d in dropped {
-                    self.to_dead_letter
-                        .push((name.clone(), d, DeadReason::MaxLen));
-                }
-                self.to_dispatch.push(name);
-            }
-        }
-        outcome
-    }
 }
 
 #[cfg(test)]
@@ -880,12 +645,12 @@ mod tests {
         assert!(out.wrote_to_disk && out.write_seq > 0 && !out.refused);
         // The flush tick (or another connection) has taken the files and is
         // still fsyncing them: this publish's confirm must wait for that round.
-        let round = hub.synced.lock().await;
-        let files = hub.state().take_sync_handles();
+        let round = hub.vhosts[0].synced.lock().await;
+        let files = hub.state_of(conn).take_sync_handles();
         assert!(!files.is_empty());
         let waiter = {
             let hub = hub.clone();
-            tokio::spawn(async move { hub.sync_covering(out.write_seq).await })
+            tokio::spawn(async move { hub.sync_covering(conn, out.write_seq).await })
         };
         for _ in 0..20 {
             tokio::task::yield_now().await;
@@ -898,22 +663,28 @@ mod tests {
             f.sync_data().unwrap();
         }
         let mut round = round;
-        *round = hub.state().write_seq;
+        *round = hub.state_of(conn).write_seq;
         drop(round);
         assert!(waiter.await.unwrap(), "covered once that round completed");
-        assert!(hub.sync_covering(out.write_seq).await, "already covered");
+        assert!(
+            hub.sync_covering(conn, out.write_seq).await,
+            "already covered"
+        );
 
         // An fsync fails: the publish it covered is to be nacked, and later
         // persistent messages for durable queues are refused.
         let out = publish(&hub, conn, "d", b"b", true);
         hub.fail_fsync
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        assert!(!hub.sync_covering(out.write_seq).await);
+        assert!(!hub.sync_covering(conn, out.write_seq).await);
         hub.fail_fsync
             .store(false, std::sync::atomic::Ordering::Relaxed);
         let refused = publish(&hub, conn, "d", b"c", true);
         assert!(refused.refused && !refused.wrote_to_disk);
-        assert!(!hub.sync_covering(refused.write_seq).await, "stays failed");
+        assert!(
+            !hub.sync_covering(conn, refused.write_seq).await,
+            "stays failed"
+        );
         // Transient messages and non-durable queues carry on.
         assert!(!publish(&hub, conn, "d", b"t", false).refused);
         declare(&hub, conn, "mem", false);
@@ -1043,7 +814,7 @@ mod tests {
         // Closing the channel requeues the 3 unacked, in order, redelivered.
         hub.close_channel(conn, 1);
         assert_eq!(hub.queue_len("q"), Some(3 + 4));
-        let st = hub.state();
+        let st = hub.state_of(conn);
         let first: Vec<(u8, bool)> = st.queues["q"]
             .messages
             .iter()
@@ -1099,7 +870,7 @@ mod tests {
             None,
             "non-durable queues are not recovered"
         );
-        let st = hub.state();
+        let st = lock(&hub.vhosts[0].state);
         let bodies: Vec<u8> = st.queues["jobs"]
             .messages
             .iter()

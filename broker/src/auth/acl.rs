@@ -75,6 +75,9 @@ struct RawRule {
 struct RawAcl {
     #[serde(default)]
     rule: Vec<RawRule>,
+    /// AMQP permissions, read by [`super::amqp_acl`].
+    #[serde(default, rename = "amqp")]
+    _amqp: Option<toml::Value>,
 }
 
 /// Who is asking: the user name (none when anonymous) and the client id.

@@ -1,8 +1,10 @@
 //! Authentication and authorisation shared by every protocol: the `[auth]`
-//! config section, the user database (a password file), the MQTT ACL, and
-//! the rule that decides where anonymous clients are let in.
+//! config section, the user database (a password file), the MQTT ACL and
+//! AMQP permissions, and the rule that decides where anonymous clients are
+//! let in.
 
 pub mod acl;
+pub mod amqp_acl;
 pub mod passwd;
 pub mod scram;
 
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 pub use acl::{Acl, Principal};
+pub use amqp_acl::{AmqpAccess, AmqpAcl, AmqpPermission};
 pub use passwd::{PasswordEntry, PasswordFile};
 
 /// The `[auth]` section. Paths are relative to the config file.
@@ -24,7 +27,8 @@ pub struct AuthConfig {
     /// anonymous access off unless `mqtt.allow_anonymous` /
     /// `amqp.allow_anonymous` say otherwise.
     pub password_file: Option<PathBuf>,
-    /// MQTT ACL rules (TOML); without one every client may use every topic.
+    /// MQTT ACL rules and AMQP permissions (`[[amqp]]`, TOML); without one
+    /// every client may use every topic, vhost and resource.
     pub acl_file: Option<PathBuf>,
 }
 
@@ -57,6 +61,8 @@ pub struct AuthError {
 pub struct Auth {
     users: Option<PasswordFile>,
     acl: Option<Acl>,
+    /// `None` when the ACL file has no `[[amqp]]` table: AMQP is not restricted.
+    amqp_acl: Option<AmqpAcl>,
 }
 
 impl Auth {
@@ -70,20 +76,44 @@ impl Auth {
             })?),
             None => None,
         };
-        let acl = match &config.acl_file {
-            Some(file) => Some(Acl::load(file).map_err(|message| AuthError {
+        let (mut acl, mut amqp_acl) = (None, None);
+        if let Some(file) = &config.acl_file {
+            let error = |message| AuthError {
                 file: file.clone(),
                 key: "acl_file",
                 message,
-            })?),
-            None => None,
-        };
-        Ok(Auth { users, acl })
+            };
+            acl = Some(Acl::load(file).map_err(error)?);
+            // Readable: Acl::load has just read it.
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| error(format!("cannot read the ACL file: {e}")))?;
+            amqp_acl = AmqpAcl::parse(&text).map_err(error)?;
+        }
+        Ok(Auth {
+            users,
+            acl,
+            amqp_acl,
+        })
     }
 
     /// An in-memory database (tests and embedding).
     pub fn new(users: Option<PasswordFile>, acl: Option<Acl>) -> Auth {
-        Auth { users, acl }
+        Auth {
+            users,
+            acl,
+            amqp_acl: None,
+        }
+    }
+
+    /// With AMQP permissions (tests and embedding).
+    pub fn with_amqp_acl(mut self, amqp_acl: Option<AmqpAcl>) -> Auth {
+        self.amqp_acl = amqp_acl;
+        self
+    }
+
+    /// The `[[amqp]]` permissions; `None` = AMQP is not restricted.
+    pub fn amqp_acl(&self) -> Option<&AmqpAcl> {
+        self.amqp_acl.as_ref()
     }
 
     /// Whether a password file is configured.

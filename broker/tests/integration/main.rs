@@ -10,6 +10,7 @@ mod amqp_lapin;
 mod amqp_limits;
 mod amqp_malformed;
 mod amqp_pika;
+mod amqp_vhost;
 mod auth;
 mod broker_process;
 mod cli;

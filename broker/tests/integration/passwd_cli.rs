@@ -141,6 +141,20 @@ fn bad_password_file_or_plain_text_users_stop_start_up_with_exit_2() {
         line.contains("acl.toml: rule 1") && line.contains("(auth.acl_file)"),
         "{line}"
     );
+    // An AMQP permission with a bad regex: file, table and key named, exit 2.
+    std::fs::write(
+        dir.path().join("acl.toml"),
+        "[[amqp]]\nuser = \"a\"\nvhost = \"/\"\nconfigure = \".*\"\nwrite = \"(\"\nread = \"\"\n",
+    )
+    .unwrap();
+    let out = broker(&["--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let line = stderr(&out);
+    assert!(
+        line.contains("acl.toml: [[amqp]] table 1: key `write`: invalid regex")
+            && line.contains("(auth.acl_file)"),
+        "{line}"
+    );
 }
 
 fn mosquitto(tool: &str, port: u16, version: &str, args: &[&str]) -> Output {

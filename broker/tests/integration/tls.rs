@@ -712,6 +712,117 @@ async fn amqps_handshake_opens_the_connection() {
         .contains("broker_tls_handshakes_total{protocol=\"amqp\"} 1"));
 }
 
+/// EXTERNAL on AMQPS: the verified client certificate's CN is the user,
+/// who must be in the password file and is held to the `[[amqp]]` rules.
+#[tokio::test]
+async fn amqp_vhost_external_login_is_the_client_certificate_cn() {
+    use amq_protocol::protocol::{connection, AMQPClass};
+    use amq_protocol::types::{FieldTable, LongString, ShortString};
+
+    async fn next(s: &mut TlsStream<TcpStream>, buf: &mut BytesMut) -> AMQPClass {
+        loop {
+            if let Some(Frame::Method(0, m)) = amqp_codec::next_frame(buf, 1 << 20).unwrap() {
+                return m;
+            }
+            let n = timeout(WAIT, s.read_buf(buf)).await.unwrap().unwrap();
+            assert!(n > 0, "broker closed the AMQPS connection");
+        }
+    }
+    async fn send(s: &mut TlsStream<TcpStream>, m: connection::AMQPMethod) {
+        let mut out = BytesMut::new();
+        amqp_codec::put_method(&mut out, 0, AMQPClass::Connection(m));
+        s.write_all(&out).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    /// Logs in with EXTERNAL and opens `vhost`: what the broker answers last.
+    async fn external(addr: SocketAddr, config: Arc<ClientConfig>, vhost: &str) -> AMQPClass {
+        let mut s = tls_connect(addr, config).await.unwrap();
+        let mut buf = BytesMut::new();
+        s.write_all(amqp_codec::PROTOCOL_HEADER).await.unwrap();
+        s.flush().await.unwrap();
+        let AMQPClass::Connection(connection::AMQPMethod::Start(start)) =
+            next(&mut s, &mut buf).await
+        else {
+            panic!("expected connection.start");
+        };
+        assert_eq!(start.mechanisms.to_string(), "PLAIN AMQPLAIN EXTERNAL");
+        send(
+            &mut s,
+            connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: FieldTable::default(),
+                mechanism: ShortString::from("EXTERNAL"),
+                response: LongString::from(Vec::new()),
+                locale: ShortString::from("en_US"),
+            }),
+        )
+        .await;
+        let tune = match next(&mut s, &mut buf).await {
+            AMQPClass::Connection(connection::AMQPMethod::Tune(t)) => t,
+            other => return other,
+        };
+        send(
+            &mut s,
+            connection::AMQPMethod::TuneOk(connection::TuneOk {
+                channel_max: tune.channel_max,
+                frame_max: tune.frame_max,
+                heartbeat: 0,
+            }),
+        )
+        .await;
+        send(
+            &mut s,
+            connection::AMQPMethod::Open(connection::Open {
+                virtual_host: ShortString::from(vhost),
+            }),
+        )
+        .await;
+        next(&mut s, &mut buf).await
+    }
+
+    let ca = Ca::new("amqps CA");
+    let files = Files::new(&ca, &ca.issue("localhost", 8, true));
+    let dir = tempfile::tempdir().unwrap();
+    let users = crate::common::password_file(dir.path(), &[("alice", "unused")]);
+    let acl = dir.path().join("acl.toml");
+    std::fs::write(
+        &acl,
+        "[[amqp]]\nuser = \"alice\"\nvhost = \"/\"\nconfigure = \".*\"\nwrite = \".*\"\nread = \".*\"\n",
+    )
+    .unwrap();
+    let b = tls_broker(&files, |c| {
+        c.tls.ca = Some(files.path("ca.pem"));
+        c.tls.client_auth = ClientAuth::Require;
+        c.auth.password_file = Some(users);
+        c.auth.acl_file = Some(acl);
+        c.amqp.vhosts = vec!["/".into(), "other".into()];
+    })
+    .await;
+    let addr = b.amqp_tls_addr.unwrap();
+    let alice = client_config(&ca, Some(&ca.issue("alice", 60, false)));
+    assert!(matches!(
+        external(addr, alice.clone(), "/").await,
+        AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))
+    ));
+    let AMQPClass::Connection(connection::AMQPMethod::Close(close)) =
+        external(addr, alice, "other").await
+    else {
+        panic!("expected connection.close");
+    };
+    assert_eq!(close.reply_code, 530);
+    assert_eq!(
+        close.reply_text.as_str(),
+        "NOT_ALLOWED - access to vhost 'other' refused for user 'alice'"
+    );
+    // A CN the password file does not know is refused.
+    let mallory = client_config(&ca, Some(&ca.issue("mallory", 61, false)));
+    let AMQPClass::Connection(connection::AMQPMethod::Close(close)) =
+        external(addr, mallory, "/").await
+    else {
+        panic!("expected connection.close");
+    };
+    assert_eq!(close.reply_code, 403, "{}", close.reply_text);
+}
+
 /// The port of the one broker in a Metadata v0 answer on `s`.
 async fn metadata_broker_port(
     s: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),

@@ -32,7 +32,10 @@ impl State {
         if q.consumers.iter().any(|c| c.exclusive) || (m.exclusive && !q.consumers.is_empty()) {
             return Err(AmqpError::soft(
                 ACCESS_REFUSED,
-                format!("ACCESS_REFUSED - queue '{name}' in vhost '/' in exclusive use"),
+                format!(
+                    "ACCESS_REFUSED - queue '{name}' in vhost '{vhost}' in exclusive use",
+                    vhost = self.vhost
+                ),
             ));
         }
         q.consumers.push(Consumer {

@@ -1,10 +1,13 @@
 //! The channel methods that change exchanges, queues, bindings, consumers
 //! and acknowledgements: one `match` over the method, one small handler each.
+//! Each checks the connection's permission on the resources it touches
+//! first, as RabbitMQ does.
 
 use amq_protocol::protocol::{basic, channel, exchange, queue, AMQPClass};
 use amq_protocol::types::FieldTable;
 
 use super::*;
+use crate::auth::AmqpAccess::{Configure, Read, Write};
 
 impl State {
     pub(super) fn handle(
@@ -18,6 +21,10 @@ impl State {
         self.channel(conn, ch)?;
         let reply = match method {
             C::Exchange(exchange::AMQPMethod::Declare(m)) => {
+                if !m.passive {
+                    let x = m.exchange.as_str();
+                    self.check(conn, Configure, "exchange", x, "exchange.declare")?;
+                }
                 if !m.passive
                     && !self.exchanges.contains_key(m.exchange.as_str())
                     && self.exchanges.len() as u64 >= config.max_exchanges
@@ -34,12 +41,17 @@ impl State {
                 )))
             }
             C::Exchange(exchange::AMQPMethod::Delete(m)) => {
+                let x = m.exchange.as_str();
+                self.check(conn, Configure, "exchange", x, "exchange.delete")?;
                 self.exchange_delete(m.exchange.as_str(), m.if_unused)?;
                 (!m.nowait).then_some(C::Exchange(exchange::AMQPMethod::DeleteOk(
                     exchange::DeleteOk {},
                 )))
             }
             C::Exchange(exchange::AMQPMethod::Bind(m)) => {
+                let (src, dst) = (m.source.as_str(), m.destination.as_str());
+                self.check(conn, Write, "exchange", dst, "exchange.bind")?;
+                self.check(conn, Read, "exchange", src, "exchange.bind")?;
                 self.bind(
                     m.source.as_str(),
                     Destination::Exchange(m.destination.as_str().to_string()),
@@ -53,6 +65,9 @@ impl State {
                 )))
             }
             C::Exchange(exchange::AMQPMethod::Unbind(m)) => {
+                let (src, dst) = (m.source.as_str(), m.destination.as_str());
+                self.check(conn, Write, "exchange", dst, "exchange.unbind")?;
+                self.check(conn, Read, "exchange", src, "exchange.unbind")?;
                 self.unbind(
                     m.source.as_str(),
                     &Destination::Exchange(m.destination.as_str().to_string()),
@@ -76,6 +91,8 @@ impl State {
             }
             C::Queue(queue::AMQPMethod::Bind(m)) => {
                 let q = self.queue_name(conn, ch, &m.queue)?;
+                self.check(conn, Write, "queue", &q, "queue.bind")?;
+                self.check(conn, Read, "exchange", m.exchange.as_str(), "queue.bind")?;
                 self.usable_queue(conn, &q)?;
                 self.bind(
                     m.exchange.as_str(),
@@ -89,6 +106,8 @@ impl State {
             }
             C::Queue(queue::AMQPMethod::Unbind(m)) => {
                 let q = self.queue_name(conn, ch, &m.queue)?;
+                self.check(conn, Write, "queue", &q, "queue.unbind")?;
+                self.check(conn, Read, "exchange", m.exchange.as_str(), "queue.unbind")?;
                 self.usable_queue(conn, &q)?;
                 self.unbind(
                     m.exchange.as_str(),
@@ -100,6 +119,7 @@ impl State {
             }
             C::Queue(queue::AMQPMethod::Purge(m)) => {
                 let name = self.queue_name(conn, ch, &m.queue)?;
+                self.check(conn, Read, "queue", &name, "queue.purge")?;
                 let q = self.usable_queue(conn, &name)?;
                 let purged = q.messages.purge();
                 let count = purged.len() as u32;
@@ -110,6 +130,7 @@ impl State {
             }
             C::Queue(queue::AMQPMethod::Delete(m)) => {
                 let name = self.queue_name(conn, ch, &m.queue)?;
+                self.check(conn, Configure, "queue", &name, "queue.delete")?;
                 let count = match self.usable_queue(conn, &name) {
                     // Deleting what is not there succeeds (RabbitMQ does the same).
                     Err(e) if e.code == NOT_FOUND => 0,
@@ -118,15 +139,14 @@ impl State {
                         if m.if_unused && !q.consumers.is_empty() {
                             return Err(AmqpError::soft(
                                 PRECONDITION_FAILED,
-                                format!("PRECONDITION_FAILED - queue '{name}' in vhost '/' in use"),
+                                format!("PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' in use", vhost = self.vhost),
                             ));
                         }
                         if m.if_empty && !q.messages.is_empty() {
                             return Err(AmqpError::soft(
                                 PRECONDITION_FAILED,
                                 format!(
-                                    "PRECONDITION_FAILED - queue '{name}' in vhost '/' not empty"
-                                ),
+                                    "PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' not empty", vhost = self.vhost),
                             ));
                         }
                         self.delete_queue(&name)
@@ -154,6 +174,8 @@ impl State {
                 Some(C::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})))
             }
             C::Basic(basic::AMQPMethod::Consume(m)) => {
+                let q = self.queue_name(conn, ch, &m.queue)?;
+                self.check(conn, Read, "queue", &q, "basic.consume")?;
                 self.consume(conn, ch, m)?;
                 None
             }
@@ -164,6 +186,8 @@ impl State {
                 })))
             }
             C::Basic(basic::AMQPMethod::Get(m)) => {
+                let q = self.queue_name(conn, ch, &m.queue)?;
+                self.check(conn, Read, "queue", &q, "basic.get")?;
                 self.get(conn, ch, m)?;
                 None
             }
@@ -215,8 +239,7 @@ impl State {
         AmqpError::soft(
             PRECONDITION_FAILED,
             format!(
-                "PRECONDITION_FAILED - {what} limit in vhost '/' ({max}) is reached (amqp.{key})"
-            ),
+                "PRECONDITION_FAILED - {what} limit in vhost '{vhost}' ({max}) is reached (amqp.{key})", vhost = self.vhost),
         )
     }
 
@@ -233,13 +256,13 @@ impl State {
             {
                 return Err(AmqpError::soft(
                     PRECONDITION_FAILED,
-                    format!("PRECONDITION_FAILED - inequivalent arg 'type', 'durable' or 'auto_delete' for exchange '{name}' in vhost '/': received '{}' but current is '{}'", m.kind.as_str(), x.kind.as_str()),
+                    format!("PRECONDITION_FAILED - inequivalent arg 'type', 'durable' or 'auto_delete' for exchange '{name}' in vhost '{vhost}': received '{}' but current is '{}'", m.kind.as_str(), x.kind.as_str(), vhost = self.vhost),
                 ));
             }
             return Ok(());
         }
         if m.passive {
-            return Err(not_found("exchange", name));
+            return Err(not_found(&self.vhost, "exchange", name));
         }
         if name.starts_with("amq.") {
             return Err(AmqpError::soft(
@@ -287,7 +310,10 @@ impl State {
         if if_unused && (!x.bindings.is_empty() || self.is_binding_destination(name)) {
             return Err(AmqpError::soft(
                 PRECONDITION_FAILED,
-                format!("PRECONDITION_FAILED - exchange '{name}' in vhost '/' in use"),
+                format!(
+                    "PRECONDITION_FAILED - exchange '{name}' in vhost '{vhost}' in use",
+                    vhost = self.vhost
+                ),
             ));
         }
         self.remove_exchange(name);
@@ -350,7 +376,7 @@ impl State {
         }
         if let Destination::Exchange(d) = &dest {
             if !self.exchanges.contains_key(d) {
-                return Err(not_found("exchange", d));
+                return Err(not_found(&self.vhost, "exchange", d));
             }
         }
         if let Destination::Queue(q) = &dest {
@@ -358,7 +384,7 @@ impl State {
         }
         let durable = self.destination_durable(&dest);
         let Some(x) = self.exchanges.get_mut(source) else {
-            return Err(not_found("exchange", source));
+            return Err(not_found(&self.vhost, "exchange", source));
         };
         let binding = Binding {
             destination: dest,
@@ -373,7 +399,7 @@ impl State {
             return Err(self.limit_reached("binding", "max_bindings", max_bindings));
         }
         let Some(x) = self.exchanges.get_mut(source) else {
-            return Err(not_found("exchange", source));
+            return Err(not_found(&self.vhost, "exchange", source));
         };
         let persist = x.durable && durable;
         x.bindings.push(binding.clone());
@@ -400,7 +426,7 @@ impl State {
             ));
         }
         let Some(x) = self.exchanges.get_mut(source) else {
-            return Err(not_found("exchange", source));
+            return Err(not_found(&self.vhost, "exchange", source));
         };
         let before = x.bindings.len();
         x.bindings.retain(|b| {
@@ -435,14 +461,17 @@ impl State {
         let mut name = m.queue.as_str().to_string();
         if name.is_empty() {
             if m.passive {
-                return Err(not_found("queue", ""));
+                return Err(not_found(&self.vhost, "queue", ""));
             }
             self.next_name += 1;
             name = format!("amq.gen-{:x}-{:x}", now_ms(), self.next_name);
         }
+        if !m.passive {
+            self.check(conn, Configure, "queue", &name, "queue.declare")?;
+        }
         if let Some(q) = self.queues.get(&name) {
             if q.exclusive_owner.is_some_and(|o| o != conn) {
-                return Err(AmqpError::soft(RESOURCE_LOCKED, format!("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}' in vhost '/'")));
+                return Err(AmqpError::soft(RESOURCE_LOCKED, format!("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'", vhost = self.vhost)));
             }
             if !m.passive {
                 let args = QueueArgs::parse(&m.arguments, config.default_max_length)
@@ -451,7 +480,7 @@ impl State {
                     || q.auto_delete != m.auto_delete
                     || q.messages.args != args
                 {
-                    return Err(AmqpError::soft(PRECONDITION_FAILED, format!("PRECONDITION_FAILED - inequivalent arg 'durable', 'auto_delete' or x-arguments for queue '{name}' in vhost '/'")));
+                    return Err(AmqpError::soft(PRECONDITION_FAILED, format!("PRECONDITION_FAILED - inequivalent arg 'durable', 'auto_delete' or x-arguments for queue '{name}' in vhost '{vhost}'", vhost = self.vhost)));
                 }
             }
             return Ok(queue::DeclareOk {
@@ -461,7 +490,7 @@ impl State {
             });
         }
         if m.passive {
-            return Err(not_found("queue", &name));
+            return Err(not_found(&self.vhost, "queue", &name));
         }
         if name.starts_with("amq.") && !m.queue.as_str().is_empty() {
             return Err(AmqpError::soft(
