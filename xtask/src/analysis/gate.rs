@@ -192,7 +192,7 @@ fn judge_counts(
     } else if as_fraction {
         format!(
             "{} ({name}: {} of {})",
-            crate::model::gate::fraction_text(value),
+            crate::model::units::fraction_text(value),
             thousands(n),
             thousands(expected)
         )
@@ -525,11 +525,12 @@ pub(crate) fn results<'a>(workloads: &[&'a WorkloadReport]) -> Vec<(&'a str, &'a
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::gate::{available, parse_size, profiles_dir};
+    use crate::model::gate::{available, profiles_dir};
     use crate::model::report::test_support::{
         quick_run, repeat, report, result, workload, workload_report,
     };
     use crate::model::report::Status;
+    use crate::model::units::parse_size;
     use crate::render::gate::{markdown_table, text_table, verdict_line};
     use std::path::Path;
 

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::model::units::{fraction_text, parse_size};
+
 /// What a threshold is about; each has a fixed comparison (DESIGN.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThresholdKind {
@@ -448,49 +450,6 @@ impl Profile {
                 .transpose()?,
         })
     }
-}
-
-/// `0.25` → `25 %`, `0.044488` → `4.45 %`, `0` → `0`.
-pub fn fraction_text(v: f64) -> String {
-    if v == 0.0 {
-        return "0".into();
-    }
-    let pct = v * 100.0;
-    let text = format!("{pct:.2}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    format!("{text} %")
-}
-
-/// `"1.5 GB"` → bytes. kB/MB/GB/TB are decimal (10^3...), KiB/MiB/GiB binary.
-pub fn parse_size(text: &str) -> Result<f64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .replace('_', "")
-        .parse()
-        .map_err(|_| "not a size: write e.g. \"512 MB\" or \"1.5 GB\"".to_string())?;
-    let factor = match unit.trim() {
-        "B" | "" => 1.0,
-        "kB" | "KB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "TB" => 1e12,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?}: use B, kB, MB, GB, TB (decimal) or KiB, MiB, GiB"
-            ))
-        }
-    };
-    if number <= 0.0 {
-        return Err("must be positive".into());
-    }
-    Ok(number * factor)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
