@@ -71,6 +71,11 @@ pub struct MetricsConfig {
     /// Serve Prometheus metrics at http://<bind>/metrics.
     pub enabled: bool,
     pub bind: SocketAddr,
+    /// A file holding the bearer token scrapes must send
+    /// (`Authorization: Bearer …`); relative to the config file.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Users of `auth.password_file` who may scrape with HTTP basic auth.
+    pub users: Vec<String>,
 }
 
 impl Default for MetricsConfig {
@@ -78,6 +83,8 @@ impl Default for MetricsConfig {
         MetricsConfig {
             enabled: true,
             bind: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            bearer_token_file: None,
+            users: Vec::new(),
         }
     }
 }
@@ -114,6 +121,7 @@ impl Config {
         let dir = path.parent().unwrap_or(Path::new("."));
         config.tls.resolve_paths(dir);
         config.auth.resolve_paths(dir);
+        crate::metrics::access::resolve(&mut config.metrics.bearer_token_file, dir);
         config
             .validate()
             .map_err(|message| ConfigError { source, message })?;

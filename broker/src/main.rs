@@ -50,6 +50,13 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    // A bad metrics token file or scrape user list: the same.
+    if config.metrics.enabled {
+        if let Err(e) = broker::metrics::access::check(&config.metrics, &config.auth) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let platform = Platform::detect();
     let class = config.server.class.unwrap_or(platform.class);
     let defaults = class.defaults();
@@ -103,7 +110,9 @@ fn main() -> ExitCode {
                 eprintln!("error: {e}");
                 // A certificate file that went bad since the check is still bad input.
                 let code = match e {
-                    broker::ServerError::Tls(_) | broker::ServerError::Auth(_) => 2,
+                    broker::ServerError::Tls(_)
+                    | broker::ServerError::Auth(_)
+                    | broker::ServerError::MetricsAccess(_) => 2,
                     _ => 1,
                 };
                 return ExitCode::from(code);

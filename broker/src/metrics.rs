@@ -8,6 +8,7 @@
 //! `broker_` prefix, unit suffixes, and the standard `process_*` metrics.
 
 #[cfg(target_os = "linux")]
+pub mod access;
 mod process;
 
 use std::fmt::Write as _;
@@ -97,6 +98,7 @@ pub struct Metrics {
     tls_handshakes: Family<ProtocolLabels, Counter>,
     tls_handshake_failures: Family<KindLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
+    scrapes_refused: Counter,
     pub max_connections: Gauge,
     pub mqtt: MqttMetrics,
     pub kafka: KafkaMetrics,
@@ -130,6 +132,7 @@ impl Metrics {
             tls_handshakes: Family::default(),
             tls_handshake_failures: Family::default(),
             tls_reloads: Family::default(),
+            scrapes_refused: Counter::default(),
             max_connections: Gauge::default(),
             mqtt: MqttMetrics::default(),
             kafka: KafkaMetrics::default(),
@@ -146,6 +149,11 @@ impl Metrics {
             "connections_current",
             "Client connections open now",
             m.connections_current.clone(),
+        );
+        registry.register(
+            "metrics_scrapes_refused",
+            "Requests to /metrics refused for missing or wrong credentials (metrics.bearer_token_file, metrics.users)",
+            m.scrapes_refused.clone(),
         );
         registry.register(
             "connections_refused",
@@ -342,10 +350,12 @@ impl Metrics {
 }
 
 /// Serves `GET /metrics` until `shutdown` completes. Deliberately tiny: one
-/// request per connection, no keep-alive, request head capped at 8 KiB.
+/// request per connection, no keep-alive, request head capped at 8 KiB. With
+/// `access`, a request without valid credentials gets 401.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    access: Option<Arc<access::MetricsAccess>>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -354,9 +364,10 @@ pub async fn serve(
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let metrics = metrics.clone();
+                    let (metrics, access) = (metrics.clone(), access.clone());
                     tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &metrics)).await;
+                        let answer = answer(stream, &metrics, access.as_deref());
+                        let _ = tokio::time::timeout(Duration::from_secs(5), answer).await;
                     });
                 }
                 Err(e) => {
@@ -368,7 +379,11 @@ pub async fn serve(
     }
 }
 
-async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    metrics: &Metrics,
+    access: Option<&access::MetricsAccess>,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -385,12 +400,26 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
         parts.next().unwrap_or_default(),
     );
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    let mut extra = String::new();
     let (status, content_type, body) = match (method, path) {
-        (b"GET", b"/metrics") => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
+        (b"GET", b"/metrics") => match access {
+            Some(access) if !access.allows(&head).await => {
+                metrics.scrapes_refused.inc();
+                for challenge in access.challenges() {
+                    extra.push_str(&format!("WWW-Authenticate: {challenge}\r\n"));
+                }
+                (
+                    "401 Unauthorized",
+                    "text/plain",
+                    "credentials required (metrics.bearer_token_file, metrics.users)\n".to_string(),
+                )
+            }
+            _ => (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics.encode(),
+            ),
+        },
         (b"GET", _) => ("404 Not Found", "text/plain", "try /metrics\n".to_string()),
         _ => (
             "405 Method Not Allowed",
@@ -399,7 +428,7 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
         ),
     };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;

@@ -51,6 +51,9 @@ pub enum ServerError {
     /// A password or ACL file that cannot be used (bad input: exit 2).
     #[error("{0}")]
     Auth(#[from] AuthError),
+    /// A `[metrics]` token file or user list that cannot be used (exit 2).
+    #[error("{0}")]
+    MetricsAccess(#[from] crate::metrics::access::MetricsAccessError),
 }
 
 /// A started broker: where it listens, and the handle to stop it.
@@ -126,6 +129,15 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
 
     let tls = TlsContext::load(&config.tls, metrics.clone())?;
     let auth = Arc::new(Auth::load(&config.auth)?);
+    let metrics_access =
+        crate::metrics::access::MetricsAccess::load(&config.metrics, auth.clone())?.map(Arc::new);
+    if config.metrics.enabled && metrics_access.is_none() && !config.metrics.bind.ip().is_loopback()
+    {
+        tracing::warn!(
+            "/metrics on {} answers anyone who can reach it: set metrics.bearer_token_file or metrics.users to require credentials",
+            config.metrics.bind
+        );
+    }
     // Anonymous clients per listener: by its bind address (see `anonymous_allowed`).
     let login = |explicit: Option<bool>, bind: SocketAddr| ListenerAuth {
         auth: auth.clone(),
@@ -409,9 +421,14 @@ pub async fn start(config: Config, platform: &Platform) -> Result<RunningBroker,
     }
     if let Some(listener) = metrics_listener {
         let mut rx = shutdown_rx.clone();
-        tasks.spawn(metrics::serve(listener, metrics.clone(), async move {
-            let _ = rx.changed().await;
-        }));
+        tasks.spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+            metrics_access.clone(),
+            async move {
+                let _ = rx.changed().await;
+            },
+        ));
     }
     if config.server.stats_interval_secs > 0 {
         let every = Duration::from_secs(config.server.stats_interval_secs);

