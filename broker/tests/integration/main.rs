@@ -17,6 +17,7 @@ mod cli;
 mod common;
 mod connection_slots;
 mod fairness;
+mod kafka_acl;
 mod kafka_bounds;
 mod kafka_durability;
 mod kafka_groups;
