@@ -37,6 +37,7 @@ mod raw;
 mod raw_kafka;
 mod rumqttc_v311;
 mod rumqttc_v5;
+mod secure_example;
 mod sessions;
 mod storage_integrity;
 mod tls;
