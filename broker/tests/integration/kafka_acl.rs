@@ -421,3 +421,39 @@ fn kafka_acl_bad_table_stops_start_up_naming_file_table_and_key() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_acl_anonymous_clients_get_only_anonymous_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl.toml");
+    std::fs::write(
+        &acl,
+        "[[kafka]]\nanonymous = true\nresource = \"topic\"\nname = \"public\"\noperations = [\"describe\"]\n",
+    )
+    .unwrap();
+    let b = start_broker_with(|c| c.auth.acl_file = Some(acl)).await;
+    for topic in ["public", "private"] {
+        create_topic(&b, topic);
+    }
+    let bootstrap = kafka_bootstrap(&b);
+    let listed = tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("broker.address.family", "v4")
+            .create()
+            .unwrap();
+        let metadata =
+            rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(10))
+                .expect("anonymous metadata on a loopback listener");
+        let mut names: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect();
+        names.sort();
+        names
+    })
+    .await
+    .unwrap();
+    assert_eq!(listed, ["public"], "only what anonymous = true grants");
+}

