@@ -78,6 +78,9 @@ struct RawAcl {
     /// AMQP permissions, read by [`super::amqp_acl`].
     #[serde(default, rename = "amqp")]
     _amqp: Option<toml::Value>,
+    /// Kafka ACLs, read by [`super::kafka_acl`].
+    #[serde(default, rename = "kafka")]
+    _kafka: Option<toml::Value>,
 }
 
 /// Who is asking: the user name (none when anonymous) and the client id.

@@ -1,10 +1,11 @@
 //! Authentication and authorisation shared by every protocol: the `[auth]`
-//! config section, the user database (a password file), the MQTT ACL and
-//! AMQP permissions, and the rule that decides where anonymous clients are
-//! let in.
+//! config section, the user database (a password file), the MQTT ACL, AMQP
+//! permissions and Kafka ACLs, and the rule that decides where anonymous
+//! clients are let in.
 
 pub mod acl;
 pub mod amqp_acl;
+pub mod kafka_acl;
 pub mod passwd;
 pub mod scram;
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 pub use acl::{Acl, Principal};
 pub use amqp_acl::{AmqpAccess, AmqpAcl, AmqpPermission};
+pub use kafka_acl::{KafkaAcl, KafkaOperation, KafkaResource};
 pub use passwd::{PasswordEntry, PasswordFile};
 
 /// The `[auth]` section. Paths are relative to the config file.
@@ -27,8 +29,9 @@ pub struct AuthConfig {
     /// anonymous access off unless `mqtt.allow_anonymous` /
     /// `amqp.allow_anonymous` say otherwise.
     pub password_file: Option<PathBuf>,
-    /// MQTT ACL rules and AMQP permissions (`[[amqp]]`, TOML); without one
-    /// every client may use every topic, vhost and resource.
+    /// MQTT ACL rules, AMQP permissions (`[[amqp]]`) and Kafka ACLs
+    /// (`[[kafka]]`), TOML; without one every client may use every topic,
+    /// vhost, resource and group.
     pub acl_file: Option<PathBuf>,
 }
 
@@ -63,6 +66,8 @@ pub struct Auth {
     acl: Option<Acl>,
     /// `None` when the ACL file has no `[[amqp]]` table: AMQP is not restricted.
     amqp_acl: Option<AmqpAcl>,
+    /// `None` when the ACL file has no `[[kafka]]` table: Kafka is not restricted.
+    kafka_acl: Option<KafkaAcl>,
 }
 
 impl Auth {
@@ -76,7 +81,7 @@ impl Auth {
             })?),
             None => None,
         };
-        let (mut acl, mut amqp_acl) = (None, None);
+        let (mut acl, mut amqp_acl, mut kafka_acl) = (None, None, None);
         if let Some(file) = &config.acl_file {
             let error = |message| AuthError {
                 file: file.clone(),
@@ -88,11 +93,13 @@ impl Auth {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| error(format!("cannot read the ACL file: {e}")))?;
             amqp_acl = AmqpAcl::parse(&text).map_err(error)?;
+            kafka_acl = KafkaAcl::parse(&text).map_err(error)?;
         }
         Ok(Auth {
             users,
             acl,
             amqp_acl,
+            kafka_acl,
         })
     }
 
@@ -102,6 +109,7 @@ impl Auth {
             users,
             acl,
             amqp_acl: None,
+            kafka_acl: None,
         }
     }
 
@@ -109,6 +117,17 @@ impl Auth {
     pub fn with_amqp_acl(mut self, amqp_acl: Option<AmqpAcl>) -> Auth {
         self.amqp_acl = amqp_acl;
         self
+    }
+
+    /// With Kafka ACLs (tests and embedding).
+    pub fn with_kafka_acl(mut self, kafka_acl: Option<KafkaAcl>) -> Auth {
+        self.kafka_acl = kafka_acl;
+        self
+    }
+
+    /// The `[[kafka]]` ACLs; `None` = Kafka is not restricted.
+    pub fn kafka_acl(&self) -> Option<&KafkaAcl> {
+        self.kafka_acl.as_ref()
     }
 
     /// The `[[amqp]]` permissions; `None` = AMQP is not restricted.

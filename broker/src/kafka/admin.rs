@@ -123,8 +123,8 @@ pub async fn delete_topics(hub: &Arc<KafkaHub>, req: DeleteTopicsRequest) -> Del
     .await
 }
 
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
+pub(super) const RESOURCE_TOPIC: i8 = 2;
+pub(super) const RESOURCE_BROKER: i8 = 4;
 /// config_source values: DEFAULT_CONFIG (5) and STATIC_BROKER_CONFIG (4).
 const SOURCE_DEFAULT: i8 = 5;
 const SOURCE_STATIC: i8 = 4;

@@ -8,10 +8,11 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::api_versions;
+use super::authorize::{self as guard, Authorizer};
 use super::codec::{self, DecodeError};
 use super::connection::{Close, Session};
 use super::hub::KafkaHub;
-use super::{admin, api_versions, fetch, group_api, metadata, produce};
 use crate::metrics::{Protocol, ProtocolCounters};
 
 /// Whether a request of this api key may wait (long poll, rebalance), so
@@ -81,6 +82,11 @@ pub async fn handle(
         });
     }
     let listener = session.listener;
+    // Every request is checked against the Kafka ACLs as this user.
+    let authz = Authorizer::new(
+        session.login.auth().clone(),
+        session.login.principal().cloned(),
+    );
     let client_id = header.client_id.as_deref().unwrap_or("").to_string();
     let header_version = api.response_header_version(v);
     let mut respond = |body: &dyn EncodeDyn| {
@@ -103,16 +109,10 @@ pub async fn handle(
         }
         ApiKey::ApiVersions => respond(&api_versions::handle(body.decode(v)?)),
         ApiKey::Metadata => {
-            // Auto-creation does file work: off the async threads with disk storage.
-            let req = body.decode(v)?;
-            let shared = hub.clone();
-            respond(
-                &hub.storage_io(move || metadata::handle(&shared, req, v, listener))
-                    .await,
-            )
+            respond(&guard::metadata(hub, &authz, body.decode(v)?, v, listener).await)
         }
         ApiKey::Produce => {
-            let (resp, stored) = produce::handle(hub, body.decode(v)?).await;
+            let (resp, stored) = guard::produce(hub, &authz, body.decode(v)?).await;
             counters.messages_received.inc_by(stored);
             match resp {
                 Some(resp) => respond(&resp),
@@ -120,24 +120,29 @@ pub async fn handle(
             }
         }
         ApiKey::Fetch => {
-            let (resp, records) = fetch::handle(hub, body.decode(v)?).await;
+            let (resp, records) = guard::fetch(hub, &authz, body.decode(v)?).await;
             counters.messages_sent.inc_by(records);
             respond(&resp)
         }
-        ApiKey::ListOffsets => respond(&fetch::list_offsets(hub, body.decode(v)?).await),
-        ApiKey::CreateTopics => respond(&admin::create_topics(hub, body.decode(v)?).await),
-        ApiKey::DeleteTopics => respond(&admin::delete_topics(hub, body.decode(v)?).await),
-        ApiKey::DescribeConfigs => respond(&admin::describe_configs(hub, body.decode(v)?)),
-        ApiKey::InitProducerId => respond(&hub.producer_ids.handle(body.decode(v)?)),
-        ApiKey::FindCoordinator => {
-            respond(&metadata::find_coordinator(hub, body.decode(v)?, listener))
+        ApiKey::ListOffsets => respond(&guard::list_offsets(hub, &authz, body.decode(v)?).await),
+        ApiKey::CreateTopics => respond(&guard::create_topics(hub, &authz, body.decode(v)?).await),
+        ApiKey::DeleteTopics => respond(&guard::delete_topics(hub, &authz, body.decode(v)?).await),
+        ApiKey::DescribeConfigs => respond(&guard::describe_configs(hub, &authz, body.decode(v)?)),
+        ApiKey::InitProducerId => respond(&guard::init_producer_id(hub, &authz, body.decode(v)?)),
+        ApiKey::FindCoordinator => respond(&guard::find_coordinator(
+            hub,
+            &authz,
+            body.decode(v)?,
+            listener,
+        )),
+        ApiKey::JoinGroup => {
+            respond(&guard::join(hub, &authz, body.decode(v)?, &client_id, v).await)
         }
-        ApiKey::JoinGroup => respond(&group_api::join(hub, body.decode(v)?, &client_id, v).await),
-        ApiKey::SyncGroup => respond(&group_api::sync(hub, body.decode(v)?).await),
-        ApiKey::Heartbeat => respond(&group_api::heartbeat(hub, body.decode(v)?)),
-        ApiKey::LeaveGroup => respond(&group_api::leave(hub, body.decode(v)?, v)),
-        ApiKey::OffsetCommit => respond(&group_api::offset_commit(hub, body.decode(v)?).await),
-        ApiKey::OffsetFetch => respond(&group_api::offset_fetch(hub, body.decode(v)?)),
+        ApiKey::SyncGroup => respond(&guard::sync(hub, &authz, body.decode(v)?).await),
+        ApiKey::Heartbeat => respond(&guard::heartbeat(hub, &authz, body.decode(v)?)),
+        ApiKey::LeaveGroup => respond(&guard::leave(hub, &authz, body.decode(v)?, v)),
+        ApiKey::OffsetCommit => respond(&guard::offset_commit(hub, &authz, body.decode(v)?).await),
+        ApiKey::OffsetFetch => respond(&guard::offset_fetch(hub, &authz, body.decode(v)?, v)),
         other => unreachable!("{other:?} is in the supported table but has no handler"),
     }
 }

@@ -1,5 +1,7 @@
 //! Metadata and FindCoordinator: this single node leads every partition and
 //! coordinates every group; topics asked for are auto-created when allowed.
+//! With Kafka ACLs, Metadata lists only the topics the user may describe,
+//! and auto-creates only where they may create (else TOPIC_AUTHORIZATION_FAILED).
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::metadata_response::{
@@ -12,9 +14,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::authorize::Authorizer;
 use super::connection::Listener;
 use super::hub::{KafkaHub, CLUSTER_ID, NODE_ID};
 use super::topic::{valid_topic_name, Topic};
+use crate::auth::{KafkaOperation, KafkaResource};
 
 pub fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
@@ -52,14 +56,23 @@ pub fn handle(
     req: MetadataRequest,
     version: i16,
     listener: Listener,
+    authz: &Authorizer,
 ) -> MetadataResponse {
     // v0: an empty list means every topic; v1+: null means every topic.
     let wanted = match req.topics {
         Some(t) if !(version == 0 && t.is_empty()) => Some(t),
         _ => None,
     };
+    let describable =
+        |name: &str| authz.allows(KafkaOperation::Describe, KafkaResource::Topic, name);
     let topics = match wanted {
-        None => hub.topics.all().iter().map(|t| describe(t)).collect(),
+        None => hub
+            .topics
+            .all()
+            .iter()
+            .filter(|t| describable(&t.name))
+            .map(|t| describe(t))
+            .collect(),
         Some(list) => list
             .iter()
             .map(|t| {
@@ -67,9 +80,24 @@ pub fn handle(
                 if !valid_topic_name(name) {
                     return missing(name, ResponseError::InvalidTopicException);
                 }
+                if !authz.permits(
+                    hub,
+                    "metadata",
+                    KafkaOperation::Describe,
+                    KafkaResource::Topic,
+                    name,
+                ) {
+                    return missing(name, ResponseError::TopicAuthorizationFailed);
+                }
                 // v0-3 have no flag: auto-creation is the broker's choice alone.
                 let allowed =
                     hub.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+                if allowed && hub.topics.get(name).is_none() && !authz.may_create_topic(name) {
+                    hub.metrics
+                        .kafka
+                        .denied("metadata", KafkaResource::Topic.as_str());
+                    return missing(name, ResponseError::TopicAuthorizationFailed);
+                }
                 let found = if allowed {
                     hub.topics
                         .get_or_create(name, hub.config.default_partitions as i32)

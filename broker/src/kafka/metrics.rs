@@ -1,4 +1,4 @@
-//! Kafka's own counters (SASL logins), kept by the Kafka connections and
+//! Kafka's own counters (SASL logins, requests refused by the ACLs), kept by the Kafka connections and
 //! registered with the rest by `metrics.rs`.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,9 +12,16 @@ struct SaslLoginLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeniedLabels {
+    api: &'static str,
+    resource: &'static str,
+}
+
 #[derive(Debug, Default)]
 pub struct KafkaMetrics {
     sasl_logins: Family<SaslLoginLabels, Counter>,
+    denied: Family<DeniedLabels, Counter>,
 }
 
 impl KafkaMetrics {
@@ -25,6 +32,25 @@ impl KafkaMetrics {
             "Kafka SASL logins, by mechanism and result (ok, failed)",
             self.sasl_logins.clone(),
         );
+        registry.register(
+            "kafka_denied",
+            "Kafka resources refused by the ACLs ([[kafka]]), by api and resource (topic, group, cluster): one per topic, group or cluster refusal in a request",
+            self.denied.clone(),
+        );
+    }
+
+    /// Counts one resource an ACL refused to a request of `api`.
+    pub fn denied(&self, api: &'static str, resource: &'static str) {
+        self.denied
+            .get_or_create(&DeniedLabels { api, resource })
+            .inc();
+    }
+
+    /// Refusals of this api and resource so far.
+    pub fn denials(&self, api: &'static str, resource: &'static str) -> u64 {
+        self.denied
+            .get_or_create(&DeniedLabels { api, resource })
+            .get()
     }
 
     /// Counts one finished SASL exchange (`mechanism` as clients name it).

@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod api_versions;
+mod authorize;
 pub mod codec;
 pub mod config;
 pub mod connection;

